@@ -1,0 +1,1 @@
+"""Curriculum kernels (Triton on CUDA, PyTorch reference on CPU). Installed as vitdata.kernels."""

@@ -1,0 +1,40 @@
+"""vitdata: a GPU input pipeline for Vision Transformer training (DALI graphs, Triton kernels, curriculum).
+
+`pipelines/` and `kernels/` live at the top of the repository but install as `vitdata.pipelines` and
+`vitdata.kernels`; no generic top-level package lands in site-packages.
+"""
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "vitdata" / "__init__.py").read_text(), re.M).group(1)
+
+setup(
+    name="vitdata",
+    version=VERSION,
+    description="GPU data pipeline for ViT training: DALI decode/augment, Triton curriculum kernels, difficulty oracle",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["vitdata", "vitdata.datasets", "vitdata.pipelines", "vitdata.kernels"],
+    package_dir={"vitdata": "vitdata", "vitdata.pipelines": "pipelines", "vitdata.kernels": "kernels"},
+    install_requires=[
+        "torch>=2.4",
+        "numpy>=1.24",
+        "pillow>=10",
+        "timm>=1.0",
+        "triton>=3.0; platform_system == 'Linux'",
+        "nvidia-dali-cuda130>=2.0; platform_system == 'Linux' and platform_machine == 'x86_64'",
+        "tqdm>=4.60",
+        "pyyaml>=6",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        # DALI built against CUDA 12 instead of 13 (install with: pip install "vitdata[cuda12]").
+        "cuda12": ["nvidia-dali-cuda120>=2.0"],
+        "test": ["pytest>=8", "pytest-timeout>=2.2", "psutil>=5.9"],
+    },
+    entry_points={"console_scripts": ["vitdata=vitdata.cli:main"]},
+)

@@ -1,0 +1,3 @@
+from vitdata.cli import main
+
+raise SystemExit(main())

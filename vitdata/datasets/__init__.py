@@ -1,0 +1,1 @@
+"""Datasets vitdata can generate itself."""

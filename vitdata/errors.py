@@ -1,0 +1,54 @@
+"""Errors raised by vitdata. Every data error names the file (or tar shard and member offset), the sample
+id when known, and a reason code from a fixed list, so a failure is never a bare traceback from DALI."""
+from __future__ import annotations
+
+# Reason codes. Read/decode time (RELIABILITY.md A1) and index time (foundation issue, group E).
+REASONS = (
+    # read and decode time
+    "truncated", "unsupported_format", "too_many_pixels", "checksum_mismatch", "missing",
+    "size_changed", "bad_label", "read_timeout", "decode_error",
+    # index time
+    "not_found", "unreadable", "empty_dataset", "missing_label", "missing_image", "duplicate_key",
+    "non_regular_member", "bad_header", "member_too_large", "bad_key",
+)
+
+
+class VitdataError(Exception):
+    """Base class of every error vitdata raises on purpose."""
+
+
+class ConfigError(VitdataError, ValueError):
+    """An invalid configuration; the message names the offending fields."""
+
+    def __init__(self, message: str, fields: tuple[str, ...] | list[str] = ()):
+        self.fields = tuple(fields)
+        prefix = f"[{', '.join(self.fields)}] " if self.fields else ""
+        super().__init__(prefix + message)
+
+
+class DataError(VitdataError):
+    """A bad sample or a bad source file.
+
+    Attributes: ``reason`` (one of ``REASONS``), ``path`` (file, or tar shard), ``offset`` (tar member
+    header offset in bytes, or None), ``sample_id`` (index position, or None), ``detail`` (free text).
+    """
+
+    def __init__(self, reason: str, path: str, *, sample_id: int | None = None, offset: int | None = None,
+                 detail: str = ""):
+        if reason not in REASONS:
+            raise ValueError(f"unknown reason code {reason!r}")
+        self.reason, self.path, self.sample_id, self.offset, self.detail = reason, str(path), sample_id, offset, detail
+        where = self.path if offset is None else f"{self.path} (member at byte {offset})"
+        sid = "" if sample_id is None else f" sample {sample_id}:"
+        super().__init__(f"[{reason}]{sid} {where}" + (f": {detail}" if detail else ""))
+
+    def __reduce__(self):  # keep the attributes across process boundaries (DALI workers, DataLoader workers)
+        return (_rebuild_data_error, (self.reason, self.path, self.sample_id, self.offset, self.detail))
+
+
+def _rebuild_data_error(reason, path, sample_id, offset, detail):
+    return DataError(reason, path, sample_id=sample_id, offset=offset, detail=detail)
+
+
+class StateError(VitdataError):
+    """A checkpoint or index file that cannot be loaded: wrong version, checksum, truncation or mismatch."""
