@@ -46,3 +46,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None] | b
             os.unlink(tmp)
         raise
     _fsync_dir(directory)
+    _remove_stale_temps(directory, os.path.basename(path))
+
+
+def _remove_stale_temps(directory: str, name: str) -> None:
+    """Temp files of earlier writes of ``name`` that were killed mid-write; the rename above committed
+    ours, so any other ``.NAME.*.tmp`` left here is litter from a crash."""
+    prefix = "." + name + "."
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
