@@ -1,1 +1,37 @@
-"""Curriculum kernels (Triton on CUDA, PyTorch reference on CPU). Installed as vitdata.kernels."""
+"""Curriculum kernels (Triton on CUDA, PyTorch on CPU). Installed as vitdata.kernels.
+
+Public ops (dispatchers; also registered as ``torch.ops.vitdata.*`` for torch.compile):
+    lowpass_crop(x, size, *, mean, std, out_dtype, memory_format)   EfficientTrain's Fourier crop
+    lowpass_filter(x, size, ...)                                     the same band limit at full size
+    sample_patch_erase_params(batch, grid, ratio, generator, device) -> PatchEraseParams
+    patch_erase(x, params, patch_size, fill, inplace)                PatchErasing on the normalised batch
+Each has a ``*_ref`` (pure torch) and a ``*_triton`` launcher beside it. Importing this package needs
+neither a GPU nor DALI; Triton is imported but only launched for CUDA tensors (or on CPU under
+``TRITON_INTERPRET=1`` in tests).
+"""
+from .lowpass import (
+    crop_matrices,
+    lowpass_crop,
+    lowpass_crop_fft,
+    lowpass_crop_matmul,
+    lowpass_crop_ref,
+    lowpass_crop_triton,
+    lowpass_filter,
+    lowpass_filter_ref,
+)
+from .patch_erase import (
+    FILLS,
+    PatchEraseParams,
+    normal_noise,
+    patch_erase,
+    patch_erase_ref,
+    patch_erase_triton,
+    sample_patch_erase_params,
+)
+
+__all__ = [
+    "crop_matrices", "lowpass_crop", "lowpass_crop_fft", "lowpass_crop_matmul", "lowpass_crop_ref",
+    "lowpass_crop_triton", "lowpass_filter", "lowpass_filter_ref",
+    "FILLS", "PatchEraseParams", "normal_noise", "patch_erase", "patch_erase_ref", "patch_erase_triton",
+    "sample_patch_erase_params",
+]
