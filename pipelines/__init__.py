@@ -3,11 +3,11 @@
 Installed as ``vitdata.pipelines``. ``vitdata.loader`` is the only intended user; import the pieces
 from here to build a custom graph around vitdata's sampler and source.
 """
-from .source import (NUM_MAG_BINS, OUTPUTS, SUPPORTED_FORMATS, EpochSource, check_sample, code_reason,
+from .source import (NUM_MAG_BINS, OUTPUTS, SUPPORTED_FORMATS, EpochSource, check_sample, code_reason, resolve_sample,
                      control_path, magnitude_to_bin, reason_code, write_control)
 
 __all__ = ["NUM_MAG_BINS", "OUTPUTS", "SUPPORTED_FORMATS", "EpochSource", "check_sample", "code_reason",
-           "control_path", "magnitude_to_bin", "reason_code", "write_control", "GraphSpec", "build_pipeline",
+           "control_path", "magnitude_to_bin", "reason_code", "write_control", "resolve_sample", "GraphSpec", "build_pipeline",
            "choose_device", "INTERPOLATIONS"]
 
 

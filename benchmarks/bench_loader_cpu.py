@@ -1,0 +1,135 @@
+"""Question: on this CPU machine, how many training images per second does the DALI backend deliver
+compared with the torch backend (DataLoader, 2 workers), with the full augmentation at 224 px?
+
+Both backends read the same index of real photos (``../shared/data/imagenet-samples`` by default) through
+the same sampler, with random-resized crop, flip, RandAugment (n=2, m=9) and normalisation to float32
+NCHW, DALI with ``num_threads`` CPU threads and ``num_workers`` source workers, torch with
+``num_workers`` DataLoader workers. Each repeat times whole epochs after one warm-up epoch; the loader
+is built once per backend. Prints images/s (median and spread of the repeats) and the ratio, and
+writes a JSON record to ``benchmarks/results/cpu/<date>-loader.json``.
+
+    python -P benchmarks/bench_loader_cpu.py [--data DIR] [--epochs 3] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _versions() -> dict:
+    import numpy
+    import PIL
+    import torch
+    import torchvision
+
+    v = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+         "numpy": numpy.__version__, "pillow": PIL.__version__}
+    try:
+        import nvidia.dali
+
+        v["dali"] = nvidia.dali.__version__
+    except Exception:
+        v["dali"] = None
+    try:
+        import triton
+
+        v["triton"] = triton.__version__
+    except Exception:
+        v["triton"] = None
+    return v
+
+
+def _commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip() or None
+    except Exception:
+        return None
+
+
+def time_backend(backend: str, args) -> dict:
+    from vitdata import LoaderConfig, create_loader
+    from vitdata.loader import AugmentConfig
+
+    cfg = LoaderConfig(data=args.data, batch_size=args.batch_size, image_size=args.image_size, backend=backend,
+                       num_threads=args.threads, num_workers=args.workers, prefetch=2, seed=0,
+                       augment=AugmentConfig(randaug_magnitude=9.0, randaug_num_ops=2))
+    t0 = time.perf_counter()
+    loader = create_loader(cfg)
+    epoch = 0
+    try:
+        loader.set_epoch(epoch)
+        n_warm = sum(len(b.ids) for b in loader)   # warm-up: worker start, first decodes
+        warm_s = time.perf_counter() - t0
+        repeats = []
+        for _ in range(args.repeats):
+            n, t = 0, time.perf_counter()
+            for _ in range(args.epochs):
+                epoch += 1
+                loader.set_epoch(epoch)
+                for b in loader:
+                    n += len(b.ids)
+            dt = time.perf_counter() - t
+            repeats.append({"images": n, "seconds": dt, "images_per_s": n / dt})
+    finally:
+        loader.close()
+    ips = [r["images_per_s"] for r in repeats]
+    return {"backend": backend, "warmup_images": n_warm, "warmup_seconds": warm_s, "repeats": repeats,
+            "median_images_per_s": statistics.median(ips), "min_images_per_s": min(ips),
+            "max_images_per_s": max(ips)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "imagenet-samples"))
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=2, help="DALI CPU threads")
+    p.add_argument("--workers", type=int, default=2, help="DALI source workers / DataLoader workers")
+    p.add_argument("--epochs", type=int, default=2, help="epochs per timed repeat")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--backends", default="dali,torch")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/cpu/<date>-loader.json)")
+    args = p.parse_args(argv)
+    if not os.path.isdir(args.data):
+        print(f"no data at {args.data}", file=sys.stderr)
+        return 2
+    results = {}
+    load_before = os.getloadavg()
+    for backend in args.backends.split(","):
+        r = time_backend(backend, args)
+        results[backend] = r
+        print(f"{backend:>6}: {r['median_images_per_s']:8.1f} img/s (median of {args.repeats}; "
+              f"min {r['min_images_per_s']:.1f}, max {r['max_images_per_s']:.1f})", flush=True)
+    ratio = None
+    if "dali" in results and "torch" in results:
+        ratio = results["dali"]["median_images_per_s"] / results["torch"]["median_images_per_s"]
+        print(f" ratio: {ratio:.2f}x (dali / torch)")
+    record = {"question": "DALI backend vs torch backend images/s on CPU, full augmentation",
+              "date": datetime.datetime.now().isoformat(timespec="seconds"), "commit": _commit(),
+              "versions": _versions(), "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                          # other processes share the 2 cores: the load average says how busy they were
+                          "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+              "settings": {k: v for k, v in vars(args).items() if k != "out"}, "results": results,
+              "ratio_dali_over_torch": ratio}
+    out = args.out or os.path.join(ROOT, "benchmarks", "results", "cpu",
+                                   f"{datetime.date.today().isoformat()}-loader.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    from vitdata.io import atomic_write
+
+    atomic_write(out, (json.dumps(record, indent=2) + "\n").encode())
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

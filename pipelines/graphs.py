@@ -1,0 +1,132 @@
+"""DALI graph builders for training and evaluation, and the device choice.
+
+The graph-building functions (:func:`train_graph`, :func:`eval_graph`) take DataNodes and return
+DataNodes; :func:`build_pipeline` attaches the external source and wraps them in a ``@pipeline_def``.
+One definition serves CPU and GPU: with CUDA the decoder runs as ``"mixed"`` (nvJPEG / nvImageCodec)
+and every later op follows its input onto the GPU; without CUDA the pipeline is built with
+``device_id=None`` (DALI refuses to build with a device id on a machine without a GPU, even for CPU
+ops) and everything runs on CPU threads.
+
+Outputs of :func:`build_pipeline` in order: images, label, id, orig_id, status. ``images`` is
+(B, 3, H, W) ("CHW" layout) or (B, H, W, 3) ("HWC", for channels_last) float32 or float16,
+normalised with ``mean``/``std`` given on the 0..255 scale.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+from nvidia.dali import fn, pipeline_def, types
+
+from . import randaug
+from .source import NUM_MAG_BINS
+
+_INTERP = {"bilinear": types.INTERP_LINEAR, "bicubic": types.INTERP_CUBIC, "nearest": types.INTERP_NN,
+           "lanczos": types.INTERP_LANCZOS3, "triangular": types.INTERP_TRIANGULAR}
+INTERPOLATIONS = tuple(_INTERP)
+
+
+def choose_device(rank: int = 0) -> int | None:
+    """``device_id`` for a pipeline: this rank's GPU when torch sees CUDA, else None (CPU ops).
+
+    The GPU is torch's current device once CUDA is initialised, else ``LOCAL_RANK`` (torchrun) or
+    ``rank`` modulo the visible devices."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    if torch.cuda.is_initialized():
+        return torch.cuda.current_device()
+    return int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count()
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """What the graph needs to know when it is built (per-step values arrive through the source)."""
+    train: bool = True
+    scale: tuple[float, float] = (0.08, 1.0)     # random-resized-crop area fraction range
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)  # random-resized-crop aspect ratio range
+    hflip: float = 0.5                           # probability of a horizontal flip
+    randaug: bool = True                         # build the RandAugment stage at all
+    max_ops: int = 2                             # RandAugment op levels in the graph
+    exclude_ops: tuple[str, ...] = ()            # RandAugment ops left out of the suite
+    interpolation: str = "bilinear"
+    eval_size: int = 224                         # eval: output side
+    eval_resize: int = 256                       # eval: shorter side before the centre crop
+    mean: tuple[float, float, float] = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+    std: tuple[float, float, float] = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+    float16: bool = False                        # fp16 out of DALI (else fp32); bf16 is converted in torch
+    layout: str = "CHW"                          # "CHW" or "HWC" (channels_last after a permute)
+
+
+def train_graph(encoded, size, mag_bin, active, spec: GraphSpec, decode_device: str):
+    """Decode with the random-resized crop fused in, resize to ``size``, RandAugment, flip + normalise."""
+    images = fn.decoders.image_random_crop(encoded, device=decode_device, output_type=types.RGB,
+                                           random_area=list(spec.scale), random_aspect_ratio=list(spec.ratio),
+                                           num_attempts=10)
+    images = fn.resize(images, size=size, interp_type=_INTERP[spec.interpolation], antialias=True)
+    if spec.randaug:
+        images = randaug.apply(images, mag_bin, active, size, max_ops=spec.max_ops, num_bins=NUM_MAG_BINS,
+                               exclude=spec.exclude_ops)
+    mirror = fn.random.coin_flip(probability=spec.hflip) if spec.hflip > 0 else 0
+    return _normalise(images, spec, mirror)
+
+
+def eval_graph(encoded, spec: GraphSpec, decode_device: str):
+    """Decode, resize the shorter side to ``eval_resize``, centre-crop ``eval_size``, normalise."""
+    images = fn.decoders.image(encoded, device=decode_device, output_type=types.RGB)
+    images = fn.resize(images, resize_shorter=spec.eval_resize, interp_type=_INTERP[spec.interpolation],
+                       antialias=True)
+    return _normalise(images, spec, 0, crop=(spec.eval_size, spec.eval_size))
+
+
+def _normalise(images, spec: GraphSpec, mirror, crop=None):
+    kw = {} if crop is None else {"crop": crop, "crop_pos_x": 0.5, "crop_pos_y": 0.5}
+    return fn.crop_mirror_normalize(images, dtype=types.FLOAT16 if spec.float16 else types.FLOAT,
+                                    output_layout=spec.layout, mean=list(spec.mean), std=list(spec.std),
+                                    mirror=mirror, **kw)
+
+
+@pipeline_def(enable_conditionals=True, enable_checkpointing=True)
+def _pipeline(source, spec: GraphSpec, decode_device: str):
+    k = num_source_outputs(spec)
+    outs = fn.external_source(
+        source=source, num_outputs=k, batch=False, parallel=True,
+        dtype=[types.UINT8, types.INT64, types.INT64, types.INT64, types.INT32, types.FLOAT, types.INT32,
+               types.INT32][:k],
+        ndim=[1, 0, 0, 0, 0, 1, 1, 1][:k])
+    encoded, label, sid, orig, status = outs[:5]
+    size, mag_bin, active = (list(outs[5:]) + [None, None, None])[:3]
+    if spec.train:
+        images = train_graph(encoded, size, mag_bin, active, spec, decode_device)
+    else:
+        images = eval_graph(encoded, spec, decode_device)
+    return images, label, sid, orig, status
+
+
+def num_source_outputs(spec: GraphSpec) -> int:
+    """How many of ``source.OUTPUTS`` the graph reads (the source returns only those)."""
+    return (8 if spec.randaug else 6) if spec.train else 5
+
+
+def build_pipeline(source, spec: GraphSpec, *, batch_size: int, num_threads: int, device_id: int | None,
+                   py_num_workers: int, py_start_method: str, prefetch: int, seed: int,
+                   checkpoint: bytes | str | None = None):
+    """Build (not yet run) the train or eval pipeline around ``source`` (an ``EpochSource``)."""
+    decode_device = "cpu" if device_id is None else "mixed"
+    with warnings.catch_warnings():
+        # DALI's RandAugment suite calls deprecated fn.experimental aliases when the graph is built.
+        warnings.filterwarnings("ignore", message=r"(?s).*fn\.experimental\..*deprecated", category=DeprecationWarning)
+        return _build(source, spec, decode_device, batch_size=batch_size, num_threads=num_threads,
+                      device_id=device_id, py_num_workers=py_num_workers, py_start_method=py_start_method,
+                      prefetch=prefetch, seed=seed, checkpoint=checkpoint)
+
+
+def _build(source, spec, decode_device, *, batch_size, num_threads, device_id, py_num_workers, py_start_method,
+           prefetch, seed, checkpoint):
+    pipe = _pipeline(source, spec, decode_device, batch_size=batch_size, num_threads=num_threads,
+                     device_id=device_id, py_num_workers=max(1, py_num_workers), py_start_method=py_start_method,
+                     prefetch_queue_depth=prefetch, seed=seed, checkpoint=checkpoint)
+    pipe.build()
+    return pipe

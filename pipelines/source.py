@@ -1,0 +1,196 @@
+"""The external-source callable of the DALI graphs, and the sample check both backends share.
+
+A DALI parallel external source runs copies of :class:`EpochSource` in worker processes, so the
+callable holds no state that the main process changes while it runs. Everything that varies per
+epoch (the sampler's id order, the per-step knobs, the oracle's per-sample strength) is written by
+the loader into a *control file* (``ctl-<dali epoch>.npz``, atomic rename) before the pipeline reads
+the first sample of that epoch; a worker loads it the first time it sees that DALI epoch index.
+``SampleInfo.idx_in_epoch`` is the position in that file's order: the callable is a pure function
+of (control file, position), which is what makes DALI checkpoints replay the same samples.
+
+Per sample the callable returns (see ``OUTPUTS``):
+
+===========  ========  =======  ==========================================================
+name         dtype     shape    meaning
+===========  ========  =======  ==========================================================
+encoded      uint8     (L,)     the encoded image bytes (after the header check)
+label        int64     ()       class index of the sample actually delivered
+id           int64     ()       index position of the sample delivered (-1 for eval padding)
+orig_id      int64     ()       id the sampler asked for (differs from ``id`` after a skip)
+status       int32     ()       0 = ok, else 1 + position of the reason in ``errors.REASONS``
+size         float32   (2,)     output (H, W) of this step (the schedule's image size)
+mag_bin      int32     (n,)     RandAugment magnitude bin per op level (0..NUM_MAG_BINS-1)
+active       int32     (n,)     1 where op level i < this step's number of ops, else 0
+===========  ========  =======  ==========================================================
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+
+import numpy as np
+
+from vitdata.errors import REASONS, DataError
+
+OUTPUTS = ("encoded", "label", "id", "orig_id", "status", "size", "mag_bin", "active")
+
+# Magnitudes on timm's 0..10 scale map to 101 bins, so a bin is 0.1 of timm's unit.
+NUM_MAG_BINS = 101
+MAX_MAGNITUDE = 10.0
+
+# Formats the DALI decoders (and Pillow, for the torch backend) handle the same way. GIF and
+# anything else are refused as ``unsupported_format`` (RELIABILITY.md decision).
+SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "TIFF", "WEBP", "PPM", "JPEG2000"})
+
+# How many later entries of the epoch order a skipped sample may try before giving up.
+MAX_SUBSTITUTE_ATTEMPTS = 32
+
+
+def magnitude_to_bin(m: np.ndarray | float) -> np.ndarray:
+    """timm-scale magnitude (0..10, clipped) -> int32 bin in [0, NUM_MAG_BINS)."""
+    m = np.clip(np.asarray(m, np.float64), 0.0, MAX_MAGNITUDE)
+    return np.rint(m * (NUM_MAG_BINS - 1) / MAX_MAGNITUDE).astype(np.int32)
+
+
+def reason_code(reason: str) -> int:
+    return 1 + REASONS.index(reason)
+
+
+def code_reason(code: int) -> str | None:
+    return None if code == 0 else REASONS[code - 1]
+
+
+def check_sample(reader, index, sample_id: int, max_pixels: int) -> tuple[bytes | None, str | None, str]:
+    """Read sample ``sample_id`` and check its header before any decoder sees it.
+
+    Returns (data, None, "") when it is fine, or (None, reason, detail). Reads the header only
+    (Pillow's lazy open): no pixels are decoded, so a 20000x20000 bomb costs microseconds.
+    """
+    try:
+        data = reader.read(int(sample_id))
+    except DataError as e:
+        return None, e.reason, e.detail
+    except OSError as e:
+        return None, "missing", str(e)
+    label = int(index.label[sample_id])
+    if not 0 <= label < max(1, int(index.num_classes)):
+        return None, "bad_label", f"label {label} outside [0, {index.num_classes})"
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning: the budget below decides
+            with Image.open(io.BytesIO(data)) as im:
+                fmt, (w, h) = im.format, im.size
+    except Image.DecompressionBombError as e:
+        return None, "too_many_pixels", str(e)
+    except Exception as e:  # Pillow raises UnidentifiedImageError, SyntaxError, ValueError... on junk
+        if not data:
+            return None, "truncated", "empty file"
+        return None, "unsupported_format", f"not a readable image header ({type(e).__name__})"
+    if fmt not in SUPPORTED_FORMATS:
+        return None, "unsupported_format", f"format {fmt}"
+    if w * h > max_pixels:
+        return None, "too_many_pixels", f"{w}x{h} = {w * h / 1e6:.1f} Mpx > budget {max_pixels / 1e6:.1f} Mpx"
+    if w < 1 or h < 1:
+        return None, "unsupported_format", f"size {w}x{h}"
+    return data, None, ""
+
+
+def write_control(path: str, control: dict[str, np.ndarray]) -> None:
+    """Write one epoch's control file atomically (npz, no pickle)."""
+    from vitdata.io import atomic_write
+
+    atomic_write(path, lambda f: np.savez(f, **control))
+
+
+def load_control(path: str) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def control_path(directory: str, dali_epoch: int) -> str:
+    return os.path.join(directory, f"ctl-{dali_epoch:06d}.npz")
+
+
+class EpochSource:
+    """Picklable per-sample callable for ``fn.external_source(batch=False, parallel=True)``.
+
+    Control file arrays: ``ids`` int64 (steps*batch,) in consumption order (eval padding = -1);
+    ``step_size`` int32 (steps,); ``step_magnitude`` float32 (steps,); ``step_num_ops`` int32
+    (steps,); ``extra_magnitude`` float32 (steps*batch,) the oracle's per-sample addition;
+    ``epoch`` int64 () the loader's epoch number (for messages).
+    """
+
+    def __init__(self, reader, index, control_dir: str, batch_size: int, max_ops: int, max_pixels: int,
+                 num_outputs: int = len(OUTPUTS)):
+        # num_outputs: 8 (train with RandAugment), 6 (train without: no mag_bin/active), 5 (eval: no size)
+        self.num_outputs = int(num_outputs)
+        self.reader, self.index, self.control_dir = reader, index, control_dir
+        self.batch_size, self.max_ops, self.max_pixels = int(batch_size), max(1, int(max_ops)), int(max_pixels)
+        self._epoch_key = None
+        self._ctl = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_epoch_key"], state["_ctl"] = None, None
+        return state
+
+    def _control(self, dali_epoch: int) -> dict[str, np.ndarray]:
+        if self._epoch_key != dali_epoch:
+            self._ctl = load_control(control_path(self.control_dir, dali_epoch))
+            self._epoch_key = dali_epoch
+        return self._ctl
+
+    def __call__(self, info):
+        ctl = self._control(info.epoch_idx)
+        ids = ctl["ids"]
+        pos = info.idx_in_epoch
+        if pos >= len(ids):
+            raise StopIteration
+        step = pos // self.batch_size
+        orig = int(ids[pos])
+        sid, status, data = self._resolve(ids, pos, orig)
+        n = self.max_ops
+        mag = float(ctl["step_magnitude"][step]) + float(ctl["extra_magnitude"][pos])
+        size = float(ctl["step_size"][step])
+        active = (np.arange(n) < int(ctl["step_num_ops"][step])).astype(np.int32)
+        out = (np.frombuffer(data, np.uint8),
+                np.array(int(self.index.label[sid]) if orig >= 0 else -1, np.int64),
+                np.array(sid if orig >= 0 else -1, np.int64),
+                np.array(orig, np.int64),
+                np.array(status, np.int32),
+                np.array([size, size], np.float32),
+                np.full(n, magnitude_to_bin(mag), np.int32),
+                active)
+        return out[:self.num_outputs]
+
+    def _resolve(self, ids: np.ndarray, pos: int, orig: int) -> tuple[int, int, bytes]:
+        return resolve_sample(self.reader, self.index, ids, pos, self.max_pixels)
+
+
+def resolve_sample(reader, index, ids: np.ndarray, pos: int, max_pixels: int) -> tuple[int, int, bytes]:
+    """(delivered id, status, bytes) for position ``pos`` of the epoch order ``ids``.
+
+    The id is ``ids[pos]``, or, when its check fails, the next id of the order (wrapping around) that
+    passes: a pure function of the order, so every backend, worker count and resume picks the same one.
+    Eval padding (-1) delivers the first valid id of the order; the caller flags it by its id -1.
+    Raises DataError when none of the next ``MAX_SUBSTITUTE_ATTEMPTS`` entries is usable.
+    """
+    orig = int(ids[pos])
+    want = orig if orig >= 0 else int(ids[ids >= 0][0])
+    data, reason, detail = check_sample(reader, index, want, max_pixels)
+    if reason is None:
+        return want, 0, data
+    first_status = reason_code(reason)
+    for k in range(1, min(MAX_SUBSTITUTE_ATTEMPTS, len(ids)) + 1):
+        cand = int(ids[(pos + k) % len(ids)])
+        if cand < 0 or cand == want:
+            continue
+        data, r, _ = check_sample(reader, index, cand, max_pixels)
+        if r is None:
+            return cand, first_status, data
+    raise DataError(reason, index.describe(want), sample_id=want,
+                    detail=f"{detail}; and no usable substitute in the next {MAX_SUBSTITUTE_ATTEMPTS} entries "
+                           f"of the epoch order")

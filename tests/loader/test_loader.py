@@ -1,0 +1,276 @@
+"""The loader contract on CPU: order, pairing, schedule, RandAugment, resume, plans, backends, errors."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from vitdata import ConfigError, LoaderConfig, StateError, create_loader
+from vitdata.loader import AugmentConfig, EvalConfig, OutputConfig, ScheduleConfig
+from vitdata.sampler import EpochPlan
+
+from .conftest import decode_batch, pixel_ids
+
+FULL_VIEW = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, randaug=False)
+BACKENDS = ["dali", "torch"]
+
+
+def cfg_for(data, backend="dali", **kw):
+    base = dict(data=data, batch_size=8, image_size=32, backend=backend, num_workers=2, num_threads=2)
+    base.update(kw)
+    return LoaderConfig(**base)
+
+
+def run_epochs(loader, epochs, start=0):
+    out = []
+    for e in range(start, start + epochs):
+        loader.set_epoch(e)
+        out.extend((e, b) for b in loader)
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_each_sample_is_read_once_per_epoch_and_labels_stay_paired(tiny_data, backend):
+    loader = create_loader(cfg_for(tiny_data, backend, augment=FULL_VIEW))
+    try:
+        pid = pixel_ids(loader.index)
+        assert len(loader) == 8
+        for epoch in range(2):
+            loader.set_epoch(epoch)
+            seen = []
+            for batch in loader:
+                assert batch.images.shape == (8, 3, 32, 32) and batch.images.dtype == torch.float32
+                assert batch.labels.dtype == torch.int64 and batch.ids.dtype == torch.int64
+                for (img_id, img_label), i, y in zip(decode_batch(batch.images), batch.ids.tolist(),
+                                                     batch.labels.tolist()):
+                    assert img_id == pid[i] and img_label == y == loader.index.label[i]
+                seen += batch.ids.tolist()
+            assert sorted(seen) == list(range(64))
+            assert seen == loader.sampler.epoch_ids(epoch).reshape(-1).tolist()
+    finally:
+        loader.close()
+
+
+def test_size_schedule_changes_output_shape_at_the_right_step(tiny_data):
+    sched = ScheduleConfig(name="linear", epochs=2, kwargs=dict(size=(16, 32), per="step", magnitude=None))
+    loader = create_loader(cfg_for(tiny_data, augment=FULL_VIEW, schedule=sched))
+    try:
+        for epoch, batch in run_epochs(loader, 2):
+            pass
+        loader2 = loader
+        shapes = []
+        loader2.set_epoch(0)
+        for step, batch in enumerate(loader2):
+            expect = loader.schedule(0, step).image_size
+            assert batch.knobs.image_size == expect
+            shapes.append(batch.images.shape[-1])
+            assert batch.images.shape[-2:] == (expect, expect)
+        assert shapes == sorted(shapes) and shapes[0] == 16 and shapes[-1] > 16
+    finally:
+        loader.close()
+
+
+def test_randaug_magnitude_follows_the_schedule(tiny_data):
+    identity_like = ("equalize", "auto_contrast")
+    view = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0)
+    plain = create_loader(cfg_for(tiny_data, augment=AugmentConfig(randaug=False, **view)))
+    zero = create_loader(cfg_for(tiny_data, augment=AugmentConfig(randaug=True, randaug_magnitude=0.0,
+                                                                  randaug_exclude=identity_like, **view)))
+    ramp = create_loader(cfg_for(tiny_data, augment=AugmentConfig(randaug=True, randaug_exclude=identity_like, **view),
+                                 schedule=ScheduleConfig(name="linear", epochs=1,
+                                                         kwargs=dict(magnitude=(0.0, 10.0), per="step"))))
+    try:
+        a = [b for b in plain]
+        z = [b for b in zero]
+        r = [b for b in ramp]
+        for bp, bz in zip(a, z):
+            assert torch.equal(bp.ids, bz.ids)
+            assert torch.allclose(bp.images, bz.images, atol=1e-5), "magnitude 0 must leave images unchanged"
+            assert float(bz.aug_magnitude.max()) == 0.0
+        changed = []
+        for step, (bp, br) in enumerate(zip(a, r)):
+            m = ramp.schedule(0, step, steps_in_epoch=len(ramp)).randaug_magnitude
+            assert br.knobs.randaug_magnitude == pytest.approx(m)
+            assert np.allclose(br.aug_magnitude.numpy(), m)
+            changed.append(float((bp.images - br.images).abs().mean()))
+        assert changed[0] < 1e-5 and np.mean(changed[-3:]) > 0.05  # step 0 has magnitude 0, late steps are strong
+    finally:
+        for ld in (plain, zero, ramp):
+            ld.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_resume_mid_epoch_reproduces_remaining_ids_and_pixels_bit_exactly(tiny_data, backend):
+    cfg = cfg_for(tiny_data, backend, augment=AugmentConfig(randaug_magnitude=9.0),
+                  schedule=ScheduleConfig(name="linear", epochs=3, kwargs=dict(size=(16, 32), per="step")))
+    ref_loader = create_loader(cfg)
+    ref = [(e, b.ids.clone(), b.images.clone()) for e, b in run_epochs(ref_loader, 3)]
+    ref_loader.close()
+
+    got = []
+    loader = create_loader(cfg)
+    loader.set_epoch(0)
+    for i, b in enumerate(loader):
+        got.append((0, b.ids.clone(), b.images.clone()))
+        if i == 2:
+            break
+    state = loader.state_dict()
+    loader.close()
+    # Resume twice: mid-epoch 0, then at the boundary after epoch 0 completes (chained resumes).
+    loader = create_loader(cfg)
+    loader.load_state_dict(state)
+    loader.set_epoch(0)
+    got += [(0, b.ids.clone(), b.images.clone()) for b in loader]
+    state = loader.state_dict()
+    loader.close()
+    loader = create_loader(cfg)
+    loader.load_state_dict(state)
+    for e in (1, 2):
+        loader.set_epoch(e)
+        for i, b in enumerate(loader):
+            got.append((e, b.ids.clone(), b.images.clone()))
+            if e == 1 and i == 4:
+                state = loader.state_dict()
+                loader.close()
+                loader = create_loader(cfg)
+                loader.load_state_dict(state)
+                got += [(1, b.ids.clone(), b.images.clone()) for b in loader]
+                break
+    loader.close()
+    assert [e for e, _, _ in got] == [e for e, _, _ in ref]
+    for (e, ids, img), (_, rids, rimg) in zip(got, ref):
+        assert torch.equal(ids, rids)
+        assert torch.equal(img, rimg), f"pixels differ in epoch {e}"
+
+
+def test_state_is_refused_for_another_configuration(tiny_data):
+    loader = create_loader(cfg_for(tiny_data, augment=FULL_VIEW))
+    it = iter(loader)
+    next(it)
+    state = loader.state_dict()
+    loader.close()
+    for change, field in (({"batch_size": 4}, "batch_size"), ({"seed": 1}, "seed"), ({"backend": "torch"}, "backend")):
+        other = create_loader(cfg_for(tiny_data, augment=FULL_VIEW, **change))
+        with pytest.raises(StateError, match=field):
+            other.load_state_dict(state)
+        other.close()
+
+
+class _WeightsOracle:
+    """Stands in for DifficultyOracle: plans epoch e+1 with weights favouring ids < 8."""
+
+    def __init__(self, n):
+        self.n, self.calls, self.reports = n, [], 0
+
+    def report(self, ids, losses, **kw):
+        self.reports += 1
+
+    def end_epoch(self, epoch):
+        self.calls.append(epoch)
+        w = np.ones(self.n)
+        w[:8] = 20.0
+        return EpochPlan(weights=w, aug_magnitude=np.full(self.n, 1.0, np.float32))
+
+
+def test_weights_from_the_oracle_plan_shift_the_sampled_distribution(tiny_data):
+    loader = create_loader(cfg_for(tiny_data, augment=dataclasses.replace(FULL_VIEW, randaug=True,
+                                                                          randaug_magnitude=2.0)))
+    oracle = _WeightsOracle(64)
+    loader.oracle = oracle
+    try:
+        counts = []
+        for epoch in range(2):
+            loader.set_epoch(epoch)
+            ids = []
+            for b in loader:
+                loader.report(b.ids, torch.zeros(len(b.ids)))
+                ids += b.ids.tolist()
+                assert np.allclose(b.aug_magnitude.numpy(), 2.0 + (1.0 if epoch else 0.0))
+            counts.append(np.bincount(ids, minlength=64))
+        assert oracle.calls == [0] and oracle.reports == 16
+        assert counts[0][:8].sum() == 8                  # uniform epoch: each id once
+        assert counts[1][:8].sum() > 4 * 8               # favoured ids: ~20/(20*8+56) of 64 draws each
+        assert counts[1][:8].sum() == (loader.sampler.epoch_ids(1) < 8).sum()
+    finally:
+        loader.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_eval_reads_every_sample_once_and_trims_padding(tiny_data, backend):
+    loader = create_loader(cfg_for(tiny_data, backend, batch_size=10,
+                                   eval=EvalConfig(crop_pct=1.0)), split="eval")
+    try:
+        pid = pixel_ids(loader.index)
+        sizes, seen = [], []
+        for b in loader:
+            sizes.append(len(b.ids))
+            for (img_id, _), i in zip(decode_batch(b.images), b.ids.tolist()):
+                assert img_id == pid[i]
+            seen += b.ids.tolist()
+        assert sizes == [10] * 6 + [4] and sorted(seen) == list(range(64))
+    finally:
+        loader.close()
+
+
+def test_both_backends_yield_the_same_contract(tiny_data):
+    out = {}
+    for backend in BACKENDS:
+        loader = create_loader(cfg_for(tiny_data, backend, output=OutputConfig(dtype="bfloat16", channels_last=True)))
+        batches = list(loader)
+        out[backend] = batches
+        for b in batches:
+            assert b.images.shape == (8, 3, 32, 32) and b.images.dtype == torch.bfloat16
+            assert b.images.is_contiguous(memory_format=torch.channels_last)
+            assert b.labels.shape == b.ids.shape == (8,) and b.labels.dtype == b.ids.dtype == torch.int64
+        loader.close()
+    ids = {k: [b.ids.tolist() for b in v] for k, v in out.items()}
+    assert ids["dali"] == ids["torch"]
+
+
+def test_eval_pixels_agree_between_backends(tiny_data):
+    imgs = {}
+    for backend in BACKENDS:
+        loader = create_loader(cfg_for(tiny_data, backend, eval=EvalConfig(crop_pct=1.0)), split="eval")
+        imgs[backend] = torch.cat([b.images for b in loader])
+        loader.close()
+    diff = (imgs["dali"] - imgs["torch"]).abs() * 0.226 * 255
+    assert float(diff.mean()) <= 4.0  # RELIABILITY A5: mean abs difference <= 4 on the 0..255 scale
+
+
+@pytest.mark.parametrize("change, fields", [
+    (dict(batch_size=0), "batch_size"),
+    (dict(augment=AugmentConfig(scale=(0.5, 0.2))), "augment.scale"),
+    (dict(output=OutputConfig(dtype="int8")), "output.dtype"),
+    (dict(backend="dali", num_workers=0), "num_workers"),
+    (dict(on_error="ignore"), "on_error"),
+    (dict(augment=AugmentConfig(randaug_num_ops=3, randaug_max_ops=2)), "augment.randaug_max_ops"),
+    (dict(schedule=ScheduleConfig(kwargs=dict(randaug_num_ops=4))), "augment.randaug_max_ops"),
+    (dict(data=""), "data"),
+])
+def test_bad_combinations_fail_at_create_loader_naming_the_fields(tiny_data, change, fields):
+    with pytest.raises(ConfigError, match=fields.replace(".", r"\.")):
+        change = dict(change)
+        create_loader(cfg_for(change.pop("data", tiny_data), **change))
+
+
+def test_from_timm_model_takes_size_mean_std_and_interpolation():
+    import timm
+
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10)
+    cfg = LoaderConfig.from_timm_model(model, data="x", batch_size=4)
+    assert cfg.image_size == 224 and cfg.batch_size == 4 and cfg.data == "x"
+    assert cfg.output.mean == pytest.approx((0.5, 0.5, 0.5)) and cfg.augment.interpolation == "bicubic"
+    assert cfg.eval.crop_pct == pytest.approx(0.9)
+
+
+def test_kernels_follow_the_knobs_lowpass_crop_and_patch_erasing(tiny_data):
+    sched = ScheduleConfig(kwargs=dict(lowpass_size=16, erase_ratio=0.25))
+    loader = create_loader(cfg_for(tiny_data, augment=dataclasses.replace(FULL_VIEW, patch_size=8), schedule=sched))
+    try:
+        b = next(iter(loader))
+        assert b.knobs.lowpass_size == 16 and b.images.shape == (8, 3, 16, 16)
+        cells = b.images.float().unfold(2, 8, 8).unfold(3, 8, 8)          # (B, 3, 2, 2, 8, 8)
+        erased = (cells == 0).flatten(-2).all(-1).all(1)                  # (B, 2, 2)
+        assert erased.flatten(1).sum(1).tolist() == [1] * 8               # round(0.25 * 4) cells each
+    finally:
+        loader.close()

@@ -1,0 +1,87 @@
+"""The torch backend's dataset: Pillow decode and torchvision v2 transforms equivalent to the DALI graph.
+
+Kept in its own importable module so DataLoader workers started with ``spawn`` can unpickle it. Each
+item is a position in the epoch's control (the same control the DALI source reads); randomness comes
+from a generator seeded by (seed, epoch, rank, position), so results do not depend on ``num_workers``.
+
+Colour policy (the same as DALI's decoder): EXIF orientation applied, grayscale / CMYK / palette /
+RGBA converted to RGB, 16-bit images scaled to 8 bits by 1/257.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from vitdata.pipelines.source import NUM_MAG_BINS, magnitude_to_bin, resolve_sample
+
+_PIL_INTERP = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEAREST", "lanczos": "LANCZOS",
+               "triangular": "BILINEAR"}
+
+
+def decode_rgb(data: bytes) -> Image.Image:
+    """Encoded bytes -> 8-bit RGB PIL image, EXIF orientation applied, 16-bit scaled by 1/257."""
+    im = Image.open(io.BytesIO(data))
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        im = Image.fromarray(np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8), "L")
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    return im
+
+
+class EpochDataset(torch.utils.data.Dataset):
+    """Map-style dataset over positions of one epoch; ``control`` is set by the loader before each epoch."""
+
+    def __init__(self, reader, index, batch_size: int, cfg, train: bool, rank: int):
+        from torchvision.transforms import InterpolationMode
+
+        self.reader, self.index, self.batch_size, self.train, self.rank = reader, index, batch_size, train, rank
+        a = cfg.augment
+        self.scale, self.ratio, self.hflip = tuple(a.scale), tuple(a.ratio), a.hflip
+        self.randaug = a.randaug and train
+        self.interp = getattr(InterpolationMode, _PIL_INTERP[a.interpolation])
+        self.eval_size = cfg.eval.image_size or cfg.image_size
+        self.eval_resize = int(round(self.eval_size / cfg.eval.crop_pct))
+        self.seed, self.max_pixels = cfg.seed, cfg.max_pixels
+        self.control = None
+
+    def __len__(self) -> int:
+        return 0 if self.control is None else len(self.control["ids"])
+
+    def __getitem__(self, pos: int):
+        from torchvision.transforms import v2
+
+        ctl = self.control
+        ids = ctl["ids"]
+        orig = int(ids[pos])
+        sid, status, data = resolve_sample(self.reader, self.index, ids, pos, self.max_pixels)
+        im = decode_rgb(data)
+        if self.train:
+            step = pos // self.batch_size
+            size = int(ctl["step_size"][step])
+            ops = [v2.RandomResizedCrop(size, scale=self.scale, ratio=self.ratio, interpolation=self.interp,
+                                        antialias=True)]
+            if self.hflip > 0:
+                ops.append(v2.RandomHorizontalFlip(self.hflip))
+            n = int(ctl["step_num_ops"][step])
+            if self.randaug and n > 0:
+                m = float(ctl["step_magnitude"][step]) + float(ctl["extra_magnitude"][pos])
+                ops.append(v2.RandAugment(num_ops=n, magnitude=int(magnitude_to_bin(m)),
+                                          num_magnitude_bins=NUM_MAG_BINS, interpolation=self.interp, fill=128))
+            seed = int(np.random.SeedSequence([self.seed, int(ctl["epoch"]), self.rank, pos, 0x70C4])
+                       .generate_state(1)[0])
+            # v2 transforms draw from torch's global generator: fork it so the caller's stream is untouched
+            # (with num_workers=0 this runs in the trainer's process).
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                im = v2.Compose(ops)(im)
+        else:
+            im = v2.Compose([v2.Resize(self.eval_resize, interpolation=self.interp, antialias=True),
+                             v2.CenterCrop(self.eval_size)])(im)
+        x = v2.functional.pil_to_tensor(im)
+        label = int(self.index.label[sid]) if orig >= 0 else -1
+        return x, label, (sid if orig >= 0 else -1), orig, status
