@@ -6,54 +6,21 @@ the same sampler, with random-resized crop, flip, RandAugment (n=2, m=9) and nor
 NCHW, DALI with ``num_threads`` CPU threads and ``num_workers`` source workers, torch with
 ``num_workers`` DataLoader workers. Each repeat times whole epochs after one warm-up epoch; the loader
 is built once per backend. Prints images/s (median and spread of the repeats) and the ratio, and
-writes a JSON record to ``benchmarks/results/cpu/<date>-loader.json``.
+writes a JSON record to ``benchmarks/results/cpu/<date>-loader-backends.json``.
 
     python -P benchmarks/bench_loader_cpu.py [--data DIR] [--epochs 3] [--repeats 3]
 """
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
+from vitdata import benchutil
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _versions() -> dict:
-    import numpy
-    import PIL
-    import torch
-    import torchvision
-
-    v = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-         "numpy": numpy.__version__, "pillow": PIL.__version__}
-    try:
-        import nvidia.dali
-
-        v["dali"] = nvidia.dali.__version__
-    except Exception:
-        v["dali"] = None
-    try:
-        import triton
-
-        v["triton"] = triton.__version__
-    except Exception:
-        v["triton"] = None
-    return v
-
-
-def _commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip() or None
-    except Exception:
-        return None
 
 
 def time_backend(backend: str, args) -> dict:
@@ -98,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=2, help="epochs per timed repeat")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--backends", default="dali,torch")
-    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/cpu/<date>-loader.json)")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/cpu/<date>-loader-backends.json)")
     args = p.parse_args(argv)
     if not os.path.isdir(args.data):
         print(f"no data at {args.data}", file=sys.stderr)
@@ -115,18 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         ratio = results["dali"]["median_images_per_s"] / results["torch"]["median_images_per_s"]
         print(f" ratio: {ratio:.2f}x (dali / torch)")
     record = {"question": "DALI backend vs torch backend images/s on CPU, full augmentation",
-              "date": datetime.datetime.now().isoformat(timespec="seconds"), "commit": _commit(),
-              "versions": _versions(), "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                          # other processes share the 2 cores: the load average says how busy they were
-                          "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+              # other processes share the cores: the load average says how busy they were
+              "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
               "settings": {k: v for k, v in vars(args).items() if k != "out"}, "results": results,
               "ratio_dali_over_torch": ratio}
-    out = args.out or os.path.join(ROOT, "benchmarks", "results", "cpu",
-                                   f"{datetime.date.today().isoformat()}-loader.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    from vitdata.io import atomic_write
-
-    atomic_write(out, (json.dumps(record, indent=2) + "\n").encode())
+    out = benchutil.write_record("loader-backends", record, args.out)
     print(f"wrote {out}")
     return 0
 

@@ -1,0 +1,176 @@
+"""Generate the README's performance table from the committed benchmark records; never type it by hand.
+
+Reads ``benchmarks/results/<device>/<date>-<what>.json`` (the records ``vitdata bench`` writes), keeps
+the newest record of each (device, benchmark), and renders one Markdown table in which every figure
+names its device and the commit it was measured at. Prints the table; with ``--write`` replaces the
+part of README.md between ``<!-- perf-table:start -->`` and ``<!-- perf-table:end -->``.
+
+    python benchmarks/readme_table.py [--results benchmarks/results] [--write [--readme README.md]] [--all]
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+START, END = "<!-- perf-table:start -->", "<!-- perf-table:end -->"
+WHATS = ("loader", "step", "kernels")
+
+
+def load_records(results: str, link_base: str | None = None) -> list[dict]:
+    """Every ``*.json`` record under ``results/<device>/``, with ``_path`` (relative to ``link_base``,
+    default the repository root, where README.md is) and ``_device`` added."""
+    link_base = link_base or os.path.dirname(HERE)
+    out = []
+    for path in sorted(glob.glob(os.path.join(results, "*", "*.json"))):
+        try:
+            with open(path) as f:
+                rec = json.load(f)
+        except (OSError, ValueError) as e:
+            print(f"readme_table: skipping unreadable record {path}: {e}", file=sys.stderr)
+            continue
+        if not isinstance(rec, dict):
+            continue
+        rec["_path"] = os.path.relpath(os.path.abspath(path), os.path.abspath(link_base))
+        rec["_device"] = os.path.basename(os.path.dirname(path))
+        rec.setdefault("what", rec.get("benchmark"))          # the kernel benchmark names it "benchmark"
+        out.append(rec)
+    return out
+
+
+def newest(records: list[dict]) -> list[dict]:
+    best: dict[tuple, dict] = {}
+    for r in records:
+        key = (r["_device"], r.get("what"))
+        if key not in best or (r.get("date") or "") >= (best[key].get("date") or ""):
+            best[key] = r
+    return list(best.values())
+
+
+def _env(rec: dict) -> dict:
+    return rec.get("environment") or rec.get("env") or {}
+
+
+def device_name(rec: dict) -> str:
+    env = _env(rec)
+    if env.get("gpu"):
+        return env["gpu"]
+    cores = env.get("cpu_count") or env.get("torch_threads")
+    return f"CPU only ({cores} cores)" if cores else "CPU only"
+
+
+def commit_of(rec: dict) -> str:
+    env = _env(rec)
+    c = env.get("commit") or env.get("git_commit")
+    if not c:
+        return "unknown"
+    dirty = c.endswith("-dirty") or bool(env.get("git_dirty"))
+    return c[:10] + (" (dirty)" if dirty else "")
+
+
+def _fmt(x: float | None, spec: str = ",.0f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def rows_of(rec: dict) -> list[tuple[str, str, str]]:
+    """(what was measured, figure, comparison) lines for one record."""
+    what = rec.get("what")
+    s = rec.get("settings", {})
+    lines = []
+    if what == "loader":
+        setup = (f"{s.get('size')} px, batch {s.get('batch_size')}, {s.get('dtype')}, {s.get('workers')} workers / "
+                 f"{s.get('threads')} threads")
+        base = rec.get("baseline_row", 4)
+        for r in sorted(rec.get("rows", []), key=lambda r: r["row"]):
+            ratio = r.get("ratio_to_row4")
+            lines.append((f"loader ({r['row']}) {r['name']}; {setup}",
+                          f"{_fmt(r['images_per_s'])} images/s (spread {r['spread_pct']:.0f}%)",
+                          f"{ratio:.2f}x row ({base})" if ratio is not None else "n/a"))
+        for r in sorted(rec.get("skipped", []), key=lambda r: r["row"]):
+            lines.append((f"loader ({r['row']}) {r['name']}", "skipped", r["reason"]))
+    elif what == "step":
+        feeds = rec.get("feeds", {})
+        setup = f"{s.get('model')} {s.get('size')} px, batch {s.get('batch_size')}, {s.get('precision')}"
+        syn = feeds.get("synthetic", {}).get("step_s_median")
+        for name, f in feeds.items():
+            rel = f"{f['step_s_median'] / syn:.3f}x synthetic step" if syn and name != "synthetic" else "baseline"
+            lines.append((f"step, fed by {name}; {setup}",
+                          f"data-wait {100 * f['data_wait_fraction']:.2f}% of {1000 * f['step_s_median']:.1f} ms",
+                          rel))
+        for sk in rec.get("skipped", []):
+            lines.append((f"step, fed by {sk['feed']}", "skipped", sk["reason"]))
+    elif what == "kernels":
+        st = s
+        for section, title in (("lowpass_crop", f"low-pass crop {st.get('size')}->{st.get('crop')}"),
+                               ("patch_erase", f"PatchErasing {st.get('size')} px, ratio {st.get('ratio')}")):
+            for k in rec.get(section, []):
+                pct = k.get("gb_per_s_pct_of_peak")
+                speed = k.get("speedup_vs_baseline")
+                lines.append((f"{title}: {k['name']}; batch {st.get('batch')}, {st.get('dtype')}",
+                              f"{k['gb_per_s']:,.1f} GB/s" + (f" ({pct:.0f}% of peak)" if pct is not None else ""),
+                              f"{speed:.2f}x baseline" if isinstance(speed, (int, float)) else ""))
+    return lines
+
+
+def render(records: list[dict]) -> str:
+    records = [r for r in records if r.get("what") in WHATS]
+    if not records:
+        return "_No benchmark records yet: run `vitdata bench` and commit `benchmarks/results/`._"
+    order = {w: i for i, w in enumerate(WHATS)}
+    records.sort(key=lambda r: (r["_device"] == "cpu", r["_device"], order[r["what"]], r.get("date") or ""))
+    out = ["| device | measured | figure | compared | commit | record |", "| --- | --- | --- | --- | --- | --- |"]
+    for rec in records:
+        dev, commit = device_name(rec), commit_of(rec)
+        link = f"[{os.path.basename(rec['_path'])}]({rec['_path']})"
+        try:
+            lines = rows_of(rec)
+        except (KeyError, TypeError, ValueError) as e:
+            print(f"readme_table: {rec['_path']} is not in the expected format ({type(e).__name__}: {e}); "
+                  "left out", file=sys.stderr)
+            continue
+        for measured, figure, compared in lines:
+            cells = [dev, measured, figure, compared, f"`{commit}`", link]
+            out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(out)
+
+
+def replace_between(text: str, table: str) -> str:
+    """``text`` with everything between the markers replaced by ``table``; ValueError without markers."""
+    i, j = text.find(START), text.find(END)
+    if i < 0 or j < 0 or j < i:
+        raise ValueError(f"README has no '{START}' ... '{END}' markers")
+    return text[:i + len(START)] + "\n" + table + "\n" + text[j:]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default=os.path.join(HERE, "results"), help="records directory")
+    p.add_argument("--readme", default=os.path.join(os.path.dirname(HERE), "README.md"))
+    p.add_argument("--write", action="store_true", help="replace the table between the markers in --readme")
+    p.add_argument("--all", action="store_true", help="every record, not only the newest per device and benchmark")
+    a = p.parse_args(argv)
+    records = load_records(a.results, os.path.dirname(os.path.abspath(a.readme)))
+    table = render(records if a.all else newest(records))
+    print(table)
+    if a.write:
+        with open(a.readme, encoding="utf-8") as f:
+            text = f.read()
+        try:
+            new = replace_between(text, table)
+        except ValueError as e:
+            print(f"readme_table: {e}; add them where the table belongs", file=sys.stderr)
+            return 2
+        if new != text:
+            tmp = a.readme + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(new)
+            os.replace(tmp, a.readme)
+        print(f"readme_table: wrote {a.readme}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

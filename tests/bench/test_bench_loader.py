@@ -1,0 +1,146 @@
+"""`vitdata bench loader` on CPU with tiny settings: every row runs or says why not, the record holds
+every field, and the figures and ratios follow from the raw timings recorded."""
+import json
+import statistics
+
+import pytest
+
+from vitdata import bench
+
+from .conftest import TINY
+
+ENV_FIELDS = ("python", "torch", "triton", "dali", "timm", "torchvision", "numpy", "cpu_count", "cpu", "commit",
+              "cuda", "gpu", "driver")
+SETTINGS_FIELDS = ("data", "data_kind", "samples", "cycled", "samples_per_epoch", "size", "batch_size", "dtype",
+                   "device", "workers", "threads", "warmup_batches", "windows", "steps_per_window", "seed")
+ROW_FIELDS = ("row", "name", "label", "window_s", "images_per_window", "images_per_s_windows", "images_per_s",
+              "images_per_s_min", "images_per_s_max", "spread_pct", "ratio_to_row4", "details")
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-out")
+    rc = bench.main(["loader", "--data", str(tiny_folder), *TINY, "--json", str(out / "loader.json"),
+                     "--plot", str(out / "loader.png")])
+    assert rc == 0
+    return json.loads((out / "loader.json").read_text()), out
+
+
+def test_every_row_runs_or_is_listed_as_skipped_with_a_reason(full_run):
+    record, _ = full_run
+    ran = {r["row"] for r in record["rows"]}
+    skipped = {r["row"]: r["reason"] for r in record["skipped"]}
+    assert ran | set(skipped) == set(bench.ROWS)
+    assert not ran & set(skipped)
+    assert all(reason for reason in skipped.values())
+    # rows that depend on nothing but DALI, torch and timm always run here
+    assert {2, 3, 4, 5, 6} <= ran, skipped
+    for r in record["rows"]:
+        assert r["images_per_s"] > 0
+
+
+def test_curriculum_row_runs_and_reports_a_measured_stage_split(full_run):
+    record, _ = full_run
+    skipped = {r["row"]: r["reason"] for r in record["skipped"]}
+    assert 1 not in skipped, skipped.get(1)
+    split = record["stage_split_row1"]
+    for stage in ("read", "decode", "augment", "kernels", "hand_over", "loader_wall", "consumer_wait"):
+        assert split[stage]["median_s"] >= 0, stage
+        assert split[stage]["how"], stage
+    assert "remainder" not in split   # nothing is derived by subtraction
+
+
+def test_record_holds_environment_settings_and_raw_timings(full_run):
+    record, _ = full_run
+    assert record["what"] == "loader" and record["date"]
+    for f in ENV_FIELDS:
+        assert f in record["environment"], f
+    for f in SETTINGS_FIELDS:
+        assert f in record["settings"], f
+    s = record["settings"]
+    assert (s["size"], s["batch_size"], s["workers"], s["threads"], s["windows"], s["steps_per_window"]) == \
+        (32, 4, 1, 1, 2, 2)
+    assert s["samples"] == 24 and s["samples_per_epoch"] == 24 * s["cycled"]
+    for r in record["rows"]:
+        for f in ROW_FIELDS:
+            assert f in r, (r["row"], f)
+        assert len(r["window_s"]) == 2 and r["images_per_window"] == 2 * 4
+    assert record["baseline_row"] == 4
+    assert set(record["row_labels"]) == {str(k) for k in bench.ROWS}
+
+
+def test_figures_and_ratios_follow_from_the_recorded_timings(full_run):
+    record, _ = full_run
+    rows = {r["row"]: r for r in record["rows"]}
+    base = rows[4]["images_per_s"]
+    for r in rows.values():
+        rates = [r["images_per_window"] / t for t in r["window_s"]]
+        assert r["images_per_s_windows"] == pytest.approx(rates)
+        assert r["images_per_s"] == pytest.approx(statistics.median(rates))
+        assert r["images_per_s_min"] == pytest.approx(min(rates))
+        assert r["images_per_s_max"] == pytest.approx(max(rates))
+        assert r["spread_pct"] == pytest.approx(100 * (max(rates) - min(rates)) / statistics.median(rates))
+        assert r["ratio_to_row4"] == pytest.approx(r["images_per_s"] / base)
+    assert rows[4]["ratio_to_row4"] == pytest.approx(1.0)
+
+
+def test_table_names_every_row_and_the_plot_is_a_png(full_run, tiny_folder):
+    record, out = full_run
+    table = bench.format_table(record)
+    for r in record["rows"]:
+        assert r["name"] in table and f"{r['ratio_to_row4']:.2f}x" in table
+    for r in record["skipped"]:
+        assert r["reason"] in table
+    assert (out / "loader.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_row_skipped_by_flag_says_so_and_ratios_without_the_baseline_are_none(tiny_folder, tmp_path, capsys):
+    path = tmp_path / "r.json"
+    assert bench.main(["loader", "--data", str(tiny_folder), *TINY, "--rows", "4,6", "--skip", "4",
+                       "--json", str(path)]) == 0
+    record = json.loads(path.read_text())
+    assert record["skipped"] == [{"row": 4, "name": "torch-dataloader", "reason": "skipped with --skip"}]
+    assert [r["row"] for r in record["rows"]] == [6]
+    assert record["rows"][0]["ratio_to_row4"] is None
+    assert "skipped with --skip" in capsys.readouterr().out
+
+
+def test_without_dali_the_dali_row_is_skipped_with_the_reason(tiny_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "_dali_importable", lambda: "nvidia.dali cannot be imported (simulated)")
+    path = tmp_path / "r.json"
+    assert bench.main(["loader", "--data", str(tiny_folder), *TINY, "--rows", "3,6", "--json", str(path)]) == 0
+    record = json.loads(path.read_text())
+    assert record["skipped"] == [{"row": 3, "name": "dali", "reason": "nvidia.dali cannot be imported (simulated)"}]
+
+
+def test_without_the_vitdata_loader_its_rows_are_skipped_with_the_reason(tiny_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "_loader_importable", lambda: "vitdata.loader cannot be imported (simulated)")
+    path = tmp_path / "r.json"
+    assert bench.main(["loader", "--data", str(tiny_folder), *TINY, "--rows", "1,2,6", "--json", str(path)]) == 0
+    record = json.loads(path.read_text())
+    assert {r["row"]: r["reason"] for r in record["skipped"]} == {
+        1: "vitdata.loader cannot be imported (simulated)", 2: "vitdata.loader cannot be imported (simulated)"}
+    assert [r["row"] for r in record["rows"]] == [6]
+
+
+def test_shards_run_through_the_webdataset_reader_and_the_tar_dataset(tiny_shards, tmp_path):
+    path = tmp_path / "r.json"
+    assert bench.main(["loader", "--data", str(tiny_shards), *TINY, "--rows", "3,4", "--json", str(path)]) == 0
+    record = json.loads(path.read_text())
+    assert record["settings"]["data_kind"] == "wds"
+    assert [r["row"] for r in record["rows"]] == [3, 4], record["skipped"]
+    assert record["rows"][0]["details"]["reader"] == "webdataset"
+    assert record["rows"][1]["details"]["dataset"] == "TarDataset"
+
+
+def test_small_data_is_cycled_through_links_so_every_row_reads_long_epochs(tiny_folder, tiny_shards):
+    from vitdata.index import open_index
+
+    with bench.prepared_data(str(tiny_folder), 24 * 3 + 1) as (root, idx, cycle):
+        assert cycle == 4 and len(idx) == 96 and idx.kind == "imagefolder"
+        assert sorted(idx.classes) == sorted(open_index(str(tiny_folder)).classes)
+    assert not __import__("os").path.exists(root)
+    with bench.prepared_data(str(tiny_shards), 48) as (root, idx, cycle):
+        assert cycle == 2 and len(idx) == 48 and idx.kind == "wds"
+    with bench.prepared_data(str(tiny_folder), 10) as (root, idx, cycle):
+        assert root == str(tiny_folder) and cycle == 1
