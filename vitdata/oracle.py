@@ -1,0 +1,758 @@
+"""The difficulty oracle: per-sample feedback from the trainer, DDP/KAR training-stage metrics, and the
+next epoch's plan (sampling weights, kept set, per-sample augmentation strength, loss weights).
+
+The trainer (through ``Loader.report``) calls :meth:`DifficultyOracle.report` every step with the batch's
+sample ids and per-sample losses (and, optionally, logits and labels). ``report`` only appends to
+device-side buffers: no ``.item()``, ``.cpu()`` or data-dependent Python branch, so it never waits for
+the GPU. :meth:`DifficultyOracle.end_epoch` is the one sync point: it gathers every rank's pending
+reports (under ``torch.distributed``), folds them into the per-sample table in one canonical order, so
+every rank holds a bit-identical table, computes the epoch's metrics and asks the policy for the
+next epoch's :class:`vitdata.sampler.EpochPlan`.
+
+Per-sample table (``N`` samples; 25 bytes per sample, 32 MB for ImageNet-1K's 1.28 M):
+
+==================  ========  ==============================================================
+``last_loss``       float32   loss at the latest visit
+``ema_loss``        float32   EMA of the loss over visits (``ema`` decay; the first visit sets it)
+``p_y``             float16   probability of the true class at the latest visit
+``ema_difficulty``  float16   EMA of ``1 - p_y`` over visits
+``seen``            int32     number of visits
+``forgetting``      int32     forgetting events: transitions correct -> incorrect between visits
+``last_epoch``      int32     epoch of the latest visit (-1 = never)
+``last_correct``    uint8     1 if the latest visit was classified correctly
+==================  ========  ==============================================================
+
+Operational definitions
+-----------------------
+The data-centric paper (Zhou et al., arXiv 2209.15006) names DDP, KAR and three training periods, but
+its definitions could not be retrieved (UNCONFIRMED; see ``METHODS.md``). vitdata implements its own
+operational definitions, all configurable:
+
+- difficulty of a sample = ``1 - p_y``. ``p_y`` is the softmax probability of the true class from
+  ``logits`` and ``labels``; with soft (Mixup/CutMix) targets pass ``p_true=`` directly, or 2-D
+  ``labels`` (then ``p_y = sum(softmax * target)``). Without either, ``p_y = exp(-loss)``: exact for
+  cross-entropy with hard labels, a proxy otherwise (label smoothing, soft targets, other losses).
+- ``DDP_e`` = share of the samples visited this epoch whose latest ``p_y >= alpha`` (easy, 0.8);
+  ``DDP_h`` = share with ``p_y <= beta`` (hard, 0.3); the rest are moderate.
+- ``KAR_raw(t) = (|DDP_e(t) - DDP_e(t-1)| + |DDP_h(t) - DDP_h(t-1)|) / 2`` (0 at the first epoch),
+  and ``kar`` = the mean of the last ``kar_window`` raw values (1 = raw).
+- periods, monotone (never go back): ``formation`` while ``DDP_e <= DDP_h + growth_margin``;
+  ``growth`` after that; ``exploration`` once ``kar <= explore_kar_frac * max(kar so far)`` while
+  ``DDP_e > DDP_h``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+import torch
+
+from vitdata.errors import ConfigError, StateError
+
+__all__ = ["DifficultyOracle", "OracleTable", "Policy", "UniformPolicy", "DataCentricPolicy", "PruneEasyPolicy",
+           "WeightedPolicy", "POLICIES", "register_policy", "PERIODS"]
+
+PERIODS = ("formation", "growth", "exploration")
+FORMAT_VERSION = 1
+_POLICY_TAG = 0x0AC1_0001   # keeps the policies' (seed, epoch) stream apart from the sampler's
+
+# name -> (dtype, initial value). Order fixes the digest and the state layout.
+_TABLE = {
+    "last_loss": (torch.float32, 0.0),
+    "ema_loss": (torch.float32, 0.0),
+    "p_y": (torch.float16, 0.0),
+    "ema_difficulty": (torch.float16, 1.0),
+    "seen": (torch.int32, 0),
+    "forgetting": (torch.int32, 0),
+    "last_epoch": (torch.int32, -1),
+    "last_correct": (torch.uint8, 0),
+}
+
+
+def _epoch_plan_cls():
+    # Imported late: the sampler is a sibling module and the oracle only needs it when a plan is built.
+    from vitdata.sampler import EpochPlan
+    return EpochPlan
+
+
+@dataclasses.dataclass
+class OracleTable:
+    """Host (NumPy) snapshot of the per-sample table handed to a policy; arrays have length ``N``.
+
+    ``p_y`` and ``ema_difficulty`` are widened to float32; ``last_correct`` is bool. ``epoch`` is the
+    epoch that was just folded.
+    """
+    last_loss: np.ndarray
+    ema_loss: np.ndarray
+    p_y: np.ndarray
+    ema_difficulty: np.ndarray
+    seen: np.ndarray
+    forgetting: np.ndarray
+    last_epoch: np.ndarray
+    last_correct: np.ndarray
+    epoch: int
+    alpha: float
+    beta: float
+
+    def __len__(self) -> int:
+        return len(self.seen)
+
+
+# --------------------------------------------------------------------------------------------------
+# Policies
+# --------------------------------------------------------------------------------------------------
+
+class Policy:
+    """Turns the folded table into the next epoch's plan. Subclasses set ``name`` and override ``plan``.
+
+    ``plan(table, epoch, metrics, rng)`` is called on every rank with the same inputs (``epoch`` is the
+    epoch the plan is for; ``metrics`` is the dict of the epoch just finished; ``rng`` is a NumPy
+    generator seeded from (oracle seed, epoch)), so it must be a pure function of them and of its own
+    state. State that must survive a resume goes in ``state_dict`` as JSON-able scalars.
+    """
+    name = "base"
+
+    def plan(self, table: OracleTable, epoch: int, metrics: dict, rng: np.random.Generator):
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+POLICIES: dict[str, type[Policy]] = {}
+
+
+def register_policy(cls: type[Policy]) -> type[Policy]:
+    """Class decorator: make ``cls`` selectable as ``DifficultyOracle(policy=cls.name)``."""
+    POLICIES[cls.name] = cls
+    return cls
+
+
+@register_policy
+class UniformPolicy(Policy):
+    """Baseline: an empty plan (uniform order, schedule-only augmentation, unit loss weights)."""
+    name = "uniform"
+
+    def plan(self, table, epoch, metrics, rng):
+        return _epoch_plan_cls()()
+
+
+@register_policy
+class DataCentricPolicy(Policy):
+    """Harder views for easy samples only, once training has left the formation period.
+
+    A sample is easy when its latest ``p_y >= alpha``. In growth and exploration an integral controller
+    moves a strength ``s`` in [0, 1]: ``s += gain * (DDP_e - target_easy)`` each epoch, so the measured
+    ``DDP_e`` is pushed toward ``target_easy``. Easy samples get ``aug_magnitude = s * max_magnitude``
+    (added to the schedule's RandAugment magnitude, timm 0..10 scale) and ``erase_ratio = s * max_erase``
+    (PatchErasing; the loader uses ``max(schedule, this)``); moderate, hard and unseen samples get 0.
+    In formation ``s`` stays 0 and the plan is empty.
+    """
+    name = "data-centric"
+
+    def __init__(self, *, target_easy: float = 0.5, gain: float = 0.5, max_magnitude: float = 5.0,
+                 max_erase: float = 0.3):
+        if not 0.0 <= target_easy <= 1.0:
+            raise ConfigError(f"target_easy must be in [0, 1], got {target_easy}", ("target_easy",))
+        if gain <= 0:
+            raise ConfigError(f"gain must be > 0, got {gain}", ("gain",))
+        if max_magnitude < 0 or not 0.0 <= max_erase < 1.0:
+            raise ConfigError(f"need max_magnitude >= 0 and 0 <= max_erase < 1, got {max_magnitude}, {max_erase}",
+                              ("max_magnitude", "max_erase"))
+        self.target_easy, self.gain, self.max_magnitude, self.max_erase = target_easy, gain, max_magnitude, max_erase
+        self.strength = 0.0
+
+    def config(self):
+        return {"target_easy": self.target_easy, "gain": self.gain, "max_magnitude": self.max_magnitude,
+                "max_erase": self.max_erase}
+
+    def plan(self, table, epoch, metrics, rng):
+        EpochPlan = _epoch_plan_cls()
+        if metrics["period"] == "formation":
+            self.strength = 0.0
+        else:
+            self.strength = float(min(1.0, max(0.0, self.strength + self.gain * (metrics["ddp_e"] - self.target_easy))))
+        metrics["strength"] = self.strength
+        if self.strength == 0.0:
+            return EpochPlan()
+        easy = (table.p_y >= table.alpha) & (table.seen > 0)
+        s = np.float32(self.strength)
+        mag = np.where(easy, s * np.float32(self.max_magnitude), np.float32(0)).astype(np.float32)
+        erase = np.where(easy, s * np.float32(self.max_erase), np.float32(0)).astype(np.float32)
+        return EpochPlan(aug_magnitude=mag, erase_ratio=erase)
+
+    def state_dict(self):
+        return {"strength": self.strength}
+
+    def load_state_dict(self, state):
+        self.strength = float(state["strength"])
+
+
+@register_policy
+class PruneEasyPolicy(Policy):
+    """InfoBatch-style pruning of well-learned samples, with unbiased loss rescaling and annealing.
+
+    Well-learned: seen, and ``last_loss < mean(last_loss of seen samples)`` (``criterion="loss"``) or
+    ``p_y >= alpha`` (``criterion="p_y"``). Each is pruned independently with probability ``ratio``; the
+    kept well-learned ones get ``loss_weight = 1 / (1 - ratio)``, everything else 1, so for every sample
+    E[kept * weight] = 1 and the expected epoch gradient equals the full-data one. When ``epochs`` is
+    given, the plans for epochs ``>= epochs * (1 - anneal)`` are empty (full data, weight 1).
+    """
+    name = "prune-easy"
+
+    def __init__(self, *, ratio: float = 0.5, anneal: float = 0.125, epochs: int | None = None,
+                 criterion: str = "loss"):
+        if not 0.0 <= ratio < 1.0:
+            raise ConfigError(f"ratio must be in [0, 1), got {ratio}", ("ratio",))
+        if not 0.0 <= anneal <= 1.0:
+            raise ConfigError(f"anneal must be in [0, 1], got {anneal}", ("anneal",))
+        if criterion not in ("loss", "p_y"):
+            raise ConfigError(f"criterion must be 'loss' or 'p_y', got {criterion!r}", ("criterion",))
+        if epochs is not None and epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {epochs}", ("epochs",))
+        self.ratio, self.anneal, self.epochs, self.criterion = ratio, anneal, epochs, criterion
+
+    def config(self):
+        return {"ratio": self.ratio, "anneal": self.anneal, "epochs": self.epochs, "criterion": self.criterion}
+
+    def well_learned(self, table: OracleTable) -> np.ndarray:
+        seen = table.seen > 0
+        if self.criterion == "p_y":
+            return seen & (table.p_y >= table.alpha)
+        if not seen.any():
+            return seen
+        mean = table.last_loss[seen].astype(np.float64).mean()
+        return seen & (table.last_loss < mean)
+
+    def plan(self, table, epoch, metrics, rng):
+        EpochPlan = _epoch_plan_cls()
+        if self.epochs is not None and epoch >= self.epochs * (1.0 - self.anneal):
+            metrics["pruned"] = 0
+            return EpochPlan()
+        well = self.well_learned(table)
+        pruned = well & (rng.random(len(table)) < self.ratio)
+        weight = np.where(well & ~pruned, np.float32(1.0 / (1.0 - self.ratio)), np.float32(1.0)).astype(np.float32)
+        metrics["pruned"] = int(pruned.sum())
+        return EpochPlan(kept=~pruned, loss_weight=weight)
+
+
+@register_policy
+class WeightedPolicy(Policy):
+    """Sampling probability rising with difficulty, with a floor.
+
+    ``prob_i = floor / N + (1 - floor) * d_i**gamma / sum_j d_j**gamma`` where ``d`` is the EMA
+    difficulty (unseen samples count as 1, the hardest), so ``prob_i >= floor / N`` for every sample.
+    ``cap`` bounds ``prob_i <= cap / N`` (the excess is spread over the other samples in proportion,
+    which only raises them): late in training a few hard samples would otherwise be drawn hundreds of
+    times per epoch. ``cap=None`` disables it.
+
+    Coverage guarantee with vitdata's sampler (``D = num_draws`` draws by systematic resampling, one
+    uniform offset per epoch): sample i is drawn ``floor(D*prob_i)`` or ``ceil(D*prob_i)`` times, and
+    at least once with probability ``>= min(1, D*prob_i) >= floor * D / N``. With ``D = N`` it is
+    missed in one epoch with probability ``<= 1 - floor`` whatever happened before, so in ``K``
+    consecutive epochs with probability ``<= (1 - floor)**K``; all N samples are read within
+    ``K >= ln(N / delta) / -ln(1 - floor)`` epochs with probability ``>= 1 - delta`` (union bound;
+    floor 0.5, N = 1.28 M, delta = 1e-3: K = 31). ``floor = 1`` reads every sample exactly once per
+    epoch. With ``drop_last`` the ``D mod global_batch`` draws at the end of the shuffled order are not
+    read, which lowers these bounds by at most that share.
+    """
+    name = "weighted"
+
+    def __init__(self, *, gamma: float = 1.0, floor: float = 0.5, cap: float | None = 10.0,
+                 num_draws: int | None = None):
+        if not 0.0 < floor <= 1.0:
+            raise ConfigError(f"floor must be in (0, 1], got {floor}", ("floor",))
+        if gamma < 0:
+            raise ConfigError(f"gamma must be >= 0, got {gamma}", ("gamma",))
+        if cap is not None and cap < 1.0:
+            raise ConfigError(f"cap must be >= 1 (times the uniform probability) or None, got {cap}", ("cap",))
+        self.gamma, self.floor, self.cap, self.num_draws = gamma, floor, cap, num_draws
+
+    def config(self):
+        return {"gamma": self.gamma, "floor": self.floor, "cap": self.cap, "num_draws": self.num_draws}
+
+    @staticmethod
+    def _apply_cap(w: np.ndarray, limit: float) -> np.ndarray:
+        """Probabilities ``w`` (sum 1) with every entry <= ``limit``: capped entries are set to the
+        limit and the others rescaled to fill the rest, repeated until none exceeds it."""
+        capped = np.zeros(len(w), dtype=bool)
+        for _ in range(64):
+            over = ~capped & (w > limit)
+            if not over.any():
+                break
+            capped |= over
+            free = ~capped
+            w = np.where(capped, limit, w * ((1.0 - limit * capped.sum()) / w[free].sum()))
+        return w
+
+    def plan(self, table, epoch, metrics, rng):
+        n = len(table)
+        d = np.where(table.seen > 0, table.ema_difficulty.astype(np.float64), 1.0)
+        np.clip(d, 0.0, 1.0, out=d)
+        if self.gamma != 1.0:
+            np.power(d, self.gamma, out=d)
+        total = d.sum()
+        w = np.full(n, 1.0 / n) if total <= 0 else d * ((1.0 - self.floor) / total) + self.floor / n
+        if self.cap is not None:
+            w = self._apply_cap(w, self.cap / n)
+        metrics["max_weight_ratio"] = float(w.max() * n)
+        return _epoch_plan_cls()(weights=w, num_draws=self.num_draws)
+
+
+# --------------------------------------------------------------------------------------------------
+# The oracle
+# --------------------------------------------------------------------------------------------------
+
+def _default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _jsonable(v):
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    return v
+
+
+class DifficultyOracle:
+    """Per-sample difficulty table fed by the trainer's losses; DDP/KAR metrics; the next epoch's plan.
+
+    Args:
+        num_samples: N, the dataset size; ids are index positions in ``[0, N)``.
+        policy: a name in ``POLICIES`` ("uniform", "data-centric", "prune-easy", "weighted") or a
+            :class:`Policy` instance.
+        alpha, beta: ``p_y`` thresholds of easy (``>= alpha``) and hard (``<= beta``) samples.
+        ema: decay of the per-sample loss and difficulty EMAs (new = ema * old + (1 - ema) * value).
+        kar_window: epochs averaged into the reported ``kar`` (1 = raw).
+        growth_margin, explore_kar_frac: period thresholds (see the module docstring).
+        hist_bins: number of equal-width bins of the difficulty histogram over [0, 1].
+        device: where the table and buffers live (default: the current CUDA device, else CPU).
+        seed: seeds the policies' per-epoch generator (from (tag, seed, epoch of the plan)).
+        process_group: the torch.distributed group to gather over (default: the world, when initialised).
+        **policy_kwargs: passed to the policy class (e.g. ``floor=0.3`` for "weighted").
+
+    Sync points: ``end_epoch``, ``sync``, ``state_dict`` and ``table_arrays`` fold the pending reports;
+    under ``torch.distributed`` they are collectives, so every rank must call them at the same point.
+    """
+
+    def __init__(self, num_samples: int, policy: str | Policy = "uniform", *, alpha: float = 0.8, beta: float = 0.3,
+                 ema: float = 0.9, kar_window: int = 3, growth_margin: float = 0.0, explore_kar_frac: float = 0.25,
+                 hist_bins: int = 10, device: str | torch.device | None = None, seed: int = 0,
+                 process_group=None, **policy_kwargs):
+        if int(num_samples) < 1:
+            raise ConfigError(f"num_samples must be >= 1, got {num_samples}", ("num_samples",))
+        if not 0.0 <= beta < alpha <= 1.0:
+            raise ConfigError(f"need 0 <= beta < alpha <= 1, got alpha={alpha}, beta={beta}", ("alpha", "beta"))
+        if not 0.0 <= ema < 1.0:
+            raise ConfigError(f"ema must be in [0, 1), got {ema}", ("ema",))
+        if int(kar_window) < 1:
+            raise ConfigError(f"kar_window must be >= 1, got {kar_window}", ("kar_window",))
+        if not 0.0 <= explore_kar_frac <= 1.0:
+            raise ConfigError(f"explore_kar_frac must be in [0, 1], got {explore_kar_frac}", ("explore_kar_frac",))
+        if int(hist_bins) < 1:
+            raise ConfigError(f"hist_bins must be >= 1, got {hist_bins}", ("hist_bins",))
+        self.num_samples = int(num_samples)
+        self.alpha, self.beta, self.ema = float(alpha), float(beta), float(ema)
+        self.kar_window, self.growth_margin = int(kar_window), float(growth_margin)
+        self.explore_kar_frac, self.hist_bins, self.seed = float(explore_kar_frac), int(hist_bins), int(seed)
+        self.device = torch.device(device) if device is not None else _default_device()
+        self.process_group = process_group
+        if isinstance(policy, Policy):
+            if policy_kwargs:
+                raise ConfigError("policy keyword arguments given with a Policy instance", tuple(policy_kwargs))
+            self.policy = policy
+        else:
+            if policy not in POLICIES:
+                raise ConfigError(f"unknown policy {policy!r}; choose one of {sorted(POLICIES)}", ("policy",))
+            try:
+                self.policy = POLICIES[policy](**policy_kwargs)
+            except TypeError as e:
+                raise ConfigError(f"bad arguments for policy {policy!r}: {e}", tuple(policy_kwargs)) from None
+        self.hist_edges = np.linspace(0.0, 1.0, self.hist_bins + 1).tolist()
+
+        self._t = {k: torch.full((self.num_samples,), v, dtype=dt, device=self.device) for k, (dt, v) in _TABLE.items()}
+        self.epoch = 0                     # the epoch whose reports are pending
+        self.period = "formation"
+        self.metrics: list[dict] = []
+        self.plan = None                   # the current EpochPlan (the one in use), None = uniform
+        self._loss_weight = None           # device float32[N] copy of plan.loss_weight
+        self._cap = 0
+        self._n = 0                        # pending entries
+        self._counts: list[int] = []       # entries per report() call since the last fold
+        self._epoch_reports = 0            # valid entries folded for self.epoch (across ranks)
+        self._epoch_ignored = 0
+        self._epoch_forget0 = 0            # forgetting total when self.epoch started
+        self._buf: dict[str, torch.Tensor] = {}
+        self._grow(4096)
+
+    # ---------------------------------------------------------------------------------------- report
+    def reserve(self, n: int) -> None:
+        """Preallocate room for ``n`` pending report entries (e.g. one epoch's worth on this rank), so
+        ``report`` never reallocates its buffers (growth is otherwise amortised by doubling)."""
+        if n > self._cap:
+            self._grow(int(n))
+
+    def _grow(self, need: int) -> None:
+        cap = max(need, 2 * self._cap, 4096)
+        new = {"ids": torch.empty(cap, dtype=torch.int64, device=self.device),
+               "loss": torch.empty(cap, dtype=torch.float32, device=self.device),
+               "p": torch.empty(cap, dtype=torch.float32, device=self.device),
+               "correct": torch.empty(cap, dtype=torch.bool, device=self.device)}
+        if self._n:
+            for k, t in new.items():
+                t[:self._n].copy_(self._buf[k][:self._n])
+        self._buf, self._cap = new, cap
+
+    def report(self, ids: torch.Tensor, losses: torch.Tensor, *, logits: torch.Tensor | None = None,
+               labels: torch.Tensor | None = None, correct: torch.Tensor | None = None,
+               p_true: torch.Tensor | None = None) -> None:
+        """Record one batch: ``ids`` (B,) int, ``losses`` (B,) float, per sample, before any reduction.
+
+        Optional: ``logits`` (B, C) with ``labels`` (B,) int or (B, C) soft targets -> ``p_y`` and
+        ``correct`` (the label's logit is the largest; for soft targets, the label with the most mass); ``p_true`` (B,) the true-class probability (overrides logits);
+        ``correct`` (B,) bool. Without logits or ``p_true``, ``p_y = exp(-loss)``; without logits or
+        ``correct``, ``correct = p_y > 0.5`` (sufficient for argmax == label).
+
+        Never synchronises with the device when the tensors live on the oracle's device (the loader's
+        ``Batch.ids`` and the trainer's losses do): they are copied into device buffers and folded at
+        the next ``end_epoch``/``sync``/``state_dict``. Tensors on another device are copied over,
+        which may block. Ids < 0 (padding, skipped samples) and
+        non-finite losses are dropped at fold time and counted in the metrics (``n_ignored``).
+        """
+        if ids.dim() != 1 or losses.shape != ids.shape:
+            raise ValueError(f"report: ids and losses must both have shape (B,), got {tuple(ids.shape)} "
+                             f"and {tuple(losses.shape)}")
+        b = ids.shape[0]
+        if b == 0:
+            return
+        dev = self.device
+        loss = losses.detach().to(device=dev, dtype=torch.float32)
+        if logits is not None:
+            if labels is None:
+                raise ValueError("report: logits given without labels")
+            lg = logits.detach().to(device=dev).float()
+            lab = labels.detach().to(device=dev)
+            hard = lab.argmax(-1) if lab.dim() == 2 else lab.long().reshape(b)
+        if p_true is not None:
+            p = p_true.detach().to(device=dev, dtype=torch.float32).reshape(b)
+        elif logits is not None:
+            prob = torch.softmax(lg, dim=-1)
+            p = (prob * lab.float()).sum(-1) if lab.dim() == 2 else prob.gather(1, hard.reshape(b, 1)).reshape(b)
+        else:
+            p = torch.exp(-loss)
+        if correct is not None:
+            c = correct.detach().to(device=dev).reshape(b).bool()
+        elif logits is not None:
+            # true-class logit is a maximum (ties count as correct); amax is ~10x cheaper than argmax on CPU
+            c = lg.gather(1, hard.reshape(b, 1)).reshape(b) >= lg.amax(-1)
+        else:
+            c = p > 0.5
+        if self._n + b > self._cap:
+            self._grow(self._n + b)
+        s = slice(self._n, self._n + b)
+        self._buf["ids"][s].copy_(ids.detach().reshape(b))
+        self._buf["loss"][s].copy_(loss)
+        self._buf["p"][s].copy_(p)
+        self._buf["correct"][s].copy_(c)
+        self._n += b
+        self._counts.append(b)
+
+    # ------------------------------------------------------------------------------------------ fold
+    def _dist(self):
+        d = torch.distributed
+        if d.is_available() and d.is_initialized():
+            return d, d.get_world_size(self.process_group)
+        return None, 1
+
+    def _take_pending(self) -> tuple[torch.Tensor, ...]:
+        """The pending entries as (ids, loss, p, correct); under torch.distributed, every rank's, in the
+        canonical order (report call index, rank, position), which does not depend on where earlier
+        folds cut the epoch as long as all ranks fold at the same call. Empties the buffers."""
+        n, counts = self._n, self._counts
+        ids, loss, p, c = (self._buf[k][:n].clone() for k in ("ids", "loss", "p", "correct"))
+        self._n, self._counts = 0, []
+        d, world = self._dist()
+        if world == 1:
+            return ids, loss, p, c
+        step = torch.from_numpy(np.repeat(np.arange(len(counts), dtype=np.int64),
+                                          np.asarray(counts, dtype=np.int64))).to(self.device)
+        # Pack into float64 (ids < 2**53, float32 and bool exact) so one padded all_gather moves all of it.
+        sizes = torch.tensor([n], dtype=torch.int64, device=self.device)
+        all_sizes = [torch.zeros_like(sizes) for _ in range(world)]
+        d.all_gather(all_sizes, sizes, group=self.process_group)
+        all_sizes = [int(s) for s in torch.cat(all_sizes).tolist()]
+        m = max(all_sizes)
+        packed = torch.zeros((m, 5), dtype=torch.float64, device=self.device)
+        packed[:n] = torch.stack([ids.double(), loss.double(), p.double(), c.double(), step.double()], 1)
+        out = [torch.empty_like(packed) for _ in range(world)]
+        d.all_gather(out, packed, group=self.process_group)
+        rows = torch.cat([o[:k] for o, k in zip(out, all_sizes)])
+        order = torch.argsort(rows[:, 4], stable=True)   # rank-major within a step: (step, rank, position)
+        rows = rows[order]
+        return rows[:, 0].long(), rows[:, 1].float(), rows[:, 2].float(), rows[:, 3].bool()
+
+    def _fold(self) -> None:
+        ids, loss, p, c = self._take_pending()
+        if ids.numel() == 0:
+            return
+        if bool((ids >= self.num_samples).any()):
+            bad = int(ids.max())
+            raise ValueError(f"report: sample id {bad} out of range for num_samples={self.num_samples}")
+        valid = (ids >= 0) & torch.isfinite(loss) & torch.isfinite(p)
+        nvalid = int(valid.sum())
+        self._epoch_ignored += int(ids.numel()) - nvalid
+        self._epoch_reports += nvalid
+        if nvalid == 0:
+            return
+        if nvalid < ids.numel():
+            ids, loss, p, c = ids[valid], loss[valid], p[valid], c[valid]
+        p = p.clamp(0.0, 1.0)
+        # Apply the entries in order, as if one by one. Repeated ids (weighted sampling draws with
+        # replacement) go in rounds: round k holds each id's k-th occurrence, so every index_put has
+        # unique indices and the result is deterministic on every device. Cost: one round per repeat
+        # count, which the weighted policy's cap bounds (about cap rounds per epoch).
+        counts = torch.bincount(ids, minlength=self.num_samples)
+        if int(counts.max()) <= 1:
+            self._apply(ids, loss, p, c)
+            return
+        m = ids.numel()
+        idx = torch.arange(m, device=ids.device)
+        while idx.numel():
+            sid = ids[idx]
+            first = torch.full((self.num_samples,), m, dtype=torch.int64, device=ids.device)
+            first.scatter_reduce_(0, sid, idx, "amin")        # min is order-free: deterministic everywhere
+            mine = first[sid] == idx                           # each remaining id's earliest entry
+            sel = idx[mine]
+            self._apply(ids[sel], loss[sel], p[sel], c[sel])
+            idx = idx[~mine]
+
+    def _apply(self, u, loss, p, c) -> None:
+        t, keep = self._t, 1.0 - self.ema
+        seen = t["seen"][u]
+        first = seen == 0
+        old = t["ema_loss"][u]
+        t["ema_loss"][u] = torch.where(first, loss, old + keep * (loss - old))
+        d = 1.0 - p
+        oldd = t["ema_difficulty"][u].float()
+        t["ema_difficulty"][u] = torch.where(first, d, oldd + keep * (d - oldd)).half()
+        t["last_loss"][u] = loss
+        t["p_y"][u] = p.half()
+        t["forgetting"][u] += (t["last_correct"][u].bool() & ~c & ~first).int()
+        t["last_correct"][u] = c.to(torch.uint8)
+        t["seen"][u] = seen + 1
+        t["last_epoch"][u] = self.epoch
+
+    def sync(self) -> None:
+        """Fold the pending reports into the table (a host sync; a collective under torch.distributed)."""
+        self._fold()
+
+    # ------------------------------------------------------------------------------------- end_epoch
+    def set_epoch(self, epoch: int) -> None:
+        """Tag the reports that follow with ``epoch`` (folds the pending ones under the old tag first)."""
+        if int(epoch) != self.epoch:
+            self._fold()
+            self._start_epoch(int(epoch))
+
+    def _start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self._epoch_reports = self._epoch_ignored = 0
+        self._epoch_forget0 = int(self._t["forgetting"].sum())
+
+    def end_epoch(self, epoch: int | None = None):
+        """Finish ``epoch`` (default: the current one): fold, record metrics, return the next plan.
+
+        Pending reports are tagged ``epoch``; reports folded earlier in the epoch (by ``sync`` or
+        ``state_dict``) carry the tag current then, so call :meth:`set_epoch` when an epoch starts
+        (``Loader.set_epoch`` does) if the run does not start at epoch 0.
+
+        The one host sync of an epoch. Under torch.distributed every rank must call it; all ranks
+        return the same plan (NumPy arrays) and hold a bit-identical table. The plan is also kept as
+        ``self.plan`` and drives :meth:`loss_weights` from now on.
+        """
+        if epoch is not None:
+            self.epoch = int(epoch)   # the pending reports belong to the epoch being ended
+        self._fold()
+        m = self._epoch_metrics()
+        table = self._host_table()
+        rng = np.random.default_rng([_POLICY_TAG, self.seed, self.epoch + 1])
+        plan = self.policy.plan(table, self.epoch + 1, m, rng).validate(self.num_samples)
+        m["plan"] = _plan_summary(plan)
+        self.metrics.append({k: _jsonable(v) for k, v in m.items()})
+        self._set_plan(plan)
+        self._start_epoch(self.epoch + 1)
+        return plan
+
+    @property
+    def last_metrics(self) -> dict | None:
+        return self.metrics[-1] if self.metrics else None
+
+    def _epoch_metrics(self) -> dict:
+        t = self._t
+        vis = t["last_epoch"] == self.epoch
+        n_vis = int(vis.sum())
+        p = t["p_y"][vis].float()
+        loss = t["last_loss"][vis].double()
+        easy, hard = p >= self.alpha, p <= self.beta
+        mod = ~(easy | hard)
+        prev = self.metrics[-1] if self.metrics else None
+        if n_vis:
+            ddp_e, ddp_h = int(easy.sum()) / n_vis, int(hard.sum()) / n_vis
+        else:  # nothing visited: carry the previous shares, so KAR reads 0
+            ddp_e, ddp_h = (prev["ddp_e"], prev["ddp_h"]) if prev else (0.0, 0.0)
+        kar_raw = 0.0 if prev is None else (abs(ddp_e - prev["ddp_e"]) + abs(ddp_h - prev["ddp_h"])) / 2.0
+        raws = [mm["kar_raw"] for mm in self.metrics[-(self.kar_window - 1):]] if self.kar_window > 1 else []
+        kar = (sum(raws) + kar_raw) / (len(raws) + 1)
+        peak = max([mm["kar"] for mm in self.metrics] + [kar])
+        self.period = self._next_period(ddp_e, ddp_h, kar, peak)
+        bins = ((1.0 - p) * self.hist_bins).floor().clamp(0, self.hist_bins - 1).long()
+        hist = torch.bincount(bins, minlength=self.hist_bins).tolist()
+
+        def mean(x, mask):
+            k = int(mask.sum())
+            return float(x[mask].sum()) / k if k else None
+
+        forget = int(t["forgetting"].sum())
+        return {"epoch": self.epoch, "n_reports": self._epoch_reports, "n_ignored": self._epoch_ignored,
+                "n_visited": n_vis, "ddp_e": ddp_e, "ddp_h": ddp_h, "ddp_m": (1.0 - ddp_e - ddp_h) if n_vis else 0.0,
+                "kar_raw": kar_raw, "kar": kar, "kar_peak": peak, "period": self.period, "histogram": hist,
+                "mean_loss": float(loss.mean()) if n_vis else None,
+                "easy_loss": mean(loss, easy), "moderate_loss": mean(loss, mod), "hard_loss": mean(loss, hard),
+                "mean_p_y": float(p.double().mean()) if n_vis else None,
+                "forgetting_events": forget - self._epoch_forget0}
+
+    def _next_period(self, ddp_e: float, ddp_h: float, kar: float, peak: float) -> str:
+        period = self.period
+        if period == "formation" and ddp_e > ddp_h + self.growth_margin:
+            period = "growth"
+        if period == "growth" and ddp_e > ddp_h and peak > 0 and kar <= self.explore_kar_frac * peak:
+            period = "exploration"
+        return period
+
+    def _host_table(self) -> OracleTable:
+        a = self.table_arrays(fold=False)
+        return OracleTable(last_loss=a["last_loss"], ema_loss=a["ema_loss"], p_y=a["p_y"].astype(np.float32),
+                           ema_difficulty=a["ema_difficulty"].astype(np.float32), seen=a["seen"],
+                           forgetting=a["forgetting"], last_epoch=a["last_epoch"],
+                           last_correct=a["last_correct"].astype(bool), epoch=self.epoch, alpha=self.alpha,
+                           beta=self.beta)
+
+    def _set_plan(self, plan) -> None:
+        self.plan = plan
+        lw = None if plan is None else plan.loss_weight
+        self._loss_weight = None if lw is None else torch.from_numpy(np.ascontiguousarray(lw, np.float32)).to(self.device)
+
+    # ------------------------------------------------------------------------------------ consumers
+    def loss_weights(self, ids: torch.Tensor) -> torch.Tensor:
+        """Per-sample loss weights (float32, on ``ids``' device) from the current plan; no host sync.
+
+        1 where the plan has no ``loss_weight``; 0 for ids < 0 (padding), so ``(w * loss).sum()``
+        ignores them.
+        """
+        ids = ids.detach()
+        valid = ids >= 0
+        if self._loss_weight is None:
+            return valid.to(torch.float32)
+        lw = self._loss_weight.to(ids.device) if self._loss_weight.device != ids.device \
+            else self._loss_weight
+        return torch.where(valid, lw[ids.clamp(min=0).long()], torch.zeros((), dtype=torch.float32, device=ids.device))
+
+    def table_arrays(self, fold: bool = True) -> dict[str, np.ndarray]:
+        """Host copies of the table (fold first by default: a sync; a collective when distributed)."""
+        if fold:
+            self._fold()
+        return {k: v.cpu().numpy().copy() for k, v in self._t.items()}
+
+    def table_digest(self) -> str:
+        """sha256 hex over the table arrays (name, dtype, bytes), e.g. to check rank agreement."""
+        h = hashlib.sha256()
+        for k, v in self.table_arrays().items():
+            h.update(k.encode() + str(v.dtype).encode() + v.tobytes())
+        return h.hexdigest()
+
+    # ----------------------------------------------------------------------------------------- state
+    def config(self) -> dict:
+        return {"num_samples": self.num_samples, "policy": self.policy.name, "alpha": self.alpha, "beta": self.beta,
+                "ema": self.ema, "kar_window": self.kar_window, "growth_margin": self.growth_margin,
+                "explore_kar_frac": self.explore_kar_frac, "hist_bins": self.hist_bins, "seed": self.seed,
+                "policy_config": self.policy.config()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data: JSON-able scalars, lists and dicts plus NumPy arrays (no pickle needed).
+
+        Folds the pending reports first (a sync point; a collective under torch.distributed, so call it
+        on every rank). Reports made after this call and before a crash are lost on resume, and the
+        resumed run equals one that never saw them (RELIABILITY C2).
+        """
+        self._fold()
+        plan = None
+        if self.plan is not None:
+            plan = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.plan.to_state().items()}
+        return {"format_version": FORMAT_VERSION, "config": self.config(), "epoch": self.epoch, "period": self.period,
+                "epoch_reports": self._epoch_reports, "epoch_ignored": self._epoch_ignored,
+                "epoch_forget0": self._epoch_forget0, "metrics": json.loads(json.dumps(self.metrics)),
+                "policy_state": dict(self.policy.state_dict()), "plan": plan,
+                "table": self.table_arrays(fold=False)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; refuses a different format, size, policy or configuration."""
+        ver = state.get("format_version")
+        if ver != FORMAT_VERSION:
+            if isinstance(ver, int) and ver > FORMAT_VERSION:
+                raise StateError(f"oracle state written by a newer vitdata (format {ver}; this reads {FORMAT_VERSION})")
+            raise StateError(f"oracle state has format {ver!r}, expected {FORMAT_VERSION}")
+        mine, theirs = self.config(), state["config"]
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if diff:
+            detail = ", ".join(f"{k}: saved {theirs.get(k)!r} vs {mine.get(k)!r}" for k in diff)
+            raise StateError(f"oracle state does not match this oracle's configuration ({detail})")
+        table = state["table"]
+        for k, (dt, _) in _TABLE.items():
+            a = np.asarray(table[k])
+            want = torch.empty((), dtype=dt).numpy().dtype
+            if a.shape != (self.num_samples,) or a.dtype != want:
+                raise StateError(f"oracle state: table array {k!r} has shape {a.shape} dtype {a.dtype}, "
+                                 f"expected ({self.num_samples},) {want}")
+        self._n, self._counts = 0, []
+        for k in _TABLE:
+            self._t[k].copy_(torch.from_numpy(np.ascontiguousarray(table[k])))
+        self.epoch, self.period = int(state["epoch"]), str(state["period"])
+        self._epoch_reports, self._epoch_ignored = int(state["epoch_reports"]), int(state["epoch_ignored"])
+        self._epoch_forget0 = int(state["epoch_forget0"])
+        self.metrics = json.loads(json.dumps(state["metrics"]))
+        self.policy.load_state_dict(state["policy_state"])
+        plan = state["plan"]
+        if plan is None:
+            self._set_plan(None)
+        else:
+            self._set_plan(_epoch_plan_cls().from_state(plan))
+
+
+def _plan_summary(plan) -> dict:
+    """Small JSON-able description of a plan for the metrics log."""
+    if plan is None:
+        return {}
+    out = {}
+    if plan.kept is not None:
+        out["kept_fraction"] = float(np.mean(plan.kept))
+    if plan.weights is not None:
+        w = plan.weights / plan.weights.sum()
+        out["weight_max_over_uniform"] = float(w.max() * len(w))
+        out["weight_min_over_uniform"] = float(w.min() * len(w))
+    if plan.aug_magnitude is not None:
+        out["aug_magnitude_max"] = float(plan.aug_magnitude.max())
+        out["boosted_fraction"] = float(np.mean(plan.aug_magnitude > 0))
+    if plan.erase_ratio is not None:
+        out["erase_ratio_max"] = float(plan.erase_ratio.max())
+    if plan.loss_weight is not None:
+        out["loss_weight_max"] = float(plan.loss_weight.max())
+    return out
