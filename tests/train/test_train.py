@@ -1,0 +1,227 @@
+"""vitdata train: the default run end to end at tiny settings, each switch's effect, DDP on gloo, resume."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vitdata.errors import ConfigError
+from vitdata.train import TrainConfig, build_schedule, lr_at, main, parse_config, per_sample_loss
+
+ROOT = Path(__file__).resolve().parents[2]
+# Tiny and fast: 600 synthetic images (540 train / 60 val), 32 px, patch 8, one block.
+TINY = ["--synthetic-samples", "600", "--batch-size", "32", "--depth", "1", "--image-size", "32", "--patch-size", "8",
+        "--workers", "1", "--no-progress", "--log-every", "1"]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    d = tmp_path / "cache"
+    monkeypatch.setenv("VITDATA_CACHE", str(d))
+    return d
+
+
+def read_log(run):
+    return [json.loads(line) for line in open(run / "log.jsonl")]
+
+
+# ---------------------------------------------------------------------------------------------------
+# configuration
+
+
+def test_recipe_presets_are_overridden_by_yaml_and_yaml_by_the_command_line(tmp_path):
+    cfg = parse_config(["--recipe", "data-centric"])
+    assert cfg.oracle == "data-centric" and cfg.patch_erasing == 0.3
+    y = tmp_path / "c.yaml"
+    y.write_text("patch_erasing: 0.1\nepochs: 3\nrecipe: pss\n")
+    cfg = parse_config(["--config", str(y)])
+    assert cfg.pss == "cyclic" and cfg.global_pool == "avg" and cfg.patch_erasing == 0.1 and cfg.epochs == 3
+    cfg = parse_config(["--config", str(y), "--epochs", "5", "--recipe", "baseline"])
+    assert cfg.epochs == 5 and cfg.pss is None and cfg.patch_erasing == 0.1
+
+
+def test_every_recipe_parses_to_a_valid_config():
+    from vitdata.train import RECIPES, check_config
+    for r in RECIPES:
+        check_config(parse_config(["--recipe", r]))
+
+
+def test_locality_with_pss_is_refused_before_any_data_is_read(cache):
+    with pytest.raises(ConfigError) as e:
+        main(["--locality", "--pss", "cyclic"])
+    assert {"locality", "pss"} <= set(e.value.fields)
+    assert not cache.exists()
+
+
+def test_unknown_yaml_option_is_named(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("epoch: 3\n")
+    with pytest.raises(ConfigError, match="epoch"):
+        parse_config(["--config", str(y)])
+
+
+# ---------------------------------------------------------------------------------------------------
+# each switch changes what it should (unit level)
+
+
+def knobs_by_epoch(cfg, spe=10):
+    s = build_schedule(cfg, spe)
+    return [[s(e, i) for i in range(spe)] for e in range(cfg.epochs)]
+
+
+def test_no_switch_gives_constant_knobs():
+    ks = knobs_by_epoch(TrainConfig(epochs=5))
+    flat = {k for row in ks for k in row}
+    assert len(flat) == 1
+    (k,) = flat
+    assert k.image_size == 64 and k.lowpass_size is None and k.erase_ratio == 0 and k.keep_ratio == 1.0
+
+
+def test_efficienttrain_curriculum_lowpasses_early_and_raises_randaug_magnitude():
+    ks = knobs_by_epoch(TrainConfig(epochs=10, image_size=64, patch_size=8, curriculum="efficienttrain"))
+    assert ks[0][0].lowpass_size is not None and ks[0][0].lowpass_size < 64
+    assert ks[-1][0].lowpass_size is None
+    mags = [row[0].randaug_magnitude for row in ks]
+    assert mags == sorted(mags) and mags[0] < mags[-1]
+
+
+def test_size_curriculum_grows_the_image_size_in_patch_steps():
+    ks = knobs_by_epoch(TrainConfig(epochs=8, image_size=64, patch_size=8, size_curriculum=True))
+    sizes = [row[0].image_size for row in ks]
+    assert sizes[0] == 16 and sizes[-1] == 64 and sizes == sorted(sizes)
+    assert all(s % 8 == 0 for s in sizes)
+
+
+def test_pss_schedule_cycles_the_keep_ratio_within_an_epoch_and_ends_full():
+    ks = knobs_by_epoch(TrainConfig(epochs=30, pss="cyclic", image_size=32, patch_size=8), spe=10)
+    first = [k.keep_ratio for k in ks[0]]
+    assert first[0] == pytest.approx(0.2) and max(first) == 1.0 and min(first) == pytest.approx(0.2)
+    assert all(k.keep_ratio == 1.0 for k in ks[-1])  # cool-down epoch: full tokens
+
+
+def test_patch_erasing_sets_the_erase_ratio():
+    ks = knobs_by_epoch(TrainConfig(epochs=2, patch_erasing=0.25))
+    assert {k.erase_ratio for row in ks for k in row} == {0.25}
+
+
+def test_per_sample_soft_target_loss_matches_timm_mean():
+    from timm.loss import SoftTargetCrossEntropy
+    torch.manual_seed(0)
+    logits, soft = torch.randn(6, 10), torch.softmax(torch.randn(6, 10), -1)
+    per = per_sample_loss(logits, soft, 0.0)
+    assert per.shape == (6,)
+    assert torch.allclose(per.mean(), SoftTargetCrossEntropy()(logits, soft))
+    hard = torch.randint(0, 10, (6,))
+    assert torch.allclose(per_sample_loss(logits, hard, 0.1).mean(),
+                          torch.nn.functional.cross_entropy(logits, hard, label_smoothing=0.1))
+
+
+def test_lr_warms_up_linearly_then_follows_a_cosine():
+    lrs = [lr_at(s, 100, 10, 1.0, 0.0) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(1.0) and lrs[55] == pytest.approx(0.5, abs=0.02) and lrs[-1] < 0.01
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+# ---------------------------------------------------------------------------------------------------
+# end to end
+
+
+def test_default_run_at_tiny_settings_trains_and_writes_log_checkpoint_and_report(cache, tmp_path):
+    run = tmp_path / "run"
+    assert main(TINY + ["--epochs", "2", "--out", str(run)]) == 0
+    log = read_log(run)
+    steps = [r for r in log if r["kind"] == "step"]
+    evals = [r for r in log if r["kind"] == "eval"]
+    assert len(steps) == 2 * (540 // 32) and len(evals) == 2
+    assert all({"data_ms", "step_ms", "img_s", "lr", "knobs", "loss"} <= set(r) for r in steps)
+    assert evals[-1]["count"] == 60 and 0 <= evals[-1]["top1"] <= 100
+    for name in ("loss_acc.png", "throughput.png", "knobs.png", "samples.png", "summary.md"):
+        assert (run / "report" / name).stat().st_size > 0
+    assert (run / "checkpoint" / "manifest.json").exists()
+    result = json.loads((run / "result.json").read_text())
+    assert result["step"] == len(steps)
+
+
+def test_method_switches_reach_the_model_loader_and_oracle(cache, tmp_path):
+    run = tmp_path / "run"
+    main(TINY + ["--epochs", "2", "--out", str(run), "--curriculum", "efficienttrain", "--pss", "cyclic",
+                 "--pss-mode", "random", "--patch-erasing", "0.25", "--oracle", "data-centric", "--drloc", "0.5",
+                 "--drloc-schedule", "constant", "--mixup", "0.8", "--cutmix", "1.0"])
+    log = read_log(run)
+    steps = [r for r in log if r["kind"] == "step"]
+    knobs = [r["knobs"] for r in steps]
+    assert {k["keep_ratio"] for k in knobs} > {1.0}
+    assert any(k["lowpass_size"] for k in knobs) and all(k["erase_ratio"] == 0.25 for k in knobs)
+    assert all("drloc_loss" in r and r["knobs"]["drloc_lambda"] == 0.5 for r in steps)
+    oracle = [r for r in log if r["kind"] == "epoch" and r.get("oracle")]
+    assert [r["epoch"] for r in oracle] == [1, 2]
+    assert all(0 <= r["oracle"]["ddp_e"] <= 1 and r["oracle"]["kar"] >= 0 for r in oracle)
+    assert (run / "report" / "oracle.png").exists()
+
+
+def test_locality_and_size_curriculum_run(cache, tmp_path):
+    run = tmp_path / "run"
+    main(TINY + ["--epochs", "2", "--out", str(run), "--locality", "--size-curriculum", "--ema", "0.9"])
+    sizes = [r["knobs"]["image_size"] for r in read_log(run) if r["kind"] == "step"]
+    assert sizes[0] == 16 and sizes[-1] == 32
+
+
+def test_kill_and_resume_continues_exactly(cache, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    args = TINY + ["--epochs", "2", "--mixup", "0.8", "--drop-path", "0.1", "--pss", "cyclic", "--pss-mode", "random"]
+    main(args + ["--out", str(full)])
+    # stop mid-epoch 0 (16 steps per epoch), then resume across the epoch boundary to the end
+    main(args + ["--out", str(part), "--max-steps", "11"])
+    assert json.loads((part / "result.json").read_text())["step"] == 11
+    with open(part / "log.jsonl", "a") as fh:  # as if the killed run had logged past its checkpoint
+        fh.write(json.dumps({"kind": "step", "step": 11, "time": 1e9, "loss": -1.0}) + "\n")
+    main(args + ["--resume", str(part)])
+    a = {r["step"]: r["loss"] for r in read_log(full) if r["kind"] == "step"}
+    b = {r["step"]: r["loss"] for r in read_log(part) if r["kind"] == "step"}
+    assert sorted(a) == sorted(b) == list(range(32))
+    assert all(a[s] == pytest.approx(b[s], rel=1e-5, abs=1e-6) for s in a), [(s, a[s], b[s]) for s in a]
+    ea = [r["top1"] for r in read_log(full) if r["kind"] == "eval"]
+    eb = [r["top1"] for r in read_log(part) if r["kind"] == "eval"]
+    assert ea == eb
+
+
+def test_checkpoint_round_trips_optimizer_state_and_numpy_arrays(tmp_path):
+    from vitdata import checkpoint
+    m = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(m.parameters())
+    m(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    state = {"model": m.state_dict(), "opt": opt.state_dict(), "arr": np.arange(4, dtype=np.float16),
+             "t": (1, "a"), "none": None}
+    checkpoint.save(str(tmp_path), state, 3)
+    back = checkpoint.load(str(tmp_path))
+    assert back["arr"].dtype == np.float16 and back["t"] == (1, "a") and back["none"] is None
+    torch.optim.AdamW(m.parameters()).load_state_dict(back["opt"])
+    part = next(tmp_path.glob("tensors-*"))
+    part.write_bytes(part.read_bytes()[:-1] + b"\0")
+    from vitdata.errors import StateError
+    with pytest.raises(StateError, match="sha256"):
+        checkpoint.load(str(tmp_path))
+
+
+def test_two_process_gloo_run_completes_and_resumes(cache, tmp_path):
+    run = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    with socket.socket() as sock:  # a free port, so concurrent test runs do not collide
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    cmd = [sys.executable, "-P", "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
+           "-m", "vitdata", "train", *TINY, "--epochs", "2", "--batch-size", "16", "--out", str(run)]
+    for extra in (["--max-steps", "10"], ["--resume", str(run)]):  # stop mid-epoch 0, then finish
+        p = subprocess.run(cmd + extra, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+        assert p.returncode == 0, p.stderr[-3000:]
+    result = json.loads((run / "result.json").read_text())
+    assert result["step"] == 2 * (540 // 32) and result["val_count"] == 60
+    steps = [r["step"] for r in read_log(run) if r["kind"] == "step"]
+    assert steps == list(range(2 * (540 // 32)))

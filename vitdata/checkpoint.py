@@ -1,0 +1,126 @@
+"""Training checkpoints without pickle: tensors in safetensors, structure in JSON, a manifest written last.
+
+A checkpoint is a directory holding, for step S::
+
+    tensors-S.safetensors   every tensor and NumPy array of the state, flat, keyed by its path
+    state-S.json            the nested state with each array replaced by a reference to its key
+    manifest.json           {"step": S, "parts": {name: {"sha256": ..., "bytes": ...}}} -- written last
+
+Each part is written atomically under a new name before the manifest is swapped in, so a crash at
+any point leaves the previous checkpoint readable; parts of older steps are removed afterwards.
+``load`` checks every part against the manifest's sha256 and raises ``StateError`` on a mismatch.
+
+The state is any nest of dicts, lists, tuples, str, int, float, bool, None, torch tensors and NumPy
+arrays (torch state dicts, optimizer state with int keys, the loader's and the oracle's plain data).
+NumPy arrays come back as NumPy arrays, tensors as CPU tensors.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from vitdata.errors import StateError
+from vitdata.io import atomic_write
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+
+
+def _flatten(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        tensors[path] = obj.detach().cpu().contiguous()
+        return {"__tensor__": path}
+    if isinstance(obj, np.ndarray):
+        if obj.dtype == object:
+            raise StateError(f"cannot save object array at {path}")
+        tensors[path] = torch.from_numpy(np.ascontiguousarray(obj).copy()) if obj.dtype != np.uint16 \
+            else torch.from_numpy(obj.astype(np.int32))
+        return {"__ndarray__": path, "dtype": str(obj.dtype)}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) for k in obj) and not any(k.startswith("__") for k in obj):
+            return {k: _flatten(v, f"{path}.{k}", tensors) for k, v in obj.items()}
+        return {"__items__": [[k, _flatten(v, f"{path}.{i}", tensors)] for i, (k, v) in enumerate(obj.items())]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_flatten(v, f"{path}.{i}", tensors) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_flatten(v, f"{path}.{i}", tensors) for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    raise StateError(f"cannot save a {type(obj).__name__} at {path} in a checkpoint")
+
+
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__ndarray__" in obj:
+            return tensors[obj["__ndarray__"]].numpy().astype(obj["dtype"], copy=False)
+        if "__tuple__" in obj:
+            return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
+        if "__items__" in obj:
+            return {k: _unflatten(v, tensors) for k, v in obj["__items__"]}
+        return {k: _unflatten(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unflatten(v, tensors) for v in obj]
+    return obj
+
+
+def save(directory: str, state: dict, step: int) -> str:
+    """Write ``state`` as the checkpoint of ``step`` in ``directory``; returns the manifest path."""
+    os.makedirs(directory, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    tree = _flatten(state, "s", tensors)
+    parts = {f"tensors-{step}.safetensors": st_save(tensors),
+             f"state-{step}.json": json.dumps({"format": FORMAT, "state": tree}).encode()}
+    for name, data in parts.items():
+        atomic_write(os.path.join(directory, name), data)
+    manifest = {"format": FORMAT, "step": int(step),
+                "parts": {n: {"sha256": hashlib.sha256(d).hexdigest(), "bytes": len(d)} for n, d in parts.items()}}
+    path = os.path.join(directory, MANIFEST)
+    atomic_write(path, json.dumps(manifest, indent=1).encode())
+    for name in os.listdir(directory):  # parts of older checkpoints
+        if name not in parts and name != MANIFEST and (name.startswith("tensors-") or name.startswith("state-")):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
+    return path
+
+
+def exists(directory: str) -> bool:
+    return os.path.isfile(os.path.join(directory, MANIFEST))
+
+
+def load(directory: str) -> dict:
+    """Read the checkpoint in ``directory``; ``StateError`` if it is missing, corrupt or of another format."""
+    mpath = os.path.join(directory, MANIFEST)
+    try:
+        with open(mpath, "rb") as f:
+            manifest = json.loads(f.read())
+    except (OSError, ValueError) as e:
+        raise StateError(f"no readable checkpoint manifest at {mpath}: {e}") from None
+    if manifest.get("format") != FORMAT:
+        raise StateError(f"checkpoint {mpath} has format {manifest.get('format')!r}, expected {FORMAT}")
+    data = {}
+    for name, meta in manifest["parts"].items():
+        p = os.path.join(directory, name)
+        try:
+            with open(p, "rb") as f:
+                data[name] = f.read()
+        except OSError as e:
+            raise StateError(f"checkpoint part {p} is missing: {e}") from None
+        if hashlib.sha256(data[name]).hexdigest() != meta["sha256"]:
+            raise StateError(f"checkpoint part {p} does not match its sha256 in {mpath} (truncated or modified)")
+    step = manifest["step"]
+    tensors = st_load(data[f"tensors-{step}.safetensors"])
+    tree = json.loads(data[f"state-{step}.json"])
+    return _unflatten(tree["state"], tensors)
