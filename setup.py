@@ -27,6 +27,7 @@ setup(
         "timm>=1.0",
         "triton>=3.0; platform_system == 'Linux'",
         "nvidia-dali-cuda130>=2.0; platform_system == 'Linux' and platform_machine == 'x86_64'",
+        "safetensors>=0.4",
         "tqdm>=4.60",
         "pyyaml>=6",
         "matplotlib>=3.7",

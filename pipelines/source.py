@@ -27,7 +27,10 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import traceback
 import warnings
+import zlib
 
 import numpy as np
 
@@ -39,9 +42,10 @@ OUTPUTS = ("encoded", "label", "id", "orig_id", "status", "size", "mag_bin", "ac
 NUM_MAG_BINS = 101
 MAX_MAGNITUDE = 10.0
 
-# Formats the DALI decoders (and Pillow, for the torch backend) handle the same way. GIF and
-# anything else are refused as ``unsupported_format`` (RELIABILITY.md decision).
-SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "TIFF", "WEBP", "PPM", "JPEG2000"})
+# vitdata reads JPEG and PNG only (the index picks up .jpg/.jpeg/.png names); Pillow calls some camera
+# JPEGs "MPO". Everything else -- GIF, WebP, BMP, TIFF named .jpg -- is refused as ``unsupported_format``
+# rather than decoded by whichever decoder happens to accept it (RELIABILITY.md decision: one policy).
+SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG"})
 
 # How many later entries of the epoch order a skipped sample may try before giving up.
 MAX_SUBSTITUTE_ATTEMPTS = 32
@@ -62,10 +66,15 @@ def code_reason(code: int) -> str | None:
 
 
 def check_sample(reader, index, sample_id: int, max_pixels: int) -> tuple[bytes | None, str | None, str]:
-    """Read sample ``sample_id`` and check its header before any decoder sees it.
+    """Read sample ``sample_id`` and check it before any decoder sees it.
 
-    Returns (data, None, "") when it is fine, or (None, reason, detail). Reads the header only
-    (Pillow's lazy open): no pixels are decoded, so a 20000x20000 bomb costs microseconds.
+    Returns (data, None, "") when it is fine, or (None, reason, detail). Checks, in order: the bytes can be
+    read (index reasons: missing, size_changed, truncated, checksum_mismatch, read_timeout); the label is
+    in range (bad_label); the header names JPEG or PNG (unsupported_format) with non-zero dimensions
+    within ``max_pixels`` (too_many_pixels); the file is complete (truncated: a JPEG without an end
+    marker after its last scan, a PNG whose chunks stop before IEND; decode_error: a PNG chunk CRC
+    mismatch). Only the header is parsed (Pillow's lazy open) and the structure walked: no pixels are
+    decoded, so a 20000x20000 bomb costs microseconds.
     """
     try:
         data = reader.read(int(sample_id))
@@ -76,8 +85,15 @@ def check_sample(reader, index, sample_id: int, max_pixels: int) -> tuple[bytes 
     label = int(index.label[sample_id])
     if not 0 <= label < max(1, int(index.num_classes)):
         return None, "bad_label", f"label {label} outside [0, {index.num_classes})"
+    return check_bytes(data, max_pixels)
+
+
+def check_bytes(data: bytes, max_pixels: int) -> tuple[bytes | None, str | None, str]:
+    """The format, size and completeness checks of :func:`check_sample` on encoded bytes."""
     from PIL import Image
 
+    if not data:
+        return None, "truncated", "empty file"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # DecompressionBombWarning: the budget below decides
@@ -86,16 +102,53 @@ def check_sample(reader, index, sample_id: int, max_pixels: int) -> tuple[bytes 
     except Image.DecompressionBombError as e:
         return None, "too_many_pixels", str(e)
     except Exception as e:  # Pillow raises UnidentifiedImageError, SyntaxError, ValueError... on junk
-        if not data:
-            return None, "truncated", "empty file"
-        return None, "unsupported_format", f"not a readable image header ({type(e).__name__})"
+        if data[:2] == b"\xff\xd8" and len(data) < 1024 and b"\xff\xda" not in data:
+            return None, "truncated", f"JPEG of {len(data)} bytes ends before its first scan"
+        if data[:8] == _PNG_SIG and len(data) >= 24 and 0 in struct.unpack(">II", data[16:24]):
+            w, h = struct.unpack(">II", data[16:24])
+            return None, "unsupported_format", f"PNG header claims {w}x{h}"
+        return None, "unsupported_format", f"not a readable JPEG or PNG header ({type(e).__name__})"
     if fmt not in SUPPORTED_FORMATS:
-        return None, "unsupported_format", f"format {fmt}"
-    if w * h > max_pixels:
-        return None, "too_many_pixels", f"{w}x{h} = {w * h / 1e6:.1f} Mpx > budget {max_pixels / 1e6:.1f} Mpx"
+        return None, "unsupported_format", f"format {fmt} (vitdata reads JPEG and PNG)"
     if w < 1 or h < 1:
         return None, "unsupported_format", f"size {w}x{h}"
+    if w * h > max_pixels:
+        return None, "too_many_pixels", f"{w}x{h} = {w * h / 1e6:.1f} Mpx > budget {max_pixels / 1e6:.1f} Mpx"
+    reason, detail = _png_structure(data) if fmt == "PNG" else _jpeg_structure(data)
+    if reason is not None:
+        return None, reason, detail
     return data, None, ""
+
+
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+
+
+def _jpeg_structure(data: bytes) -> tuple[str | None, str]:
+    """A complete JPEG has an EOI marker after its last SOS (entropy-coded bytes never hold 0xFF 0xD9:
+    a 0xFF there is stuffed as 0xFF 0x00). Some decoders fill a cut image with grey; vitdata refuses it."""
+    sos = data.rfind(b"\xff\xda")
+    if sos < 0:
+        return "truncated", "JPEG without a scan (no SOS marker)"
+    if data.rfind(b"\xff\xd9") < sos:
+        return "truncated", f"JPEG ends inside its last scan (no EOI marker after byte {sos})"
+    return None, ""
+
+
+def _png_structure(data: bytes) -> tuple[str | None, str]:
+    """Walk the chunks: each must fit in the file and match its CRC-32, and IEND must be reached."""
+    pos, n = 8, len(data)
+    while pos + 12 <= n:
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        end = pos + 12 + length
+        if end > n:
+            return "truncated", f"PNG ends inside chunk {kind.decode('latin-1')!r} at byte {pos}"
+        if zlib.crc32(data[pos + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
+            return "decode_error", f"PNG chunk {kind.decode('latin-1')!r} at byte {pos} fails its CRC"
+        if kind == b"IEND":
+            return None, ""
+        pos = end
+    return "truncated", "PNG ends before its IEND chunk"
 
 
 def write_control(path: str, control: dict[str, np.ndarray]) -> None:
@@ -144,6 +197,24 @@ class EpochSource:
         return self._ctl
 
     def __call__(self, info):
+        try:
+            return self._sample(info)
+        except (StopIteration, DataError):
+            raise
+        except Exception as e:
+            # Anything else (a bug, a reader that raised something unexpected) is named by sample here:
+            # DALI passes only the text of a worker's exception to the main process.
+            pos, sid = info.idx_in_epoch, None
+            try:
+                sid = int(self._control(info.epoch_idx)["ids"][pos])
+            except Exception:
+                pass
+            where = self.index.describe(sid) if sid is not None and sid >= 0 else f"epoch position {pos}"
+            raise DataError("decode_error", where, sample_id=sid,
+                            detail=f"source worker pid {os.getpid()} raised {type(e).__name__}: {e}\n"
+                                   + traceback.format_exc()) from e
+
+    def _sample(self, info):
         ctl = self._control(info.epoch_idx)
         ids = ctl["ids"]
         pos = info.idx_in_epoch

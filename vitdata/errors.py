@@ -50,5 +50,14 @@ def _rebuild_data_error(reason, path, sample_id, offset, detail):
     return DataError(reason, path, sample_id=sample_id, offset=offset, detail=detail)
 
 
+class WorkerError(VitdataError):
+    """A data worker process died (killed, out of memory, crashed) while preparing a batch. ``pids``:
+    the dead workers; ``sample_ids``: the ids of the step that was waiting for it."""
+
+    def __init__(self, message: str, *, pids=(), sample_ids=()):
+        self.pids, self.sample_ids = tuple(pids), tuple(sample_ids)
+        super().__init__(message)
+
+
 class StateError(VitdataError):
     """A checkpoint or index file that cannot be loaded: wrong version, checksum, truncation or mismatch."""

@@ -28,6 +28,7 @@ import stat
 import sys
 import threading
 import time
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ from vitdata.io import atomic_write
 
 FORMAT_VERSION = 1
 IMAGE_EXTS = ("jpg", "jpeg", "png")
+BAD_LABEL = -1                 # label of a sample indexed with bad_labels="mark"
 MEMBER_CAP = 64 << 20          # largest tar member accepted (bytes); larger claims are refused unread
 _BLOCK = 512
 _REGULAR = (b"0", b"\0", b"7")
@@ -137,7 +139,8 @@ class SampleIndex:
                           skipped=header.get("skipped", []), extra_stats=header.get("extra_stats", {}))
         except StateError:
             raise
-        except (OSError, ValueError, KeyError, json.JSONDecodeError, zlib.error) as e:
+        except (OSError, ValueError, KeyError, TypeError, EOFError, json.JSONDecodeError, zlib.error,
+                zipfile.BadZipFile, UnicodeDecodeError) as e:
             raise StateError(f"{path}: unreadable or damaged index ({type(e).__name__}: {e})") from e
         if idx.fingerprint != header.get("fingerprint"):
             raise StateError(f"{path}: index content does not match its recorded fingerprint")
@@ -281,7 +284,7 @@ def _safe_key(name: str) -> tuple[str, bool]:
 
 
 def _scan_shard(fid: int, path: str, size: int, b: _Builder, seen: dict, skipped: list,
-                member_cap: int) -> None:
+                member_cap: int, mark_bad_labels: bool = False) -> None:
     """Add the samples of one shard to ``b``. Structural damage (truncation, bad header) keeps the
     samples before it and records the rest in ``skipped``; semantic errors raise DataError."""
     fd = os.open(path, os.O_RDONLY)
@@ -307,12 +310,16 @@ def _scan_shard(fid: int, path: str, size: int, b: _Builder, seen: dict, skipped
             cls_off, cls_len = group["cls"]
             raw = os.pread(fd, cls_len, cls_off) if cls_len <= 64 else b"<too long>"
             text = raw.strip()
-            if not text.isdigit():
-                raise DataError("bad_label", path, offset=cls_off - _BLOCK,
-                                detail=f"sample {group_key!r}: .cls holds {raw[:20]!r}, expected ASCII digits")
+            label = int(text) if text.isdigit() else BAD_LABEL
+            if label == BAD_LABEL:
+                if not mark_bad_labels:
+                    raise DataError("bad_label", path, offset=cls_off - _BLOCK,
+                                    detail=f"sample {group_key!r}: .cls holds {raw[:20]!r}, expected ASCII digits")
+                skipped.append({"path": path, "offset": cls_off - _BLOCK, "reason": "bad_label",
+                                "detail": f"sample {group_key!r}: .cls holds {raw[:20]!r}; indexed with label -1"})
             seen[group_key] = f"{path}@{group_off}"
             off, n = group[img[0]]
-            b.add(fid, off, n, int(text), group_key)
+            b.add(fid, off, n, label, group_key)
 
         while True:
             hdr = os.pread(fd, _BLOCK, pos)
@@ -393,7 +400,7 @@ def _find_shards(source: str) -> list[str]:
     return [os.path.abspath(p) for p in paths]
 
 
-def _build_wds(source: str, num_classes: int | None, member_cap: int) -> SampleIndex:
+def _build_wds(source: str, num_classes: int | None, member_cap: int, mark_bad_labels: bool = False) -> SampleIndex:
     shards = _find_shards(source)
     if not shards:
         raise DataError("empty_dataset", source, detail="no .tar shards found")
@@ -401,7 +408,7 @@ def _build_wds(source: str, num_classes: int | None, member_cap: int) -> SampleI
     for fid, p in enumerate(shards):
         try:
             st = os.stat(p)
-            _scan_shard(fid, p, st.st_size, b, seen, skipped, member_cap)
+            _scan_shard(fid, p, st.st_size, b, seen, skipped, member_cap, mark_bad_labels)
         except PermissionError as e:
             raise DataError("unreadable", p, detail=str(e.strerror)) from e
         stats.append((st.st_size, st.st_mtime_ns))
@@ -413,12 +420,18 @@ def _build_wds(source: str, num_classes: int | None, member_cap: int) -> SampleI
         classes = _read_classes(classes_file)
         extra[classes_file] = os.stat(classes_file).st_mtime_ns
     else:
-        classes = [str(c) for c in range(num_classes if num_classes is not None else max(b.label) + 1)]
+        classes = [str(c) for c in range(num_classes if num_classes is not None else max(max(b.label) + 1, 1))]
     if num_classes is not None and num_classes != len(classes):
         raise DataError("bad_label", classes_file, detail=f"{len(classes)} classes listed, {num_classes} expected")
     labels = np.asarray(b.label)
     bad = np.flatnonzero(labels >= len(classes))
-    if bad.size:
+    if bad.size and mark_bad_labels:
+        for i in bad.tolist():
+            skipped.append({"path": shards[b.file_id[i]], "offset": b.offset[i], "reason": "bad_label",
+                            "detail": f"sample {b.keys[i]!r} has label {b.label[i]}, outside [0, {len(classes)}); "
+                                      f"indexed with label -1"})
+            b.label[i] = BAD_LABEL
+    elif bad.size:
         i = int(bad[0])
         raise DataError("bad_label", shards[b.file_id[i]], offset=b.offset[i], sample_id=i,
                         detail=f"sample {b.keys[i]!r} has label {labels[i]}, outside [0, {len(classes)})")
@@ -447,18 +460,23 @@ def _is_wds(source: str) -> bool:
 
 
 def build_index(source: str, *, checksums: bool = False, num_classes: int | None = None,
-                member_cap: int = MEMBER_CAP) -> SampleIndex:
+                member_cap: int = MEMBER_CAP, bad_labels: str = "raise") -> SampleIndex:
     """Scan ``source`` (ImageFolder root, directory of .tar shards, brace pattern or one .tar).
 
     Raises DataError naming the file for: a path that does not exist, an unreadable file, an empty
     dataset, a sample without a label (or label without an image), a duplicate key, a label outside
     the class range. ``checksums=True`` also reads every payload once to store its CRC-32.
+    ``bad_labels="mark"`` indexes a tar sample whose label is not digits or is outside the class range
+    with label -1 (listed in ``skipped``) instead of refusing the dataset: the loader then skips or
+    raises for that one sample (reason ``bad_label``) by its ``on_error``.
     """
+    if bad_labels not in ("raise", "mark"):
+        raise ValueError(f"bad_labels must be 'raise' or 'mark', got {bad_labels!r}")
     source = os.path.abspath(os.path.expanduser(source)) if "{" not in source else source
     if "{" not in source and not os.path.exists(source):
         raise DataError("not_found", source, detail="no such file or directory")
     if _is_wds(source):
-        idx = _build_wds(source, num_classes, member_cap)
+        idx = _build_wds(source, num_classes, member_cap, bad_labels == "mark")
     else:
         idx = _build_imagefolder(source)
         if num_classes is not None and num_classes != idx.num_classes:
@@ -480,7 +498,7 @@ def default_index_path(source: str) -> str:
 
 
 def open_index(source: str, *, path: str | None = None, rebuild: bool = False, checksums: bool = False,
-               num_classes: int | None = None, verbose: bool = True) -> SampleIndex:
+               num_classes: int | None = None, verbose: bool = True, bad_labels: str = "raise") -> SampleIndex:
     """Load the cached index of ``source`` or build it (and cache it atomically). A cached index whose
     sources changed since (size or mtime of a file, or a directory's entries) is rebuilt, with a message."""
     path = path or default_index_path(source)
@@ -495,7 +513,7 @@ def open_index(source: str, *, path: str | None = None, rebuild: bool = False, c
             why = str(e)
         if verbose:
             print(f"vitdata: rebuilding the index of {source}: {why}", file=sys.stderr)
-    idx = build_index(source, checksums=checksums, num_classes=num_classes)
+    idx = build_index(source, checksums=checksums, num_classes=num_classes, bad_labels=bad_labels)
     if verbose and idx.skipped:
         reasons = {}
         for s in idx.skipped:

@@ -56,7 +56,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from vitdata.errors import ConfigError, DataError, StateError
+from vitdata.errors import REASONS, ConfigError, DataError, StateError, WorkerError
 
 __all__ = ["LoaderConfig", "AugmentConfig", "OutputConfig", "EvalConfig", "ScheduleConfig", "DistributedConfig",
            "Batch", "Loader", "create_loader"]
@@ -112,6 +112,7 @@ class ScheduleConfig:
     epochs: int = 1                                 # run length the schedule is laid out for
     kwargs: dict = field(default_factory=dict)      # extra make_schedule keywords
     schedule: Any = None                            # a vitdata.schedules.Schedule; overrides name/kwargs
+    patch_size: int | None = None                   # round scheduled sizes to this grid (from_timm_model: the model's)
 
 
 @dataclass
@@ -140,23 +141,44 @@ class LoaderConfig:
     seed: int = 0                                   # order and augmentation seed
     on_error: str = "auto"                          # auto (skip for train, raise for eval) | skip | raise
     max_pixels: int = 64_000_000                    # per-image pixel budget, checked from the header
+    verify_checksums: bool = False                  # CRC-32 of every sample checked against the index (built
+                                                    # with checksums when missing); catches flipped bytes
     start_method: str = "auto"                      # worker start: auto (spawn with CUDA, else fork) | spawn | fork
 
     @classmethod
     def from_timm_model(cls, model, **overrides) -> "LoaderConfig":
         """Size, mean, std, interpolation and crop_pct from ``timm.data.resolve_data_config(model=model)``.
 
-        ``overrides`` are top-level fields (``data=``, ``batch_size=``, ``augment=`` ...).
+        The size is the model's own input size (``patch_embed.img_size``) when it has one, since a model
+        built with ``img_size=`` keeps its registry ``pretrained_cfg``; scheduled sizes are rounded to
+        the model's patch size (``schedule.patch_size``), so a curriculum never makes a size it cannot tile. ``overrides`` are top-level
+        fields (``data=``, ``batch_size=`` ...). A nested section given as an override (``output=
+        OutputConfig(dtype="bfloat16")``) is merged: its fields left at their defaults keep the values
+        taken from the model, so the model's mean and std survive.
         """
         from timm.data import resolve_data_config
 
         dc = resolve_data_config({}, model=model)
         size = int(dc["input_size"][-1])
+        own = getattr(getattr(model, "patch_embed", None), "img_size", None)
+        if own is not None:
+            size = int(own[-1] if isinstance(own, (tuple, list)) else own)
+        patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+        patch = int(patch[-1] if isinstance(patch, (tuple, list)) else patch) if patch is not None else None
         interp = dc.get("interpolation", "bilinear")
         cfg = cls(image_size=size,
-                  augment=AugmentConfig(interpolation=interp if interp in _INTERPOLATIONS else "bilinear"),
+                  augment=AugmentConfig(interpolation=interp if interp in _INTERPOLATIONS else "bilinear",
+                                        **({"patch_size": patch} if patch else {})),
+                  schedule=ScheduleConfig(patch_size=patch),
                   output=OutputConfig(mean=tuple(float(x) for x in dc["mean"]), std=tuple(float(x) for x in dc["std"])),
                   eval=EvalConfig(crop_pct=float(dc.get("crop_pct", 0.875))))
+        for name, value in list(overrides.items()):
+            base = getattr(cfg, name, None)
+            if dataclasses.is_dataclass(base) and type(value) is type(base):
+                default = type(base)()
+                changed = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)
+                           if getattr(value, f.name) != getattr(default, f.name)}
+                overrides[name] = dataclasses.replace(base, **changed)
         return dataclasses.replace(cfg, **overrides)
 
 
@@ -281,6 +303,10 @@ def _start_method(cfg: LoaderConfig) -> str:
 # Backends: each turns one epoch's control (ids and per-step knobs) into raw batches
 # --------------------------------------------------------------------------------------------------
 
+_WORKER_DATA_ERROR = __import__("re").compile(
+    r"DataError: \[(\w+)\] sample (-?\d+): (.+?)(?:: |\n|$)((?:.|\n)*?)(?=\n\n|\Z)")
+
+
 def _make_control(epoch: int, ids: np.ndarray, knobs: list, extra_mag: np.ndarray) -> dict[str, np.ndarray]:
     return {"epoch": np.array(epoch, np.int64), "ids": np.ascontiguousarray(ids.reshape(-1), np.int64),
             "step_size": np.array([k.image_size for k in knobs], np.int32),
@@ -363,6 +389,22 @@ class _DaliBackend:
             write_control(control_path(self.ctl_dir, 0), control)
             self._build(None, epoch)
 
+    def start_at(self, control: dict, epoch: int, position: int) -> None:
+        """Begin ``epoch`` at step ``position`` without a DALI checkpoint (elastic resume): the pipeline's
+        epoch is the remaining steps only, with fresh augmentation draws seeded from (seed, rank, epoch)."""
+        from vitdata.pipelines.source import control_path, write_control
+
+        b = self.loader.batch_size
+        tail = dict(control)
+        tail["ids"] = control["ids"][position * b:]
+        tail["extra_magnitude"] = control["extra_magnitude"][position * b:]
+        for k in ("step_size", "step_magnitude", "step_num_ops"):
+            tail[k] = control[k][position:]
+        self._new_generation()
+        self.dali_epoch = 0
+        write_control(control_path(self.ctl_dir, 0), tail)
+        self._build(None, epoch)
+
     def restore(self, state: dict, control: dict) -> None:
         from vitdata.pipelines.source import control_path, write_control
 
@@ -380,12 +422,35 @@ class _DaliBackend:
         except StopIteration:
             raise
         except Exception as e:
+            dead = self._dead_workers()
             self.close_pipe()
+            if dead:
+                ids = [int(i) for i in step_ids if i >= 0]
+                ld = self.loader
+                raise WorkerError(
+                    f"DALI source worker {', '.join(f'pid {p} ({why})' for p, why in dead)} died while preparing "
+                    f"{ld.split} epoch {ld.epoch} step {ld.position} (rank {ld.rank}); the step's sample ids: {ids} "
+                    f"({', '.join(ld.index.describe(i) for i in ids[:4])}{' ...' if len(ids) > 4 else ''}). "
+                    f"DALI said: {str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__}",
+                    pids=[p for p, _ in dead], sample_ids=ids) from e
             raise self.loader._decode_error(step_ids, e) from e
         images, label, sid, orig, status = outs
         return {"images": self._to_torch(images), "labels": np.array(label.as_tensor()),
                 "ids": np.array(sid.as_tensor()), "orig": np.array(orig.as_tensor()),
                 "status": np.array(status.as_tensor()), "layout": self.spec.layout}
+
+    def _dead_workers(self) -> list[tuple[int, str]]:
+        """(pid, how it ended) of the pipeline's source workers that are no longer running."""
+        pool = getattr(getattr(self.pipe, "_py_pool", None), "pool", None)
+        dead = []
+        for proc in getattr(pool, "_processes", None) or []:
+            try:
+                code = proc.exitcode
+            except Exception:
+                continue
+            if code is not None:
+                dead.append((proc.pid, f"killed by signal {-code}" if code < 0 else f"exit code {code}"))
+        return dead
 
     def _to_torch(self, tl) -> torch.Tensor:
         dev = self.loader.device
@@ -450,6 +515,9 @@ class _TorchBackend:
     def restore(self, state: dict, control: dict, position: int) -> None:
         self.start_epoch(control, int(control["epoch"]), False, start=position)
 
+    def start_at(self, control: dict, epoch: int, position: int) -> None:
+        self.start_epoch(control, epoch, False, start=position)
+
     def next(self, step_ids: np.ndarray) -> dict:
         imgs, labels, ids, orig, status = next(self.it)
         dev = self.loader.device
@@ -494,11 +562,12 @@ class Loader:
         self.on_error = cfg.on_error if cfg.on_error != "auto" else ("skip" if self.train else "raise")
         data = cfg.eval_data if (not self.train and cfg.eval_data) else cfg.data
         try:
-            self.index = open_index(data)
+            # bad_labels="mark": one bad tar label is that sample's bad_label skip (or error), not a dead dataset
+            self.index = open_index(data, checksums=cfg.verify_checksums, bad_labels="mark")
         except DataError as e:
             raise ConfigError(f"cannot open data source {data!r}: {e}", ("eval_data" if not self.train and cfg.eval_data
                                                                         else "data",)) from e
-        self.reader = SampleReader(self.index)
+        self.reader = SampleReader(self.index, verify=cfg.verify_checksums)
         self.sampler = Sampler(len(self.index), self.batch_size, seed=cfg.seed, rank=self.rank,
                                world_size=self.world_size, shuffle=self.train, drop_last=self.train)
         self.schedule = self._make_schedule()
@@ -527,6 +596,8 @@ class Loader:
                 raise ConfigError("schedule.schedule must be a vitdata.schedules.Schedule", ("schedule.schedule",))
             return sc.schedule
         kw = dict(sc.kwargs)
+        if sc.patch_size:  # every size the model sees must tile into its patches
+            kw.setdefault("patch_size", sc.patch_size)
         if sc.name == "constant":
             kw.setdefault("randaug_magnitude", a.randaug_magnitude)
             kw.setdefault("randaug_num_ops", a.randaug_num_ops)
@@ -603,7 +674,10 @@ class Loader:
         control = self._control()
         self._ids = control["ids"].reshape(-1, self.batch_size)
         self._knobs = [self.knobs(self.epoch, s) for s in range(self._ids.shape[0])]
-        if self._pending is not None:
+        if self._pending is not None and self._pending.get("_elastic"):
+            self._pending = None
+            self._backend.start_at(control, self.epoch, self.position)
+        elif self._pending is not None:
             state, self._pending = self._pending, None
             if self.backend_name == "dali":
                 self._backend.restore(state, control)
@@ -682,6 +756,15 @@ class Loader:
                                               "step": step})
 
     def _decode_error(self, step_ids: np.ndarray, exc: BaseException) -> DataError:
+        text = str(exc)
+        # A DataError raised in a source worker reaches us only as text inside DALI's message: rebuild
+        # it, so the reason and the sample are the worker's (not the batch that happened to be waiting).
+        m = _WORKER_DATA_ERROR.search(text)
+        if m and m.group(1) in REASONS:
+            rest = m.group(4)
+            head, _, tb = rest.partition("\n")
+            return DataError(m.group(1), m.group(3), sample_id=int(m.group(2)),
+                             detail=f"{head} ({self.split} epoch {self.epoch}, rank {self.rank})" + ("\n" + tb if tb else ""))
         ids = [int(i) for i in step_ids if i >= 0]
         paths = ", ".join(self.index.describe(i) for i in ids[:8]) + (" ..." if len(ids) > 8 else "")
         msg = str(exc).strip().splitlines()
@@ -731,41 +814,82 @@ class Loader:
 
     def state_dict(self) -> dict:
         """Plain data (no pickle needed): format, fingerprint, epoch, position (consumed steps), sampler
-        state (with the plan's arrays), backend state (DALI checkpoint as base64 text), skip report."""
+        state (with the plan's arrays), backend state (DALI checkpoint as base64 text), skip report, and
+        the oracle's state when there is one (a collective under torch.distributed: call on every rank).
+        Oracle reports made after this call are not in it, so a resumed run equals one that never made them."""
+        oracle = self.oracle.state_dict() if self.oracle is not None and hasattr(self.oracle, "state_dict") else None
         if self._pending is not None:
-            return dict(self._pending["_full"])
+            return dict(self._pending["_full"], oracle=oracle)
         sampler = self.sampler.state_dict()
         sampler["epoch"], sampler["position"] = self.epoch, self.position
         return {"format": STATE_FORMAT, "fingerprint": self._fingerprint(), "epoch": self.epoch,
                 "position": self.position, "finished": self._finished, "started": self._started,
                 "sampler": sampler, "backend": self._backend.state() if self._started or self._finished else {},
-                "skipped": [dict(d, epoch=e) for e, lst in self._skipped.items() for d in lst]}
+                "skipped": [dict(d, epoch=e) for e, lst in self._skipped.items() for d in lst],
+                "oracle": oracle}
 
     def load_state_dict(self, state: dict) -> None:
         """Resume from :meth:`state_dict`. Refuses (StateError naming the field) a state from another
-        dataset index, batch size, seed, world size, rank, split, backend or schedule."""
+        dataset index, batch size, seed, rank, split, backend or schedule, or of a newer format.
+
+        World-size change (elastic resume): a state saved with W ranks x batch B loads into W' ranks x
+        batch B' when W' * B' == W * B. Each remaining global step then holds the same set of ids as the
+        uninterrupted run (augmentation draws restart from the step, they are not replayed); the skip
+        report of the saved rank is not carried over. Any other global batch is refused, naming
+        ``global_batch_size`` and ``world_size``.
+        """
         if not isinstance(state, dict) or "format" not in state:
             raise StateError("not a vitdata loader state (no 'format' field)")
+        if not isinstance(state["format"], int) or state["format"] < 1:
+            raise StateError(f"loader state has no valid format version (field format: {state['format']!r})")
         if state["format"] > STATE_FORMAT:
             raise StateError(f"loader state written by a newer vitdata (format {state['format']}; this one reads "
                              f"{STATE_FORMAT})")
         mine, theirs = self._fingerprint(), state.get("fingerprint", {})
+        if not isinstance(theirs, dict):
+            raise StateError("loader state has no fingerprint (field fingerprint)")
+        elastic = theirs.get("world_size") != mine["world_size"]
+        if elastic:
+            saved_g = int(theirs.get("world_size") or 0) * int(theirs.get("batch_size") or 0)
+            new_g = self.world_size * self.batch_size
+            if saved_g != new_g:
+                raise StateError(f"loader state was saved with global batch {saved_g} (world_size "
+                                 f"{theirs.get('world_size')} x batch_size {theirs.get('batch_size')}); this loader "
+                                 f"has global batch {new_g} (world_size {self.world_size} x batch_size "
+                                 f"{self.batch_size}). A world-size change must keep the global batch size: "
+                                 + (f"use batch_size={saved_g // self.world_size}" if saved_g % self.world_size == 0
+                                    else f"{saved_g} is not divisible by world_size {self.world_size}")
+                                 + " [fields: global_batch_size, world_size]")
         for key in mine:
+            if elastic and key in ("world_size", "rank", "batch_size"):
+                continue
             if theirs.get(key) != mine[key]:
                 raise StateError(f"loader state does not match this loader: field {key!r} "
                                  f"(state: {str(theirs.get(key))[:80]}, loader: {str(mine[key])[:80]})")
-        self.sampler.load_state_dict(state["sampler"])
+        try:
+            self.sampler.load_state_dict(state["sampler"])
+        except ConfigError as e:
+            raise StateError(f"loader state does not match this loader's sampler: {e}") from e
+        if self.oracle is not None and state.get("oracle") is not None:
+            self.oracle.load_state_dict(state["oracle"])
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self._planned_epoch = self.epoch
         self._skipped = {}
-        for d in state.get("skipped", []):
-            d = dict(d)
-            self._skipped.setdefault(int(d.pop("epoch")), []).append(d)
+        if not elastic:
+            for d in state.get("skipped", []):
+                d = dict(d)
+                self._skipped.setdefault(int(d.pop("epoch")), []).append(d)
         backend_state = state.get("backend") or {}
         self._backend.close() if self.backend_name == "torch" else self._backend.close_pipe()
         self._started, self._finished, self._prev_finished = False, False, False
         started = bool(state.get("started")) or bool(state.get("finished"))
-        if started and (self.backend_name == "torch" or backend_state.get("checkpoint")):
+        if elastic:
+            if state.get("finished"):
+                self._finished = True      # the next iteration (or set_epoch) starts the following epoch afresh
+                self._started = True
+            elif started:
+                self._pending = {"_elastic": True, "_full": state}
+        elif started and (self.backend_name == "torch" or backend_state.get("checkpoint")):
             self._pending = dict(backend_state, _full=state)
             if state.get("finished"):
                 # The epoch is complete: restore the pipeline at its end now, so the next epoch moves on

@@ -470,20 +470,20 @@ def train(cfg: TrainConfig) -> dict:
         scaler.load_state_dict(state["scaler"])
         if ema is not None and state.get("ema") is not None:
             ema.module.load_state_dict(state["ema"])
-        if oracle is not None and state.get("oracle") is not None:
-            oracle.load_state_dict(state["oracle"])
-        train_loader.load_state_dict(state["loader"][rank])
+        train_loader.load_state_dict(dict(state["loader"][rank], oracle=state.get("oracle")))
         set_rng_state(state["rng"][rank])
         step, start_epoch, wall0 = state["step"], state["epoch"], state["time"]
 
     def save_checkpoint(epoch: int, elapsed: float):
-        # Collectives first (oracle folding, RNG gather), on every rank; then rank 0 writes.
-        oracle_state = oracle.state_dict() if oracle is not None else None
-        rngs, loaders = [rng_state()], [train_loader.state_dict()]
+        # Collectives first (oracle folding inside the loader's state, RNG gather), on every rank; then
+        # rank 0 writes. The oracle's table is identical on every rank: store it once, not per rank.
+        loader_state = train_loader.state_dict()
+        oracle_state = loader_state.pop("oracle", None)
+        rngs, loaders = [rng_state()], [loader_state]
         if world > 1:  # per-rank pieces: RNG streams and loader positions
             rngs, loaders = [None] * world, [None] * world
             dist.all_gather_object(rngs, rng_state())
-            dist.all_gather_object(loaders, train_loader.state_dict())
+            dist.all_gather_object(loaders, loader_state)
         if rank == 0:
             checkpoint.save(ckpt_dir, {
                 "step": step, "epoch": epoch, "time": elapsed, "config": dataclasses.asdict(cfg),

@@ -274,3 +274,50 @@ def test_kernels_follow_the_knobs_lowpass_crop_and_patch_erasing(tiny_data):
         assert erased.flatten(1).sum(1).tolist() == [1] * 8               # round(0.25 * 4) cells each
     finally:
         loader.close()
+
+
+def test_loader_state_carries_the_oracle_and_restores_it(tmp_path):
+    from vitdata.datasets import selfid
+    from vitdata.oracle import DifficultyOracle
+
+    selfid.write_shards(str(tmp_path / "d"), 48, num_classes=4, size=32, per_shard=48)
+    cfg = LoaderConfig(data=str(tmp_path / "d"), batch_size=8, image_size=32, backend="torch", num_workers=0)
+    oracle = DifficultyOracle(48, policy="weighted")
+    loader = create_loader(cfg, oracle=oracle)
+    loader.set_epoch(0)
+    for batch in loader:
+        loader.report(batch.ids, torch.rand(len(batch.ids)))
+    state = loader.state_dict()
+    assert state["oracle"] is not None
+    fresh = DifficultyOracle(48, policy="weighted")
+    other = create_loader(cfg, oracle=fresh)
+    other.load_state_dict(state)
+    assert fresh.table_digest() == oracle.table_digest()
+    loader.set_epoch(1)
+    other.set_epoch(1)
+    assert [b.ids.tolist() for b in loader] == [b.ids.tolist() for b in other]
+    loader.close()
+    other.close()
+
+
+def test_from_timm_model_uses_the_models_own_size_and_keeps_its_mean_under_nested_overrides():
+    import timm
+
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=4, img_size=64, depth=1)
+    model.pretrained_cfg = dict(model.pretrained_cfg, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    cfg = LoaderConfig.from_timm_model(model, output=OutputConfig(dtype="bfloat16", channels_last=True))
+    assert cfg.image_size == 64 and cfg.schedule.patch_size == 16 and cfg.augment.patch_size == 16
+    assert cfg.output.dtype == "bfloat16" and cfg.output.channels_last
+    assert cfg.output.mean == (0.5, 0.5, 0.5) and cfg.output.std == (0.25, 0.25, 0.25)
+
+
+def test_named_schedules_round_every_size_to_the_patch_grid(tmp_path):
+    from vitdata.datasets import selfid
+
+    selfid.write_shards(str(tmp_path / "d"), 32, num_classes=2, size=32, per_shard=32)
+    cfg = LoaderConfig(data=str(tmp_path / "d"), batch_size=8, image_size=64, backend="torch", num_workers=0,
+                       schedule=ScheduleConfig(name="efficienttrain", epochs=5, patch_size=16))
+    loader = create_loader(cfg)
+    sizes = {loader.schedule(e, 0).lowpass_size for e in range(5)} - {None}
+    assert sizes and all(s % 16 == 0 for s in sizes)  # 160/224 * 64 = 45.7 would not tile
+    loader.close()

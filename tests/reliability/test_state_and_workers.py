@@ -1,0 +1,297 @@
+"""RELIABILITY B4 (world-size change), B6 (config mismatch), D3/D4/D5 (state and index integrity, no pickle,
+versions), G1/G2 (dead worker, exception in the source), F1 (RSS slope, short)."""
+import dataclasses
+import io
+import json
+import os
+import pickle
+import signal
+import time
+
+import numpy as np
+import psutil
+import pytest
+import torch
+
+from vitdata import DataError, LoaderConfig, StateError, create_loader
+from vitdata import checkpoint
+from vitdata.datasets import selfid
+from vitdata.errors import WorkerError
+from vitdata.index import SampleIndex, build_index
+from vitdata.loader import AugmentConfig, DistributedConfig, ScheduleConfig
+
+FULL_VIEW = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, randaug=False)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("state") / "train"
+    selfid.write_imagefolder(str(root), 96, num_classes=4, size=16)
+    return str(root)
+
+
+def _loader(data, rank, world, batch, backend="torch", **kw):
+    kw.setdefault("num_workers", 1 if backend == "dali" else 0)
+    return create_loader(LoaderConfig(data=data, batch_size=batch, image_size=16, backend=backend, augment=FULL_VIEW,
+                                      distributed=DistributedConfig(rank=rank, world_size=world), **kw))
+
+
+@pytest.mark.parametrize("backend", ["torch", "dali"])
+def test_b4_a_world_size_change_keeping_the_global_batch_keeps_each_global_steps_ids(data, backend):
+    ref = [_loader(data, r, 4, 6) for r in range(4)]
+    ref_steps = [np.concatenate(s) for s in zip(*[[b.ids.numpy() for b in ld] for ld in ref])]
+    four = [_loader(data, r, 4, 6, backend=backend) for r in range(4)]
+    its = [iter(ld) for ld in four]
+    for _ in range(2):
+        for it in its:
+            next(it)
+    state = four[0].state_dict()
+    for ld in ref + four:
+        ld.close()
+    for world, batch in ((2, 12), (3, 8)):
+        new = [_loader(data, r, world, batch, backend=backend) for r in range(world)]
+        for ld in new:
+            ld.load_state_dict(state)
+        tail = [np.concatenate(s) for s in zip(*[[b.ids.numpy() for b in ld] for ld in new])]
+        for ld in new:
+            ld.close()
+        assert len(tail) == len(ref_steps) - 2
+        for got, want in zip(tail, ref_steps[2:]):
+            assert sorted(got.tolist()) == sorted(want.tolist())
+    five = _loader(data, 0, 5, 5, backend=backend)
+    with pytest.raises(StateError, match=r"global batch 24.*world_size 4.*not divisible by world_size 5") as e:
+        five.load_state_dict(state)
+    print(f"\nB4 refusal: {e.value}")
+    five.close()
+
+
+def test_b6_a_mismatched_configuration_is_refused_naming_the_field(data, tmp_path):
+    ld = _loader(data, 0, 1, 8)
+    next(iter(ld))
+    state = ld.state_dict()
+    ld.close()
+    other = tmp_path / "other"
+    selfid.write_imagefolder(str(other), 96, num_classes=4, size=16)
+    cases = [({"data": str(other)}, "index"), ({"batch_size": 4}, "batch_size"), ({"seed": 3}, "seed"),
+             ({"schedule": ScheduleConfig(name="linear", epochs=1, kwargs=dict(magnitude=(0.0, 9.0)))}, "schedule")]
+    for change, field in cases:
+        kw = dict(data=data, batch_size=8, image_size=16, backend="torch", num_workers=0, augment=FULL_VIEW)
+        kw.update(change)
+        o = create_loader(LoaderConfig(**kw))
+        with pytest.raises(StateError, match=field):
+            o.load_state_dict(state)
+        o.close()
+    o = _loader(data, 0, 1, 8)
+    with pytest.raises(StateError, match=r"written by a newer vitdata \(format 99"):
+        o.load_state_dict(dict(state, format=99))
+    o.close()
+
+
+# -- D3 / D4 / D5 ------------------------------------------------------------------------------------
+
+class _NoPickle:
+    """Patch every unpickling entry point to raise while loads run (D4b)."""
+
+    def __enter__(self):
+        self.saved = (pickle.Unpickler, pickle.load, pickle.loads, torch.load)
+
+        def boom(*a, **k):
+            raise AssertionError("pickle was called while loading state")
+
+        class Unpickler:
+            def __init__(self, *a, **k):
+                boom()
+
+        pickle.Unpickler, pickle.load, pickle.loads, torch.load = Unpickler, boom, boom, boom
+        return self
+
+    def __exit__(self, *exc):
+        pickle.Unpickler, pickle.load, pickle.loads, torch.load = self.saved
+
+
+def _flips(blob: bytes, n: int, rng) -> list[bytes]:
+    out = []
+    for _ in range(n):
+        b = bytearray(blob)
+        p = int(rng.integers(len(b)))
+        b[p] ^= int(rng.integers(1, 256))
+        out.append(bytes(b))
+    return out
+
+
+def test_d3_d4_d5_a_tampered_truncated_or_newer_index_is_refused_without_pickle(data, tmp_path):
+    idx = build_index(data)
+    path = str(tmp_path / "idx.npz")
+    idx.save(path)
+    blob = open(path, "rb").read()
+    rng = np.random.default_rng(3)
+    refused = loaded_same = 0
+    with _NoPickle():
+        for bad in _flips(blob, 300, rng) + [blob[:int(rng.integers(1, len(blob)))] for _ in range(100)]:
+            with open(path, "wb") as f:
+                f.write(bad)
+            try:
+                got = SampleIndex.load(path)
+            except StateError:
+                refused += 1
+            else:   # a flip in bytes nothing reads (zip padding, the build time) may leave the content intact
+                assert got.fingerprint == idx.fingerprint
+                loaded_same += 1
+    print(f"\nD3 index: {refused} of 400 damaged files refused, {loaded_same} loaded with identical content")
+    assert refused + loaded_same == 400
+    hdr = {"format": "vitdata-index", "format_version": 99}
+    np.savez(path, header=np.frombuffer(json.dumps(hdr).encode(), np.uint8))
+    with pytest.raises(StateError, match=r"written by a newer vitdata \(format 99\)"):
+        SampleIndex.load(path)
+    with open(path, "wb") as f:      # D4a: a pickle under the index's name
+        pickle.dump({"x": 1}, f)
+    with _NoPickle(), pytest.raises(StateError):
+        SampleIndex.load(path)
+
+
+class _SideEffect:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/vitdata-pickle-side-effect",))
+
+
+def _loader_state(data):
+    ld = _loader(data, 0, 1, 8)
+    it = iter(ld)
+    next(it)
+    state = ld.state_dict()
+    ld.close()
+    return state
+
+
+def test_d3_d4_a_loader_state_in_a_checkpoint_round_trips_and_damaged_parts_are_refused(data, tmp_path):
+    state = _loader_state(data)
+    d = str(tmp_path / "ck")
+    checkpoint.save(d, {"loader": state}, step=1)
+    with _NoPickle():
+        back = checkpoint.load(d)["loader"]
+        ld = _loader(data, 0, 1, 8)
+        ld.load_state_dict(back)
+        ld.close()
+    rng = np.random.default_rng(5)
+    parts = [n for n in os.listdir(d) if n != checkpoint.MANIFEST]
+    refused = 0
+    for name in parts:
+        p = os.path.join(d, name)
+        good = open(p, "rb").read()
+        cases = _flips(good, 100, rng) + [good[:int(rng.integers(0, len(good)))] for _ in range(30)]
+        for bad in cases:
+            open(p, "wb").write(bad)
+            with _NoPickle(), pytest.raises(StateError, match=name):
+                checkpoint.load(d)
+            refused += 1
+        open(p, "wb").write(good)
+    print(f"\nD3 checkpoint parts: {refused}/{refused} damaged parts refused, naming the part")
+    # D4a: a pickle with a side effect saved under a checkpoint part's name is refused, never executed.
+    marker = "/tmp/vitdata-pickle-side-effect"
+    if os.path.exists(marker):
+        os.unlink(marker)
+    for name in parts:
+        open(os.path.join(d, name), "wb").write(pickle.dumps(_SideEffect()))
+    with _NoPickle(), pytest.raises(StateError):
+        checkpoint.load(d)
+    assert not os.path.exists(marker)
+
+
+@pytest.mark.xfail(strict=False, reason="checkpoint.py (helper T): the manifest carries no checksum of itself, so a "
+                   "flip in an unchecked field (e.g. a part's 'bytes', or 'step' -> KeyError) is not refused as "
+                   "StateError; needs a manifest self-digest and wrapping of KeyError/TypeError")
+def test_d3_a_damaged_checkpoint_manifest_is_always_refused(data, tmp_path):
+    d = str(tmp_path / "ck")
+    checkpoint.save(d, {"loader": _loader_state(data)}, step=1)
+    mpath = os.path.join(d, checkpoint.MANIFEST)
+    good = open(mpath, "rb").read()
+    rng = np.random.default_rng(9)
+    accepted = []
+    for bad in _flips(good, 300, rng) + [good[:int(rng.integers(0, len(good)))] for _ in range(50)]:
+        open(mpath, "wb").write(bad)
+        try:
+            with _NoPickle():
+                checkpoint.load(d)
+            accepted.append(bad)
+        except StateError:
+            pass
+    print(f"\nD3 manifest: {350 - len(accepted)}/350 damaged manifests refused with StateError")
+    assert not accepted
+
+
+@pytest.mark.xfail(strict=False, reason="checkpoint.py (helper T): a future format reads 'has format 2, expected 1'; "
+                   "D5 asks for 'written by a newer vitdata (format N)'")
+def test_d5_a_checkpoint_from_a_newer_vitdata_says_so(data, tmp_path):
+    d = str(tmp_path / "ck")
+    checkpoint.save(d, {"loader": _loader_state(data)}, step=1)
+    mpath = os.path.join(d, checkpoint.MANIFEST)
+    m = json.loads(open(mpath).read())
+    m["format"] = 2
+    open(mpath, "w").write(json.dumps(m))
+    with pytest.raises(StateError, match=r"written by a newer vitdata \(format 2\)"):
+        checkpoint.load(d)
+
+
+# -- G1 / G2 ------------------------------------------------------------------------------------------
+
+def test_g1_a_killed_source_worker_is_reported_naming_pid_and_samples_not_a_hang(data):
+    for trial in range(3):
+        ld = _loader(data, 0, 1, 4, backend="dali", prefetch=1, num_workers=2)
+        it = iter(ld)
+        next(it)
+        workers = psutil.Process().children()
+        assert workers
+        victim = workers[trial % len(workers)].pid
+        os.kill(victim, signal.SIGKILL)
+        t = time.perf_counter()
+        with pytest.raises(WorkerError) as e:
+            for _ in range(30):
+                next(it)
+        dt = time.perf_counter() - t
+        assert dt < 5.0 and e.value.pids == (victim,) and f"pid {victim}" in str(e.value) and e.value.sample_ids
+        ld.close()
+    print(f"\nG1: dead worker reported in {dt * 1e3:.0f} ms: {str(e.value)[:160]}")
+
+
+def test_g2_an_exception_in_the_source_is_re_raised_with_the_sample_id_and_traceback(data, monkeypatch):
+    from vitdata.index import SampleReader
+
+    read = SampleReader.read
+
+    def flaky(self, i):
+        if i == 21:
+            raise RuntimeError("boom in the reader")
+        return read(self, i)
+
+    monkeypatch.setattr(SampleReader, "read", flaky)   # inherited by the forked DALI workers
+    ld = create_loader(LoaderConfig(data=data, batch_size=4, image_size=16, backend="dali", num_workers=2,
+                                    start_method="fork", augment=FULL_VIEW), split="eval")
+    try:
+        with pytest.raises(DataError) as e:
+            list(ld)
+        assert e.value.sample_id == 21 and e.value.path == ld.index.path(21)
+        assert "RuntimeError: boom in the reader" in str(e.value) and "Traceback" in str(e.value)
+    finally:
+        ld.close()
+
+
+# -- F1 ----------------------------------------------------------------------------------------------
+
+def test_f1_rss_stays_flat_over_500_cpu_steps(data):
+    ld = create_loader(LoaderConfig(data=data, batch_size=4, image_size=16, backend="torch", num_workers=0,
+                                    augment=AugmentConfig(randaug_magnitude=9.0)))
+    proc, rss, steps = psutil.Process(), [], 0
+    t = time.perf_counter()
+    epoch = 0
+    while steps < 600:
+        ld.set_epoch(epoch)
+        for _ in ld:
+            steps += 1
+            if steps > 100:
+                rss.append(proc.memory_info().rss / 2**20)
+        epoch += 1
+    ld.close()
+    slope = np.polyfit(np.arange(len(rss)), rss, 1)[0] * 1000
+    print(f"\nF1: {len(rss)} steps after 100 warm-up, RSS {min(rss):.1f}-{max(rss):.1f} MB, slope "
+          f"{slope:.2f} MB per 1,000 steps, {time.perf_counter() - t:.1f} s")
+    assert slope < 1.0 and (max(rss) - min(rss)) / min(rss) < 0.05
