@@ -61,3 +61,15 @@ class WorkerError(VitdataError):
 
 class StateError(VitdataError):
     """A checkpoint or index file that cannot be loaded: wrong version, checksum, truncation or mismatch."""
+
+
+def check_format(what: str, fmt, current: int) -> int:
+    """The format version ``fmt`` of a saved ``what`` (a plan, a sampler state...), checked against the
+    version this vitdata writes: StateError when it is missing or invalid, or newer than ``current``."""
+    import numbers
+
+    if isinstance(fmt, bool) or not isinstance(fmt, numbers.Integral) or fmt < 1:
+        raise StateError(f"{what} has no valid format version (got {fmt!r})")
+    if fmt > current:
+        raise StateError(f"{what} written by a newer vitdata (format {fmt}; this one reads {current})")
+    return int(fmt)

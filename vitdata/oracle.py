@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vitdata.errors import ConfigError, StateError
+from vitdata.errors import ConfigError, StateError, check_format
 
 __all__ = ["DifficultyOracle", "OracleTable", "Policy", "UniformPolicy", "DataCentricPolicy", "PruneEasyPolicy",
            "WeightedPolicy", "POLICIES", "register_policy", "PERIODS"]
@@ -705,11 +705,7 @@ class DifficultyOracle:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`; refuses a different format, size, policy or configuration."""
-        ver = state.get("format_version")
-        if ver != FORMAT_VERSION:
-            if isinstance(ver, int) and ver > FORMAT_VERSION:
-                raise StateError(f"oracle state written by a newer vitdata (format {ver}; this reads {FORMAT_VERSION})")
-            raise StateError(f"oracle state has format {ver!r}, expected {FORMAT_VERSION}")
+        check_format("oracle state", state.get("format_version"), FORMAT_VERSION)
         mine, theirs = self.config(), state["config"]
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if diff:

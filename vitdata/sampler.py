@@ -56,7 +56,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from vitdata.errors import ConfigError, StateError
+from vitdata.errors import ConfigError, StateError, check_format
 from vitdata.io import atomic_write
 
 __all__ = ["EpochEnd", "EpochPlan", "Sampler", "PAD_ID", "resume_batch_size", "check_resume",
@@ -215,11 +215,7 @@ class EpochPlan:
         """Inverse of :meth:`to_state`; arrays may also be lists."""
         if not isinstance(state, dict):
             raise StateError(f"plan state must be a dict, got {type(state).__name__}")
-        fmt = state.get("format")
-        if not isinstance(fmt, numbers.Integral) or fmt < 1:
-            raise StateError(f"plan state has no valid format version (got {fmt!r})")
-        if fmt > PLAN_FORMAT:
-            raise StateError(f"plan state written by a newer vitdata (format {fmt}; this one reads {PLAN_FORMAT})")
+        check_format("plan state", state.get("format"), PLAN_FORMAT)
         unknown = set(state) - set(_PLAN_ARRAYS) - {"format", "num_draws"}
         if unknown:
             raise StateError(f"plan state has unknown fields {sorted(unknown)}")
@@ -249,9 +245,7 @@ class EpochPlan:
             raise StateError(f"cannot read epoch plan {path}: {e}") from e
         if "format" not in data:
             raise StateError(f"{path} is not an epoch plan (no format field)")
-        fmt = int(data.pop("format"))
-        if fmt > PLAN_FORMAT:
-            raise StateError(f"{path} was written by a newer vitdata (format {fmt}; this one reads {PLAN_FORMAT})")
+        check_format(f"epoch plan {path}", int(data.pop("format")), PLAN_FORMAT)
         nd = int(data.pop("num_draws", -1))
         unknown = set(data) - set(_PLAN_ARRAYS)
         if unknown:
@@ -489,11 +483,7 @@ class Sampler:
         """
         if not isinstance(state, dict):
             raise StateError(f"sampler state must be a dict, got {type(state).__name__}")
-        fmt = state.get("format")
-        if not isinstance(fmt, numbers.Integral) or fmt < 1:
-            raise StateError(f"sampler state has no valid format version (got {fmt!r})")
-        if fmt > STATE_FORMAT:
-            raise StateError(f"sampler state written by a newer vitdata (format {fmt}; this one reads {STATE_FORMAT})")
+        check_format("sampler state", state.get("format"), STATE_FORMAT)
         missing = {"seed", "epoch", "position", "world_size", "batch_size"} - set(state)
         if missing:
             raise StateError(f"sampler state lacks {sorted(missing)}")

@@ -44,7 +44,7 @@ import math
 import numbers
 from typing import Any, ClassVar
 
-from vitdata.errors import ConfigError, StateError
+from vitdata.errors import ConfigError, StateError, check_format
 
 __all__ = ["Knobs", "KNOBS", "Schedule", "Rule", "Constant", "EpochTable", "Ramp", "PSS", "make_schedule",
            "combine", "pss_drop_ratio", "pss_keep_ratio", "pss_num_tokens", "SCHEDULE_NAMES", "SCHEDULE_FORMAT"]
@@ -413,11 +413,7 @@ class Schedule:
     def from_dict(cls, d: dict) -> "Schedule":
         if not isinstance(d, dict):
             raise StateError(f"schedule must be a dict, got {type(d).__name__}")
-        fmt = d.get("format")
-        if not isinstance(fmt, numbers.Integral) or fmt < 1:
-            raise StateError(f"schedule has no valid format version (got {fmt!r})")
-        if fmt > SCHEDULE_FORMAT:
-            raise StateError(f"schedule written by a newer vitdata (format {fmt}; this one reads {SCHEDULE_FORMAT})")
+        check_format("schedule", d.get("format"), SCHEDULE_FORMAT)
         rules = {k: Rule.from_dict(v) for k, v in d.get("rules", {}).items()}
         return cls(epochs=d["epochs"], steps_per_epoch=d["steps_per_epoch"], patch_size=d.get("patch_size"),
                    round_sizes=d.get("round_sizes", True), name=d.get("name"), **rules)
