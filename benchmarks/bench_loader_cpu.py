@@ -85,7 +85,12 @@ def main(argv: list[str] | None = None) -> int:
               # other processes share the cores: the load average says how busy they were
               "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
               "settings": {k: v for k, v in vars(args).items() if k != "out"}, "results": results,
-              "ratio_dali_over_torch": ratio}
+              "ratio_dali_over_torch": ratio,
+              "headline": [{"measured": f"loader, {b} backend, full augmentation, {args.image_size} px, batch "
+                                        f"{args.batch_size}, {args.workers} workers / {args.threads} threads",
+                            "figure": f"{r['median_images_per_s']:,.0f} images/s",
+                            "compared": (f"{ratio:.2f}x torch backend (target 1.5x)" if b == "dali" and ratio
+                                         else "baseline")} for b, r in results.items()]}
     out = benchutil.write_record("loader-backends", record, args.out)
     print(f"wrote {out}")
     return 0

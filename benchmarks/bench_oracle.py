@@ -16,61 +16,20 @@ Median and spread of several repeats after warm-up. Writes
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.metadata
-import json
 import os
-import platform
-import re
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 
-from vitdata.io import atomic_write
+from vitdata import benchutil
 from vitdata.oracle import DifficultyOracle
 from vitdata.sampler import Sampler
 
-ROOT = Path(__file__).resolve().parent.parent
 REPORT_TARGET_MS = 0.5
 PLAN_TARGET_S = 1.0
 NUM_CLASSES = 1000
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _commit() -> dict:
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-    return {"commit": git("rev-parse", "--verify", "-q", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
-
-
-def _environment(device: torch.device) -> dict:
-    env = {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
-           "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "numpy": np.__version__,
-           "triton": _version("triton"),
-           "dali": _version("nvidia-dali-cuda130") or _version("nvidia-dali-cuda120") or _version("nvidia-dali"),
-           "cuda_runtime": torch.version.cuda, "load_average_1m": os.getloadavg()[0], **_commit()}
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-        try:
-            env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                           capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[0]
-        except (OSError, subprocess.SubprocessError, IndexError):
-            env["driver"] = None
-    return env
 
 
 def _stats(xs: list[float]) -> dict:
@@ -153,17 +112,17 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats (after one warm-up)")
     ap.add_argument("--steps", type=int, default=200, help="report() calls per repeat")
     ap.add_argument("--batch", type=int, default=256, help="per-rank batch for the sampler's order")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="results root")
+    ap.add_argument("--json", help="record path (default benchmarks/results/<device>/<date>-oracle.json)")
     ap.add_argument("--no-save", action="store_true", help="print only")
     args = ap.parse_args(argv)
 
     cpu = torch.device("cpu")
-    record = {"benchmark": "oracle", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "settings": {"samples": args.samples, "repeats": args.repeats, "steps": args.steps,
+    record = {"settings": {"samples": args.samples, "repeats": args.repeats, "steps": args.steps,
                            "batch_for_order": args.batch, "num_classes": NUM_CLASSES, "policy": "weighted"},
               "targets": {"report_ms_cuda_1024": REPORT_TARGET_MS, "plan_and_order_s": PLAN_TARGET_S}}
     cuda = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
-    record["environment"] = _environment(cuda or cpu)
+    record["environment"] = dict(benchutil.environment(), torch_threads=torch.get_num_threads(),
+                                 load_average_1m=os.getloadavg()[0])
     results = {"report_cpu_256": bench_report(cpu, 256, args.samples, args.steps, args.repeats)}
     if cuda is not None:
         results["report_cuda_1024"] = bench_report(cuda, 1024, args.samples, args.steps, args.repeats)
@@ -191,12 +150,15 @@ def main(argv=None) -> dict:
             print(f"  {key:17s} end_epoch {f['median']:.3f} s + order {o['median']:.3f} s = {t['median']:.3f} s "
                   f"[{t['min']:.3f}, {t['max']:.3f}]; {t['median'] / PLAN_TARGET_S:.2f}x the {PLAN_TARGET_S} s target")
 
+    plan = results["plan_cpu"]["total_s"]["median"]
+    record["headline"] = [
+        {"measured": f"oracle report(), batch 256, losses only ({args.steps} steps)",
+         "figure": f"{results['report_cpu_256']['report_losses']['median']:.3f} ms/step",
+         "compared": f"{results['report_cpu_256']['report_losses']['median'] / results['report_cpu_256']['baseline_cross_entropy']['median']:.2f}x cross-entropy"},
+        {"measured": f"oracle end_epoch + next order, weighted, N={args.samples:,}",
+         "figure": f"{plan:.3f} s", "compared": f"{plan / PLAN_TARGET_S:.2f}x the {PLAN_TARGET_S:g} s target"}]
     if not args.no_save:
-        dev = record["environment"].get("gpu") or "cpu"
-        dev = re.sub(r"[^A-Za-z0-9._-]+", "-", dev).strip("-").lower()
-        path = Path(args.out) / dev / f"{datetime.date.today().isoformat()}-oracle.json"
-        atomic_write(path, (json.dumps(record, indent=2) + "\n").encode())
-        print(f"wrote {path}")
+        print(f"wrote {benchutil.write_record('oracle', record, args.json)}")
     return record
 
 

@@ -80,7 +80,9 @@ def rows_of(rec: dict) -> list[tuple[str, str, str]]:
     what = rec.get("what")
     s = rec.get("settings", {})
     lines = []
-    if what == "loader":
+    if what not in WHATS and rec.get("headline"):  # any other benchmark states its own lines
+        lines = [(h["measured"], h["figure"], h.get("compared", "")) for h in rec["headline"]]
+    elif what == "loader":
         setup = (f"{s.get('size')} px, batch {s.get('batch_size')}, {s.get('dtype')}, {s.get('workers')} workers / "
                  f"{s.get('threads')} threads")
         base = rec.get("baseline_row", 4)
@@ -116,11 +118,12 @@ def rows_of(rec: dict) -> list[tuple[str, str, str]]:
 
 
 def render(records: list[dict]) -> str:
-    records = [r for r in records if r.get("what") in WHATS]
+    records = [r for r in records if r.get("what") in WHATS or r.get("headline")]
     if not records:
         return "_No benchmark records yet: run `vitdata bench` and commit `benchmarks/results/`._"
     order = {w: i for i, w in enumerate(WHATS)}
-    records.sort(key=lambda r: (r["_device"] == "cpu", r["_device"], order[r["what"]], r.get("date") or ""))
+    records.sort(key=lambda r: (r["_device"] == "cpu", r["_device"], order.get(r["what"], len(order)), r.get("what") or "",
+                                r.get("date") or ""))
     out = ["| device | measured | figure | compared | commit | record |", "| --- | --- | --- | --- | --- | --- |"]
     for rec in records:
         dev, commit = device_name(rec), commit_of(rec)
