@@ -4,11 +4,14 @@ A checkpoint is a directory holding, for step S::
 
     tensors-S.safetensors   every tensor and NumPy array of the state, flat, keyed by its path
     state-S.json            the nested state with each array replaced by a reference to its key
-    manifest.json           {"step": S, "parts": {name: {"sha256": ..., "bytes": ...}}} -- written last
+    manifest.json           {"format": 1, "step": S, "parts": {name: {"sha256": ..., "bytes": ...}},
+                             "digest": sha256 of the canonical JSON of the rest} -- written last
 
 Each part is written atomically under a new name before the manifest is swapped in, so a crash at
 any point leaves the previous checkpoint readable; parts of older steps are removed afterwards.
-``load`` checks every part against the manifest's sha256 and raises ``StateError`` on a mismatch.
+``load`` checks the manifest against its own digest (and that it is byte-for-byte in canonical form),
+then every part against the manifest's sha256 and size, and raises ``StateError`` naming the manifest or
+the part on any mismatch or malformed content; a manifest of a newer format says so.
 
 The state is any nest of dicts, lists, tuples, str, int, float, bool, None, torch tensors and NumPy
 arrays (torch state dicts, optimizer state with int keys, the loader's and the oracle's plain data).
@@ -74,6 +77,17 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
+def _digest(manifest: dict) -> str:
+    """sha256 of the canonical JSON of the manifest without its ``digest`` field."""
+    rest = {k: v for k, v in manifest.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _dump_manifest(manifest: dict) -> bytes:
+    # The exact bytes on disk; ``load`` requires them, so a flip in whitespace is refused too.
+    return json.dumps(manifest, indent=1, sort_keys=True).encode()
+
+
 def save(directory: str, state: dict, step: int) -> str:
     """Write ``state`` as the checkpoint of ``step`` in ``directory``; returns the manifest path."""
     os.makedirs(directory, exist_ok=True)
@@ -85,8 +99,9 @@ def save(directory: str, state: dict, step: int) -> str:
         atomic_write(os.path.join(directory, name), data)
     manifest = {"format": FORMAT, "step": int(step),
                 "parts": {n: {"sha256": hashlib.sha256(d).hexdigest(), "bytes": len(d)} for n, d in parts.items()}}
+    manifest["digest"] = _digest(manifest)
     path = os.path.join(directory, MANIFEST)
-    atomic_write(path, json.dumps(manifest, indent=1).encode())
+    atomic_write(path, _dump_manifest(manifest))
     for name in os.listdir(directory):  # parts of older checkpoints
         if name not in parts and name != MANIFEST and (name.startswith("tensors-") or name.startswith("state-")):
             try:
@@ -105,22 +120,57 @@ def load(directory: str) -> dict:
     mpath = os.path.join(directory, MANIFEST)
     try:
         with open(mpath, "rb") as f:
-            manifest = json.loads(f.read())
-    except (OSError, ValueError) as e:
+            raw = f.read()
+    except OSError as e:
         raise StateError(f"no readable checkpoint manifest at {mpath}: {e}") from None
-    if manifest.get("format") != FORMAT:
-        raise StateError(f"checkpoint {mpath} has format {manifest.get('format')!r}, expected {FORMAT}")
+    try:
+        manifest = json.loads(raw)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise StateError(f"checkpoint manifest {mpath} is not valid JSON (truncated or modified): {e}") from None
+    if not isinstance(manifest, dict):
+        raise StateError(f"checkpoint manifest {mpath} is not a JSON object (truncated or modified)")
+    fmt = manifest.get("format")
+    if type(fmt) is int and fmt > FORMAT:
+        raise StateError(f"checkpoint {mpath} was written by a newer vitdata (format {fmt}); "
+                         f"this vitdata reads format {FORMAT}")
+    if fmt != FORMAT or type(fmt) is not int:
+        raise StateError(f"checkpoint manifest {mpath} has unknown format {fmt!r}, expected {FORMAT} "
+                         f"(truncated or modified)")
+    try:
+        ok = manifest.get("digest") == _digest(manifest) and raw == _dump_manifest(manifest)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise StateError(f"checkpoint manifest {mpath} does not match its own digest (truncated or modified)")
+    try:
+        step, parts = manifest["step"], manifest["parts"]
+        names = (f"tensors-{step}.safetensors", f"state-{step}.json")
+        if type(step) is not int or not isinstance(parts, dict) or sorted(parts) != sorted(names):
+            raise ValueError(f"step {step!r} does not match parts {sorted(parts)!r}")
+        metas = {n: (parts[n]["sha256"], int(parts[n]["bytes"])) for n in names}
+    except (KeyError, TypeError, ValueError) as e:
+        raise StateError(f"checkpoint manifest {mpath} is malformed: {type(e).__name__}: {e}") from None
     data = {}
-    for name, meta in manifest["parts"].items():
+    for name, (sha, size) in metas.items():
         p = os.path.join(directory, name)
         try:
             with open(p, "rb") as f:
                 data[name] = f.read()
         except OSError as e:
             raise StateError(f"checkpoint part {p} is missing: {e}") from None
-        if hashlib.sha256(data[name]).hexdigest() != meta["sha256"]:
-            raise StateError(f"checkpoint part {p} does not match its sha256 in {mpath} (truncated or modified)")
-    step = manifest["step"]
-    tensors = st_load(data[f"tensors-{step}.safetensors"])
-    tree = json.loads(data[f"state-{step}.json"])
-    return _unflatten(tree["state"], tensors)
+        if len(data[name]) != size or hashlib.sha256(data[name]).hexdigest() != sha:
+            raise StateError(f"checkpoint part {p} does not match its size and sha256 in {mpath} (truncated or modified)")
+    tname, sname = names
+    try:
+        tensors = st_load(data[tname])
+    except Exception as e:  # safetensors raises its own error types
+        raise StateError(f"checkpoint part {os.path.join(directory, tname)} is unreadable: "
+                         f"{type(e).__name__}: {e}") from None
+    try:
+        tree = json.loads(data[sname])
+        if not isinstance(tree, dict) or tree.get("format") != FORMAT:
+            raise ValueError(f"format {tree.get('format') if isinstance(tree, dict) else None!r}, expected {FORMAT}")
+        return _unflatten(tree["state"], tensors)
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
+        raise StateError(f"checkpoint part {os.path.join(directory, sname)} is malformed: "
+                         f"{type(e).__name__}: {e}") from None

@@ -41,6 +41,8 @@ happens is re-raised as a DataError naming the ids and paths of the batch.
 Resume: :meth:`Loader.state_dict` holds the epoch, the consumed position (never prefetched batches), the
 sampler state with its plan, the DALI checkpoint (base64 text) and a config fingerprint; after
 :meth:`Loader.load_state_dict` the remaining ids, and on CPU the pixels, equal the uninterrupted run's.
+A state taken after ``set_epoch(e + 1)`` but before that epoch's first batch keeps the finished epoch's
+DALI checkpoint, so the resumed epoch continues the same augmentation RNG stream.
 Reports made to the oracle after the state was taken are not part of it.
 """
 from __future__ import annotations
@@ -341,6 +343,7 @@ class _DaliBackend:
         self.max_ops = max_ops
         self.pipe = None
         self.dali_epoch = 0
+        self.samples = 0       # length of the current DALI epoch's control (ids)
         self.generation = 0
         self.root = tempfile.mkdtemp(prefix="vitdata-ctl-")
         self.ctl_dir = None
@@ -388,6 +391,7 @@ class _DaliBackend:
             self.dali_epoch = 0
             write_control(control_path(self.ctl_dir, 0), control)
             self._build(None, epoch)
+        self.samples = len(control["ids"])
 
     def start_at(self, control: dict, epoch: int, position: int) -> None:
         """Begin ``epoch`` at step ``position`` without a DALI checkpoint (elastic resume): the pipeline's
@@ -404,6 +408,7 @@ class _DaliBackend:
         self.dali_epoch = 0
         write_control(control_path(self.ctl_dir, 0), tail)
         self._build(None, epoch)
+        self.samples = len(tail["ids"])
 
     def restore(self, state: dict, control: dict) -> None:
         from vitdata.pipelines.source import control_path, write_control
@@ -415,6 +420,29 @@ class _DaliBackend:
         self.dali_epoch = int(state["dali_epoch"])
         write_control(control_path(self.ctl_dir, self.dali_epoch), control)
         self._build(base64.b64decode(ck), 0)
+        self.samples = len(control["ids"])
+
+    def restore_finished(self, state: dict) -> None:
+        """Rebuild the pipeline from the checkpoint of a fully consumed epoch (taken after ``set_epoch``
+        of the next one, before its first batch), so ``start_epoch(..., finished_previous=True)`` moves on
+        by a reset and the augmentation RNG continues as in the uninterrupted run. The source reads only
+        the length of that epoch's control (every position is past its end), so a placeholder of the
+        saved length stands in for it."""
+        from vitdata.pipelines.source import control_path, write_control
+
+        ck, n = state.get("checkpoint"), int(state.get("samples") or 0)
+        if ck is None or n <= 0:
+            raise StateError("loader state at an epoch boundary has no DALI checkpoint of the finished epoch "
+                             "(fields backend.checkpoint, backend.samples)")
+        self._new_generation()
+        self.dali_epoch = int(state["dali_epoch"])
+        steps = max(1, n // self.loader.batch_size)
+        write_control(control_path(self.ctl_dir, self.dali_epoch),
+                      {"ids": np.full(n, -1, np.int64), "extra_magnitude": np.zeros(n, np.float32),
+                       "step_size": np.zeros(steps, np.int32), "step_magnitude": np.zeros(steps, np.float32),
+                       "step_num_ops": np.zeros(steps, np.int32), "epoch": np.array(-1, np.int64)})
+        self._build(base64.b64decode(ck), 0)
+        self.samples = n
 
     def next(self, step_ids: np.ndarray) -> dict:
         try:
@@ -468,7 +496,7 @@ class _DaliBackend:
 
     def state(self) -> dict:
         ck = None if self.pipe is None else base64.b64encode(bytes(self.pipe.checkpoint())).decode("ascii")
-        return {"checkpoint": ck, "dali_epoch": self.dali_epoch}
+        return {"checkpoint": ck, "dali_epoch": self.dali_epoch, "samples": self.samples}
 
     def close_pipe(self) -> None:
         if self.pipe is not None:
@@ -822,9 +850,17 @@ class Loader:
             return dict(self._pending["_full"], oracle=oracle)
         sampler = self.sampler.state_dict()
         sampler["epoch"], sampler["position"] = self.epoch, self.position
+        if self._started or self._finished:
+            backend = self._backend.state()
+        elif self._prev_finished and self.backend_name == "dali" and self._backend.pipe is not None:
+            # set_epoch(e + 1) done, no batch of it yet: keep the finished epoch's DALI checkpoint so a
+            # resume moves on from it as the uninterrupted run does (same augmentation RNG stream).
+            backend = dict(self._backend.state(), finished_epoch=True)
+        else:
+            backend = {}
         return {"format": STATE_FORMAT, "fingerprint": self._fingerprint(), "epoch": self.epoch,
                 "position": self.position, "finished": self._finished, "started": self._started,
-                "sampler": sampler, "backend": self._backend.state() if self._started or self._finished else {},
+                "sampler": sampler, "backend": backend,
                 "skipped": [dict(d, epoch=e) for e, lst in self._skipped.items() for d in lst],
                 "oracle": oracle}
 
@@ -896,6 +932,12 @@ class Loader:
                 # from it (a reset keeps the augmentation RNG stream of the uninterrupted run).
                 self._begin()
                 self._finished, self._prev_finished = True, True
+        elif (not started and not self.position and self.backend_name == "dali"
+              and backend_state.get("finished_epoch") and backend_state.get("checkpoint")):
+            # Taken between set_epoch(e + 1) and its first batch: restore the finished epoch's pipeline now,
+            # so the first iteration moves on from it by a reset.
+            self._backend.restore_finished(backend_state)
+            self._prev_finished = True
         elif self.position:
             raise StateError("loader state is mid-epoch but holds no backend state (field backend)")
 
