@@ -52,6 +52,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -327,7 +328,9 @@ class _DaliBackend:
     def __init__(self, loader: "Loader"):
         from vitdata.pipelines.graphs import GraphSpec
 
-        self.loader = loader
+        # a weak reference: the Loader owns its backend, and a cycle would keep the workers alive after
+        # `del loader` until the cycle collector happens to run
+        self.loader = weakref.proxy(loader)
         cfg = loader.cfg
         # GPU ops on the output GPU; CPU ops (device_id=None) when the output lives on the CPU.
         self.device_id = loader.device.index if loader.device.type == "cuda" else None
@@ -516,7 +519,9 @@ class _TorchBackend:
     def __init__(self, loader: "Loader"):
         from vitdata._torch_backend import EpochDataset
 
-        self.loader = loader
+        # a weak reference: the Loader owns its backend, and a cycle would keep the workers alive after
+        # `del loader` until the cycle collector happens to run
+        self.loader = weakref.proxy(loader)
         cfg = loader.cfg
         self.dataset = EpochDataset(loader.reader, loader.index, loader.batch_size, cfg, loader.train,
                                     loader.rank)
