@@ -126,10 +126,13 @@ _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 def _jpeg_structure(data: bytes) -> tuple[str | None, str]:
     """A complete JPEG has an EOI marker after its last SOS (entropy-coded bytes never hold 0xFF 0xD9:
     a 0xFF there is stuffed as 0xFF 0x00). Some decoders fill a cut image with grey; vitdata refuses it."""
-    sos = data.rfind(b"\xff\xda")
-    if sos < 0:
+    # Searched from where each marker sits (EOI near the end, the first SOS near the start) so a
+    # complete file costs a few short scans, not a backward pass over all its entropy-coded bytes.
+    if data.find(b"\xff\xda") < 0:
         return "truncated", "JPEG without a scan (no SOS marker)"
-    if data.rfind(b"\xff\xd9") < sos:
+    eoi = data.rfind(b"\xff\xd9")
+    if eoi < 0 or data.find(b"\xff\xda", eoi) >= 0:
+        sos = data.rfind(b"\xff\xda")
         return "truncated", f"JPEG ends inside its last scan (no EOI marker after byte {sos})"
     return None, ""
 
