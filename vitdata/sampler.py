@@ -68,7 +68,6 @@ STATE_FORMAT = 1
 
 # Domain tags keep the sampler's streams apart from any other (seed, epoch)-seeded stream in vitdata.
 _ORDER_TAG = 0x5A4D_0001
-_SUBSTITUTE_TAG = 0x5A4D_0002
 
 
 class EpochEnd(enum.Enum):
@@ -454,17 +453,6 @@ class Sampler:
     def __iter__(self) -> Iterator[np.ndarray]:
         """This rank's remaining batches of the current epoch; does not move ``position`` (the consumer does)."""
         return iter(self.remaining_ids())
-
-    def substitute_id(self, epoch: int, step: int, slot: int, attempt: int = 0) -> int:
-        """A deterministic stand-in for a skipped sample (RELIABILITY A2).
-
-        Drawn uniformly from the epoch's global order by a stream seeded from (seed, epoch, step, slot,
-        attempt), so every rank and every resume picks the same one. ``slot`` is the column in the
-        global batch; raise ``attempt`` when the substitute is bad too.
-        """
-        order = self.epoch_order(epoch)
-        rng = _rng(_SUBSTITUTE_TAG, self.seed, epoch, step, slot, attempt)
-        return int(order[rng.integers(order.size)])
 
     # -- state --------------------------------------------------------------------------------------
     def state_dict(self) -> dict:

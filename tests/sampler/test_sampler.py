@@ -339,19 +339,6 @@ def test_resume_refuses_a_changed_global_batch_seed_or_size():
         Sampler(100, 4, seed=1, world_size=2).load_state_dict({**state, "format": 9})
 
 
-def test_substitutes_are_deterministic_and_from_the_epoch():
-    s = Sampler(1000, 8, seed=3)
-    kept = np.zeros(1000, bool)
-    kept[100:200] = True
-    s.set_plan(EpochPlan(kept=kept))
-    picks = [s.substitute_id(2, step, slot, attempt) for step in range(5) for slot in range(3) for attempt in range(2)]
-    again = Sampler(1000, 8, seed=3)
-    again.set_plan(EpochPlan(kept=kept))
-    assert picks == [again.substitute_id(2, step, slot, attempt)
-                     for step in range(5) for slot in range(3) for attempt in range(2)]
-    assert all(100 <= p < 200 for p in picks) and len(set(picks)) > 10
-
-
 def test_building_an_imagenet_sized_weighted_epoch_is_fast():
     import time
     n = 1_281_167
