@@ -12,17 +12,56 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 from nvidia.dali import fn, types
 from nvidia.dali.auto_aug import rand_augment as _ra
-from nvidia.dali.auto_aug.core import select, signed_bin
+from nvidia.dali.auto_aug.core import augmentation, select, signed_bin
 
 # timm's RandAugment translates by up to 0.45 of the image side at magnitude 10 (100 px at 224).
 MAX_TRANSLATE_REL = 100 / 224
 
 
-def suite(exclude: tuple[str, ...] = ()) -> list:
-    """The RandAugment op list (DALI's monotonic suite: larger bin = stronger), minus ``exclude``."""
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)   # PIL's weights for the contrast centre
+
+
+def _contrast_fused(data, parameter):
+    """DALI's ``contrast`` with the centre (the luma-weighted mean, as PIL) passed to ``fn.contrast``.
+
+    The stock op builds ``center + (data - center) * parameter`` as an arithmetic expression, which costs
+    0.84 CPU-ms per 224 px image on CPU against 0.13 here, for bit-identical output. It needs the centre
+    as a CPU argument input, so it serves CPU graphs only; GPU graphs keep the stock op."""
+    mean = fn.reductions.mean(data, axis_names="HW")
+    center = fn.reductions.sum(mean * types.Constant(_LUMA), axis_names="C")
+    return fn.contrast(data, contrast=parameter, contrast_center=center)
+
+
+def _auto_contrast_fused(data, _):
+    """DALI's ``auto_contrast`` (per-channel stretch of [min, max] to [0, 255]) as one ``fn.normalize``.
+
+    Bit-identical to the stock arithmetic form and 1.0 -> 0.66 CPU-ms per 224 px image; like
+    :func:`_contrast_fused` it takes per-sample CPU arguments, so CPU graphs only."""
+    lo = fn.reductions.min(data, axis_names="HW", keep_dims=True)
+    hi = fn.reductions.max(data, axis_names="HW", keep_dims=True)
+    diff = fn.cast(hi - lo, dtype=types.FLOAT)
+    stretch = diff > 0
+    return fn.normalize(data, mean=fn.cast(lo, dtype=types.FLOAT) * stretch,
+                        stddev=diff * stretch + 255.0 * (stretch ^ True), axis_names="HW", scale=255.0,
+                        dtype=types.UINT8)
+
+
+_CPU_VARIANTS = {"contrast": _contrast_fused, "auto_contrast": _auto_contrast_fused}
+
+
+def suite(exclude: tuple[str, ...] = (), device: str = "gpu") -> list:
+    """The RandAugment op list (DALI's monotonic suite: larger bin = stronger), minus ``exclude``.
+
+    ``device="cpu"`` swaps in the fused forms of ``contrast`` and ``auto_contrast`` (same output,
+    cheaper on CPU; see :func:`_contrast_fused`)."""
     ops = _ra.get_rand_augment_suite(use_shape=True, max_translate_rel=MAX_TRANSLATE_REL)
+    if device == "cpu":
+        ops = [augmentation(_CPU_VARIANTS[op.name], mag_range=op.mag_range, randomly_negate=op.randomly_negate,
+                            mag_to_param=op.mag_to_param, param_device=op.param_device, name=op.name)
+               if op.name in _CPU_VARIANTS else op for op in ops]
     names = {op.name for op in ops}
     unknown = set(exclude) - names
     if unknown:
@@ -34,26 +73,27 @@ def suite(exclude: tuple[str, ...] = ()) -> list:
 
 
 def apply(images, mag_bin, active, shape, *, max_ops: int, num_bins: int, exclude: tuple[str, ...] = (),
-          fill_value: int = 128, seed: int = -1):
+          fill_value: int = 128, seed: int = -1, interp_type=types.INTERP_NN):
     """Apply up to ``max_ops`` random ops to HWC uint8 ``images``.
 
     ``mag_bin``: int32 (max_ops,) per sample; ``active``: int32 (max_ops,) per sample;
-    ``shape``: (H, W) per sample, the image size after resize (translations scale with it).
+    ``shape``: (H, W) per sample, the image size after resize (translations scale with it);
+    ``interp_type``: resampling of the geometric ops (rotate, shear, translate).
     """
     with warnings.catch_warnings():
         # DALI's suite still calls fn.experimental.{equalize,filter} aliases, which warn at build time.
         warnings.filterwarnings("ignore", message=r"(?s).*fn\.experimental\..*deprecated", category=DeprecationWarning)
         return _apply(images, mag_bin, active, shape, max_ops=max_ops, num_bins=num_bins, exclude=exclude,
-                      fill_value=fill_value, seed=seed)
+                      fill_value=fill_value, seed=seed, interp_type=interp_type)
 
 
-def _apply(images, mag_bin, active, shape, *, max_ops, num_bins, exclude, fill_value, seed):
-    ops = suite(exclude)
+def _apply(images, mag_bin, active, shape, *, max_ops, num_bins, exclude, fill_value, seed, interp_type):
+    ops = suite(exclude, device=images.device or "cpu")
     identity = next(i for i, op in enumerate(ops) if op.name == "identity")
     op_idx = fn.random.uniform(values=list(range(len(ops))), shape=(max_ops,), dtype=types.INT32, seed=seed)
     op_idx = op_idx * active + identity * (1 - active)
     signed = signed_bin(mag_bin, seed=seed, shape=(max_ops,))
     for level in range(max_ops):
         images = select(ops, op_idx[level], data=images, magnitude_bin=signed[level], num_magnitude_bins=num_bins,
-                        shape=shape, fill_value=fill_value, interp_type=types.INTERP_LINEAR)
+                        shape=shape, fill_value=fill_value, interp_type=interp_type)
     return images

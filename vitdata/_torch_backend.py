@@ -44,6 +44,7 @@ class EpochDataset(torch.utils.data.Dataset):
         self.scale, self.ratio, self.hflip = tuple(a.scale), tuple(a.ratio), a.hflip
         self.randaug = a.randaug and train
         self.interp = getattr(InterpolationMode, _PIL_INTERP[a.interpolation])
+        self.randaug_interp = getattr(InterpolationMode, _PIL_INTERP[a.randaug_interpolation])
         self.eval_size = cfg.eval.image_size or cfg.image_size
         self.eval_resize = int(round(self.eval_size / cfg.eval.crop_pct))
         self.seed, self.max_pixels = cfg.seed, cfg.max_pixels
@@ -71,7 +72,8 @@ class EpochDataset(torch.utils.data.Dataset):
             if self.randaug and n > 0:
                 m = float(ctl["step_magnitude"][step]) + float(ctl["extra_magnitude"][pos])
                 ops.append(v2.RandAugment(num_ops=n, magnitude=int(magnitude_to_bin(m)),
-                                          num_magnitude_bins=NUM_MAG_BINS, interpolation=self.interp, fill=128))
+                                          num_magnitude_bins=NUM_MAG_BINS, interpolation=self.randaug_interp,
+                                          fill=128))
             seed = int(np.random.SeedSequence([self.seed, int(ctl["epoch"]), self.rank, pos, 0x70C4])
                        .generate_state(1)[0])
             # v2 transforms draw from torch's global generator: fork it so the caller's stream is untouched

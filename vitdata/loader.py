@@ -67,6 +67,7 @@ __all__ = ["LoaderConfig", "AugmentConfig", "OutputConfig", "EvalConfig", "Sched
 STATE_FORMAT = 1
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "triangular")
+_RANDAUG_INTERPOLATIONS = ("nearest", "bilinear")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -87,6 +88,11 @@ class AugmentConfig:
     randaug_max_ops: int | None = None              # op levels built into the DALI graph (None: randaug_num_ops)
     randaug_exclude: tuple[str, ...] = ()           # RandAugment ops to leave out (DALI names, e.g. "equalize")
     interpolation: str = "bilinear"                 # resize filter: bilinear | bicubic | nearest | lanczos
+    # Resampling of RandAugment's geometric ops (rotate, shear, translate): "nearest" (torchvision's
+    # RandAugment default) or "bilinear" (timm's). Nearest is the default because DALI's CPU warp_affine
+    # costs 1.5 ms per 224 px image with bilinear and 0.09 ms with nearest (2 threads, measured with
+    # DALI 2.4); on a GPU either is cheap. Both backends follow this setting.
+    randaug_interpolation: str = "nearest"
     patch_size: int = 16                            # PatchErasing grid cell (the model's patch size)
 
 
@@ -238,6 +244,9 @@ def _check_config(cfg: LoaderConfig, split: str) -> None:
             "augment.randaug_max_ops", "augment.randaug_num_ops")
     if a.interpolation not in _INTERPOLATIONS:
         bad(f"augment.interpolation must be one of {_INTERPOLATIONS}, got {a.interpolation!r}", "augment.interpolation")
+    if a.randaug_interpolation not in _RANDAUG_INTERPOLATIONS:
+        bad(f"augment.randaug_interpolation must be one of {_RANDAUG_INTERPOLATIONS}, got "
+            f"{a.randaug_interpolation!r}", "augment.randaug_interpolation")
     if a.patch_size < 1:
         bad("augment.patch_size must be >= 1", "augment.patch_size")
     if o.dtype not in _DTYPES:
@@ -250,8 +259,6 @@ def _check_config(cfg: LoaderConfig, split: str) -> None:
         bad(f"backend must be auto | dali | torch, got {cfg.backend!r}", "backend")
     if cfg.backend == "dali" and not _dali_available():
         bad("backend='dali' but nvidia.dali cannot be imported; install nvidia-dali or use backend='torch'", "backend")
-    if cfg.backend == "dali" and cfg.num_workers < 1:
-        bad("the DALI backend needs num_workers >= 1 (parallel external source workers)", "backend", "num_workers")
     if cfg.num_workers < 0 or cfg.num_threads < 1 or cfg.prefetch < 1:
         bad("num_workers >= 0, num_threads >= 1 and prefetch >= 1 are required", "num_workers", "num_threads", "prefetch")
     if cfg.on_error not in ("auto", "skip", "raise"):
@@ -339,7 +346,8 @@ class _DaliBackend:
         eval_size = cfg.eval.image_size or cfg.image_size
         self.spec = GraphSpec(train=loader.train, scale=tuple(a.scale), ratio=tuple(a.ratio), hflip=a.hflip,
                               randaug=a.randaug and loader.train, max_ops=max_ops, exclude_ops=tuple(a.randaug_exclude),
-                              interpolation=a.interpolation, eval_size=eval_size,
+                              interpolation=a.interpolation, randaug_interpolation=a.randaug_interpolation,
+                              eval_size=eval_size,
                               eval_resize=int(round(eval_size / cfg.eval.crop_pct)),
                               mean=tuple(255.0 * m for m in o.mean), std=tuple(255.0 * s for s in o.std),
                               float16=o.dtype == "float16", layout="HWC" if o.channels_last else "CHW")

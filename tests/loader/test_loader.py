@@ -12,11 +12,14 @@ from vitdata.sampler import EpochPlan
 from .conftest import decode_batch, pixel_ids
 
 FULL_VIEW = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, randaug=False)
-BACKENDS = ["dali", "torch"]
+# "dali-inline": the DALI backend with num_workers=0 (the source runs in the pipeline's own thread)
+BACKENDS = ["dali", "dali-inline", "torch"]
 
 
 def cfg_for(data, backend="dali", **kw):
-    base = dict(data=data, batch_size=8, image_size=32, backend=backend, num_workers=2, num_threads=2)
+    workers = 0 if backend == "dali-inline" else 2
+    base = dict(data=data, batch_size=8, image_size=32, backend=backend.split("-")[0], num_workers=workers,
+                num_threads=2)
     base.update(kw)
     return LoaderConfig(**base)
 
@@ -241,7 +244,8 @@ def test_eval_pixels_agree_between_backends(tiny_data):
     (dict(batch_size=0), "batch_size"),
     (dict(augment=AugmentConfig(scale=(0.5, 0.2))), "augment.scale"),
     (dict(output=OutputConfig(dtype="int8")), "output.dtype"),
-    (dict(backend="dali", num_workers=0), "num_workers"),
+    (dict(backend="dali", num_workers=-1), "num_workers"),
+    (dict(augment=AugmentConfig(randaug_interpolation="bicubic")), "augment.randaug_interpolation"),
     (dict(on_error="ignore"), "on_error"),
     (dict(augment=AugmentConfig(randaug_num_ops=3, randaug_max_ops=2)), "augment.randaug_max_ops"),
     (dict(schedule=ScheduleConfig(kwargs=dict(randaug_num_ops=4))), "augment.randaug_max_ops"),
