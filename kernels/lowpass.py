@@ -62,8 +62,9 @@ Checked for the GPU, without one
     memory; fp32 / fp16 out (tf32x3) 226-246 registers, 96-160 KB; no spills anywhere. The one config
     that spills is tf32x3 at BLOCK_H 512 (940 bytes per thread; no spill-free config was found there).
     Every config fits the 227 KB an H100 block may use. The CUDA defaults before this check (BLOCK_M 64,
-    Triton's 3 stages) needed 228 KB at 224 (the launch would have failed) and spilled 400 bytes with
-    tf32x3. Which candidate is fastest, and the kernel's speed at all, still needs a GPU.
+    Triton's 3 stages) needed 228 KB (bf16 out) or 256 KB (fp32 / fp16 out) at 224 and 452-512 KB at
+    512: every launch at those sizes would have failed. With tf32x3 they also spilled about 400 bytes.
+    Which candidate is fastest, and the kernel's speed at all, still needs a GPU.
 
 Bytes moved per element
     Kernel: reads each input element once from DRAM (other column-block programs of the same channel
@@ -324,9 +325,9 @@ def _next_pow2(n: int, lo: int = 16) -> int:
 # largest BLOCK_H). The first of each list is the default; on the first call of a shape the autotuner times
 # the list and keeps the fastest. Chosen from sm_90 compile metadata (registers, spills, shared memory;
 # tests/kernels/test_compile_sm90.py prints them), not from timings:
-# - Triton's default num_stages=3 triple-buffers the Ar_h tile of stage 2: 228 KB of shared memory at
-#   BLOCK_H 256, BLOCK_M 64, over the 227 KB an H100 block may use, so that launch would fail. Two stages
-#   keep every listed config at or below 192 KB.
+# - Triton's default num_stages=3 triple-buffers the Ar_h tile of stage 2: 228 KB (tf32) or 256 KB
+#   (tf32x3) of shared memory at BLOCK_H 256, BLOCK_M 64, over the 227 KB an H100 block may use, so
+#   those launches would fail. Two stages keep every listed config at or below 192 KB.
 # - tf32x3 (float32 / float16 outputs) splits both operands into two tf32 halves held in registers: at
 #   BLOCK_H 256 every config with BLOCK_M >= 32 spills (120-1000 bytes per thread at 8 warps, more at 4
 #   or 16), and so does BLOCK_N 16; BLOCK_M 16 with BLOCK_N 32 or 64 compiles to about 230 registers
