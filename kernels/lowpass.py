@@ -39,7 +39,9 @@ Implementations
                              per-channel normalisation ``(y - mean) / std`` and the output dtype and
                              layout (strides) are fused. ``tl.dot`` runs as TF32 for bf16 outputs and as
                              TF32x3 (about fp32 accuracy) for fp16 / fp32 outputs. Input height up to
-                             512 (the whole padded column of T lives in registers).
+                             512 (the whole padded column of T lives in registers). On CUDA the block
+                             sizes, warps and pipeline stages are autotuned per shape among a short list
+                             (``_GPU_CONFIGS``, below) whose members share one reduction order.
     ``lowpass_crop``         the dispatcher (also the ``vitdata::lowpass_crop`` torch.library op).
 
 Dispatch default
@@ -51,10 +53,26 @@ Dispatch default
     GPU timings: not yet measured on GPU (no device has been lent yet); the choice of the Triton kernel
     as the CUDA default is provisional until ``benchmarks/bench_kernels.py`` has run on one.
 
+Checked for the GPU, without one
+    ``tests/kernels/test_compile_sm90.py`` compiles the kernel for sm_90 (H100) through Triton's passes
+    and its bundled ptxas, with the arguments the launcher passes: uint8 / fp16 / bf16 / fp32 in, fp32 /
+    fp16 / bf16 out, NCHW, channels_last and offset views, 224 -> 160, 223 -> 161, 64 -> 33, 512 -> 320,
+    every autotuner candidate. At 224 -> 160 (BLOCK_H 256, 8 warps, 2 stages): bf16 out (tf32 dots)
+    124-163 registers NCHW, 232-255 channels_last (strided scalar loads and stores), 66-164 KB of shared
+    memory; fp32 / fp16 out (tf32x3) 226-246 registers, 96-160 KB; no spills anywhere. The one config
+    that spills is tf32x3 at BLOCK_H 512 (940 bytes per thread; no spill-free config was found there).
+    Every config fits the 227 KB an H100 block may use. The CUDA defaults before this check (BLOCK_M 64,
+    Triton's 3 stages) needed 228 KB (bf16 out) or 256 KB (fp32 / fp16 out) at 224 and 452-512 KB at
+    512: every launch at those sizes would have failed. With tf32x3 they also spilled about 400 bytes.
+    Which candidate is fastest, and the kernel's speed at all, still needs a GPU.
+
 Bytes moved per element
     Kernel: reads each input element once from DRAM (other column-block programs of the same channel
     re-read it from L2) and writes each output element once: ``B*C*(H*W*in_bytes + h*w*out_bytes)``,
     e.g. 256x3x224x224 bf16 -> 160 bf16 = 77 MB + 39 MB. Matrices (< 0.5 MB) stay in L2.
+    L2 traffic is larger: each of the ``ceil(w / BLOCK_N)`` programs of a channel reads the channel and
+    all of Ar_h (``h*H*4`` bytes). At 224 -> 160 bf16 that is 1.05 GB per 256-image batch with BLOCK_N
+    32 and 0.67 GB with 64 (9x and 6x the DRAM traffic), which is why BLOCK_N is among the tuned values.
     Normalisation: ``mean`` / ``std`` are per channel in the units of ``x`` (e.g. 0..255 for uint8);
     because the crop is linear and keeps the mean, normalising before or after is the same up to
     rounding.
@@ -90,7 +108,7 @@ if triton is not None:
     @triton.jit
     def _lowpass_crop_kernel(
         x_ptr, y_ptr, ah_ptr, awt_ptr, vh_ptr, vw_ptr, mean_ptr, rstd_ptr,
-        C, H, W, h, w, n_col_blocks,
+        C, H, W, h, w,
         sxb, sxc, sxh, sxw,
         syb, syc, syh, syw,
         HAS_NYQUIST: tl.constexpr, NORMALIZE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
@@ -99,6 +117,7 @@ if triton is not None:
         # One program: one (image, channel) and one block of BLOCK_N output columns. Programs of the
         # same channel are adjacent in launch order so the channel is read from DRAM once, then L2.
         pid = tl.program_id(0)
+        n_col_blocks = tl.cdiv(w, BLOCK_N)  # in the kernel, so the autotuner may change BLOCK_N
         bc = pid // n_col_blocks
         jb = pid % n_col_blocks
         b = bc // C
@@ -302,12 +321,73 @@ def _next_pow2(n: int, lo: int = 16) -> int:
     return max(lo, 1 << (int(n) - 1).bit_length())
 
 
+# GPU launch configurations: (BLOCK_N, BLOCK_M, BLOCK_K, num_warps, num_stages) per (tl.dot input precision,
+# largest BLOCK_H). The first of each list is the default; on the first call of a shape the autotuner times
+# the list and keeps the fastest. Chosen from sm_90 compile metadata (registers, spills, shared memory;
+# tests/kernels/test_compile_sm90.py prints them), not from timings:
+# - Triton's default num_stages=3 triple-buffers the Ar_h tile of stage 2: 228 KB (tf32) or 256 KB
+#   (tf32x3) of shared memory at BLOCK_H 256, BLOCK_M 64, over the 227 KB an H100 block may use, so
+#   those launches would fail. Two stages keep every listed config at or below 192 KB.
+# - tf32x3 (float32 / float16 outputs) splits both operands into two tf32 halves held in registers: at
+#   BLOCK_H 256 every config with BLOCK_M >= 32 spills (120-1000 bytes per thread at 8 warps, more at 4
+#   or 16), and so does BLOCK_N 16; BLOCK_M 16 with BLOCK_N 32 or 64 compiles to about 230 registers
+#   without spills (BLOCK_K 16 leaves a little more headroom than 32). At BLOCK_H 512 no config compiles
+#   without spilling; the one listed spills least (about 940 bytes).
+# - BLOCK_N trades L2 traffic (every column block re-reads the channel and all of Ar_h) against registers
+#   (the BLOCK_H x BLOCK_N column of T stays in registers) and padding (224 -> 160: 32 pads nothing, 64
+#   pads 160 to 192); BLOCK_M 64 lets stage 2 use wgmma (BLOCK_M < 64 falls back to mma.sync) at the
+#   cost of shared memory. Which wins needs a GPU, hence the autotuner.
+# - Within a list BLOCK_K and num_warps are fixed, so the stage-1 chunking and the Nyquist sum keep one
+#   reduction order whichever config wins (test_lowpass.py checks that the configs give identical bits
+#   on a GPU).
+_GPU_CONFIGS = {
+    ("tf32", 128): [(32, 32, 32, 4, 2), (64, 32, 32, 4, 2), (32, 64, 32, 4, 2)],
+    ("tf32", 256): [(32, 32, 32, 8, 2), (64, 32, 32, 8, 2), (32, 64, 32, 8, 2)],
+    ("tf32", 512): [(32, 16, 16, 8, 2), (16, 16, 16, 8, 2), (32, 32, 16, 8, 2)],
+    ("tf32x3", 128): [(32, 16, 16, 4, 2), (64, 16, 16, 4, 2), (32, 32, 16, 4, 2)],
+    ("tf32x3", 256): [(32, 16, 16, 8, 2), (64, 16, 16, 8, 2)],
+    ("tf32x3", 512): [(32, 16, 16, 8, 2)],
+}
+
+
+def _gpu_configs(precision: str, block_h: int) -> list[tuple[int, int, int, int, int]]:
+    """The candidate launch configurations for one precision and BLOCK_H (first = default)."""
+    top = min(t for p, t in _GPU_CONFIGS if p == precision and t >= block_h)
+    return _GPU_CONFIGS[(precision, top)]
+
+
+if triton is not None:
+
+    def _config(c) -> "triton.Config":
+        return triton.Config({"BLOCK_N": c[0], "BLOCK_M": c[1], "BLOCK_K": c[2]}, num_warps=c[3], num_stages=c[4])
+
+    def _config_tuple(cfg) -> tuple[int, int, int, int, int]:
+        kw = cfg.kwargs
+        return kw["BLOCK_N"], kw["BLOCK_M"], kw["BLOCK_K"], cfg.num_warps, cfg.num_stages
+
+    def _prune_configs(configs, named_args, **kwargs):
+        wanted = _gpu_configs(kwargs["INPUT_PRECISION"], kwargs["BLOCK_H"])
+        return [c for c in configs if _config_tuple(c) in wanted]
+
+    # The same kernel behind an autotuner, for CUDA launches without explicit block sizes. Keyed on the
+    # sizes and the layout (unit strides); the dtypes of the tensor arguments are added by Triton. The
+    # first call of a key times its candidates (compiles them, runs each a few times, synchronises):
+    # make it outside CUDA graph capture.
+    _lowpass_crop_tuned = triton.autotune(
+        configs=[_config(c) for c in dict.fromkeys(c for cs in _GPU_CONFIGS.values() for c in cs)],
+        key=["H", "W", "h", "w", "sxw", "syw"],
+        prune_configs_by={"early_config_prune": _prune_configs},
+    )(_lowpass_crop_kernel)
+
+
 def lowpass_crop_triton(x, size, *, mean=None, std=None, out_dtype=None, memory_format=None,
-                        block_n=None, block_m=None, block_k=None, num_warps=None):
+                        block_n=None, block_m=None, block_k=None, num_warps=None, num_stages=None):
     """Launch the Triton kernel (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``).
 
-    Every tl.dot tile dimension is at least 16 (the GPU compiler's minimum); padding is masked.
-    ``block_*`` / ``num_warps`` override the defaults (for tuning)."""
+    Every tl.dot tile dimension is at least 16 (the GPU compiler's minimum); padding is masked. On CUDA,
+    without overrides, the launch configuration is autotuned among ``_GPU_CONFIGS`` for the shape; any of
+    ``block_n`` / ``block_m`` / ``block_k`` / ``num_warps`` / ``num_stages`` fixes it instead (the
+    missing ones come from the first listed config)."""
     if triton is None:
         raise RuntimeError("lowpass_crop_triton needs Triton, which is not installed")
     (h, w), mean, std, out_dtype, cl = _check(x, size, mean, std, out_dtype, memory_format, _KERNEL_IN)
@@ -330,21 +410,23 @@ def lowpass_crop_triton(x, size, *, mean=None, std=None, out_dtype=None, memory_
         rstd = rstd.to(dtype=torch.float32, device=dev)
     else:
         mu = rstd = ar_h  # unused (NORMALIZE is off); any valid pointer
-    interp = dev.type == "cpu"
     block_h = _next_pow2(H)
-    block_n = block_n or (min(64, _next_pow2(w)) if interp else 32)
-    block_m = block_m or (min(64, _next_pow2(h)) if interp else 64)
-    block_k = block_k or (min(64, _next_pow2(W)) if interp else 32)
-    n_col_blocks = triton.cdiv(w, block_n)
     precision = "tf32" if out_dtype == torch.bfloat16 else "tf32x3"
-    _lowpass_crop_kernel[(B * C * n_col_blocks,)](
-        x, y, ar_h, art_w, v_h if nyq else ar_h, v_w if nyq else ar_h, mu, rstd,
-        C, H, W, h, w, n_col_blocks,
-        *x.stride(), *y.stride(),
-        HAS_NYQUIST=nyq, NORMALIZE=mean is not None, INPUT_PRECISION=precision,
-        BLOCK_H=block_h, BLOCK_K=block_k, BLOCK_M=block_m, BLOCK_N=block_n,
-        num_warps=num_warps or (8 if block_h >= 256 else 4),
-    )
+    args = (x, y, ar_h, art_w, v_h if nyq else ar_h, v_w if nyq else ar_h, mu, rstd,
+            C, H, W, h, w, *x.stride(), *y.stride())
+    meta = dict(HAS_NYQUIST=nyq, NORMALIZE=mean is not None, INPUT_PRECISION=precision, BLOCK_H=block_h)
+    overrides = (block_n, block_m, block_k, num_warps, num_stages)
+    interp = dev.type == "cpu"
+    if not interp and all(v is None for v in overrides):
+        _lowpass_crop_tuned[lambda cfg: (B * C * triton.cdiv(w, cfg["BLOCK_N"]),)](*args, **meta)
+        return y
+    if interp:  # the interpreter: large blocks, fewer (slow) Python-level iterations
+        default = (min(64, _next_pow2(w)), min(64, _next_pow2(h)), min(64, _next_pow2(W)), 4, 2)
+    else:
+        default = _gpu_configs(precision, block_h)[0]
+    bn, bm, bk, nw, ns = (d if v is None else v for v, d in zip(overrides, default))
+    _lowpass_crop_kernel[(B * C * triton.cdiv(w, bn),)](
+        *args, **meta, BLOCK_N=bn, BLOCK_M=bm, BLOCK_K=bk, num_warps=nw, num_stages=ns)
     return y
 
 

@@ -35,6 +35,19 @@ def test_installed_package_imports_both_mapped_subpackages_from_any_directory(tm
     assert out.returncode == 0, out.stderr
 
 
+def test_a_checkout_on_the_path_imports_its_own_kernels_and_pipelines_submodules():
+    # With another checkout installed in editable mode, setuptools' finder maps vitdata.kernels to that
+    # checkout's directory; the vitdata imported from this checkout must still use this one's.
+    code = ("import vitdata.kernels.lowpass as L, vitdata.pipelines.source as S, vitdata; "
+            "print(vitdata.__file__); print(L.__file__); print(S.__file__)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    paths = out.stdout.split()
+    if not paths[0].startswith(str(ROOT)):
+        pytest.skip(f"vitdata itself imports from {paths[0]}, not from this checkout")
+    assert all(p.startswith(str(ROOT)) for p in paths[1:]), paths
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["index", "--help"]])
 def test_cli_explains_itself(argv):
     out = subprocess.run([sys.executable, "-m", "vitdata", *argv], capture_output=True, text=True, timeout=120,

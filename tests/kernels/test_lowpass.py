@@ -5,6 +5,7 @@ CPU runs the Triton kernel under TRITON_INTERPRET=1 (set by conftest) on small s
 interpreter converts float32 -> bfloat16 by truncation (the GPU rounds to nearest even), so bf16
 outputs get one extra bf16 ulp of slack there, and only there.
 """
+import importlib
 import os
 import subprocess
 import sys
@@ -201,6 +202,20 @@ def test_ops_are_registered_and_trace_under_torch_compile():
     torch.testing.assert_close(g(x), lowpass_filter(x, 9))
 
 
+def test_gpu_launch_configs_cover_every_height_and_keep_one_reduction_order_per_list():
+    lp = importlib.import_module("vitdata.kernels.lowpass")
+    for precision in ("tf32", "tf32x3"):
+        for block_h in (16, 32, 64, 128, 256, 512):
+            configs = lp._gpu_configs(precision, block_h)
+            assert configs and len(set(configs)) == len(configs)
+            # BLOCK_K and num_warps set the order of the stage-1 and Nyquist sums: one per list, so the
+            # autotuner's choice cannot change the bits (checked on a GPU below).
+            assert len({(k, nw) for _, _, k, nw, _ in configs}) == 1, (precision, block_h)
+            for n, m, k, nw, stages in configs:
+                # tl.dot's minimum tile; Triton's default of 3 stages overflows an H100 block at BLOCK_H 256.
+                assert min(n, m, k) >= 16 and stages <= 2
+
+
 def test_import_needs_no_gpu_and_no_triton_interpreter():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["CUDA_VISIBLE_DEVICES"] = ""
@@ -278,3 +293,25 @@ def test_gpu_kernel_matches_reference_at_real_sizes(in_dtype, out_dtype, hw, siz
         assert y.is_contiguous(memory_format=fmt)
         exact, bound = _bound(xi, size, out_dtype)
         assert (y.double() - exact).abs().max().item() <= bound
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("in_dtype,out_dtype", [(torch.bfloat16, torch.bfloat16), (torch.float32, torch.float32),
+                                                (torch.uint8, torch.float16)])
+@pytest.mark.parametrize("hw,size", [((224, 224), (160, 160)), ((223, 223), (161, 161)), ((64, 64), (33, 33)),
+                                     ((512, 512), (320, 320))])
+def test_every_gpu_launch_config_of_a_shape_gives_the_same_bits(in_dtype, out_dtype, hw, size):
+    """The autotuner keeps whichever listed config is fastest; a run must not depend on that choice."""
+    lp = importlib.import_module("vitdata.kernels.lowpass")
+    g = torch.Generator(device="cuda").manual_seed(1)
+    x = torch.rand((4, 3, *hw), device="cuda", generator=g)
+    x = (x * 255).to(torch.uint8) if in_dtype == torch.uint8 else (x * 4 - 2).to(in_dtype)
+    precision = "tf32" if out_dtype == torch.bfloat16 else "tf32x3"
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        xi = x.contiguous(memory_format=fmt)
+        outs = [lowpass_crop_triton(xi, size, out_dtype=out_dtype, block_n=n, block_m=m, block_k=k, num_warps=w,
+                                    num_stages=s)
+                for n, m, k, w, s in lp._gpu_configs(precision, lp._next_pow2(hw[0]))]
+        for y in outs[1:]:
+            assert torch.equal(y, outs[0])
+        assert torch.equal(lowpass_crop_triton(xi, size, out_dtype=out_dtype), outs[0])  # the autotuned launch
