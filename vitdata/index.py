@@ -140,7 +140,7 @@ class SampleIndex:
         except StateError:
             raise
         except (OSError, ValueError, KeyError, TypeError, EOFError, json.JSONDecodeError, zlib.error,
-                zipfile.BadZipFile, UnicodeDecodeError) as e:
+                zipfile.BadZipFile, UnicodeDecodeError, NotImplementedError, RuntimeError) as e:
             raise StateError(f"{path}: unreadable or damaged index ({type(e).__name__}: {e})") from e
         if idx.fingerprint != header.get("fingerprint"):
             raise StateError(f"{path}: index content does not match its recorded fingerprint")

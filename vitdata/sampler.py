@@ -240,7 +240,7 @@ class EpochPlan:
                 data = {k: z[k] for k in z.files}
         except FileNotFoundError:
             raise
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, NotImplementedError, RuntimeError) as e:
             raise StateError(f"cannot read epoch plan {path}: {e}") from e
         if "format" not in data:
             raise StateError(f"{path} is not an epoch plan (no format field)")
