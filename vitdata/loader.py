@@ -613,8 +613,7 @@ class Loader:
                                world_size=self.world_size, shuffle=self.train, drop_last=self.train)
         self.schedule = self._make_schedule()
         self._check_knobs()
-        backend = cfg.backend if cfg.backend != "auto" else ("dali" if _dali_available() and cfg.num_workers >= 1
-                                                             else "torch")
+        backend = cfg.backend if cfg.backend != "auto" else ("dali" if _dali_available() else "torch")
         self.backend_name = backend
         self._backend = _DaliBackend(self) if backend == "dali" else _TorchBackend(self)
         self.epoch = 0
