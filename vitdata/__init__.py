@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 _here = _os.path.dirname(_os.path.abspath(__file__))
 _root = _os.path.dirname(_here)
 if not _os.path.isdir(_os.path.join(_here, "kernels")) and _os.path.isfile(_os.path.join(_root, "setup.py")):
-    import importlib.machinery as _machinery
+    import importlib.util as _util
     import sys as _sys
 
     class _CheckoutFinder:
@@ -25,12 +25,16 @@ if not _os.path.isdir(_os.path.join(_here, "kernels")) and _os.path.isfile(_os.p
         @classmethod
         def find_spec(cls, name, path=None, target=None):
             where = cls._map.get(name)
-            if where is None or not _os.path.isfile(_os.path.join(where, "__init__.py")):
+            init = None if where is None else _os.path.join(where, "__init__.py")
+            if init is None or not _os.path.isfile(init):
                 return None
-            return _machinery.PathFinder.find_spec(name.rsplit(".", 1)[1], [_os.path.dirname(where)])
+            # the spec must carry the full dotted name, or the import system cannot find the new module
+            return _util.spec_from_file_location(name, init, submodule_search_locations=[where])
 
+    # Ahead of every other finder: an editable install of another checkout maps the same two names to
+    # its own directories, and this checkout's code must not run with that checkout's subpackages.
     if not any(getattr(f, "__name__", "") == "_CheckoutFinder" for f in _sys.meta_path):
-        _sys.meta_path.append(_CheckoutFinder)
+        _sys.meta_path.insert(0, _CheckoutFinder)
 
 from vitdata.errors import ConfigError, DataError, StateError, VitdataError  # noqa: E402
 
