@@ -27,6 +27,8 @@ is one) for the plan of epoch ``e`` (``oracle.end_epoch(e - 1)``) and hands it t
 sample of the epoch is read. Calling ``set_epoch`` with the epoch already in progress keeps its position
 (so a resumed loop that calls ``set_epoch`` continues where the state left off). Without ``set_epoch``
 each full iteration moves to the next epoch. ``len(loader)`` is the steps of the epoch on this rank.
+Before ending epoch ``e - 1`` the loader hands that epoch's skipped ids to ``oracle.mark_skipped`` (when
+the oracle has it): a flag, never a loss report, so a bad file is not drawn as an unseen, hardest sample.
 
 End of epoch: training drops the ids that do not fill a global step (``drop_last``); evaluation reads
 every id exactly once across ranks and trims padding, so the last batch of a rank may be smaller
@@ -685,6 +687,9 @@ class Loader:
             return
         plan = None
         if self.oracle is not None and self.train and self.epoch > 0:
+            mark = getattr(self.oracle, "mark_skipped", None)
+            if mark is not None:   # flags, not losses: the oracle gives bad files the floor weight
+                mark([d["id"] for d in self._skipped.get(self.epoch - 1, [])])
             plan = self.oracle.end_epoch(self.epoch - 1)
         if self.oracle is not None or self._planned_epoch is None:
             self.sampler.set_plan(plan)
