@@ -139,8 +139,10 @@ class SampleIndex:
                           skipped=header.get("skipped", []), extra_stats=header.get("extra_stats", {}))
         except StateError:
             raise
+        # zipfile raises NotImplementedError for a damaged compression-method field and RuntimeError for a
+        # damaged flags field that marks a member encrypted.
         except (OSError, ValueError, KeyError, TypeError, EOFError, json.JSONDecodeError, zlib.error,
-                zipfile.BadZipFile, UnicodeDecodeError) as e:
+                zipfile.BadZipFile, UnicodeDecodeError, NotImplementedError, RuntimeError) as e:
             raise StateError(f"{path}: unreadable or damaged index ({type(e).__name__}: {e})") from e
         if idx.fingerprint != header.get("fingerprint"):
             raise StateError(f"{path}: index content does not match its recorded fingerprint")

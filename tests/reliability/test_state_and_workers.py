@@ -149,6 +149,34 @@ def test_d3_d4_d5_a_tampered_truncated_or_newer_index_is_refused_without_pickle(
         SampleIndex.load(path)
 
 
+def _zip_field_damage(blob: bytes) -> list[bytes]:
+    """Copies of a .npz (zip) with the first member's compression method set to an unknown value (226) and
+    with its flags marking it encrypted, in the local header and the central directory: zipfile raises
+    NotImplementedError and RuntimeError for these, not BadZipFile."""
+    local, central = blob.find(b"PK\x03\x04"), blob.find(b"PK\x01\x02")
+    out = []
+    for where_local, where_central, value in ((8, 10, b"\xe2\x00"), (6, 8, b"\x01\x00")):
+        b = bytearray(blob)
+        b[local + where_local:local + where_local + 2] = value
+        b[central + where_central:central + where_central + 2] = value
+        out.append(bytes(b))
+    return out
+
+
+def test_d3_an_index_or_plan_with_a_damaged_zip_method_or_flags_field_is_refused(data, tmp_path):
+    from vitdata.sampler import EpochPlan
+
+    idx_path, plan_path = str(tmp_path / "idx.npz"), str(tmp_path / "plan.npz")
+    build_index(data).save(idx_path)
+    EpochPlan(weights=np.ones(96)).save(plan_path)
+    for path, load in ((idx_path, SampleIndex.load), (plan_path, EpochPlan.load)):
+        good = open(path, "rb").read()
+        for bad in _zip_field_damage(good):
+            open(path, "wb").write(bad)
+            with _NoPickle(), pytest.raises(StateError):
+                load(path)
+
+
 class _SideEffect:
     def __reduce__(self):
         return (os.system, ("touch /tmp/vitdata-pickle-side-effect",))
