@@ -295,8 +295,9 @@ def _b9_cfg(data, backend, workers):
 def test_b9_the_first_batch_after_a_resume_at_10_or_90_percent_comes_as_fast_as_a_cold_start(b9_data, backend):
     """An epoch of 8,000 tiny samples (500 steps). States at steps 50 and 450 (JSON round trip). Time to
     first batch: cold = a new loader's first ``next``; resumed = ``load_state_dict`` plus the first ``next``
-    of a new loader (its construction, identical in both, is outside). 5 interleaved repeats, medians;
-    resumed <= 1.2 x cold, at both positions. Reading to step 450 is printed: what a replay would cost.
+    of a new loader (its construction, identical in both, is outside). 7 interleaved repeats; the minimum
+    of each is the cost without the shared machine's scheduling noise (medians are printed too): resumed
+    <= 1.2 x cold, at both positions. Reading to step 450 is printed: what a replay would cost.
     The torch backend times its DataLoader with 2 workers (its states do not depend on the count, B5)."""
     workers = 1 if backend == "dali" else 2
     ld = create_loader(_b9_cfg(b9_data, backend, workers))
@@ -326,17 +327,19 @@ def test_b9_the_first_batch_after_a_resume_at_10_or_90_percent_comes_as_fast_as_
         return dt, b.ids.numel(), pos
 
     times = {"cold": [], "10 %": [], "90 %": []}
-    for _ in range(5):
+    for _ in range(7):
         for name in times:
             dt, n, pos = first_batch(states.get(name))
             assert n == B9_BATCH and pos == {"cold": 1, "10 %": steps // 10 + 1, "90 %": steps * 9 // 10 + 1}[name]
             times[name].append(dt)
+    low = {k: min(v) for k, v in times.items()}
     med = {k: _median(v) for k, v in times.items()}
     print(f"\nB9 {backend}: {steps} steps per epoch; reading to step {steps * 9 // 10} took {to_90:.2f} s. "
-          f"Time to first batch, median of 5 (ms): cold {med['cold'] * 1e3:.0f}, resumed at 10 % "
-          f"{med['10 %'] * 1e3:.0f}, at 90 % {med['90 %'] * 1e3:.0f}; ratios {med['10 %'] / med['cold']:.2f}, "
-          f"{med['90 %'] / med['cold']:.2f}")
-    assert med["10 %"] <= 1.2 * med["cold"] and med["90 %"] <= 1.2 * med["cold"]
+          f"Time to first batch, min / median of 7 (ms): cold {low['cold'] * 1e3:.0f} / {med['cold'] * 1e3:.0f}, "
+          f"resumed at 10 % {low['10 %'] * 1e3:.0f} / {med['10 %'] * 1e3:.0f}, at 90 % {low['90 %'] * 1e3:.0f} / "
+          f"{med['90 %'] * 1e3:.0f}; ratios of the minima {low['10 %'] / low['cold']:.2f}, "
+          f"{low['90 %'] / low['cold']:.2f}")
+    assert low["10 %"] <= 1.2 * low["cold"] and low["90 %"] <= 1.2 * low["cold"]
 
 
 # -- F1 ----------------------------------------------------------------------------------------------
