@@ -64,3 +64,19 @@ def test_every_subcommand_has_help():
                              timeout=300)
         assert out.returncode == 0, f"vitdata {name} --help failed: {out.stderr[-500:]}"
         assert "usage:" in out.stdout
+
+
+def test_a_checkout_on_the_path_imports_its_own_pipelines_and_kernels(tmp_path):
+    """A checkout put first on the path (PYTHONPATH, ``-P``) takes ``vitdata.pipelines`` and ``vitdata.kernels``
+    from its own tree, even when an editable install of another checkout maps those names elsewhere."""
+    import os
+
+    code = ("import vitdata, vitdata.pipelines.source, vitdata.kernels; "
+            "print(vitdata.__file__); print(vitdata.pipelines.source.__file__); print(vitdata.kernels.__file__)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-P", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    files = out.stdout.split()
+    assert files == [str(ROOT / "vitdata" / "__init__.py"), str(ROOT / "pipelines" / "source.py"),
+                     str(ROOT / "kernels" / "__init__.py")], files

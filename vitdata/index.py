@@ -139,6 +139,8 @@ class SampleIndex:
                           skipped=header.get("skipped", []), extra_stats=header.get("extra_stats", {}))
         except StateError:
             raise
+        # zipfile raises NotImplementedError for a damaged compression-method field and RuntimeError for a
+        # damaged flags field that marks a member encrypted.
         except (OSError, ValueError, KeyError, TypeError, EOFError, json.JSONDecodeError, zlib.error,
                 zipfile.BadZipFile, UnicodeDecodeError, NotImplementedError, RuntimeError) as e:
             raise StateError(f"{path}: unreadable or damaged index ({type(e).__name__}: {e})") from e

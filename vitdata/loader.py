@@ -27,6 +27,8 @@ is one) for the plan of epoch ``e`` (``oracle.end_epoch(e - 1)``) and hands it t
 sample of the epoch is read. Calling ``set_epoch`` with the epoch already in progress keeps its position
 (so a resumed loop that calls ``set_epoch`` continues where the state left off). Without ``set_epoch``
 each full iteration moves to the next epoch. ``len(loader)`` is the steps of the epoch on this rank.
+Before ending epoch ``e - 1`` the loader hands that epoch's skipped ids to ``oracle.mark_skipped`` (when
+the oracle has it): a flag, never a loss report, so a bad file is not drawn as an unseen, hardest sample.
 
 End of epoch: training drops the ids that do not fill a global step (``drop_last``); evaluation reads
 every id exactly once across ranks and trims padding, so the last batch of a rank may be smaller
@@ -35,8 +37,11 @@ every id exactly once across ranks and trims padding, so the last batch of a ran
 Bad samples (``on_error``): every sample's header is checked before a decoder sees it (format, pixel
 budget, readable bytes). ``"skip"`` (training default) delivers the next usable id of the epoch order
 in its place and lists (id, path, reason) in :meth:`Loader.skipped`; ``"raise"`` (evaluation default)
-raises :class:`~vitdata.errors.DataError` naming file, sample id and reason. A decoder error that still
-happens is re-raised as a DataError naming the ids and paths of the batch.
+raises :class:`~vitdata.errors.DataError` naming file, sample id and reason. That error consumes its
+step: iterating the loader again (``for batch in loader`` inside a ``try``) continues with the next step
+of the epoch, so an evaluation loop can log the bad sample and go on without rebuilding the loader. A
+decoder error that still happens is re-raised as a DataError naming the ids and paths of the batch; the
+pipeline is not reusable after it (rebuild the loader, or ``load_state_dict`` a saved state).
 
 Resume: :meth:`Loader.state_dict` holds the epoch, the consumed position (never prefetched batches), the
 sampler state with its plan, the DALI checkpoint (base64 text) and a config fingerprint; after
@@ -689,6 +694,9 @@ class Loader:
             return
         plan = None
         if self.oracle is not None and self.train and self.epoch > 0:
+            mark = getattr(self.oracle, "mark_skipped", None)
+            if mark is not None:   # flags, not losses: the oracle gives bad files the floor weight
+                mark([d["id"] for d in self._skipped.get(self.epoch - 1, [])])
             plan = self.oracle.end_epoch(self.epoch - 1)
         if self.oracle is not None or self._planned_epoch is None:
             self.sampler.set_plan(plan)
@@ -736,13 +744,15 @@ class Loader:
         while self.position < steps:
             step = self.position
             raw = self._backend.next(self._ids[step])
-            batch = self._finish(raw, step)
+            # The backend has handed this step over, so it is consumed even when _finish raises a
+            # DataError for one of its samples: iterating again continues with the next step, in step
+            # with the backend's queue.
             self.position += 1
             self.sampler.position = self.position
             if self.position == steps:
                 self._finished = True
                 self._prev_finished = True
-            yield batch
+            yield self._finish(raw, step)
         self._finished = True
         self._prev_finished = True
 
@@ -784,11 +794,13 @@ class Loader:
     def _account(self, ids: np.ndarray, orig: np.ndarray, status: np.ndarray, step: int) -> None:
         from vitdata.pipelines.source import code_reason
 
-        bad = np.flatnonzero(status != 0)
+        # Eval padding (orig -1) borrows the order's first id, and reports that id's status; the id itself
+        # is checked, raised or counted at its own position, so the padding slot is never an error.
+        bad = np.flatnonzero((status != 0) & (orig >= 0))
         for j in bad:
             o = int(orig[j])
             reason = code_reason(int(status[j]))
-            path = self.index.describe(o) if o >= 0 else "<padding>"
+            path = self.index.describe(o)
             if self.on_error == "raise":
                 raise DataError(reason, path, sample_id=o,
                                 detail=f"{self.split} epoch {self.epoch} step {step} rank {self.rank}")

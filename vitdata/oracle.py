@@ -39,6 +39,17 @@ operational definitions, all configurable:
 - periods, monotone (never go back): ``formation`` while ``DDP_e <= DDP_h + growth_margin``;
   ``growth`` after that; ``exploration`` once ``kar <= explore_kar_frac * max(kar so far)`` while
   ``DDP_e > DDP_h``.
+
+Skipped ids
+-----------
+A sample the loader skips (a bad file, read by a substitute) is never reported: its table row stays as
+it was (RELIABILITY C4). The loader flags it instead (:meth:`DifficultyOracle.mark_skipped`, called with
+the epoch's skip list just before ``end_epoch``); the flags of all ranks are gathered at ``end_epoch``.
+An id flagged in the epoch being ended and not reported in that epoch is *skip-flagged* until an epoch
+reports it; ``OracleTable.skipped`` hands the flags to the policy. The weighted policy gives a
+skip-flagged id the floor weight (difficulty 0) instead of the never-seen prior (difficulty 1), so a
+permanently bad file is drawn about ``floor`` times per epoch, below an average id's once, not up to
+``cap`` times; it is still drawn, so a repaired file is read again and leaves the flag.
 """
 from __future__ import annotations
 
@@ -97,6 +108,7 @@ class OracleTable:
     epoch: int
     alpha: float
     beta: float
+    skipped: np.ndarray | None = None   # bool: skip-flagged (skipped, not reported since; module doc)
 
     def __len__(self) -> int:
         return len(self.seen)
@@ -251,7 +263,8 @@ class WeightedPolicy(Policy):
     """Sampling probability rising with difficulty, with a floor.
 
     ``prob_i = floor / N + (1 - floor) * d_i**gamma / sum_j d_j**gamma`` where ``d`` is the EMA
-    difficulty (unseen samples count as 1, the hardest), so ``prob_i >= floor / N`` for every sample.
+    difficulty (unseen samples count as 1, the hardest; skip-flagged ones, bad files the loader could not
+    read, as 0: they get the floor weight), so ``prob_i >= floor / N`` for every sample.
     ``cap`` bounds ``prob_i <= cap / N`` (the excess is spread over the other samples in proportion,
     which only raises them): late in training a few hard samples would otherwise be drawn hundreds of
     times per epoch. ``cap=None`` disables it.
@@ -298,6 +311,8 @@ class WeightedPolicy(Policy):
     def plan(self, table, epoch, metrics, rng):
         n = len(table)
         d = np.where(table.seen > 0, table.ema_difficulty.astype(np.float64), 1.0)
+        if table.skipped is not None:
+            d[table.skipped] = 0.0     # a bad file: the floor weight, not the never-seen prior
         np.clip(d, 0.0, 1.0, out=d)
         if self.gamma != 1.0:
             np.power(d, self.gamma, out=d)
@@ -411,6 +426,8 @@ class DifficultyOracle:
         self._epoch_forget0 = 0            # forgetting total when self.epoch started
         self._buf: dict[str, torch.Tensor] = {}
         self._grow(4096)
+        self._skip_flag = np.zeros(self.num_samples, dtype=bool)   # skip-flagged ids (module doc)
+        self._skip_pending: list[np.ndarray] = []                     # this rank's mark_skipped ids
 
     # ---------------------------------------------------------------------------------------- report
     def reserve(self, n: int) -> None:
@@ -483,6 +500,39 @@ class DifficultyOracle:
         self._buf["correct"][s].copy_(c)
         self._n += b
         self._counts.append(b)
+
+    def mark_skipped(self, ids) -> None:
+        """Flag ids this rank's loader skipped in the current epoch (``Loader`` calls it with its skip
+        list before ``end_epoch``). Not a loss report: the table and the report counts are untouched. The
+        flags are gathered from every rank at the next ``end_epoch``; see "Skipped ids" in the module doc."""
+        a = np.asarray(ids.detach().cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.int64).reshape(-1)
+        a = a[a >= 0]
+        if a.size and int(a.max()) >= self.num_samples:
+            raise ValueError(f"mark_skipped: sample id {int(a.max())} out of range for num_samples={self.num_samples}")
+        if a.size:
+            self._skip_pending.append(a)
+
+    def _fold_skips(self) -> int:
+        """Gather every rank's pending skip flags (a collective under torch.distributed), flag them, and
+        clear the ids reported in the epoch being ended. Returns the number of distinct ids flagged."""
+        local = np.unique(np.concatenate(self._skip_pending)) if self._skip_pending else np.zeros(0, np.int64)
+        self._skip_pending = []
+        d, world = self._dist()
+        if world > 1:
+            sizes = torch.tensor([local.size], dtype=torch.int64, device=self.device)
+            all_sizes = [torch.zeros_like(sizes) for _ in range(world)]
+            d.all_gather(all_sizes, sizes, group=self.process_group)
+            all_sizes = [int(k) for k in torch.cat(all_sizes).tolist()]
+            m = max(all_sizes)
+            if m:
+                buf = torch.full((m,), -1, dtype=torch.int64, device=self.device)
+                buf[:local.size] = torch.from_numpy(local).to(self.device)
+                out = [torch.empty_like(buf) for _ in range(world)]
+                d.all_gather(out, buf, group=self.process_group)
+                local = np.unique(torch.cat([o[:k] for o, k in zip(out, all_sizes)]).cpu().numpy())
+        self._skip_flag[local] = True
+        self._skip_flag &= self._t["last_epoch"].cpu().numpy() != self.epoch
+        return int(local.size)
 
     # ------------------------------------------------------------------------------------------ fold
     def _dist(self):
@@ -601,6 +651,7 @@ class DifficultyOracle:
         with _one_cpu_thread(self.device):
             self._fold()
             m = self._epoch_metrics()
+            m["n_skipped"] = self._fold_skips()
             table = self._host_table()
             rng = np.random.default_rng([_POLICY_TAG, self.seed, self.epoch + 1])
             plan = self.policy.plan(table, self.epoch + 1, m, rng).validate(self.num_samples)
@@ -662,7 +713,7 @@ class DifficultyOracle:
                            ema_difficulty=a["ema_difficulty"].astype(np.float32), seen=a["seen"],
                            forgetting=a["forgetting"], last_epoch=a["last_epoch"],
                            last_correct=a["last_correct"].astype(bool), epoch=self.epoch, alpha=self.alpha,
-                           beta=self.beta)
+                           beta=self.beta, skipped=self._skip_flag.copy())
 
     def _set_plan(self, plan) -> None:
         self.plan = plan
@@ -719,7 +770,8 @@ class DifficultyOracle:
                 "epoch_reports": self._epoch_reports, "epoch_ignored": self._epoch_ignored,
                 "epoch_forget0": self._epoch_forget0, "metrics": json.loads(json.dumps(self.metrics)),
                 "policy_state": dict(self.policy.state_dict()), "plan": plan,
-                "table": self.table_arrays(fold=False)}
+                "table": self.table_arrays(fold=False), "skipped": self._skip_flag.astype(np.uint8),
+                "skip_pending": [int(i) for a in self._skip_pending for i in a]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`; refuses a different format, size, policy or configuration."""
@@ -739,6 +791,13 @@ class DifficultyOracle:
         self._n, self._counts = 0, []
         for k in _TABLE:
             self._t[k].copy_(torch.from_numpy(np.ascontiguousarray(table[k])))
+        # Skip flags (absent in states written before they existed: none flagged).
+        flags = np.asarray(state.get("skipped", np.zeros(self.num_samples, np.uint8)))
+        if flags.shape != (self.num_samples,):
+            raise StateError(f"oracle state: 'skipped' has shape {flags.shape}, expected ({self.num_samples},)")
+        self._skip_flag = flags.astype(bool)
+        pending = np.asarray(state.get("skip_pending", []), dtype=np.int64)
+        self._skip_pending = [pending] if pending.size else []
         self.epoch, self.period = int(state["epoch"]), str(state["period"])
         self._epoch_reports, self._epoch_ignored = int(state["epoch_reports"]), int(state["epoch_ignored"])
         self._epoch_forget0 = int(state["epoch_forget0"])

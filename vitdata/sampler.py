@@ -52,6 +52,7 @@ import hashlib
 import numbers
 import os
 import zipfile
+import zlib
 from typing import Any, Iterator
 
 import numpy as np
@@ -240,7 +241,8 @@ class EpochPlan:
                 data = {k: z[k] for k in z.files}
         except FileNotFoundError:
             raise
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, NotImplementedError, RuntimeError) as e:
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, zlib.error, NotImplementedError,
+                RuntimeError) as e:   # the last two: damaged compression-method or flags fields (see index.py)
             raise StateError(f"cannot read epoch plan {path}: {e}") from e
         if "format" not in data:
             raise StateError(f"{path} is not an epoch plan (no format field)")

@@ -6,7 +6,9 @@ step, log) -> evaluation -> checkpoint -> report.
 
 With no data argument it trains on the built-in synthetic dataset (generated once into the vitdata
 cache), on CPU in a few minutes. ``torchrun --nproc-per-node K -m vitdata train ...`` runs DDP (NCCL on
-GPU, gloo on CPU).
+GPU, gloo on CPU). A rank that hangs (a stalled read) or dies leaves the others waiting in a collective;
+``--dist-timeout`` (seconds, default 600) bounds that wait: the waiting ranks then fail with the process
+group's timeout error instead of blocking for gloo's default 30 minutes.
 
 Timing: ``data_ms`` is the time spent waiting for the loader's next batch; ``step_ms`` is the rest of the
 step (mixing, forward, backward, optimiser). On CUDA the step ends with a deliberate
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import datetime
 import json
 import math
 import os
@@ -96,6 +99,8 @@ class TrainConfig:
     resume: Optional[str] = _f(None, "resume from a run directory or its checkpoint directory")
     seed: int = _f(0, "random seed")
     device: str = _f("auto", "auto | cpu | cuda")
+    dist_timeout: float = _f(600.0, "seconds a collective waits for the other ranks before the run fails "
+                                    "(a hung or dead rank)")
     progress: bool = _f(True, "progress bar on the terminal")
     report: bool = _f(True, "write the report folder at the end")
     config: Optional[str] = _f(None, "YAML file of options (command-line options win)")
@@ -166,6 +171,8 @@ def check_config(cfg: TrainConfig) -> None:
     for name in ("drloc", "patch_erasing", "mixup", "cutmix", "ema", "clip_grad", "label_smoothing"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0", (name,))
+    if not cfg.dist_timeout > 0:
+        raise ConfigError(f"--dist-timeout must be > 0 seconds, got {cfg.dist_timeout}", ("dist_timeout",))
     if cfg.patch_erasing > 1 or cfg.ema >= 1:
         raise ConfigError("--patch-erasing must be <= 1 and --ema < 1", ("patch_erasing", "ema"))
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.eval_every < 1 or cfg.log_every < 1:
@@ -189,7 +196,7 @@ def setup_distributed(cfg: TrainConfig):
     else:
         device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if want_cuda else "gloo")
+        dist.init_process_group("nccl" if want_cuda else "gloo", timeout=datetime.timedelta(seconds=cfg.dist_timeout))
     return rank, world, device
 
 

@@ -27,6 +27,11 @@ def batch_for(global_row: np.ndarray, rank: int, epoch: int, step: int):
     return ids, losses
 
 
+def skipped_for(global_row: np.ndarray, rank: int, epoch: int, step: int) -> list[int]:
+    """The ids this rank's loader skipped at a global step (the one ``batch_for`` replaces by -1)."""
+    return [int(global_row[rank * BATCH])] if (rank, epoch, step) == (1, 1, 2) else []
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rank", type=int, required=True)
@@ -47,6 +52,7 @@ def main():
         sampler.set_plan(oracle.plan)
         for step, row in enumerate(sampler.global_epoch_ids(epoch)):
             oracle.report(*batch_for(row, args.rank, epoch, step))
+            oracle.mark_skipped(skipped_for(row, args.rank, epoch, step))
             if (epoch, step) == CKPT_AT:
                 oracle.state_dict()
         plan = oracle.end_epoch(epoch)

@@ -44,6 +44,7 @@ def test_two_gloo_ranks_hold_identical_tables_plans_and_disjoint_shards(tmp_path
         for step, row in enumerate(sampler.epoch_ids(epoch)):
             for r in range(w.WORLD):
                 ref.report(*w.batch_for(row, r, epoch, step))
+                ref.mark_skipped(w.skipped_for(row, r, epoch, step))
         ref.end_epoch(epoch)
         r0, r1 = ranks[0][epoch], ranks[1][epoch]
         assert r0["table"] == r1["table"] == ref.table_digest(), f"epoch {epoch}"
@@ -54,4 +55,5 @@ def test_two_gloo_ranks_hold_identical_tables_plans_and_disjoint_shards(tmp_path
         assert np.array_equal(np.asarray(r0["next_ids"]), g[:, :w.BATCH])
         assert np.array_equal(np.asarray(r1["next_ids"]), g[:, w.BATCH:])
     assert ranks[0][1]["metrics"]["n_ignored"] == 1          # rank 1's skipped id never reached the table
+    assert ranks[0][1]["metrics"]["n_skipped"] == 1          # ... but its skip flag reached both ranks
     assert ranks[0][0]["metrics"]["n_reports"] == w.N        # both ranks' reports were folded

@@ -162,3 +162,46 @@ def test_weighted_caps_a_few_very_hard_samples_and_keeps_the_floor():
     uncapped = DifficultyOracle(1000, "weighted", device="cpu", floor=0.5, cap=None)
     uncapped.report(torch.arange(1000), torch.zeros(1000), p_true=p)
     assert uncapped.end_epoch(0).weights.max() > 100 / 1000
+
+
+def test_weighted_gives_a_skipped_id_the_floor_weight_until_an_epoch_reports_it():
+    """A bad file (skipped, never reported) gets floor / N, not the never-seen prior; it stays flagged while
+    it is not reported, and an epoch that reports it (a repaired file) returns it to normal weighting."""
+    n, floor = 100, 0.5
+    o = DifficultyOracle(n, "weighted", device="cpu", floor=floor)
+    ids = torch.arange(n)
+    losses = torch.full((n,), 0.7)
+    keep = (ids != 7) & (ids != 8)                 # 7: skipped by the loader; 8: simply not drawn
+    o.report(ids[keep], losses[keep])
+    o.mark_skipped([7])
+    w = o.end_epoch(0).weights
+    assert o.last_metrics["n_skipped"] == 1 and o.last_metrics["n_reports"] == n - 2
+    assert w[7] * n == pytest.approx(floor) and w[7] < w[keep].mean() < w[8]
+    o.report(ids[keep], losses[keep])              # epoch 1: 7 not drawn, so not flagged again
+    w = o.end_epoch(1).weights
+    assert w[7] * n == pytest.approx(floor) and o.last_metrics["n_skipped"] == 0
+    o.report(ids, losses)                          # epoch 2: 7 read and reported
+    w = o.end_epoch(2).weights
+    assert w[7] == pytest.approx(w[keep].mean())
+    assert o.table_arrays()["seen"][7] == 1
+
+
+def test_skip_flags_are_not_reports_and_survive_a_state_round_trip():
+    o = DifficultyOracle(50, "weighted", device="cpu")
+    o.report(torch.arange(1, 50), torch.ones(49))
+    before = o.table_arrays()
+    o.mark_skipped(torch.tensor([0, 0, -1]))       # repeated and negative ids are fine
+    o.end_epoch(0)
+    after = o.table_arrays()
+    assert after["seen"][0] == 0 and all(np.array_equal(after[k][0], before[k][0]) for k in after)
+    o.mark_skipped([3])                            # pending at the time of the state
+    state = o.state_dict()
+    b = DifficultyOracle(50, "weighted", device="cpu")
+    b.load_state_dict(state)
+    assert b.end_epoch(1).digest() == o.end_epoch(1).digest()
+    old = {k: v for k, v in state.items() if k not in ("skipped", "skip_pending")}   # written before flags
+    c = DifficultyOracle(50, "weighted", device="cpu")
+    c.load_state_dict(old)
+    assert not c._skip_flag.any()
+    with pytest.raises(ValueError, match="out of range"):
+        o.mark_skipped([50])

@@ -245,7 +245,7 @@ def test_c4_skipped_ids_are_never_reported_to_the_oracle_and_their_table_rows_st
     for k in before:
         assert np.array_equal(before[k], after[k]), k
     print(f"\nC4: bad ids {bad}; skipped per epoch {skipped}; never reported; table rows unchanged over 3 epochs. "
-          f"Their plan probability x N (unseen counts as hardest) per epoch: {probs}")
+          f"Their plan probability x N (skip-flagged: the floor weight) per epoch: {probs}")
 
 
 # -- G4 ----------------------------------------------------------------------------------------------

@@ -58,6 +58,14 @@ def test_locality_with_pss_is_refused_before_any_data_is_read(cache):
     assert not cache.exists()
 
 
+def test_dist_timeout_is_parsed_in_seconds_and_must_be_positive():
+    from vitdata.train import check_config
+    assert parse_config([]).dist_timeout == 600.0 and parse_config(["--dist-timeout", "30"]).dist_timeout == 30.0
+    with pytest.raises(ConfigError) as e:
+        check_config(parse_config(["--dist-timeout", "0"]))
+    assert e.value.fields == ("dist_timeout",)
+
+
 def test_unknown_yaml_option_is_named(tmp_path):
     y = tmp_path / "c.yaml"
     y.write_text("epoch: 3\n")
