@@ -113,25 +113,85 @@ def num_source_outputs(spec: GraphSpec) -> int:
 
 def build_pipeline(source, spec: GraphSpec, *, batch_size: int, num_threads: int, device_id: int | None,
                    py_num_workers: int, py_start_method: str, prefetch: int, seed: int,
-                   checkpoint: bytes | str | None = None):
+                   checkpoint: bytes | str | None = None, start_timeout: float = 120.0):
     """Build (not yet run) the train or eval pipeline around ``source`` (an ``EpochSource``).
 
     ``py_num_workers`` > 0 runs the source in that many worker processes (DALI's parallel external
     source); 0 calls it in the thread that runs the pipeline, which saves the inter-process copies
-    where the source is cheap next to decoding (a few 100 us per sample here)."""
+    where the source is cheap next to decoding (a few 100 us per sample here). Workers that do not report
+    ready within ``start_timeout`` seconds are killed and started once more, then a WorkerError is raised
+    (see :func:`_start_workers`)."""
     decode_device = "cpu" if device_id is None else "mixed"
     with warnings.catch_warnings():
         # DALI's RandAugment suite calls deprecated fn.experimental aliases when the graph is built.
         warnings.filterwarnings("ignore", message=r"(?s).*fn\.experimental\..*deprecated", category=DeprecationWarning)
         return _build(source, spec, decode_device, batch_size=batch_size, num_threads=num_threads,
                       device_id=device_id, py_num_workers=py_num_workers, py_start_method=py_start_method,
-                      prefetch=prefetch, seed=seed, checkpoint=checkpoint)
+                      prefetch=prefetch, seed=seed, checkpoint=checkpoint, start_timeout=start_timeout)
 
 
 def _build(source, spec, decode_device, *, batch_size, num_threads, device_id, py_num_workers, py_start_method,
-           prefetch, seed, checkpoint):
+           prefetch, seed, checkpoint, start_timeout):
     workers = {"py_num_workers": py_num_workers, "py_start_method": py_start_method} if py_num_workers > 0 else {}
-    pipe = _pipeline(source, spec, decode_device, py_num_workers > 0, batch_size=batch_size, num_threads=num_threads,
-                     device_id=device_id, prefetch_queue_depth=prefetch, seed=seed, checkpoint=checkpoint, **workers)
+
+    def make():
+        return _pipeline(source, spec, decode_device, py_num_workers > 0, batch_size=batch_size,
+                         num_threads=num_threads, device_id=device_id, prefetch_queue_depth=prefetch, seed=seed,
+                         checkpoint=checkpoint, **workers)
+
+    pipe = make()
+    if py_num_workers > 0:
+        for attempt in (1, 2):
+            hung = _start_workers(pipe, start_timeout)
+            if not hung:
+                break
+            del pipe
+            if attempt == 2:
+                from vitdata.errors import WorkerError
+
+                raise WorkerError(
+                    f"DALI source workers ({py_num_workers}, started with {py_start_method!r}) did not report ready "
+                    f"within {start_timeout:.0f} s, twice; killed pids {hung}. A worker that hangs while starting is "
+                    f"most often a fork taken while another thread of this process held a lock: try "
+                    f"start_method='spawn' or num_workers=0.", pids=hung)
+            warnings.warn(f"DALI source workers did not start within {start_timeout:.0f} s (killed pids {hung}); "
+                          f"starting them once more", RuntimeWarning, stacklevel=4)
+            pipe = make()
     pipe.build()
     return pipe
+
+
+def _start_workers(pipe, timeout: float) -> list[int]:
+    """Start the pipeline's source workers, watched: [] once every worker has reported ready, or the pids
+    killed after ``timeout`` seconds without that.
+
+    DALI waits for the workers' ready messages with no time limit, so a child that deadlocks before it
+    sends one (a fork taken while another thread held a lock the child then needs) hangs the trainer.
+    Here the start runs in a helper thread; when it overruns, the children it started are killed, DALI's
+    pool observer sees them exit and the start fails instead of waiting forever."""
+    import multiprocessing
+    import threading
+
+    before = {p.pid for p in multiprocessing.active_children()}
+    failure: list[BaseException] = []
+
+    def start():
+        try:
+            pipe.start_py_workers()
+        except BaseException as e:   # noqa: B036 -- handed to the caller's thread below
+            failure.append(e)
+
+    t = threading.Thread(target=start, name="vitdata-start-workers", daemon=True)
+    t.start()
+    t.join(timeout)
+    if not t.is_alive():
+        if failure:
+            raise failure[0]
+        return []
+    killed = []
+    for proc in multiprocessing.active_children():
+        if proc.pid not in before:
+            proc.kill()
+            killed.append(proc.pid)
+    t.join(30)
+    return killed or [-1]

@@ -152,6 +152,7 @@ class LoaderConfig:
     num_threads: int = 2                            # DALI CPU threads
     num_workers: int = 2                            # DALI source workers / DataLoader workers
     prefetch: int = 2                               # batches prepared ahead (DALI queue depth)
+    worker_start_timeout: float = 120.0             # s for DALI source workers to start (killed, retried once)
     seed: int = 0                                   # order and augmentation seed
     on_error: str = "auto"                          # auto (skip for train, raise for eval) | skip | raise
     max_pixels: int = 64_000_000                    # per-image pixel budget, checked from the header
@@ -268,6 +269,8 @@ def _check_config(cfg: LoaderConfig, split: str) -> None:
         bad("num_workers >= 0, num_threads >= 1 and prefetch >= 1 are required", "num_workers", "num_threads", "prefetch")
     if cfg.on_error not in ("auto", "skip", "raise"):
         bad(f"on_error must be auto | skip | raise, got {cfg.on_error!r}", "on_error")
+    if not cfg.worker_start_timeout > 0:
+        bad("worker_start_timeout must be > 0 seconds", "worker_start_timeout")
     if cfg.max_pixels < 1:
         bad("max_pixels must be >= 1", "max_pixels")
     if cfg.start_method not in ("auto", "spawn", "fork"):
@@ -381,7 +384,7 @@ class _DaliBackend:
         self.pipe = build_pipeline(self._source(), self.spec, batch_size=ld.batch_size, num_threads=cfg.num_threads,
                                    device_id=self.device_id, py_num_workers=cfg.num_workers,
                                    py_start_method=_start_method(cfg), prefetch=cfg.prefetch, seed=seed,
-                                   checkpoint=checkpoint)
+                                   checkpoint=checkpoint, start_timeout=cfg.worker_start_timeout)
 
     def _new_generation(self) -> None:
         self.generation += 1
