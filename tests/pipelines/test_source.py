@@ -116,3 +116,23 @@ def test_the_source_is_a_pure_function_of_the_control_file_and_position(tmp_path
     assert src(Info(3))[6].tolist() == [100, 100]       # 9 + 3 clipped to 10
     with pytest.raises(StopIteration):
         src(Info(4))
+
+
+def test_the_header_walk_reads_the_same_size_as_pillow(imagenet_samples):
+    # The check reads the size from the JPEG frame header / PNG IHDR itself; Pillow is the reference.
+    from vitdata.pipelines.source import _jpeg_size, _png_size
+
+    paths = sorted(p for p in imagenet_samples.rglob("*") if p.is_file())
+    extra = []
+    for mode, fmt, kw in (("RGB", "JPEG", dict(progressive=True)), ("CMYK", "JPEG", {}), ("L", "JPEG", {}),
+                          ("RGBA", "PNG", {}), ("P", "PNG", {})):
+        buf = io.BytesIO()
+        Image.new(mode, (37, 23)).save(buf, format=fmt, **kw)
+        extra.append(buf.getvalue())
+    blobs = [p.read_bytes() for p in paths] + extra
+    for blob in blobs:
+        size, why = (_png_size if blob[:4] == b"\x89PNG" else _jpeg_size)(blob)
+        assert why is None and size == Image.open(io.BytesIO(blob)).size
+    fill = GOOD[:2] + b"\xff\xff\xff" + GOOD[2:]   # fill bytes before a marker are legal
+    assert _jpeg_size(fill) == (Image.open(io.BytesIO(GOOD)).size, None)
+    print(f"\nheader walk: {len(blobs)} files, sizes equal to Pillow's")
