@@ -262,13 +262,20 @@ def _on_device(images, labels, s: Settings):
     return images, labels.to(dev, non_blocking=True)
 
 
+def vitdata_workers(s: Settings) -> int:
+    """DALI source workers of rows 1 and 2: on a CPU-only run the source runs in the pipeline's thread
+    (``num_workers=0``: decoding, not reading, is the cost there, and worker processes would only add
+    copies and compete for the same cores); with a GPU, ``s.workers`` processes feed it."""
+    return 0 if s.device == "cpu" else s.workers
+
+
 def vitdata_config(s: Settings, curriculum: bool):
     """LoaderConfig of row 1 (``curriculum``) or row 2; the output is (B, 3, size, size) either way."""
     from vitdata.loader import AugmentConfig, LoaderConfig, OutputConfig, ScheduleConfig
 
     out = OutputConfig(dtype=s.dtype, device=s.device)
-    common = dict(data=s.root, batch_size=s.batch_size, output=out, num_workers=s.workers, num_threads=s.threads,
-                  seed=s.seed)
+    common = dict(data=s.root, batch_size=s.batch_size, output=out, num_workers=vitdata_workers(s),
+                  num_threads=s.threads, seed=s.seed)
     if not curriculum:
         return LoaderConfig(image_size=s.size, augment=AugmentConfig(randaug=False, patch_size=s.patch_size),
                             **common)
