@@ -5,10 +5,11 @@ Both backends read the same index of real photos (``../shared/data/imagenet-samp
 the same sampler, with random-resized crop, flip, RandAugment (n=2, m=9) and normalisation to float32
 NCHW, DALI with ``num_threads`` CPU threads and ``num_workers`` source workers, torch with
 ``num_workers`` DataLoader workers. Each repeat times whole epochs after one warm-up epoch; the loader
-is built once per backend. Prints images/s (median and spread of the repeats) and the ratio, and
-writes a JSON record to ``benchmarks/results/cpu/<date>-loader-backends.json``.
+is built once per backend, and the timed repeats alternate between the backends. Prints images/s
+(median and spread of the repeats), the ratio of the medians and the ratio of each interleaved pair,
+and writes a JSON record to ``benchmarks/results/cpu/<date>-loader-backends.json``.
 
-    python -P benchmarks/bench_loader_cpu.py [--data DIR] [--epochs 3] [--repeats 3]
+    python -P benchmarks/bench_loader_cpu.py [--data DIR] [--epochs 2] [--repeats 5]
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from vitdata import benchutil
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def time_backend(backend: str, args) -> dict:
+def make_loader(backend: str, args):
     from vitdata import LoaderConfig, create_loader
     from vitdata.loader import AugmentConfig
 
@@ -32,27 +33,22 @@ def time_backend(backend: str, args) -> dict:
                        augment=AugmentConfig(randaug_magnitude=9.0, randaug_num_ops=2))
     t0 = time.perf_counter()
     loader = create_loader(cfg)
-    epoch = 0
-    try:
-        loader.set_epoch(epoch)
-        n_warm = sum(len(b.ids) for b in loader)   # warm-up: worker start, first decodes
-        warm_s = time.perf_counter() - t0
-        repeats = []
-        for _ in range(args.repeats):
-            n, t = 0, time.perf_counter()
-            for _ in range(args.epochs):
-                epoch += 1
-                loader.set_epoch(epoch)
-                for b in loader:
-                    n += len(b.ids)
-            dt = time.perf_counter() - t
-            repeats.append({"images": n, "seconds": dt, "images_per_s": n / dt})
-    finally:
-        loader.close()
-    ips = [r["images_per_s"] for r in repeats]
-    return {"backend": backend, "warmup_images": n_warm, "warmup_seconds": warm_s, "repeats": repeats,
-            "median_images_per_s": statistics.median(ips), "min_images_per_s": min(ips),
-            "max_images_per_s": max(ips)}
+    loader.set_epoch(0)
+    n_warm = sum(len(b.ids) for b in loader)   # warm-up: worker start, first decodes
+    return loader, {"backend": backend, "warmup_images": n_warm, "warmup_seconds": time.perf_counter() - t0,
+                    "repeats": []}
+
+
+def time_epochs(loader, result: dict, epochs: int) -> float:
+    """Time ``epochs`` more whole epochs of ``loader``; appends the repeat to ``result``."""
+    n, t = 0, time.perf_counter()
+    for _ in range(epochs):
+        loader.set_epoch(loader.epoch + 1)
+        for b in loader:
+            n += len(b.ids)
+    dt = time.perf_counter() - t
+    result["repeats"].append({"images": n, "seconds": dt, "images_per_s": n / dt})
+    return n / dt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,29 +59,44 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="DALI CPU threads")
     p.add_argument("--workers", type=int, default=2, help="DALI source workers / DataLoader workers")
     p.add_argument("--epochs", type=int, default=2, help="epochs per timed repeat")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--backends", default="dali,torch")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/cpu/<date>-loader-backends.json)")
     args = p.parse_args(argv)
     if not os.path.isdir(args.data):
         print(f"no data at {args.data}", file=sys.stderr)
         return 2
-    results = {}
+    results, loaders = {}, {}
     load_before = os.getloadavg()
-    for backend in args.backends.split(","):
-        r = time_backend(backend, args)
-        results[backend] = r
+    backends = args.backends.split(",")
+    try:
+        for backend in backends:
+            loaders[backend], results[backend] = make_loader(backend, args)
+        # Repeats alternate between the backends, so a change in the machine's load hits both alike;
+        # the idle loader's workers and threads wait without using a core.
+        pair_ratios = []
+        for _ in range(args.repeats):
+            ips = {b: time_epochs(loaders[b], results[b], args.epochs) for b in backends}
+            if "dali" in ips and "torch" in ips:
+                pair_ratios.append(ips["dali"] / ips["torch"])
+    finally:
+        for ld in loaders.values():
+            ld.close()
+    for backend, r in results.items():
+        ips = [x["images_per_s"] for x in r["repeats"]]
+        r.update(median_images_per_s=statistics.median(ips), min_images_per_s=min(ips), max_images_per_s=max(ips))
         print(f"{backend:>6}: {r['median_images_per_s']:8.1f} img/s (median of {args.repeats}; "
               f"min {r['min_images_per_s']:.1f}, max {r['max_images_per_s']:.1f})", flush=True)
     ratio = None
     if "dali" in results and "torch" in results:
         ratio = results["dali"]["median_images_per_s"] / results["torch"]["median_images_per_s"]
-        print(f" ratio: {ratio:.2f}x (dali / torch)")
+        print(f" ratio: {ratio:.2f}x (dali / torch, medians); per interleaved repeat: "
+              f"{', '.join(f'{x:.2f}' for x in pair_ratios)}")
     record = {"question": "DALI backend vs torch backend images/s on CPU, full augmentation",
               # other processes share the cores: the load average says how busy they were
               "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
               "settings": {k: v for k, v in vars(args).items() if k != "out"}, "results": results,
-              "ratio_dali_over_torch": ratio,
+              "ratio_dali_over_torch": ratio, "ratio_per_repeat": pair_ratios if ratio else None,
               "headline": [{"measured": f"loader, {b} backend, full augmentation, {args.image_size} px, batch "
                                         f"{args.batch_size}, {args.workers} workers / {args.threads} threads",
                             "figure": f"{r['median_images_per_s']:,.0f} images/s",

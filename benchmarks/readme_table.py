@@ -88,7 +88,11 @@ def rows_of(rec: dict) -> list[tuple[str, str, str]]:
         base = rec.get("baseline_row", 4)
         for r in sorted(rec.get("rows", []), key=lambda r: r["row"]):
             ratio = r.get("ratio_to_row4")
-            lines.append((f"loader ({r['row']}) {r['name']}; {setup}",
+            own = r.get("details", {}).get("config", {}).get("num_workers")
+            row_setup = setup if own is None or own == s.get("workers") else (
+                f"{setup.split(', ' + str(s.get('workers')) + ' workers')[0]}, DALI source in-thread / "
+                f"{s.get('threads')} threads" if own == 0 else f"{setup} ({own} source workers)")
+            lines.append((f"loader ({r['row']}) {r['name']}; {row_setup}",
                           f"{_fmt(r['images_per_s'])} images/s (spread {r['spread_pct']:.0f}%)",
                           f"{ratio:.2f}x row ({base})" if ratio is not None else "n/a"))
         for r in sorted(rec.get("skipped", []), key=lambda r: r["row"]):
