@@ -143,7 +143,7 @@ def _build(source, spec, decode_device, *, batch_size, num_threads, device_id, p
     if py_num_workers > 0:
         for attempt in (1, 2):
             hung = _start_workers(pipe, start_timeout)
-            if not hung:
+            if hung is None:
                 break
             del pipe
             if attempt == 2:
@@ -161,9 +161,9 @@ def _build(source, spec, decode_device, *, batch_size, num_threads, device_id, p
     return pipe
 
 
-def _start_workers(pipe, timeout: float) -> list[int]:
-    """Start the pipeline's source workers, watched: [] once every worker has reported ready, or the pids
-    killed after ``timeout`` seconds without that.
+def _start_workers(pipe, timeout: float) -> list[int] | None:
+    """Start the pipeline's source workers, watched: None once every worker has reported ready, else the
+    pids killed after ``timeout`` seconds without that.
 
     DALI waits for the workers' ready messages with no time limit, so a child that deadlocks before it
     sends one (a fork taken while another thread held a lock the child then needs) hangs the trainer.
@@ -187,11 +187,11 @@ def _start_workers(pipe, timeout: float) -> list[int]:
     if not t.is_alive():
         if failure:
             raise failure[0]
-        return []
+        return None
     killed = []
     for proc in multiprocessing.active_children():
         if proc.pid not in before:
             proc.kill()
             killed.append(proc.pid)
     t.join(30)
-    return killed or [-1]
+    return killed
