@@ -93,7 +93,8 @@ def _normalise(images, spec: GraphSpec, mirror, crop=None):
 def _pipeline(source, spec: GraphSpec, decode_device: str, parallel: bool):
     k = num_source_outputs(spec)
     outs = fn.external_source(
-        source=source, num_outputs=k, batch=False, parallel=parallel,
+        source=source, num_outputs=k, batch=not parallel, parallel=parallel,
+        **({} if parallel else {"batch_info": True}),
         dtype=[types.UINT8, types.INT64, types.INT64, types.INT64, types.INT32, types.FLOAT, types.INT32,
                types.INT32][:k],
         ndim=[1, 0, 0, 0, 0, 1, 1, 1][:k])

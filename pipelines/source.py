@@ -230,7 +230,8 @@ def control_path(directory: str, dali_epoch: int) -> str:
 
 
 class EpochSource:
-    """Picklable per-sample callable for ``fn.external_source(batch=False, parallel=True)``.
+    """Picklable callable for ``fn.external_source``: per sample in worker processes (``batch=False,
+    parallel=True``), per step in the pipeline thread (``batch=True, parallel=False``).
 
     Control file arrays: ``ids`` int64 (steps*batch,) in consumption order (eval padding = -1);
     ``step_size`` int32 (steps,); ``step_magnitude`` float32 (steps,); ``step_num_ops`` int32
@@ -246,6 +247,7 @@ class EpochSource:
         self.batch_size, self.max_ops, self.max_pixels = int(batch_size), max(1, int(max_ops)), int(max_pixels)
         self._epoch_key = None
         self._ctl = None
+        self._pos = None      # epoch position being read (names the sample in an error)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -259,27 +261,57 @@ class EpochSource:
         return self._ctl
 
     def __call__(self, info):
+        """One sample for DALI's ``SampleInfo`` (worker processes, ``batch=False``), or the whole step for a
+        ``BatchInfo`` (the in-thread source, ``batch=True``: one call and stacked arrays per step instead of
+        a call and eight small arrays per sample, the same values)."""
+        batched = not hasattr(info, "idx_in_epoch")
+        self._pos = None
         try:
-            return self._sample(info)
+            return self._batch(info) if batched else self._sample(info)
         except (StopIteration, DataError):
             raise
         except Exception as e:
             # Anything else (a bug, a reader that raised something unexpected) is named by sample here:
             # DALI passes only the text of a worker's exception to the main process.
-            pos, sid = info.idx_in_epoch, None
+            pos, sid = self._pos, None
             try:
                 sid = int(self._control(info.epoch_idx)["ids"][pos])
             except Exception:
                 pass
             where = self.index.describe(sid) if sid is not None and sid >= 0 else f"epoch position {pos}"
             raise DataError("decode_error", where, sample_id=sid,
-                            detail=f"source worker pid {os.getpid()} raised {type(e).__name__}: {e}\n"
+                            detail=f"source pid {os.getpid()} raised {type(e).__name__}: {e}\n"
                                    + traceback.format_exc()) from e
+
+    def _batch(self, info):
+        ctl = self._control(info.epoch_idx)
+        ids, b, step = ctl["ids"], self.batch_size, info.iteration
+        start = step * b
+        if start >= len(ids):
+            raise StopIteration
+        encoded, sids, status = [], np.empty(b, np.int64), np.empty(b, np.int32)
+        for j in range(b):
+            self._pos = start + j
+            sids[j], status[j], data = self._resolve(ids, start + j, int(ids[start + j]))
+            encoded.append(np.frombuffer(data, np.uint8))
+        orig = np.ascontiguousarray(ids[start:start + b], np.int64)
+        pad = orig < 0
+        n = self.max_ops
+        mag = float(ctl["step_magnitude"][step]) + ctl["extra_magnitude"][start:start + b].astype(np.float64)
+        out = (encoded,
+               np.where(pad, -1, np.asarray(self.index.label)[sids]).astype(np.int64),
+               np.where(pad, -1, sids),
+               orig,
+               status,
+               np.full((b, 2), float(ctl["step_size"][step]), np.float32),
+               np.repeat(magnitude_to_bin(mag)[:, None], n, axis=1),
+               np.repeat((np.arange(n) < int(ctl["step_num_ops"][step])).astype(np.int32)[None], b, axis=0))
+        return out[:self.num_outputs]
 
     def _sample(self, info):
         ctl = self._control(info.epoch_idx)
         ids = ctl["ids"]
-        pos = info.idx_in_epoch
+        pos = self._pos = info.idx_in_epoch
         if pos >= len(ids):
             raise StopIteration
         step = pos // self.batch_size

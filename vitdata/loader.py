@@ -811,6 +811,13 @@ class Loader:
                                               "step": step})
 
     def _decode_error(self, step_ids: np.ndarray, exc: BaseException) -> DataError:
+        # The in-thread source raises in this process: its DataError (naming the sample) arrives as an
+        # object, possibly as the cause of DALI's own exception.
+        seen = exc
+        while seen is not None:
+            if isinstance(seen, DataError):
+                return seen
+            seen = seen.__cause__ or seen.__context__
         text = str(exc)
         # A DataError raised in a source worker reaches us only as text inside DALI's message: rebuild
         # it, so the reason and the sample are the worker's (not the batch that happened to be waiting).

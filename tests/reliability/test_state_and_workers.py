@@ -311,7 +311,8 @@ def test_g1_source_workers_that_hang_while_starting_are_killed_and_reported_not_
         ld.close()
 
 
-def test_g2_an_exception_in_the_source_is_re_raised_with_the_sample_id_and_traceback(data, monkeypatch):
+@pytest.mark.parametrize("workers", [2, 0], ids=["workers", "in-thread"])
+def test_g2_an_exception_in_the_source_is_re_raised_with_the_sample_id_and_traceback(data, monkeypatch, workers):
     from vitdata.index import SampleReader
 
     read = SampleReader.read
@@ -322,7 +323,7 @@ def test_g2_an_exception_in_the_source_is_re_raised_with_the_sample_id_and_trace
         return read(self, i)
 
     monkeypatch.setattr(SampleReader, "read", flaky)   # inherited by the forked DALI workers
-    ld = create_loader(LoaderConfig(data=data, batch_size=4, image_size=16, backend="dali", num_workers=2,
+    ld = create_loader(LoaderConfig(data=data, batch_size=4, image_size=16, backend="dali", num_workers=workers,
                                     start_method="fork", augment=FULL_VIEW), split="eval")
     try:
         with pytest.raises(DataError) as e:
