@@ -88,10 +88,11 @@ def rows_of(rec: dict) -> list[tuple[str, str, str]]:
         base = rec.get("baseline_row", 4)
         for r in sorted(rec.get("rows", []), key=lambda r: r["row"]):
             ratio = r.get("ratio_to_row4")
-            own = r.get("details", {}).get("config", {}).get("num_workers")
-            row_setup = setup if own is None or own == s.get("workers") else (
-                f"{setup.split(', ' + str(s.get('workers')) + ' workers')[0]}, DALI source in-thread / "
-                f"{s.get('threads')} threads" if own == 0 else f"{setup} ({own} source workers)")
+            conf = r.get("details", {}).get("config", {})
+            own, threads = conf.get("num_workers"), conf.get("num_threads", s.get("threads"))
+            row_setup = setup if own is None or (own, threads) == (s.get("workers"), s.get("threads")) else (
+                f"{s.get('size')} px, batch {s.get('batch_size')}, {s.get('dtype')}, "
+                + (f"DALI source in-thread / {threads} threads" if own == 0 else f"{own} workers / {threads} threads"))
             lines.append((f"loader ({r['row']}) {r['name']}; {row_setup}",
                           f"{_fmt(r['images_per_s'])} images/s (spread {r['spread_pct']:.0f}%)",
                           f"{ratio:.2f}x row ({base})" if ratio is not None else "n/a"))
