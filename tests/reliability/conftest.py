@@ -1,9 +1,13 @@
 """Corpora for the reliability suite: the 28 bad-input kinds mixed into self-identifying datasets."""
-import os
 
 import pytest
 
+from vitdata import LoaderConfig, create_loader
 from vitdata.datasets import badinputs
+from vitdata.loader import AugmentConfig
+
+# The whole image, unaugmented: pixels identify the sample.
+FULL_VIEW = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, randaug=False)
 
 
 @pytest.fixture(autouse=True)
@@ -27,3 +31,17 @@ def bad_ids(index, m: badinputs.Mixed) -> dict[int, int]:
             if where == key:
                 out[k] = i
     return out
+
+
+def skip_corpus(tmp_path_factory, name: str) -> tuple[LoaderConfig, int, list[int]]:
+    """62 good 16 px images and 2 bad ones (kinds 1 and 3), read with ``on_error="skip"``: the training
+    config, the dataset size and the index positions of the bad files (the C4 and skip-policy tests)."""
+    root = tmp_path_factory.mktemp(name)
+    m = badinputs.write_imagefolder_mixed(str(root / "train"), 62, kinds=[1, 3], size=16)
+    cfg = LoaderConfig(data=m.root, batch_size=8, image_size=16, backend="torch", num_workers=0,
+                       augment=FULL_VIEW, on_error="skip", seed=5)
+    probe = create_loader(cfg)
+    try:
+        return cfg, len(probe.index), sorted(bad_ids(probe.index, m).values())
+    finally:
+        probe.close()

@@ -11,7 +11,6 @@ timeout is 10 s. The rank that hits a bad sample dies with the DataError; the ot
 """
 import datetime
 import json
-import os
 import sys
 import time
 

@@ -3,7 +3,6 @@
 import errno
 import hashlib
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 
 from vitdata import io as vio
 from vitdata.datasets import selfid
-from vitdata.index import SampleIndex, build_index, open_index
+from vitdata.index import SampleIndex, open_index
 
 WRITER = textwrap.dedent("""
     import hashlib, os, sys

@@ -15,12 +15,11 @@ import torch
 from vitdata import DataError, LoaderConfig, create_loader
 from vitdata.datasets import badinputs, selfid
 from vitdata.index import SampleReader, build_index, open_index
-from vitdata.loader import AugmentConfig, DistributedConfig, EvalConfig
+from vitdata.loader import DistributedConfig, EvalConfig
 from vitdata.pipelines.source import check_bytes, check_sample
 
-from .conftest import bad_ids, mixed
+from .conftest import FULL_VIEW, bad_ids, mixed
 
-FULL_VIEW = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, randaug=False)
 LAYOUTS = ["imagefolder", "wds"]
 
 

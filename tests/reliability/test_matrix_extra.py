@@ -21,9 +21,9 @@ from vitdata import LoaderConfig, create_loader
 from vitdata.datasets import badinputs, selfid
 from vitdata.loader import AugmentConfig, DistributedConfig
 from vitdata.sampler import EpochPlan, Sampler
+from .conftest import FULL_VIEW, skip_corpus
 
 WORKER = Path(__file__).with_name("matrix_worker.py")
-FULL_VIEW = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, randaug=False)
 AUG = AugmentConfig(randaug_magnitude=7.0)
 
 
@@ -215,14 +215,7 @@ def test_c3_h1_two_gloo_ranks_agree_on_table_and_plan_each_epoch_and_deliver_exa
 def test_c4_skipped_ids_are_never_reported_to_the_oracle_and_their_table_rows_stay_unchanged(tmp_path_factory):
     from vitdata.oracle import DifficultyOracle
 
-    root = tmp_path_factory.mktemp("c4")
-    m = badinputs.write_imagefolder_mixed(str(root / "train"), 62, kinds=[1, 3], size=16)
-    cfg = LoaderConfig(data=m.root, batch_size=8, image_size=16, backend="torch", num_workers=0,
-                       augment=FULL_VIEW, on_error="skip", seed=5)
-    probe = create_loader(cfg)
-    n = len(probe.index)
-    bad = sorted(i for i in range(n) if probe.index.path(i) in m.bad.values())
-    probe.close()
+    cfg, n, bad = skip_corpus(tmp_path_factory, "c4")
     assert len(bad) == 2
     oracle = DifficultyOracle(n, "weighted", device="cpu", seed=2, floor=0.5)
     before = {k: v[bad].copy() for k, v in oracle.table_arrays().items()}

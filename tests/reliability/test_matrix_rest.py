@@ -23,9 +23,9 @@ from vitdata import DataError, LoaderConfig, create_loader
 from vitdata.datasets import badinputs, selfid
 from vitdata.loader import AugmentConfig, Loader
 from vitdata.pipelines.source import check_sample, resolve_sample
+from .conftest import FULL_VIEW, skip_corpus
 
 WORKER = Path(__file__).with_name("rest_worker.py")
-FULL_VIEW = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, randaug=False)
 # kinds a header check refuses by content (the after-index kinds would make a rebuilt index drop the file)
 CONTENT_KINDS = (1, 2, 3, 4, 5, 7, 8, 15, 19, 20, 23)
 
@@ -475,14 +475,7 @@ def test_a_permanently_bad_sample_is_not_drawn_more_often_than_an_average_sample
     never reported, table rows unchanged."""
     from vitdata.oracle import DifficultyOracle
 
-    root = tmp_path_factory.mktemp("policy")
-    m = badinputs.write_imagefolder_mixed(str(root / "train"), 62, kinds=[1, 3], size=16)
-    cfg = LoaderConfig(data=m.root, batch_size=8, image_size=16, backend="torch", num_workers=0,
-                       augment=FULL_VIEW, on_error="skip", seed=5)
-    probe = create_loader(cfg)
-    n = len(probe.index)
-    bad = sorted(i for i in range(n) if probe.index.path(i) in m.bad.values())
-    probe.close()
+    cfg, n, bad = skip_corpus(tmp_path_factory, "policy")
     floor = 0.5
     oracle = DifficultyOracle(n, "weighted", device="cpu", seed=2, floor=floor)
     before = {k: v[bad].copy() for k, v in oracle.table_arrays().items()}

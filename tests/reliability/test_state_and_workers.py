@@ -1,7 +1,5 @@
 """RELIABILITY B4 (world-size change), B6 (config mismatch), D3/D4/D5 (state and index integrity, no pickle,
 versions), G1/G2 (dead worker, exception in the source). F1 is in test_matrix_rest.py (2,000 steps)."""
-import dataclasses
-import io
 import json
 import os
 import pickle
@@ -18,9 +16,9 @@ from vitdata import checkpoint
 from vitdata.datasets import selfid
 from vitdata.errors import WorkerError
 from vitdata.index import SampleIndex, build_index
-from vitdata.loader import AugmentConfig, DistributedConfig, ScheduleConfig
+from vitdata.loader import DistributedConfig, ScheduleConfig
+from .conftest import FULL_VIEW
 
-FULL_VIEW = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, randaug=False)
 
 
 @pytest.fixture(scope="module")
