@@ -40,6 +40,12 @@ from vitdata.io import atomic_write
 FORMAT_VERSION = 1
 IMAGE_EXTS = ("jpg", "jpeg", "png")
 BAD_LABEL = -1                 # label of a sample indexed with bad_labels="mark"
+# Largest class index a .cls may hold (2^24 - 1): above every classification label space in use (face
+# identities: a few million) and small enough that a class list of that length fits in memory.
+MAX_LABEL = (1 << 24) - 1
+# Without classes.json, a label is refused when it lies beyond a gap in the labels seen: more than
+# LABEL_GAP above the next smaller label seen, and more than that label + 1 above it (see _labels_beyond_a_gap).
+LABEL_GAP = 1024
 MEMBER_CAP = 64 << 20          # largest tar member accepted (bytes); larger claims are refused unread
 _BLOCK = 512
 _REGULAR = (b"0", b"\0", b"7")
@@ -312,13 +318,18 @@ def _scan_shard(fid: int, path: str, size: int, b: _Builder, seen: dict, skipped
             cls_off, cls_len = group["cls"]
             raw = os.pread(fd, cls_len, cls_off) if cls_len <= 64 else b"<too long>"
             text = raw.strip()
-            label = int(text) if text.isdigit() else BAD_LABEL
+            label, why = BAD_LABEL, f".cls holds {raw[:20]!r}, expected ASCII digits"
+            if text.isdigit():
+                # at most 64 digits here; a label past MAX_LABEL would make a class list of that length
+                label = int(text)
+                if label > MAX_LABEL:
+                    label, why = BAD_LABEL, (f".cls holds {_short_number(text)}, above the largest label vitdata "
+                                             f"accepts ({MAX_LABEL})")
             if label == BAD_LABEL:
                 if not mark_bad_labels:
-                    raise DataError("bad_label", path, offset=cls_off - _BLOCK,
-                                    detail=f"sample {group_key!r}: .cls holds {raw[:20]!r}, expected ASCII digits")
+                    raise DataError("bad_label", path, offset=cls_off - _BLOCK, detail=f"sample {group_key!r}: {why}")
                 skipped.append({"path": path, "offset": cls_off - _BLOCK, "reason": "bad_label",
-                                "detail": f"sample {group_key!r}: .cls holds {raw[:20]!r}; indexed with label -1"})
+                                "detail": f"sample {group_key!r}: {why}; indexed with label -1"})
             seen[group_key] = f"{path}@{group_off}"
             off, n = group[img[0]]
             b.add(fid, off, n, label, group_key)
@@ -421,8 +432,11 @@ def _build_wds(source: str, num_classes: int | None, member_cap: int, mark_bad_l
     if os.path.isfile(classes_file):
         classes = _read_classes(classes_file)
         extra[classes_file] = os.stat(classes_file).st_mtime_ns
+    elif num_classes is not None:
+        classes = [str(c) for c in range(num_classes)]
     else:
-        classes = [str(c) for c in range(num_classes if num_classes is not None else max(max(b.label) + 1, 1))]
+        _refuse_labels_beyond_a_gap(b, shards, skipped, mark_bad_labels, classes_file)
+        classes = [str(c) for c in range(max(max(b.label) + 1, 1))]
     if num_classes is not None and num_classes != len(classes):
         raise DataError("bad_label", classes_file, detail=f"{len(classes)} classes listed, {num_classes} expected")
     labels = np.asarray(b.label)
@@ -439,6 +453,58 @@ def _build_wds(source: str, num_classes: int | None, member_cap: int, mark_bad_l
                         detail=f"sample {b.keys[i]!r} has label {labels[i]}, outside [0, {len(classes)})")
     return b.finish(kind="wds", spec=source, sources=shards, source_stats=np.asarray(stats, np.int64),
                     classes=classes, skipped=skipped, extra_stats=extra)
+
+
+def _short_number(text: bytes) -> str:
+    """ASCII digits for a message: a long number as its first digits and its length."""
+    return text.decode() if len(text) <= 20 else f"{text[:12].decode()}... ({len(text)} digits)"
+
+
+def _labels_beyond_a_gap(labels: np.ndarray) -> tuple[int, int] | None:
+    """(first refused label, the label seen just below it, or -1), or None when every label is plausible.
+
+    Without classes.json the class count is the largest label + 1, so one corrupt ``.cls`` (``1000000``
+    among labels 0..9) would make a million classes. Real label sets are dense or spread evenly: going up
+    the distinct labels seen, no label jumps far past the labels below it. A label ``v`` whose next
+    smaller distinct label seen is ``p`` (``-1`` for the smallest) is *beyond a gap* when
+    ``v - p > LABEL_GAP`` and ``v - p > p + 1`` (it more than doubles the range 0..p); it and every
+    larger label are refused. Labels up to LABEL_GAP are never refused, so any dataset of at most
+    1,025 classes (CIFAR, ImageNet-1k) passes whatever subset of its classes it holds; ImageNet-21k
+    passes whole, and a subset of it passes unless it skips its first 1,024 classes or more than the
+    classes below a jump.
+    """
+    u = np.unique(labels[labels >= 0])
+    if u.size == 0:
+        return None
+    below = np.concatenate([[-1], u[:-1]])
+    jump = u - below
+    far = np.flatnonzero((jump > LABEL_GAP) & (jump > below + 1))
+    return (int(u[far[0]]), int(below[far[0]])) if far.size else None
+
+
+def _refuse_labels_beyond_a_gap(b: _Builder, shards: list[str], skipped: list, mark: bool, classes_file: str) -> None:
+    """Apply :func:`_labels_beyond_a_gap` to the scanned samples: raise ``bad_label``, or with ``mark`` index
+    the refused samples with label -1 (listed in ``skipped``). A gap below every label always raises."""
+    labels = np.asarray(b.label, np.int64)
+    gap = _labels_beyond_a_gap(labels)
+    if gap is None:
+        return
+    first, below = gap
+    bad = np.flatnonzero(labels >= first)
+    top = int(labels.max())
+    seen = "no smaller label" if below < 0 else f"the next smaller label seen is {below}"
+    why = (f"labels from {first} up lie beyond a gap ({seen}): without a class list the class count would be "
+           f"{top + 1:,} from {np.unique(labels[labels >= 0]).size} distinct labels. If the labels are right, "
+           f"state the class count: put a classes.json (a JSON list of the class names, index = label) at "
+           f"{classes_file}, or pass num_classes")
+    i = int(bad[0])
+    if not mark or below < 0:
+        raise DataError("bad_label", shards[b.file_id[i]], offset=b.offset[i],
+                        detail=f"sample {b.keys[i]!r} has label {b.label[i]} ({bad.size} sample(s) refused): {why}")
+    for i in bad.tolist():
+        skipped.append({"path": shards[b.file_id[i]], "offset": b.offset[i], "reason": "bad_label",
+                        "detail": f"sample {b.keys[i]!r} has label {b.label[i]}: {why}; indexed with label -1"})
+        b.label[i] = BAD_LABEL
 
 
 def _read_classes(path: str) -> list[str]:
