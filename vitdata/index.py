@@ -361,10 +361,6 @@ def _scan_shard(fid: int, path: str, size: int, b: _Builder, seen: dict, skipped
                 pax_name = _pax_path(os.pread(fd, min(n, 1 << 20), data_off)) or pax_name
             elif typeflag in (b"g", b"5", b"K"):
                 pass
-            elif typeflag in _NON_REGULAR or typeflag not in _REGULAR:
-                skipped.append({"path": path, "offset": pos, "reason": "non_regular_member",
-                                "detail": _NON_REGULAR.get(typeflag, f"type {typeflag!r}")})
-                long_name = pax_name = None
             else:
                 name = pax_name or long_name
                 if name is None:
@@ -375,15 +371,23 @@ def _scan_shard(fid: int, path: str, size: int, b: _Builder, seen: dict, skipped
                 dirname, _, base = name.rpartition("/")
                 stem, dot, ext = base.partition(".")
                 key, changed = _safe_key((dirname + "/" if dirname else "") + stem)
-                if changed:
+                ext = ext.lower()
+                regular = typeflag in _REGULAR
+                if changed and regular:
                     skipped.append({"path": path, "offset": pos, "reason": "bad_key",
                                     "detail": f"member name {name!r} normalised to key {key!r}"})
-                ext = ext.lower()
+                if not regular:  # a link, device or FIFO is never read or followed
+                    kind = _NON_REGULAR.get(typeflag, f"type {typeflag!r}")
+                    sample = ext in IMAGE_EXTS + ("cls",) and dot
+                    skipped.append({"path": path, "offset": pos, "reason": "non_regular_member",
+                                    "detail": f"{name!r} is a {kind}" + (f"; sample {key!r} passed over" if sample else "")})
                 if ext in IMAGE_EXTS + ("cls",) and dot:
                     if key != group_key:
                         close_group()
                         group_key, group, group_off = key, {}, pos
-                    if n > member_cap:  # refused before any allocation; the whole sample is passed over
+                    if not regular:  # the sample is passed over, like one with an oversized member
+                        group["_dropped"] = (0, 0)
+                    elif n > member_cap:  # refused before any allocation; the whole sample is passed over
                         skipped.append({"path": path, "offset": pos, "reason": "member_too_large",
                                         "detail": f"{name!r} claims {n} bytes (cap {member_cap})"})
                         group["_dropped"] = (0, 0)
