@@ -15,12 +15,18 @@ import contextlib
 import errno as _errno
 import os
 import tempfile
+import threading
 from typing import Callable, IO
 
 try:
     import fcntl
 except ImportError:   # not POSIX: no locks, so no clean-up of other writers' temp files either
     fcntl = None
+
+# Temp files of this process's writes in progress. The clean-up skips them even where flock is emulated
+# with POSIX record locks (NFS), which do not conflict between threads of one process.
+_live: set[str] = set()
+_live_lock = threading.Lock()
 
 
 def _fsync_dir(path: str) -> None:
@@ -57,6 +63,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None] | b
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    finally:
+        with _live_lock:
+            _live.discard(tmp)
     _fsync_dir(directory)
     _remove_stale_temps(directory, name)
 
@@ -68,14 +77,15 @@ def _locked_temp(directory: str, name: str) -> tuple[int, str]:
     then the name no longer leads to our descriptor, and we start over with a new name."""
     for _ in range(100):
         fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".tmp", dir=directory)
-        if fcntl is None:
-            return fd, tmp
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if _same_file(fd, tmp):
-                return fd, tmp
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError:
-            pass
+            pass      # a filesystem without locks (ENOLCK): write unlocked; its clean-up takes nothing
+        if _same_file(fd, tmp):
+            with _live_lock:
+                _live.add(tmp)
+            return fd, tmp
         os.close(fd)
     raise OSError(_errno.EAGAIN, f"could not create a temp file for {os.path.join(directory, name)}")
 
@@ -98,6 +108,9 @@ def _remove_stale_temps(directory: str, name: str) -> None:
         for entry in os.scandir(directory):
             if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
                 continue
+            with _live_lock:
+                if entry.path in _live:
+                    continue
             try:
                 fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
             except OSError:
