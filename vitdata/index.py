@@ -540,7 +540,9 @@ def build_index(source: str, *, checksums: bool = False, num_classes: int | None
     the class range. ``checksums=True`` also reads every payload once to store its CRC-32.
     ``bad_labels="mark"`` indexes a tar sample whose label is not digits or is outside the class range
     with label -1 (listed in ``skipped``) instead of refusing the dataset: the loader then skips or
-    raises for that one sample (reason ``bad_label``) by its ``on_error``.
+    raises for that one sample (reason ``bad_label``) by its ``on_error``. A label above ``MAX_LABEL``
+    is always such a bad label; without classes.json and ``num_classes``, so is a label beyond a gap in
+    the labels seen (:func:`_labels_beyond_a_gap`), whose message names classes.json as the fix.
     """
     if bad_labels not in ("raise", "mark"):
         raise ValueError(f"bad_labels must be 'raise' or 'mark', got {bad_labels!r}")
