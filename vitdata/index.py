@@ -81,6 +81,7 @@ class SampleIndex:
     checksum: np.ndarray | None = None  # uint32 [N] CRC-32 of the encoded bytes, when built with checksums
     skipped: list[dict] = field(default_factory=list)
     extra_stats: dict = field(default_factory=dict)  # directory mtimes (ImageFolder staleness)
+    labels_checked: bool = True         # built with the label cap and gap rule (False: an older vitdata's index)
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
@@ -117,6 +118,7 @@ class SampleIndex:
             "format": "vitdata-index", "format_version": FORMAT_VERSION, "kind": self.kind, "spec": self.spec,
             "sources": self.sources, "classes": self.classes, "skipped": self.skipped,
             "extra_stats": self.extra_stats, "created": time.time(), "fingerprint": self.fingerprint,
+            "labels_checked": self.labels_checked,
         }
         arrays = {
             "header": np.frombuffer(json.dumps(header).encode(), np.uint8),
@@ -142,7 +144,8 @@ class SampleIndex:
                           offset=z["offset"], length=z["length"], label=z["label"],
                           key_offsets=z["key_offsets"], key_blob=z["key_blob"].tobytes(),
                           checksum=z["checksum"] if "checksum" in z.files else None,
-                          skipped=header.get("skipped", []), extra_stats=header.get("extra_stats", {}))
+                          skipped=header.get("skipped", []), extra_stats=header.get("extra_stats", {}),
+                          labels_checked=bool(header.get("labels_checked", False)))
         except StateError:
             raise
         # zipfile raises NotImplementedError for a damaged compression-method field and RuntimeError for a
@@ -593,6 +596,8 @@ def open_index(source: str, *, path: str | None = None, rebuild: bool = False, c
         try:
             idx = SampleIndex.load(path)
             why = idx.stale_reason()
+            if why is None and idx.kind == "wds" and not idx.labels_checked:
+                why = "built by an older vitdata, before labels were checked against a cap and for gaps"
             if why is None and (not checksums or idx.checksum is not None):
                 return idx
             why = why or "checksums requested"

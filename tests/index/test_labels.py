@@ -132,3 +132,18 @@ def test_the_gap_rule_refuses_a_few_labels_far_above_the_bulk():
     assert _labels_beyond_a_gap(np.array([1024])) == (1024, -1)                  # 1,025 classes from one label
     assert _labels_beyond_a_gap(np.arange(5000, 5051)) == (5000, -1)             # classes 5000-5050 only
     assert _labels_beyond_a_gap(np.r_[np.arange(5000, 5051), 10**7]) == (5000, -1)
+
+
+def test_a_cached_tar_index_from_before_the_label_checks_is_rebuilt(tmp_path, capsys):
+    """An index cached by an older vitdata may hold a class count of 1,000,001: it is rebuilt, not trusted."""
+    from vitdata.index import open_index
+
+    shard = _tar(tmp_path / "s.tar", list(range(10)) + [1000000])
+    cache = str(tmp_path / "idx.npz")
+    old = build_index(shard, bad_labels="mark")
+    old.classes, old.label[-1], old.labels_checked = [str(c) for c in range(1000001)], 1000000, False
+    old.save(cache)
+    idx = open_index(shard, path=cache, bad_labels="mark")
+    assert idx.num_classes == 10 and idx.label[-1] == -1 and idx.labels_checked
+    assert "before labels were checked" in capsys.readouterr().err
+    assert open_index(shard, path=cache, bad_labels="mark").num_classes == 10     # the rebuilt cache is kept
