@@ -34,6 +34,8 @@ import numpy as np
 
 from vitdata.errors import REASONS, DataError
 
+from ._parent_watch import watch_parent_if_worker
+
 OUTPUTS = ("encoded", "label", "id", "orig_id", "status", "size", "mag_bin", "active")
 
 # Magnitudes on timm's 0..10 scale map to 101 bins, so a bin is 0.1 of timm's unit.
@@ -264,6 +266,7 @@ class EpochSource:
         """One sample for DALI's ``SampleInfo`` (worker processes, ``batch=False``), or the whole step for a
         ``BatchInfo`` (the in-thread source, ``batch=True``: one call and stacked arrays per step instead of
         a call and eight small arrays per sample, the same values)."""
+        watch_parent_if_worker()   # a DALI worker exits when the trainer dies (issue 13 item 10)
         batched = not hasattr(info, "idx_in_epoch")
         self._pos = None
         try:

@@ -40,6 +40,12 @@ from vitdata.io import atomic_write
 FORMAT_VERSION = 1
 IMAGE_EXTS = ("jpg", "jpeg", "png")
 BAD_LABEL = -1                 # label of a sample indexed with bad_labels="mark"
+# Largest class index a .cls may hold (2^24 - 1): above every classification label space in use (face
+# identities: a few million) and small enough that a class list of that length fits in memory.
+MAX_LABEL = (1 << 24) - 1
+# Without classes.json, a label is refused when it lies beyond a gap in the labels seen: more than
+# LABEL_GAP above the next smaller label seen, among other conditions (see _labels_beyond_a_gap).
+LABEL_GAP = 1024
 MEMBER_CAP = 64 << 20          # largest tar member accepted (bytes); larger claims are refused unread
 _BLOCK = 512
 _REGULAR = (b"0", b"\0", b"7")
@@ -75,6 +81,7 @@ class SampleIndex:
     checksum: np.ndarray | None = None  # uint32 [N] CRC-32 of the encoded bytes, when built with checksums
     skipped: list[dict] = field(default_factory=list)
     extra_stats: dict = field(default_factory=dict)  # directory mtimes (ImageFolder staleness)
+    labels_checked: bool = True         # built with the label cap and gap rule (False: an older vitdata's index)
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
@@ -111,6 +118,7 @@ class SampleIndex:
             "format": "vitdata-index", "format_version": FORMAT_VERSION, "kind": self.kind, "spec": self.spec,
             "sources": self.sources, "classes": self.classes, "skipped": self.skipped,
             "extra_stats": self.extra_stats, "created": time.time(), "fingerprint": self.fingerprint,
+            "labels_checked": self.labels_checked,
         }
         arrays = {
             "header": np.frombuffer(json.dumps(header).encode(), np.uint8),
@@ -136,7 +144,8 @@ class SampleIndex:
                           offset=z["offset"], length=z["length"], label=z["label"],
                           key_offsets=z["key_offsets"], key_blob=z["key_blob"].tobytes(),
                           checksum=z["checksum"] if "checksum" in z.files else None,
-                          skipped=header.get("skipped", []), extra_stats=header.get("extra_stats", {}))
+                          skipped=header.get("skipped", []), extra_stats=header.get("extra_stats", {}),
+                          labels_checked=bool(header.get("labels_checked", False)))
         except StateError:
             raise
         # zipfile raises NotImplementedError for a damaged compression-method field and RuntimeError for a
@@ -312,13 +321,18 @@ def _scan_shard(fid: int, path: str, size: int, b: _Builder, seen: dict, skipped
             cls_off, cls_len = group["cls"]
             raw = os.pread(fd, cls_len, cls_off) if cls_len <= 64 else b"<too long>"
             text = raw.strip()
-            label = int(text) if text.isdigit() else BAD_LABEL
+            label, why = BAD_LABEL, f".cls holds {raw[:20]!r}, expected ASCII digits"
+            if text.isdigit():
+                # at most 64 digits here; a label past MAX_LABEL would make a class list of that length
+                label = int(text)
+                if label > MAX_LABEL:
+                    label, why = BAD_LABEL, (f".cls holds {_short_number(text)}, above the largest label vitdata "
+                                             f"accepts ({MAX_LABEL})")
             if label == BAD_LABEL:
                 if not mark_bad_labels:
-                    raise DataError("bad_label", path, offset=cls_off - _BLOCK,
-                                    detail=f"sample {group_key!r}: .cls holds {raw[:20]!r}, expected ASCII digits")
+                    raise DataError("bad_label", path, offset=cls_off - _BLOCK, detail=f"sample {group_key!r}: {why}")
                 skipped.append({"path": path, "offset": cls_off - _BLOCK, "reason": "bad_label",
-                                "detail": f"sample {group_key!r}: .cls holds {raw[:20]!r}; indexed with label -1"})
+                                "detail": f"sample {group_key!r}: {why}; indexed with label -1"})
             seen[group_key] = f"{path}@{group_off}"
             off, n = group[img[0]]
             b.add(fid, off, n, label, group_key)
@@ -350,10 +364,6 @@ def _scan_shard(fid: int, path: str, size: int, b: _Builder, seen: dict, skipped
                 pax_name = _pax_path(os.pread(fd, min(n, 1 << 20), data_off)) or pax_name
             elif typeflag in (b"g", b"5", b"K"):
                 pass
-            elif typeflag in _NON_REGULAR or typeflag not in _REGULAR:
-                skipped.append({"path": path, "offset": pos, "reason": "non_regular_member",
-                                "detail": _NON_REGULAR.get(typeflag, f"type {typeflag!r}")})
-                long_name = pax_name = None
             else:
                 name = pax_name or long_name
                 if name is None:
@@ -364,15 +374,23 @@ def _scan_shard(fid: int, path: str, size: int, b: _Builder, seen: dict, skipped
                 dirname, _, base = name.rpartition("/")
                 stem, dot, ext = base.partition(".")
                 key, changed = _safe_key((dirname + "/" if dirname else "") + stem)
-                if changed:
+                ext = ext.lower()
+                regular = typeflag in _REGULAR
+                if changed and regular:
                     skipped.append({"path": path, "offset": pos, "reason": "bad_key",
                                     "detail": f"member name {name!r} normalised to key {key!r}"})
-                ext = ext.lower()
+                if not regular:  # a link, device or FIFO is never read or followed
+                    kind = _NON_REGULAR.get(typeflag, f"type {typeflag!r}")
+                    sample = ext in IMAGE_EXTS + ("cls",) and dot
+                    skipped.append({"path": path, "offset": pos, "reason": "non_regular_member",
+                                    "detail": f"{name!r} is a {kind}" + (f"; sample {key!r} passed over" if sample else "")})
                 if ext in IMAGE_EXTS + ("cls",) and dot:
                     if key != group_key:
                         close_group()
                         group_key, group, group_off = key, {}, pos
-                    if n > member_cap:  # refused before any allocation; the whole sample is passed over
+                    if not regular:  # the sample is passed over, like one with an oversized member
+                        group["_dropped"] = (0, 0)
+                    elif n > member_cap:  # refused before any allocation; the whole sample is passed over
                         skipped.append({"path": path, "offset": pos, "reason": "member_too_large",
                                         "detail": f"{name!r} claims {n} bytes (cap {member_cap})"})
                         group["_dropped"] = (0, 0)
@@ -421,8 +439,11 @@ def _build_wds(source: str, num_classes: int | None, member_cap: int, mark_bad_l
     if os.path.isfile(classes_file):
         classes = _read_classes(classes_file)
         extra[classes_file] = os.stat(classes_file).st_mtime_ns
+    elif num_classes is not None:
+        classes = [str(c) for c in range(num_classes)]
     else:
-        classes = [str(c) for c in range(num_classes if num_classes is not None else max(max(b.label) + 1, 1))]
+        _refuse_labels_beyond_a_gap(b, shards, skipped, mark_bad_labels, classes_file)
+        classes = [str(c) for c in range(max(max(b.label) + 1, 1))]
     if num_classes is not None and num_classes != len(classes):
         raise DataError("bad_label", classes_file, detail=f"{len(classes)} classes listed, {num_classes} expected")
     labels = np.asarray(b.label)
@@ -439,6 +460,71 @@ def _build_wds(source: str, num_classes: int | None, member_cap: int, mark_bad_l
                         detail=f"sample {b.keys[i]!r} has label {labels[i]}, outside [0, {len(classes)})")
     return b.finish(kind="wds", spec=source, sources=shards, source_stats=np.asarray(stats, np.int64),
                     classes=classes, skipped=skipped, extra_stats=extra)
+
+
+def _short_number(text: bytes) -> str:
+    """ASCII digits for a message: a long number as its first digits and its length."""
+    return text.decode() if len(text) <= 20 else f"{text[:12].decode()}... ({len(text)} digits)"
+
+
+def _labels_beyond_a_gap(labels: np.ndarray) -> tuple[int, int] | None:
+    """(first refused label, the label seen just below it, or -1 when all are refused), or None.
+
+    Without classes.json the class count is the largest label + 1, so one corrupt ``.cls`` (``1000000``
+    among labels 0..9) would make a million classes. A corrupt label is a few samples far above the bulk
+    of the labels; real label sets are dense, or spread over their range. Going up the distinct labels
+    seen, a label ``v`` whose next smaller distinct label is ``p`` lies *beyond a gap* when
+
+    * ``v - p > LABEL_GAP`` (1,024) and ``v - p > p + 1`` (it more than doubles the range 0..p), and
+    * fewer samples have a label ``>= v`` than a label ``<= p`` (the labels above are the minority).
+
+    The first such ``v`` and every larger label are refused. The smallest label ``u0`` is itself beyond a
+    gap (all are refused) when ``u0 >= LABEL_GAP``, it is more than 8 times the mean spacing of the
+    distinct labels kept, and more than their span (the empty range 0..u0-1 is the larger): a shard
+    holding classes 5000-5050 only, or one label of 1024 or more.
+
+    Labels up to 1,024 are never refused, so any subset of a dataset of at most 1,025 classes (CIFAR,
+    ImageNet-1k) passes. ImageNet-21k passes whole, and so do random samples of it (measured: 0.1% of
+    20-sample draws refused, none of 50 or more; of Zipf-distributed draws, 2% at 100 samples, none at
+    200).
+    """
+    u, counts = np.unique(labels[labels >= 0], return_counts=True)
+    if u.size == 0:
+        return None
+    below = np.concatenate([[-1], u[:-1]])
+    jump = u - below
+    n_below = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    far = np.flatnonzero((jump > LABEL_GAP) & (jump > below + 1) & (counts.sum() - n_below < n_below))
+    end = int(far[0]) if far.size else u.size           # the labels kept: u[:end]
+    spacing = (u[end - 1] - u[0]) / (end - 1) if end > 1 else 0.0
+    if u[0] >= LABEL_GAP and u[0] > 8 * max(spacing, 1.0) and u[0] > u[end - 1] - u[0]:
+        return int(u[0]), -1
+    return (int(u[end]), int(below[end])) if far.size else None
+
+
+def _refuse_labels_beyond_a_gap(b: _Builder, shards: list[str], skipped: list, mark: bool, classes_file: str) -> None:
+    """Apply :func:`_labels_beyond_a_gap` to the scanned samples: raise ``bad_label``, or with ``mark`` index
+    the refused samples with label -1 (listed in ``skipped``). A gap below every label always raises."""
+    labels = np.asarray(b.label, np.int64)
+    gap = _labels_beyond_a_gap(labels)
+    if gap is None:
+        return
+    first, below = gap
+    bad = np.flatnonzero(labels >= first)
+    top = int(labels.max())
+    seen = "no smaller label" if below < 0 else f"the next smaller label seen is {below}"
+    why = (f"labels from {first} up lie beyond a gap ({seen}): without a class list the class count would be "
+           f"{top + 1:,} from {np.unique(labels[labels >= 0]).size} distinct labels. If the labels are right, "
+           f"state the class count: put a classes.json (a JSON list of the class names, index = label) at "
+           f"{classes_file}, or pass num_classes")
+    i = int(bad[0])
+    if not mark or below < 0:
+        raise DataError("bad_label", shards[b.file_id[i]], offset=b.offset[i],
+                        detail=f"sample {b.keys[i]!r} has label {b.label[i]} ({bad.size} sample(s) refused): {why}")
+    for i in bad.tolist():
+        skipped.append({"path": shards[b.file_id[i]], "offset": b.offset[i], "reason": "bad_label",
+                        "detail": f"sample {b.keys[i]!r} has label {b.label[i]}: {why}; indexed with label -1"})
+        b.label[i] = BAD_LABEL
 
 
 def _read_classes(path: str) -> list[str]:
@@ -470,7 +556,9 @@ def build_index(source: str, *, checksums: bool = False, num_classes: int | None
     the class range. ``checksums=True`` also reads every payload once to store its CRC-32.
     ``bad_labels="mark"`` indexes a tar sample whose label is not digits or is outside the class range
     with label -1 (listed in ``skipped``) instead of refusing the dataset: the loader then skips or
-    raises for that one sample (reason ``bad_label``) by its ``on_error``.
+    raises for that one sample (reason ``bad_label``) by its ``on_error``. A label above ``MAX_LABEL``
+    is always such a bad label; without classes.json and ``num_classes``, so is a label beyond a gap in
+    the labels seen (:func:`_labels_beyond_a_gap`), whose message names classes.json as the fix.
     """
     if bad_labels not in ("raise", "mark"):
         raise ValueError(f"bad_labels must be 'raise' or 'mark', got {bad_labels!r}")
@@ -508,6 +596,8 @@ def open_index(source: str, *, path: str | None = None, rebuild: bool = False, c
         try:
             idx = SampleIndex.load(path)
             why = idx.stale_reason()
+            if why is None and idx.kind == "wds" and not idx.labels_checked:
+                why = "built by an older vitdata, before labels were checked against a cap and for gaps"
             if why is None and (not checksums or idx.checksum is not None):
                 return idx
             why = why or "checksums requested"

@@ -2,6 +2,12 @@
 
 A crash leaves the old file or the new one under the final name, never a partial file; a full disk
 (ENOSPC, EFBIG) raises an OSError naming the path and errno and leaves the previous file untouched.
+
+Several writers of one file at once (two ranks caching the same index, threads of one process) each
+write their own uniquely named temp file; the last rename wins and a reader sees one whole version.
+Each writer holds an exclusive ``flock`` on its temp file until its rename: the clean-up of temp files
+left by killed writers removes only those whose lock it can take (a dead writer's lock went with it),
+never a live writer's.
 """
 from __future__ import annotations
 
@@ -9,7 +15,18 @@ import contextlib
 import errno as _errno
 import os
 import tempfile
+import threading
 from typing import Callable, IO
+
+try:
+    import fcntl
+except ImportError:   # not POSIX: no locks, so no clean-up of other writers' temp files either
+    fcntl = None
+
+# Temp files of this process's writes in progress. The clean-up skips them even where flock is emulated
+# with POSIX record locks (NFS), which do not conflict between threads of one process.
+_live: set[str] = set()
+_live_lock = threading.Lock()
 
 
 def _fsync_dir(path: str) -> None:
@@ -26,7 +43,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None] | b
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    name = os.path.basename(path)
+    fd, tmp = _locked_temp(directory, name)
     try:
         with os.fdopen(fd, "wb") as f:
             if callable(write):
@@ -35,7 +53,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None] | b
                 f.write(write)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)    # while our lock is held: the clean-up below never takes a live temp
     except OSError as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -45,16 +63,63 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None] | b
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    finally:
+        with _live_lock:
+            _live.discard(tmp)
     _fsync_dir(directory)
-    _remove_stale_temps(directory, os.path.basename(path))
+    _remove_stale_temps(directory, name)
+
+
+def _locked_temp(directory: str, name: str) -> tuple[int, str]:
+    """A new temp file ``.NAME.<random>.tmp`` in ``directory``, open and exclusively locked by us.
+
+    Between ``mkstemp`` and ``flock`` another writer's clean-up may take the lock and remove the file:
+    then the name no longer leads to our descriptor, and we start over with a new name."""
+    for _ in range(100):
+        fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".tmp", dir=directory)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass      # a filesystem without locks (ENOLCK): write unlocked; its clean-up takes nothing
+        if _same_file(fd, tmp):
+            with _live_lock:
+                _live.add(tmp)
+            return fd, tmp
+        os.close(fd)
+    raise OSError(_errno.EAGAIN, f"could not create a temp file for {os.path.join(directory, name)}")
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _remove_stale_temps(directory: str, name: str) -> None:
-    """Temp files of earlier writes of ``name`` that were killed mid-write; the rename above committed
-    ours, so any other ``.NAME.*.tmp`` left here is litter from a crash."""
+    """Remove temp files of earlier writes of ``name`` that were killed mid-write. A temp file whose lock
+    is held belongs to a writer still at work (another process or thread) and is left alone."""
+    if fcntl is None:
+        return
     prefix = "." + name + "."
     with contextlib.suppress(OSError):
         for entry in os.scandir(directory):
-            if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
-                with contextlib.suppress(OSError):
+            if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
+                continue
+            with _live_lock:
+                if entry.path in _live:
+                    continue
+            try:
+                fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if _same_file(fd, entry.path):   # still the file we locked, not a renamed or new one
                     os.unlink(entry.path)
+            except OSError:
+                pass                             # locked: a live writer's
+            finally:
+                os.close(fd)
