@@ -14,7 +14,8 @@ import pytest
 
 from vitdata.datasets import selfid
 from vitdata.errors import DataError
-from vitdata.index import LABEL_GAP, MAX_LABEL, _labels_beyond_a_gap, build_index
+from vitdata.index import build_index
+from vitdata.shards import LABEL_GAP, MAX_LABEL, labels_beyond_a_gap
 
 
 def _tar(path, labels, extra=()):
@@ -110,28 +111,28 @@ def test_when_every_label_lies_beyond_the_gap_the_dataset_is_refused_even_when_m
 
 def test_label_sets_of_real_datasets_pass_the_gap_rule():
     rng = np.random.default_rng(0)
-    assert _labels_beyond_a_gap(np.arange(10)) is None                          # CIFAR-10
-    assert _labels_beyond_a_gap(np.array([7])) is None                          # one class of ten
-    assert _labels_beyond_a_gap(np.arange(100)) is None                         # CIFAR-100
-    assert _labels_beyond_a_gap(np.array([3, 998])) is None                     # two ImageNet-1k classes
-    assert _labels_beyond_a_gap(np.arange(LABEL_GAP + 1)) is None               # up to 1,024 never refused
-    assert _labels_beyond_a_gap(rng.permutation(21841)) is None                 # ImageNet-21k
-    assert _labels_beyond_a_gap(np.arange(0, 20000, 7)) is None                 # evenly spread classes
-    assert _labels_beyond_a_gap(np.arange(5000, 21841)) is None                 # the upper classes of it
-    refused = sum(_labels_beyond_a_gap(rng.integers(0, 21841, n)) is not None for n in (20, 50, 100, 200, 500)
+    assert labels_beyond_a_gap(np.arange(10)) is None                          # CIFAR-10
+    assert labels_beyond_a_gap(np.array([7])) is None                          # one class of ten
+    assert labels_beyond_a_gap(np.arange(100)) is None                         # CIFAR-100
+    assert labels_beyond_a_gap(np.array([3, 998])) is None                     # two ImageNet-1k classes
+    assert labels_beyond_a_gap(np.arange(LABEL_GAP + 1)) is None               # up to 1,024 never refused
+    assert labels_beyond_a_gap(rng.permutation(21841)) is None                 # ImageNet-21k
+    assert labels_beyond_a_gap(np.arange(0, 20000, 7)) is None                 # evenly spread classes
+    assert labels_beyond_a_gap(np.arange(5000, 21841)) is None                 # the upper classes of it
+    refused = sum(labels_beyond_a_gap(rng.integers(0, 21841, n)) is not None for n in (20, 50, 100, 200, 500)
                   for _ in range(100))
     assert refused <= 2                                                          # random samples of it
-    assert _labels_beyond_a_gap(np.r_[np.arange(10), [5000] * 20]) is None       # the labels above are the majority
+    assert labels_beyond_a_gap(np.r_[np.arange(10), [5000] * 20]) is None       # the labels above are the majority
 
 
 def test_the_gap_rule_refuses_a_few_labels_far_above_the_bulk():
-    assert _labels_beyond_a_gap(np.r_[np.arange(10), 1000000]) == (1000000, 9)
-    assert _labels_beyond_a_gap(np.r_[np.arange(2000), 3500]) is None            # jump 1,501 <= the 2,000 below
-    assert _labels_beyond_a_gap(np.r_[np.arange(2000), 5000]) == (5000, 1999)    # jump 3,001 > 2,000 and > 1,024
-    assert _labels_beyond_a_gap(np.array([0, 0, 1000000])) == (1000000, 0)
-    assert _labels_beyond_a_gap(np.array([1024])) == (1024, -1)                  # 1,025 classes from one label
-    assert _labels_beyond_a_gap(np.arange(5000, 5051)) == (5000, -1)             # classes 5000-5050 only
-    assert _labels_beyond_a_gap(np.r_[np.arange(5000, 5051), 10**7]) == (5000, -1)
+    assert labels_beyond_a_gap(np.r_[np.arange(10), 1000000]) == (1000000, 9)
+    assert labels_beyond_a_gap(np.r_[np.arange(2000), 3500]) is None            # jump 1,501 <= the 2,000 below
+    assert labels_beyond_a_gap(np.r_[np.arange(2000), 5000]) == (5000, 1999)    # jump 3,001 > 2,000 and > 1,024
+    assert labels_beyond_a_gap(np.array([0, 0, 1000000])) == (1000000, 0)
+    assert labels_beyond_a_gap(np.array([1024])) == (1024, -1)                  # 1,025 classes from one label
+    assert labels_beyond_a_gap(np.arange(5000, 5051)) == (5000, -1)             # classes 5000-5050 only
+    assert labels_beyond_a_gap(np.r_[np.arange(5000, 5051), 10**7]) == (5000, -1)
 
 
 def test_a_cached_tar_index_from_before_the_label_checks_is_rebuilt(tmp_path, capsys):
