@@ -186,3 +186,15 @@ def test_default_parallelism_splits_the_usable_cpus_without_oversubscribing(devi
     if device.startswith("cuda"):
         assert par.threads + par.source_workers <= max(cpus, 1)
     assert common.Parallelism.resolve("cuda", threads=3, cpus=16).threads == 3
+
+
+def test_a_vitdata_row_is_labelled_gpu_exactly_when_the_loader_reports_a_dali_device_id(tiny_folder, tmp_path,
+                                                                                          monkeypatch):
+    from vitdata.loader import Loader
+
+    path = tmp_path / "r.json"
+    monkeypatch.setattr(Loader, "dali_device_id", property(lambda self: 0))   # as a GPU-built graph reports
+    assert bench.main(["loader", "--data", str(tiny_folder), *TINY, "--rows", "2", "--json", str(path)]) == 0
+    (row,) = json.loads(path.read_text())["rows"]
+    assert row["details"]["runs_on"] == "GPU" and row["details"]["config"]["dali_device_id"] == 0
+    assert "GPU 0" in bench_loader.format_table({"rows": [row], "skipped": []})
