@@ -166,10 +166,10 @@ def dali_device_id(s: Settings) -> int | None:
     return torch.device(s.device).index if torch.device(s.device).index is not None else torch.cuda.current_device()
 
 
-def _dali_plain_pipeline(s: Settings, device_id: int | None):
+def _dali_plain_pipeline(s: Settings, device_id: int | None, threads: int):
     from nvidia.dali import fn, pipeline_def, types
 
-    @pipeline_def(batch_size=s.batch_size, num_threads=s.threads, device_id=device_id, seed=s.seed + 3,
+    @pipeline_def(batch_size=s.batch_size, num_threads=threads, device_id=device_id, seed=s.seed + 3,
                   prefetch_queue_depth=2)
     def plain():
         if s.kind == "imagefolder":
@@ -211,8 +211,11 @@ def row_dali(s: Settings) -> Feed:
     import torch
 
     dev_id = dali_device_id(s)
+    # With a GPU the plain pipeline's reader runs in DALI's threads, so it gets the cores vitdata splits
+    # between its threads and source workers: both sides use every usable CPU.
+    threads = s.threads + s.source_workers if s.gpu else s.threads
     with quiet_dali():
-        pipe = _dali_plain_pipeline(s, dev_id)
+        pipe = _dali_plain_pipeline(s, dev_id, threads)
         pipe.build()
     out_dtype = torch.float16 if s.dtype == "float16" else torch.float32
 
@@ -232,7 +235,7 @@ def row_dali(s: Settings) -> Feed:
         del pipe
 
     return gen(), close, {"reader": "file" if s.kind == "imagefolder" else "webdataset",
-                          "decoder": "cpu" if dev_id is None else "mixed", "num_threads": s.threads,
+                          "decoder": "cpu" if dev_id is None else "mixed", "num_threads": threads,
                           **where(dev_id)}
 
 
