@@ -85,10 +85,11 @@ class _BatchSource:
         return b, [self.size] * n, [self.mag_bin] * n, [self.active] * n
 
 
-def _graph_stage(spec, source: _BatchSource, s: Settings, device_id: int | None, repeats: int, how: str):
+def _graph_stage(spec, source: _BatchSource, s: Settings, device_id: int | None, threads: int, repeats: int,
+                 how: str):
     with quiet_dali():
         pipe = _stage_pipeline(source, spec, "cpu" if device_id is None else "mixed", batch_size=s.batch_size,
-                               num_threads=s.threads, device_id=device_id, seed=s.seed + 11, prefetch_queue_depth=1)
+                               num_threads=threads, device_id=device_id, seed=s.seed + 11, prefetch_queue_depth=1)
         pipe.build()
     timed = time_calls(lambda: pipe.run(), repeats)
     last = pipe.run()[0]
@@ -108,6 +109,7 @@ def stage_split(s: Settings, loader, delivered_ids: list, wall_s_per_batch: floa
     cfg = loader.cfg
     dali_size = cfg.image_size
     device_id = loader.dali_device_id
+    threads = cfg.num_threads   # row 1's own DALI thread count
     ids = [int(i) for b in delivered_ids[:repeats + 1] for i in b.cpu().tolist()]
     batches = [ids[k * s.batch_size:(k + 1) * s.batch_size] for k in range(len(ids) // s.batch_size)]
     if not batches:
@@ -130,14 +132,14 @@ def stage_split(s: Settings, loader, delivered_ids: list, wall_s_per_batch: floa
     active = (np.arange(max_ops) < cfg.augment.randaug_num_ops).astype(np.int32)
     plain = dataclasses.replace(spec, randaug=False, hflip=0.0)
     out["decode"], pipe, _ = _graph_stage(
-        plain, _BatchSource(encoded, dali_size), s, device_id, repeats,
+        plain, _BatchSource(encoded, dali_size), s, device_id, threads, repeats,
         f"train_graph without RandAugment and flip: decode + RRC, resize to {dali_size}, normalise; {where}, "
-        f"{s.threads} threads")
+        f"{threads} threads")
     del pipe
     out["graph"], pipe, result = _graph_stage(
-        spec, _BatchSource(encoded, dali_size, mag, active), s, device_id, repeats,
+        spec, _BatchSource(encoded, dali_size, mag, active), s, device_id, threads, repeats,
         f"train_graph as row 1 builds it: + RandAugment (n={cfg.augment.randaug_num_ops}, "
-        f"m={cfg.augment.randaug_magnitude}) + flip; {where}, {s.threads} threads")
+        f"m={cfg.augment.randaug_magnitude}) + flip; {where}, {threads} threads")
     dtype = torch.float16 if spec.float16 else torch.float32
     out["hand_over"] = {**time_calls(lambda: dali_to_torch(result, s, dtype), repeats),
                         "how": "one copy of the graph's output batch into a torch tensor on the device"}
