@@ -1,16 +1,11 @@
-"""How many images/s does vitdata deliver against the loaders users would otherwise run, on the same data?
+"""Images/s of vitdata vs plain DALI, the torch DataLoader, timm and a synthetic ceiling, same data and run; row 1's per-stage split.
 
-Thin wrapper: the logic is ``vitdata.bench`` (installed with the package, also ``vitdata bench loader``).
-Rows, timing and the record are described there.
-
-    python benchmarks/bench_loader.py --data ../shared/data/imagenet-samples --size 224 --batch-size 32 \
-        [--steps 10] [--workers 2] [--threads 2] [--json OUT] [--plot OUT.png]
+The benchmark lives in ``vitdata.bench.loader`` (installed with the package; also ``vitdata bench loader``);
+this script runs it from a checkout: ``python -P benchmarks/bench_loader.py --help``.
 """
-from __future__ import annotations
-
 import sys
 
-from vitdata.bench import main
+from vitdata.bench.loader import main
 
 if __name__ == "__main__":
-    raise SystemExit(main(["loader", *sys.argv[1:]], prog="bench_loader.py"))
+    sys.exit(main(sys.argv[1:], prog="benchmarks/bench_loader.py"))

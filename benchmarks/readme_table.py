@@ -1,6 +1,7 @@
 """Generate the README's performance table from the committed benchmark records; never type it by hand.
 
-Reads ``benchmarks/results/<device>/<date>-<what>.json`` (the records ``vitdata bench`` writes), keeps
+Reads ``benchmarks/results/<device>/<date>-<what>.json`` (records in ``vitdata.benchutil.RECORD_FORMAT``,
+through its one reader), keeps
 the newest record of each (device, benchmark), and renders one Markdown table in which every figure
 names its device and the commit it was measured at. Prints the table; with ``--write`` replaces the
 part of README.md between ``<!-- perf-table:start -->`` and ``<!-- perf-table:end -->``.
@@ -10,10 +11,10 @@ part of README.md between ``<!-- perf-table:start -->`` and ``<!-- perf-table:en
 from __future__ import annotations
 
 import argparse
-import glob
-import json
 import os
 import sys
+
+from vitdata import benchutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 START, END = "<!-- perf-table:start -->", "<!-- perf-table:end -->"
@@ -21,23 +22,13 @@ WHATS = ("loader", "step", "kernels")
 
 
 def load_records(results: str, link_base: str | None = None) -> list[dict]:
-    """Every ``*.json`` record under ``results/<device>/``, with ``_path`` (relative to ``link_base``,
-    default the repository root, where README.md is) and ``_device`` added."""
+    """Every record under ``results/<device>/`` (read by ``vitdata.benchutil.load_records``, the one reader),
+    with ``_path`` made relative to ``link_base`` (default the repository root, where README.md is). Files
+    that are not records are named on stderr and left out."""
     link_base = link_base or os.path.dirname(HERE)
-    out = []
-    for path in sorted(glob.glob(os.path.join(results, "*", "*.json"))):
-        try:
-            with open(path) as f:
-                rec = json.load(f)
-        except (OSError, ValueError) as e:
-            print(f"readme_table: skipping unreadable record {path}: {e}", file=sys.stderr)
-            continue
-        if not isinstance(rec, dict):
-            continue
-        rec["_path"] = os.path.relpath(os.path.abspath(path), os.path.abspath(link_base))
-        rec["_device"] = os.path.basename(os.path.dirname(path))
-        rec.setdefault("what", rec.get("benchmark"))          # the kernel benchmark names it "benchmark"
-        out.append(rec)
+    out = benchutil.load_records(results, on_error=lambda e: print(f"readme_table: skipping {e}", file=sys.stderr))
+    for rec in out:
+        rec["_path"] = os.path.relpath(rec["_path"], os.path.abspath(link_base))
     return out
 
 
@@ -50,25 +41,19 @@ def newest(records: list[dict]) -> list[dict]:
     return list(best.values())
 
 
-def _env(rec: dict) -> dict:
-    return rec.get("environment") or rec.get("env") or {}
-
-
 def device_name(rec: dict) -> str:
-    env = _env(rec)
+    env = rec["environment"]
     if env.get("gpu"):
         return env["gpu"]
-    cores = env.get("cpu_count") or env.get("torch_threads")
+    cores = env.get("cpu_count")
     return f"CPU only ({cores} cores)" if cores else "CPU only"
 
 
 def commit_of(rec: dict) -> str:
-    env = _env(rec)
-    c = env.get("commit") or env.get("git_commit")
+    c = rec["environment"].get("commit")
     if not c:
         return "unknown"
-    dirty = c.endswith("-dirty") or bool(env.get("git_dirty"))
-    return c[:10] + (" (dirty)" if dirty else "")
+    return c[:10] + (" (dirty)" if c.endswith("-dirty") else "")
 
 
 def _fmt(x: float | None, spec: str = ",.0f") -> str:

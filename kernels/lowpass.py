@@ -41,7 +41,9 @@ Implementations
                              TF32x3 (about fp32 accuracy) for fp16 / fp32 outputs. Input height up to
                              512 (the whole padded column of T lives in registers). On CUDA the block
                              sizes, warps and pipeline stages are autotuned per shape among a short list
-                             (``_GPU_CONFIGS``, below) whose members share one reduction order.
+                             (``_GPU_CONFIGS``, below) whose members share one reduction order and one
+                             MMA family (stage 2 as mma.sync on sm_90: BLOCK_M <= 32), so the tuner's
+                             pick cannot change the bits.
     ``lowpass_crop``         the dispatcher (also the ``vitdata::lowpass_crop`` torch.library op).
 
 Dispatch default
@@ -335,14 +337,19 @@ def _next_pow2(n: int, lo: int = 16) -> int:
 #   without spilling; the one listed spills least (about 940 bytes).
 # - BLOCK_N trades L2 traffic (every column block re-reads the channel and all of Ar_h) against registers
 #   (the BLOCK_H x BLOCK_N column of T stays in registers) and padding (224 -> 160: 32 pads nothing, 64
-#   pads 160 to 192); BLOCK_M 64 lets stage 2 use wgmma (BLOCK_M < 64 falls back to mma.sync) at the
-#   cost of shared memory. Which wins needs a GPU, hence the autotuner.
+#   pads 160 to 192). Which wins needs a GPU, hence the autotuner.
+# - One MMA family per list, the same in every list: BLOCK_M <= 32, so on sm_90 every candidate compiles
+#   stage 1 to wgmma and stage 2 to mma.sync (test_compile_sm90.py reads the versions from the TTGIR).
+#   BLOCK_M 64 would switch stage 2 to wgmma, whose accumulation order inside a tile differs from
+#   mma.sync's, so the autotuner's pick would change the output bits (and it costs shared memory).
+#   mma.sync rather than wgmma for stage 2 because the tf32x3 and 512-row lists cannot leave it
+#   (BLOCK_M 16: larger tiles spill), so every shape and precision now shares one family.
 # - Within a list BLOCK_K and num_warps are fixed, so the stage-1 chunking and the Nyquist sum keep one
 #   reduction order whichever config wins (test_lowpass.py checks that the configs give identical bits
-#   on a GPU).
+#   on a GPU; test_compile_sm90.py that the candidates of a list compile to one MMA version).
 _GPU_CONFIGS = {
-    ("tf32", 128): [(32, 32, 32, 4, 2), (64, 32, 32, 4, 2), (32, 64, 32, 4, 2)],
-    ("tf32", 256): [(32, 32, 32, 8, 2), (64, 32, 32, 8, 2), (32, 64, 32, 8, 2)],
+    ("tf32", 128): [(32, 32, 32, 4, 2), (64, 32, 32, 4, 2), (32, 16, 32, 4, 2)],
+    ("tf32", 256): [(32, 32, 32, 8, 2), (64, 32, 32, 8, 2), (32, 16, 32, 8, 2)],
     ("tf32", 512): [(32, 16, 16, 8, 2), (16, 16, 16, 8, 2), (32, 32, 16, 8, 2)],
     ("tf32x3", 128): [(32, 16, 16, 4, 2), (64, 16, 16, 4, 2), (32, 32, 16, 4, 2)],
     ("tf32x3", 256): [(32, 16, 16, 8, 2), (64, 16, 16, 8, 2)],

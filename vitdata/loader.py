@@ -634,6 +634,11 @@ class Loader:
         self._prev_finished = False
         self._closed = False
 
+    @property
+    def dali_device_id(self) -> int | None:
+        """The CUDA device id DALI's pipeline runs on, or None (CPU operators, or the torch backend)."""
+        return getattr(self._backend, "device_id", None) if self.backend_name == "dali" else None
+
     # -- configuration pieces ------------------------------------------------------------------------
     def _make_schedule(self):
         from vitdata.schedules import Schedule, make_schedule

@@ -5,12 +5,12 @@ import statistics
 
 import pytest
 
-from vitdata import bench
+from vitdata import bench, benchutil
+from vitdata.bench import common, feeds
+from vitdata.bench import loader as bench_loader
 
 from .conftest import TINY
 
-ENV_FIELDS = ("python", "torch", "triton", "dali", "timm", "torchvision", "numpy", "cpu_count", "cpu", "commit",
-              "cuda", "gpu", "driver")
 SETTINGS_FIELDS = ("data", "data_kind", "samples", "cycled", "samples_per_epoch", "size", "batch_size", "dtype",
                    "device", "workers", "threads", "warmup_batches", "windows", "steps_per_window", "seed")
 ROW_FIELDS = ("row", "name", "label", "window_s", "images_per_window", "images_per_s_windows", "images_per_s",
@@ -30,13 +30,14 @@ def test_every_row_runs_or_is_listed_as_skipped_with_a_reason(full_run):
     record, _ = full_run
     ran = {r["row"] for r in record["rows"]}
     skipped = {r["row"]: r["reason"] for r in record["skipped"]}
-    assert ran | set(skipped) == set(bench.ROWS)
+    assert ran | set(skipped) == set(feeds.ROWS)
     assert not ran & set(skipped)
     assert all(reason for reason in skipped.values())
     # rows that depend on nothing but DALI, torch and timm always run here
     assert {2, 3, 4, 5, 6} <= ran, skipped
     for r in record["rows"]:
         assert r["images_per_s"] > 0
+        assert all(t > 0 for t in r["window_s"])   # every window timed something
 
 
 def test_curriculum_row_runs_and_reports_a_measured_stage_split(full_run):
@@ -44,16 +45,34 @@ def test_curriculum_row_runs_and_reports_a_measured_stage_split(full_run):
     skipped = {r["row"]: r["reason"] for r in record["skipped"]}
     assert 1 not in skipped, skipped.get(1)
     split = record["stage_split_row1"]
-    for stage in ("read", "decode", "augment", "kernels", "hand_over", "loader_wall", "consumer_wait"):
-        assert split[stage]["median_s"] >= 0, stage
+    assert set(bench_loader.STAGES) <= set(split), split.get("error")
+    for stage in bench_loader.STAGES:
+        assert split[stage]["median_s"] > 0, stage     # each stage timed something
         assert split[stage]["how"], stage
-    assert "remainder" not in split   # nothing is derived by subtraction
+    for stage in ("read", "decode", "graph", "kernels", "hand_over"):
+        assert len(split[stage]["times_s"]) == 3 and min(split[stage]["times_s"]) > 0, stage
+    assert "train_graph" in split["decode"]["how"] and "train_graph" in split["graph"]["how"]
+    assert "remainder" not in split and "augment" not in split   # nothing is derived by subtraction
+
+
+def test_dali_rows_record_the_device_id_their_graph_ran_with_and_are_gpu_only_with_one(full_run):
+    record, _ = full_run
+    rows = {r["row"]: r for r in record["rows"]}
+    for n in (1, 2, 3):
+        d = rows[n]["details"]
+        assert d["dali_device_id"] is None and d["runs_on"] == "CPU", n   # no CUDA here
+    assert rows[1]["details"]["config"]["dali_device_id"] is None
+    assert record["stage_split_row1"]["dali_device_id"] is None
+    assert "runs_on" not in rows[4]["details"]
+    assert feeds.where(0) == {"dali_device_id": 0, "runs_on": "GPU"}
+    assert feeds.where(None)["runs_on"] == "CPU"
 
 
 def test_record_holds_environment_settings_and_raw_timings(full_run):
     record, _ = full_run
     assert record["what"] == "loader" and record["date"]
-    for f in ENV_FIELDS:
+    assert record["format"] == benchutil.RECORD_FORMAT
+    for f in benchutil.ENVIRONMENT_FIELDS:
         assert f in record["environment"], f
     for f in SETTINGS_FIELDS:
         assert f in record["settings"], f
@@ -66,7 +85,7 @@ def test_record_holds_environment_settings_and_raw_timings(full_run):
             assert f in r, (r["row"], f)
         assert len(r["window_s"]) == 2 and r["images_per_window"] == 2 * 4
     assert record["baseline_row"] == 4
-    assert set(record["row_labels"]) == {str(k) for k in bench.ROWS}
+    assert set(record["row_labels"]) == {str(k) for k in feeds.ROWS}
 
 
 def test_figures_and_ratios_follow_from_the_recorded_timings(full_run):
@@ -86,7 +105,7 @@ def test_figures_and_ratios_follow_from_the_recorded_timings(full_run):
 
 def test_table_names_every_row_and_the_plot_is_a_png(full_run, tiny_folder):
     record, out = full_run
-    table = bench.format_table(record)
+    table = bench_loader.format_table(record)
     for r in record["rows"]:
         assert r["name"] in table and f"{r['ratio_to_row4']:.2f}x" in table
     for r in record["skipped"]:
@@ -106,7 +125,8 @@ def test_a_row_skipped_by_flag_says_so_and_ratios_without_the_baseline_are_none(
 
 
 def test_without_dali_the_dali_row_is_skipped_with_the_reason(tiny_folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "_dali_importable", lambda: "nvidia.dali cannot be imported (simulated)")
+    monkeypatch.setattr(bench_loader, "dali_importable", lambda: "nvidia.dali cannot be imported (simulated)")
+    monkeypatch.setattr(feeds, "dali_importable", lambda: "nvidia.dali cannot be imported (simulated)")
     path = tmp_path / "r.json"
     assert bench.main(["loader", "--data", str(tiny_folder), *TINY, "--rows", "3,6", "--json", str(path)]) == 0
     record = json.loads(path.read_text())
@@ -114,7 +134,7 @@ def test_without_dali_the_dali_row_is_skipped_with_the_reason(tiny_folder, tmp_p
 
 
 def test_without_the_vitdata_loader_its_rows_are_skipped_with_the_reason(tiny_folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "_loader_importable", lambda: "vitdata.loader cannot be imported (simulated)")
+    monkeypatch.setattr(feeds, "loader_importable", lambda: "vitdata.loader cannot be imported (simulated)")
     path = tmp_path / "r.json"
     assert bench.main(["loader", "--data", str(tiny_folder), *TINY, "--rows", "1,2,6", "--json", str(path)]) == 0
     record = json.loads(path.read_text())
@@ -136,11 +156,45 @@ def test_shards_run_through_the_webdataset_reader_and_the_tar_dataset(tiny_shard
 def test_small_data_is_cycled_through_links_so_every_row_reads_long_epochs(tiny_folder, tiny_shards):
     from vitdata.index import open_index
 
-    with bench.prepared_data(str(tiny_folder), 24 * 3 + 1) as (root, idx, cycle):
+    with common.prepared_data(str(tiny_folder), 24 * 3 + 1) as (root, idx, cycle):
         assert cycle == 4 and len(idx) == 96 and idx.kind == "imagefolder"
         assert sorted(idx.classes) == sorted(open_index(str(tiny_folder)).classes)
     assert not __import__("os").path.exists(root)
-    with bench.prepared_data(str(tiny_shards), 48) as (root, idx, cycle):
+    with common.prepared_data(str(tiny_shards), 48) as (root, idx, cycle):
         assert cycle == 2 and len(idx) == 48 and idx.kind == "wds"
-    with bench.prepared_data(str(tiny_folder), 10) as (root, idx, cycle):
+    with common.prepared_data(str(tiny_folder), 10) as (root, idx, cycle):
         assert root == str(tiny_folder) and cycle == 1
+
+
+def test_json_without_a_path_writes_under_the_current_directory_not_the_checkout(tiny_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VITDATA_RESULTS", raising=False)
+    assert bench.main(["loader", "--data", str(tiny_folder), *TINY, "--rows", "6"]) == 0
+    written = list((tmp_path / "benchmarks" / "results" / "cpu").glob("*-loader.json"))
+    assert len(written) == 1 and benchutil.read_record(str(written[0]))["what"] == "loader"
+    (tmp_path / "out").mkdir()
+    assert bench.main(["loader", "--data", str(tiny_folder), *TINY, "--rows", "6", "--json", "out"]) == 0
+    assert len(list((tmp_path / "out").glob("*-loader.json"))) == 1
+
+
+@pytest.mark.parametrize("device, cpus, expect", [
+    ("cuda", 16, (8, 8, 16)), ("cuda:1", 2, (1, 1, 2)), ("cuda", 1, (1, 0, 1)), ("cpu", 16, (16, 0, 16)),
+    ("cpu", 2, (2, 0, 2))])
+def test_default_parallelism_splits_the_usable_cpus_without_oversubscribing(device, cpus, expect):
+    par = common.Parallelism.resolve(device, cpus=cpus)
+    assert (par.threads, par.source_workers, par.workers) == expect
+    if device.startswith("cuda"):
+        assert par.threads + par.source_workers <= max(cpus, 1)
+    assert common.Parallelism.resolve("cuda", threads=3, cpus=16).threads == 3
+
+
+def test_a_vitdata_row_is_labelled_gpu_exactly_when_the_loader_reports_a_dali_device_id(tiny_folder, tmp_path,
+                                                                                          monkeypatch):
+    from vitdata.loader import Loader
+
+    path = tmp_path / "r.json"
+    monkeypatch.setattr(Loader, "dali_device_id", property(lambda self: 0))   # as a GPU-built graph reports
+    assert bench.main(["loader", "--data", str(tiny_folder), *TINY, "--rows", "2", "--json", str(path)]) == 0
+    (row,) = json.loads(path.read_text())["rows"]
+    assert row["details"]["runs_on"] == "GPU" and row["details"]["config"]["dali_device_id"] == 0
+    assert "GPU 0" in bench_loader.format_table({"rows": [row], "skipped": []})

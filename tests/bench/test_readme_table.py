@@ -20,7 +20,7 @@ def rt():
 def _loader_record(gpu, commit, date, rate4=100.0):
     row = lambda n, name, rate: {"row": n, "name": name, "images_per_s": rate, "spread_pct": 3.0,  # noqa: E731
                                  "ratio_to_row4": rate / rate4}
-    return {"what": "loader", "date": date, "baseline_row": 4,
+    return {"format": "vitdata-bench/1", "what": "loader", "date": date, "baseline_row": 4,
             "environment": {"gpu": gpu, "cpu_count": 2, "commit": commit},
             "settings": {"size": 224, "batch_size": 32, "dtype": "float32", "workers": 2, "threads": 2},
             "rows": [row(2, "vitdata-plain", 250.0), row(4, "torch-dataloader", rate4)],
@@ -36,13 +36,13 @@ def results(tmp_path):
     (res / "cpu" / "2026-02-01-loader.json").write_text(json.dumps(_loader_record(None, "b" * 40 + "-dirty",
                                                                                   "2026-02-01T10:00:00")))
     (res / "nvidia-h100-80gb-hbm3" / "2026-02-01-step.json").write_text(json.dumps({
-        "what": "step", "date": "2026-02-01", "environment": {"gpu": "NVIDIA H100 80GB HBM3", "commit": "c" * 40},
+        "format": "vitdata-bench/1", "what": "step", "date": "2026-02-01", "environment": {"gpu": "NVIDIA H100 80GB HBM3", "commit": "c" * 40},
         "settings": {"model": "vit_small_patch16_224", "size": 224, "batch_size": 256, "precision": "bf16 autocast"},
         "feeds": {"synthetic": {"step_s_median": 0.1, "data_wait_fraction": 0.0},
                   "vitdata": {"step_s_median": 0.101, "data_wait_fraction": 0.012}}, "skipped": []}))
     (res / "nvidia-h100-80gb-hbm3" / "2026-02-01-kernels.json").write_text(json.dumps({
-        "benchmark": "kernels", "date": "2026-02-01", "env": {"gpu": "NVIDIA H100 80GB HBM3", "git_commit": "d" * 40,
-                                                               "git_dirty": False},
+        "format": "vitdata-bench/1", "what": "kernels", "date": "2026-02-01",
+        "environment": {"gpu": "NVIDIA H100 80GB HBM3", "commit": "d" * 40},
         "settings": {"size": 224, "crop": 160, "batch": 256, "dtype": "bfloat16", "ratio": 0.25},
         "lowpass_crop": [{"name": "triton kernel", "gb_per_s": 1675.0, "gb_per_s_pct_of_peak": 50.0,
                           "speedup_vs_baseline": 6.0}], "patch_erase": []}))
@@ -86,3 +86,19 @@ def test_write_refuses_a_readme_without_markers(rt, results, tmp_path, capsys):
 
 def test_no_records_renders_a_note_not_an_empty_table(rt, tmp_path):
     assert "No benchmark records" in rt.render(rt.load_records(str(tmp_path)))
+
+
+def test_a_record_in_another_format_is_named_and_left_out(rt, results, capsys):
+    old = {"benchmark": "kernels", "date": "2026-03-01", "env": {"gpu": None, "git_commit": "e" * 40},
+           "settings": {}, "lowpass_crop": [], "patch_erase": []}
+    (results / "cpu" / "2026-03-01-kernels.json").write_text(json.dumps(old))
+    records = rt.load_records(str(results), str(results.parent.parent))
+    assert "2026-03-01-kernels.json" not in " ".join(r["_path"] for r in records)
+    assert "2026-03-01-kernels.json" in capsys.readouterr().err
+
+
+def test_the_committed_records_are_all_in_the_one_format():
+    from vitdata import benchutil
+
+    records = benchutil.load_records(str(ROOT / "benchmarks" / "results"))   # raises on any other format
+    assert records and all(r["format"] == benchutil.RECORD_FORMAT for r in records)

@@ -87,3 +87,14 @@ def test_no_configuration_spills_registers_except_the_known_512_row_tf32x3_tile(
     spills = [f"{r['case']} [{r['config']}]: {r['spill_stores']} bytes stored, {r['spill_loads']} loaded"
               for r in sm90 if "error" not in r and (r["spill_stores"] or r["spill_loads"])]
     assert all(s.split(" [")[0] in KNOWN_SPILLS for s in spills), "\n".join(spills)
+
+
+def test_the_candidates_of_one_autotune_list_compile_to_one_mma_version(sm90):
+    """mma.sync and wgmma accumulate a tile in different orders: a list mixing them would let the
+    autotuner's pick change the output bits (test_lowpass.py demands identical bits on a GPU)."""
+    by_case = {}
+    for r in sm90:
+        if r["kernel"] == "_lowpass_crop_kernel" and "error" not in r:
+            by_case.setdefault(r["case"], {})[r["config"]] = tuple(r["mma"])
+    mixed = {case: cfgs for case, cfgs in by_case.items() if len(set(cfgs.values())) > 1}
+    assert by_case and not mixed, mixed

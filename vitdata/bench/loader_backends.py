@@ -7,9 +7,9 @@ NCHW, DALI with ``--threads`` CPU threads and its source in the pipeline thread 
 torch with ``--workers`` DataLoader workers. Each repeat times whole epochs after one warm-up epoch; the
 loader is built once per backend, and the timed repeats alternate between the backends. Prints images/s
 (median and spread of the repeats), the ratio of the medians and the ratio of each interleaved pair,
-and writes a JSON record to ``benchmarks/results/cpu/<date>-loader-backends.json``.
+and writes a JSON record to ``./benchmarks/results/cpu/<date>-loader-backends.json`` (or ``--out``).
 
-    python -P benchmarks/bench_loader_cpu.py [--data DIR] [--epochs 2] [--repeats 5]
+    vitdata bench loader-backends [--data DIR] [--epochs 2] [--repeats 5]
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import time
 
 from vitdata import benchutil
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .common import shared_data
 
 
 def make_loader(backend: str, args):
@@ -52,9 +52,9 @@ def time_epochs(loader, result: dict, epochs: int) -> float:
     return n / dt
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "imagenet-samples"))
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=shared_data("imagenet-samples"))
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=2, help="DALI CPU threads")
@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=2, help="epochs per timed repeat")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--backends", default="dali,torch")
-    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/cpu/<date>-loader-backends.json)")
+    p.add_argument("--json", "--out", dest="out", default=None,
+                   help="record file or directory (default ./benchmarks/results/cpu/<date>-loader-backends.json)")
     args = p.parse_args(argv)
     if not os.path.isdir(args.data):
         print(f"no data at {args.data}", file=sys.stderr)

@@ -1,0 +1,164 @@
+"""Row 1's per-stage cost: each stage of the curriculum loader run alone on the ids row 1 delivered.
+
+Stages (seconds per batch, median of ``repeats``):
+
+==============  =====================================================================================
+read            ``SampleReader.read`` of the batch's ids, one thread (page cache warm)
+decode          the loader's own graph builder, ``pipelines.graphs.train_graph``, with RandAugment
+                and flip off: decode + random-resized crop, resize, normalise
+graph           ``train_graph`` with row 1's ``GraphSpec`` (what the loader runs per batch)
+kernels         ``vitdata.kernels``: low-pass crop + PatchErasing on a float32 batch on the device
+hand_over       copy of one graph output batch into a torch tensor on the device (one copy per batch)
+loader_wall     row 1's median window time / steps
+consumer_wait   time blocked in ``next(loader)`` per batch during row 1's windows
+==============  =====================================================================================
+
+The two DALI graphs run with row 1's device id (``Loader.dali_device_id``: "mixed" decode and GPU
+operators when it is set, CPU operators when it is None) and thread count, fed the encoded bytes of
+the delivered ids through an external source. Every timed call ends in a device-wide sync, so work on
+DALI's own stream is inside the call it belongs to (this split is not a hot loop). The stages overlap
+inside the loader (reader workers, DALI threads, the consumer's thread), so their costs need not add up
+to the wall time per batch; nothing here is derived by subtraction.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import numpy as np
+from nvidia.dali import fn, pipeline_def, types
+
+from .common import Settings, quiet_dali
+from .feeds import dali_to_torch
+
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()   # DALI's stream as well as torch's: each stage is timed alone
+
+
+def time_calls(fn_: Callable[[], object], repeats: int, warmup: int = 1) -> dict:
+    """Median and all of ``repeats`` host-timed calls of ``fn_``, each ending in a device sync."""
+    for _ in range(warmup):
+        fn_()
+    _sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn_()
+        _sync()
+        times.append(time.perf_counter() - t0)
+    return {"median_s": statistics.median(times), "times_s": times}
+
+
+@pipeline_def(enable_conditionals=True)
+def _stage_pipeline(source, spec, decode_device: str):
+    """``train_graph`` around a batch source of (encoded, size, mag_bin, active): the loader's graph, fed
+    fixed bytes and knobs instead of the sampler's control."""
+    from vitdata.pipelines.graphs import train_graph
+
+    k = 4 if spec.randaug else 2   # the RandAugment knobs only where the graph reads them
+    outs = fn.external_source(source=source, num_outputs=k, batch=True,
+                              dtype=[types.UINT8, types.FLOAT, types.INT32, types.INT32][:k], ndim=[1] * k)
+    encoded, size, mag_bin, active = (list(outs) + [None, None])[:4]
+    return train_graph(encoded, size, mag_bin, active, spec, decode_device)
+
+
+class _BatchSource:
+    """Cycles over pre-read batches of encoded bytes; the knobs are row 1's (constant schedule)."""
+
+    def __init__(self, encoded: list[list[bytes]], size: int, mag_bin: np.ndarray | None = None,
+                 active: np.ndarray | None = None):
+        self.encoded = [[np.frombuffer(x, np.uint8) for x in b] for b in encoded]
+        self.size = np.array([size, size], np.float32)
+        self.mag_bin, self.active = mag_bin, active
+        self.k = 0
+
+    def __call__(self):
+        b = self.encoded[self.k % len(self.encoded)]
+        self.k += 1
+        n = len(b)
+        if self.mag_bin is None:
+            return b, [self.size] * n
+        return b, [self.size] * n, [self.mag_bin] * n, [self.active] * n
+
+
+def _graph_stage(spec, source: _BatchSource, s: Settings, device_id: int | None, threads: int, repeats: int,
+                 how: str):
+    with quiet_dali():
+        pipe = _stage_pipeline(source, spec, "cpu" if device_id is None else "mixed", batch_size=s.batch_size,
+                               num_threads=threads, device_id=device_id, seed=s.seed + 11, prefetch_queue_depth=1)
+        pipe.build()
+    timed = time_calls(lambda: pipe.run(), repeats)
+    last = pipe.run()[0]
+    return {**timed, "how": how}, pipe, last
+
+
+def stage_split(s: Settings, loader, delivered_ids: list, wall_s_per_batch: float, wait_s_per_batch: float,
+                repeats: int = 3) -> dict:
+    """The table in the module docstring, for row 1's ``loader`` (closed: its pipeline no longer runs)."""
+    import dataclasses
+
+    import torch
+
+    from vitdata import kernels
+    from vitdata.pipelines.source import magnitude_to_bin
+
+    cfg = loader.cfg
+    dali_size = cfg.image_size
+    device_id = loader.dali_device_id
+    threads = cfg.num_threads   # row 1's own DALI thread count
+    ids = [int(i) for b in delivered_ids[:repeats + 1] for i in b.cpu().tolist()]
+    batches = [ids[k * s.batch_size:(k + 1) * s.batch_size] for k in range(len(ids) // s.batch_size)]
+    if not batches:
+        return {"error": "no delivered batches to split"}
+    reader = loader.reader
+    where = "CPU operators" if device_id is None else f"GPU {device_id} (mixed decode)"
+    out: dict = {"unit": "seconds per batch", "batch_size": s.batch_size, "dali_device_id": device_id,
+                 "note": "each stage timed alone on the ids row 1 delivered, same thread count; stages overlap "
+                         "in the loader, so they need not add up to the wall time"}
+
+    encoded = [[reader.read(i) for i in b] for b in batches]
+    k = iter(range(10 ** 9))
+    out["read"] = {**time_calls(lambda: [reader.read(i) for i in batches[next(k) % len(batches)]], repeats),
+                   "how": "SampleReader.read of the batch's ids, one thread (page cache warm)"}
+
+    # Row 1's GraphSpec is the one its backend built (a public Loader.graph_spec would spare this access).
+    spec = loader._backend.spec
+    max_ops = spec.max_ops
+    mag = np.full(max_ops, magnitude_to_bin(cfg.augment.randaug_magnitude), np.int32)
+    active = (np.arange(max_ops) < cfg.augment.randaug_num_ops).astype(np.int32)
+    plain = dataclasses.replace(spec, randaug=False, hflip=0.0)
+    out["decode"], pipe, _ = _graph_stage(
+        plain, _BatchSource(encoded, dali_size), s, device_id, threads, repeats,
+        f"train_graph without RandAugment and flip: decode + RRC, resize to {dali_size}, normalise; {where}, "
+        f"{threads} threads")
+    del pipe
+    out["graph"], pipe, result = _graph_stage(
+        spec, _BatchSource(encoded, dali_size, mag, active), s, device_id, threads, repeats,
+        f"train_graph as row 1 builds it: + RandAugment (n={cfg.augment.randaug_num_ops}, "
+        f"m={cfg.augment.randaug_magnitude}) + flip; {where}, {threads} threads")
+    dtype = torch.float16 if spec.float16 else torch.float32
+    out["hand_over"] = {**time_calls(lambda: dali_to_torch(result, s, dtype), repeats),
+                        "how": "one copy of the graph's output batch into a torch tensor on the device"}
+    del result, pipe
+
+    x = torch.randn(s.batch_size, 3, dali_size, dali_size, device=s.device)
+    gen = torch.Generator().manual_seed(s.seed)
+    p = cfg.augment.patch_size
+
+    def run_kernels():
+        y = kernels.lowpass_crop(x, s.size)
+        params = kernels.sample_patch_erase_params(s.batch_size, (s.size // p, s.size // p), 0.25, gen,
+                                                   device=y.device)
+        return kernels.patch_erase(y, params, p, "zero")
+
+    out["kernels"] = {**time_calls(run_kernels, repeats),
+                      "how": f"vitdata.kernels lowpass_crop {dali_size}->{s.size} + PatchErasing (0.25) on a float32 "
+                             f"batch on {x.device}"}
+    out["loader_wall"] = {"median_s": wall_s_per_batch, "how": "row 1's median window time / steps"}
+    out["consumer_wait"] = {"median_s": wait_s_per_batch,
+                            "how": "time blocked in next(loader) per batch during row 1's windows (perf_counter)"}
+    return out
