@@ -174,3 +174,27 @@ def load(directory: str) -> dict:
     except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
         raise StateError(f"checkpoint part {os.path.join(directory, sname)} is malformed: "
                          f"{type(e).__name__}: {e}") from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# The random generators a training step draws from, as checkpoint state
+
+
+def rng_state() -> dict:
+    """Every generator the step draws from: torch (dropout, drop-path, PSS random, DRLoc pairs) and NumPy
+    (timm Mixup)."""
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": {"keys": np_state[1], "pos": int(np_state[2]),
+                                                       "has_gauss": int(np_state[3]), "gauss": float(np_state[4])}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` captured (the CUDA generator only where CUDA is available)."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"], n["pos"], n["has_gauss"], n["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])

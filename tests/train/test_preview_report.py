@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from vitdata.preview import main as preview_main
-from vitdata.preview import views
-from vitdata.report import write_report
+from vitdata.report import views, write_report
 from vitdata.schedules import Knobs
 
 
