@@ -152,9 +152,11 @@ def parse_config(argv=None, prog="vitdata train") -> TrainConfig:
     if given.get("resume"):  # a resumed run keeps its own settings unless told otherwise
         path = os.path.join(resumed_run_dir(given["resume"]), "config.json")
         if os.path.isfile(path):
+            # Not "out": a copied run's config.json names the folder it was copied from, and the resumed
+            # run writes where it was resumed from (or where --out says), never there.
             with open(path) as fh:
                 saved = {k: v for k, v in json.load(fh).items()
-                         if k not in ("max_steps", "resume", "config") and hasattr(defaults, k)}
+                         if k not in ("max_steps", "resume", "config", "out") and hasattr(defaults, k)}
     merged = {**saved, **RECIPE_SETTINGS.get(recipe, {}), **from_yaml, **given}
     return dataclasses.replace(defaults, **merged)
 

@@ -282,3 +282,34 @@ def test_sigkill_mid_run_then_resume_matches_the_uninterrupted_run(cache, tmp_pa
     assert not off, f"killed at step {killed_at}; steps past tolerance (step, uninterrupted, resumed): {off}"
     assert [r["top1"] for r in read_log(full) if r["kind"] == "eval"] == \
            [r["top1"] for r in read_log(part) if r["kind"] == "eval"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# where a run writes; --workers
+
+
+def snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_resuming_a_copied_run_writes_into_the_copy_and_never_into_the_original(cache, tmp_path):
+    import shutil
+
+    from vitdata.errors import StateError
+    a, b = tmp_path / "A", tmp_path / "B"
+    main(TINY + ["--epochs", "1", "--no-report", "--out", str(a), "--max-steps", "3"])
+    shutil.copytree(a, b, symlinks=True)
+    original = snapshot(a)
+    main(["--resume", str(b), "--max-steps", "5"])  # B's config.json still says out=A
+    assert snapshot(a) == original
+    assert json.loads((b / "checkpoint" / "manifest.json").read_text())["step"] == 5
+    assert json.loads((b / "config.json").read_text())["out"] == str(b)
+    assert json.loads((b / "result.json").read_text())["out"] == str(b)
+    # A failed resume (a damaged checkpoint) writes nothing, here or there.
+    part = next((b / "checkpoint").glob("tensors-*"))
+    data = part.read_bytes()
+    part.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    copy = snapshot(b)
+    with pytest.raises(StateError):
+        main(["--resume", str(b), "--max-steps", "7"])
+    assert snapshot(a) == original and snapshot(b) == copy
