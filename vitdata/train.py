@@ -245,7 +245,7 @@ def loader_config(cfg: TrainConfig, train_src: str, val_src: str, rank: int, wor
                                               patch_size=cfg.patch_size),
                         output=OutputConfig(device=str(device)), schedule=ScheduleConfig(schedule=schedule),
                         distributed=DistributedConfig(rank=rank, world_size=world), backend=cfg.backend,
-                        num_threads=cfg.workers, num_workers=cfg.workers, seed=cfg.seed)
+                        num_threads=max(1, cfg.workers), num_workers=cfg.workers, seed=cfg.seed)
 
 
 def create_model(cfg: TrainConfig, num_classes: int, device):

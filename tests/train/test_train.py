@@ -313,3 +313,10 @@ def test_resuming_a_copied_run_writes_into_the_copy_and_never_into_the_original(
     with pytest.raises(StateError):
         main(["--resume", str(b), "--max-steps", "7"])
     assert snapshot(a) == original and snapshot(b) == copy
+
+
+def test_workers_0_reads_in_the_loader_thread_with_one_dali_thread(cache, tmp_path):
+    from vitdata.train import loader_config
+    lcfg = loader_config(parse_config(["--workers", "0"]), "train", "val", 0, 1, torch.device("cpu"), None)
+    assert (lcfg.num_workers, lcfg.num_threads) == (0, 1)
+    assert main(TINY + ["--workers", "0", "--epochs", "1", "--max-steps", "2", "--out", str(tmp_path / "run")]) == 0
