@@ -22,7 +22,8 @@ def test_every_subcommand_prints_a_vitdata_error_as_one_line(name, monkeypatch, 
     monkeypatch.delenv("VITDATA_DEBUG", raising=False)
     assert cli.main([name]) == 1
     err = capsys.readouterr().err
-    assert err == f"vitdata {name}: error: StateError: checkpoint part x is unreadable: line two of the detail\n"
+    want = f"vitdata {name}: error: StateError: checkpoint part x is unreadable: line two of the detail\n"
+    assert err == want
     with pytest.raises(StateError):
         cli.main(["--debug", name])
 
@@ -30,7 +31,8 @@ def test_every_subcommand_prints_a_vitdata_error_as_one_line(name, monkeypatch, 
 def test_error_hint_goes_on_a_second_line():
     e = StateError("bad state")
     e.hint = "delete the cache"
-    assert cli.error_line("vitdata x", e) == "vitdata x: error: StateError: bad state\nvitdata x: hint: delete the cache"
+    assert cli.error_line("vitdata x", e).splitlines() == ["vitdata x: error: StateError: bad state",
+                                                          "vitdata x: hint: delete the cache"]
 
 
 def damaged_checkpoint(tmp_path):

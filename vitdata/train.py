@@ -219,15 +219,6 @@ def run_dir(cfg: TrainConfig) -> str:
     return os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
 
 
-def find_checkpoint(path: str) -> str:
-    from vitdata import checkpoint
-    for d in (path, os.path.join(path, "checkpoint")):
-        if checkpoint.exists(d):
-            return d
-    raise ConfigError(f"no checkpoint under {path} (looked for manifest.json and checkpoint/manifest.json)",
-                      ("resume",))
-
-
 def build_schedule(cfg: TrainConfig, steps_per_epoch: int):
     """The curriculum knobs of ``cfg``'s switches (:func:`vitdata.schedules.curriculum_schedule`)."""
     from vitdata.schedules import curriculum_schedule
@@ -393,13 +384,8 @@ def train(cfg: TrainConfig) -> dict:
     rank, world, device = setup_distributed(cfg)
     out_dir = run_dir(cfg)
     cfg = dataclasses.replace(cfg, out=out_dir)
-    ckpt_dir = os.path.join(out_dir, "checkpoint")
-    resumed = None  # a damaged or mismatched checkpoint fails here, before anything is written
-    if cfg.resume:
-        resumed = checkpoint.load(find_checkpoint(cfg.resume))
-        if resumed["world_size"] != world:
-            raise ConfigError(f"checkpoint was written by {resumed['world_size']} processes, this run has {world}",
-                              ("resume",))
+    # A damaged checkpoint, or one of another world size, fails here, before anything is written.
+    resumed = checkpoint.load_run(cfg.resume, world) if cfg.resume else None
     if rank == 0:
         atomic_write(os.path.join(out_dir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=1).encode())
     torch.manual_seed(cfg.seed + rank)
@@ -440,39 +426,16 @@ def train(cfg: TrainConfig) -> dict:
         return contextlib.nullcontext() if amp_dtype is None else torch.autocast(device.type, dtype=amp_dtype)
 
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    state = checkpoint.TrainState(model, optimizer, scaler, ema)
 
     # ---- resume: model, optimiser, scaler, EMA, loader (its position inside the epoch), oracle, RNGs
-    step, start_epoch, wall0 = 0, 0, 0.0
-    if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        scaler.load_state_dict(resumed["scaler"])
-        if ema is not None and resumed.get("ema") is not None:
-            ema.module.load_state_dict(resumed["ema"])
-        train_loader.load_state_dict(dict(resumed["loader"][rank], oracle=resumed.get("oracle")))
-        checkpoint.set_rng_state(resumed["rng"][rank])
-        step, start_epoch, wall0 = resumed["step"], resumed["epoch"], resumed["time"]
-        resumed = None  # the tensors now live in the model and optimiser
+    step, start_epoch, wall0 = checkpoint.restore_run(resumed, state, train_loader, rank) if resumed else (0, 0, 0.0)
+    del resumed  # the tensors now live in the model and optimiser
 
-    def save_checkpoint(epoch: int, elapsed: float):
-        # Collectives first (oracle folding inside the loader's state, RNG gather), on every rank; then
-        # rank 0 writes. The oracle's table is identical on every rank: store it once, not per rank.
-        loader_state = train_loader.state_dict()
-        oracle_state = loader_state.pop("oracle", None)
-        rngs, loaders = [checkpoint.rng_state()], [loader_state]
-        if world > 1:  # per-rank pieces: RNG streams and loader positions
-            rngs, loaders = [None] * world, [None] * world
-            dist.all_gather_object(rngs, checkpoint.rng_state())
-            dist.all_gather_object(loaders, loader_state)
-        if rank == 0:
-            checkpoint.save(ckpt_dir, {
-                "step": step, "epoch": epoch, "time": elapsed, "config": dataclasses.asdict(cfg),
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "scheduler": {"step": step, "total": total_steps, "warmup": warmup_steps},
-                "ema": ema.module.state_dict() if ema is not None else None,
-                "loader": loaders, "oracle": oracle_state, "rng": rngs, "world_size": world}, step)
-        if world > 1:
-            dist.barrier()
+    def save(epoch: int):
+        checkpoint.save_run(os.path.join(out_dir, "checkpoint"), state, train_loader, step=step, epoch=epoch,
+                            elapsed=time.perf_counter() - t_start, config=dataclasses.asdict(cfg), rank=rank,
+                            world=world, scheduler={"step": step, "total": total_steps, "warmup": warmup_steps})
 
     log = report.Logger(out_dir, rank, total_steps, cfg.progress and sys.stderr.isatty(), start_step=step,
                         resume_time=wall0 if cfg.resume else None)
@@ -548,12 +511,12 @@ def train(cfg: TrainConfig) -> dict:
                              loss=f"{rec['loss']:.3f}", img_s=f"{rec['img_s']:.0f}", wait_ms=f"{data_ms:.0f}",
                              size=knobs.image_size)
             if cfg.ckpt_every and step % cfg.ckpt_every == 0:
-                save_checkpoint(epoch, time.perf_counter() - t_start)
+                save(epoch)
             if cfg.max_steps and step >= cfg.max_steps:
                 stop = True
                 break
         if stop and not epoch_done:
-            save_checkpoint(epoch, time.perf_counter() - t_start)  # mid-epoch: the loader keeps its position
+            save(epoch)  # mid-epoch: the loader keeps its position
             break
 
         # ---- end of epoch: evaluation, checkpoint (the next set_epoch hands the oracle's plan on)
@@ -562,7 +525,7 @@ def train(cfg: TrainConfig) -> dict:
             log.write("eval", epoch=epoch + 1, step=step, time=time.perf_counter() - t_start, **last_eval)
             log.message(f"epoch {epoch + 1}/{cfg.epochs}: val top-1 {last_eval['top1']:.2f} % "
                         f"top-5 {last_eval['top5']:.2f} % ({time.perf_counter() - t_start:.0f} s)")
-        save_checkpoint(epoch + 1, time.perf_counter() - t_start)
+        save(epoch + 1)
         if stop:
             break
 
