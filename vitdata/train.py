@@ -2,7 +2,11 @@
 
 Read top to bottom: config -> distributed setup -> data (loader, schedule, oracle) -> model, optimiser,
 EMA, Mixup -> resume -> the loop (one step: fetch, knobs, mix, forward, per-sample loss, report, backward,
-step, log) -> evaluation -> checkpoint -> report.
+step, log) -> evaluation -> checkpoint -> report. The pieces it calls live with their subjects: the
+knobs of the switches in :func:`vitdata.schedules.curriculum_schedule`, the data options in
+:func:`vitdata.datasets.sources.resolve_sources`, a run's checkpoint in :mod:`vitdata.checkpoint`
+(``save_run`` / ``load_run`` / ``restore_run``), the log and the end-of-run report in :mod:`vitdata.report`.
+A resumed run writes into the folder it resumes (or ``--out``), whatever its config.json says.
 
 With no data argument it trains on the built-in synthetic dataset (generated once into the vitdata
 cache), on CPU in a few minutes. ``torchrun --nproc-per-node K -m vitdata train ...`` runs DDP (NCCL on
