@@ -16,20 +16,25 @@ the part on any mismatch or malformed content; a manifest of a newer format says
 The state is any nest of dicts, lists, tuples, str, int, float, bool, None, torch tensors and NumPy
 arrays (torch state dicts, optimizer state with int keys, the loader's and the oracle's plain data).
 NumPy arrays come back as NumPy arrays, tensors as CPU tensors.
+
+A training run's checkpoint (``vitdata train``): :func:`save_run` / :func:`load_run` / :func:`restore_run`
+around a :class:`TrainState` (model, optimiser, loss scaler, EMA), the loader's state per rank, the
+oracle's table once, and every rank's RNG streams (:func:`rng_state`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from vitdata.errors import StateError
+from vitdata.errors import ConfigError, StateError
 from vitdata.io import atomic_write
 
 FORMAT = 1
@@ -174,3 +179,105 @@ def load(directory: str) -> dict:
     except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
         raise StateError(f"checkpoint part {os.path.join(directory, sname)} is malformed: "
                          f"{type(e).__name__}: {e}") from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# The random generators a training step draws from, as checkpoint state
+
+
+def rng_state() -> dict:
+    """Every generator the step draws from: torch (dropout, drop-path, PSS random, DRLoc pairs) and NumPy
+    (timm Mixup)."""
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": {"keys": np_state[1], "pos": int(np_state[2]),
+                                                       "has_gauss": int(np_state[3]), "gauss": float(np_state[4])}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` captured (the CUDA generator only where CUDA is available)."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"], n["pos"], n["has_gauss"], n["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# A training run's checkpoint: what vitdata train saves and resumes from
+
+
+@dataclass
+class TrainState:
+    """What a run's checkpoint holds besides the loader and the RNGs: the model, the optimiser, the fp16
+    loss scaler and the EMA copy (a timm ModelEmaV3, or None). The keys of :meth:`state_dict` are the
+    checkpoint's."""
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    ema: Optional[torch.nn.Module] = None
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "ema": self.ema.module.state_dict() if self.ema is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.module.load_state_dict(state["ema"])
+
+
+def save_run(directory: str, state: TrainState, loader, *, step: int, epoch: int, elapsed: float, config: dict,
+             rank: int, world: int, scheduler: dict) -> None:
+    """Save a run at ``step`` (``epoch``: the epoch in progress, or the next one at an epoch end; ``elapsed``:
+    seconds of training so far), on every rank of the process group.
+
+    Collectives first (the oracle's folding inside the loader's state, the RNG gather), on every rank; then
+    rank 0 writes. The oracle's table is identical on every rank: it is stored once, not per rank."""
+    import torch.distributed as dist
+    loader_state = loader.state_dict()
+    oracle_state = loader_state.pop("oracle", None)
+    rngs, loaders = [rng_state()], [loader_state]
+    if world > 1:  # per-rank pieces: RNG streams and loader positions
+        rngs, loaders = [None] * world, [None] * world
+        dist.all_gather_object(rngs, rng_state())
+        dist.all_gather_object(loaders, loader_state)
+    if rank == 0:
+        save(directory, {"step": step, "epoch": epoch, "time": elapsed, "config": config, **state.state_dict(),
+                         "scheduler": scheduler, "loader": loaders, "oracle": oracle_state, "rng": rngs,
+                         "world_size": world}, step)
+    if world > 1:
+        dist.barrier()
+
+
+def find(path: str) -> str:
+    """The checkpoint directory of ``path``: ``path`` itself or ``path/checkpoint``."""
+    for d in (path, os.path.join(path, "checkpoint")):
+        if exists(d):
+            return d
+    raise ConfigError(f"no checkpoint under {path} (looked for manifest.json and checkpoint/manifest.json)",
+                      ("resume",))
+
+
+def load_run(path: str, world: int) -> dict:
+    """The run checkpoint under ``path`` (see :func:`find`), checked: StateError when it is damaged,
+    ConfigError when it was written by another number of processes than ``world``."""
+    saved = load(find(path))
+    if saved.get("world_size") != world:
+        raise ConfigError(f"checkpoint was written by {saved.get('world_size')} processes, this run has {world}",
+                          ("resume",))
+    return saved
+
+
+def restore_run(saved: dict, state: TrainState, loader, rank: int) -> tuple[int, int, float]:
+    """Model, optimiser, scaler, EMA, the loader (its position inside the epoch, the oracle) and this rank's
+    RNGs from ``saved``; returns (step, epoch, elapsed seconds) to continue from."""
+    state.load_state_dict(saved)
+    loader.load_state_dict(dict(saved["loader"][rank], oracle=saved.get("oracle")))
+    set_rng_state(saved["rng"][rank])
+    return saved["step"], saved["epoch"], saved["time"]

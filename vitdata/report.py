@@ -1,19 +1,27 @@
-"""The end-of-run report: PNG plots read from the run's JSONL log, a sample grid, and a Markdown summary.
+"""A training run's log and its end-of-run report: PNG plots read from the run's JSONL log, sample grids,
+the curriculum's views, and a Markdown summary.
 
-Log records used (one JSON object per line, ``kind`` first; see vitdata/train.py):
+:class:`Logger` writes the log (rank 0): one JSON object per line, ``kind`` first:
     step:  step, epoch (fractional), time (s since start), loss, lr, img_s, data_ms, step_ms, knobs{...}
     eval:  step, epoch, time, top1, top5, loss
     epoch: epoch, time, oracle{ddp_e, ddp_h, kar, period} (when an oracle runs)
 
-Files written into ``report_dir``: loss_acc.png, throughput.png, knobs.png, oracle.png (with an oracle),
-samples.png (when sample images were captured), summary.md. (vitdata/train.py adds curriculum.png, the
-full / low-pass / erased views of vitdata/preview.py at the same epochs.)
+Files written into ``report_dir`` by :func:`write_report`: loss_acc.png, throughput.png, knobs.png,
+oracle.png (with an oracle), samples.png (when sample images were captured), summary.md;
+:func:`write_run_report` (the end of ``vitdata train``) adds curriculum.png, the full / low-pass / erased
+views of :func:`curriculum_rows` (what ``vitdata preview`` draws) at the same epochs.
+
+Images handed to the grids are normalised (N, 3, H, W) tensors as the loader delivers them; :func:`to_uint8`
+undoes the normalisation with the mean and std they were normalised with (the loader's ``output.mean`` /
+``output.std``), so grids show the true colours whatever the model's normalisation.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
-from typing import Optional
+import sys
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -184,4 +192,171 @@ def write_report(report_dir: str, log_path: str, config: dict, samples: Optional
     path = os.path.join(report_dir, "summary.md")
     with open(path, "w") as f:
         f.write(summary_markdown(log, config, extra))
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------
+# The log written during the run
+
+
+def _record_time(line: str) -> float:
+    try:
+        return float(json.loads(line).get("time", 0.0))
+    except ValueError:  # a torn last line
+        return float("inf")
+
+
+class Logger:
+    """JSONL always (rank 0), TensorBoard when importable, a tqdm bar when asked.
+
+    ``resume_time`` (s): a resumed run first drops the records logged after its checkpoint's time (a killed
+    run may have logged past its last checkpoint; those steps are redone)."""
+
+    def __init__(self, out_dir: str, rank: int, total_steps: int, progress: bool, start_step: int = 0,
+                 resume_time: float | None = None):
+        from vitdata.io import atomic_write
+        self.rank = rank
+        self.path = os.path.join(out_dir, "log.jsonl")
+        if rank == 0 and resume_time is not None and os.path.exists(self.path):
+            with open(self.path) as fh:
+                keep = [line for line in fh if _record_time(line) <= resume_time]
+            atomic_write(self.path, "".join(keep).encode())
+        self.file = open(self.path, "a") if rank == 0 else None
+        self.tb = self.bar = None
+        if rank == 0:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(os.path.join(out_dir, "tb"))
+            except Exception:  # tensorboard not installed
+                self.tb = None
+            if progress:
+                from tqdm import tqdm
+                self.bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, file=sys.stderr)
+
+    def write(self, kind: str, **rec):
+        if self.file is None:
+            return
+        self.file.write(json.dumps({"kind": kind, **rec}) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in rec.items():
+                if isinstance(v, (int, float)) and k not in ("step",):
+                    self.tb.add_scalar(f"{kind}/{k}", v, rec.get("step", 0))
+
+    def progress(self, n: int, **postfix):
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix(postfix, refresh=False)
+
+    def message(self, text: str):
+        if self.rank == 0:
+            (self.bar.write if self.bar is not None else print)(text)
+
+    def oracle(self, oracle, epoch: int, elapsed: float) -> None:
+        """Write the oracle's metrics of ``epoch`` (DDP-e/h, KAR, period) once they exist."""
+        if oracle is None or epoch < 0:
+            return
+        m = next((m for m in oracle.metrics if m.get("epoch") == epoch), None)
+        if m is not None:
+            self.write("epoch", epoch=epoch + 1, time=elapsed,
+                       oracle={k: m.get(k) for k in ("ddp_e", "ddp_h", "kar", "period", "histogram")})
+
+    def close(self):
+        for h in (self.bar, self.tb, self.file):
+            if h is not None:
+                h.close()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Images: normalised tensors back to pixels, and the curriculum's own views
+
+
+def to_uint8(x, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Normalised (N, 3, H, W) tensor (any float dtype, any device) -> (N, H, W, 3) uint8, undoing
+    ``(pixel / 255 - mean) / std`` with the ``mean`` and ``std`` the images were normalised with."""
+    img = x.detach().float().cpu().permute(0, 2, 3, 1).numpy()
+    img = img * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def load_images(source: str, n: int, size: int, mean: Sequence[float], std: Sequence[float], seed: int = 0):
+    """``n`` images of ``source`` (one per class first, then random), centre-cropped and resized to ``size``
+    (bicubic): (n, 3, size, size) float32 tensor normalised with ``mean`` / ``std``."""
+    import torch
+    from PIL import Image
+
+    from vitdata.index import SampleReader, open_index
+    index = open_index(source)
+    reader = SampleReader(index)
+    rng = np.random.default_rng(seed)
+    picks = []
+    for c in range(index.num_classes):  # one of each class, then random
+        ids = np.flatnonzero(index.label == c)
+        if len(ids) and len(picks) < n:
+            picks.append(int(rng.choice(ids)))
+    while len(picks) < min(n, len(index)):
+        picks.append(int(rng.integers(len(index))))
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    out = []
+    for i in picks:
+        img = Image.open(io.BytesIO(reader.read(i))).convert("RGB")
+        w, h = img.size
+        s = min(w, h)
+        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+        img = img.resize((size, size), Image.BICUBIC)
+        out.append((np.asarray(img, np.float32) / 255 - mean) / std)
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+
+
+def views(images, knobs, patch_size: int, seed: int = 0) -> dict:
+    """The three views of ``images`` (normalised, already at knobs.image_size) under ``knobs``: "full",
+    "low-pass" (the Fourier crop at ``lowpass_size``; the same as full when None) and "erased"
+    (PatchErasing at ``erase_ratio``; the same as full when 0)."""
+    import torch
+
+    from vitdata import kernels
+    full = images
+    low = kernels.lowpass_crop(images, knobs.lowpass_size) if knobs.lowpass_size else images
+    erased = images
+    if knobs.erase_ratio > 0:
+        grid = (images.shape[-2] // patch_size, images.shape[-1] // patch_size)
+        params = kernels.sample_patch_erase_params(images.shape[0], grid, float(knobs.erase_ratio),
+                                                   torch.Generator().manual_seed(seed))
+        erased = kernels.patch_erase(images, params, patch_size)
+    return {"full": full, "low-pass": low, "erased": erased}
+
+
+def curriculum_rows(source: str, schedule, epochs: list[int], patch_size: int, mean: Sequence[float],
+                    std: Sequence[float], n: int = 4, seed: int = 0):
+    """Rows for :func:`plot_samples`: per epoch (0-based, clamped to the schedule's), ``n`` images of
+    ``source`` in each view of :func:`views` under the knobs of that epoch's first step, side by side.
+    Images are centre-cropped and RandAugment is left out, so the views differ only by the curriculum's
+    own operations.
+
+    Returns (rows, column titles, knobs per epoch)."""
+    rows, all_knobs = [], []
+    for e in epochs:
+        k = schedule(min(max(e, 0), schedule.epochs - 1), 0)
+        imgs = load_images(source, n, k.image_size, mean, std, seed=seed)
+        v = views(imgs, k, patch_size, seed=seed + e)
+        label = f"epoch {e}\n{k.image_size}px lp={k.lowpass_size or '-'}\nerase={k.erase_ratio:g}"
+        # The low-pass view is smaller (B x B); each tile has its own axes, so it is shown stretched.
+        pixels = {name: to_uint8(x, mean, std) for name, x in v.items()}
+        rows.append((label, [pixels[name][i] for i in range(len(imgs)) for name in ("full", "low-pass", "erased")]))
+        all_knobs.append(k)
+    titles = [name for _ in range(n) for name in ("full", "low-pass", "erased")]
+    return rows, titles, all_knobs
+
+
+def write_run_report(report_dir: str, log_path: str, config: dict, samples: list, *, mean: Sequence[float],
+                     std: Sequence[float], schedule, source: str, epochs: list[int], patch_size: int,
+                     seed: int = 0) -> str:
+    """The end of ``vitdata train``: :func:`write_report` with ``samples`` ((label, normalised (N, 3, H, W)
+    images as the model saw them) pairs) as samples.png, plus curriculum.png (:func:`curriculum_rows` of
+    ``source`` at ``epochs``). ``mean`` / ``std``: the loader's normalisation. Returns summary.md's path."""
+    rows = [(label, to_uint8(x, mean, std)) for label, x in samples]
+    path = write_report(report_dir, log_path, config, rows, extra={"schedule": schedule.name})
+    grid, titles, _ = curriculum_rows(source, schedule, epochs, patch_size, mean, std, n=3, seed=seed)
+    plot_samples(grid, os.path.join(report_dir, "curriculum.png"), titles)
     return path

@@ -599,3 +599,24 @@ def make_schedule(name: str, epochs: int, steps_per_epoch: int, image_size: int 
         raise ConfigError(f"{sorted('pss_' + k for k in pss_kw)} given without pss", ("pss",))
     label = name if pss is None else f"{name}+pss-{pss}"
     return Schedule(epochs=epochs, steps_per_epoch=steps_per_epoch, name=label, **common, **rules)
+
+
+def curriculum_schedule(epochs: int, steps_per_epoch: int, image_size: int, *, patch_size: int,
+                        curriculum: str | None = None, size_curriculum: bool = False, pss: str | None = None,
+                        erase_ratio: float = 0.0, randaug_magnitude: float = 5.0) -> Schedule:
+    """The schedule of ``vitdata train``'s method switches: a data ``curriculum`` (a named schedule;
+    None = constant at ``randaug_magnitude``), with the 1-GPU/24 h progressive size on top when
+    ``size_curriculum`` (from 2 patches, growing by 2 patches: 32 -> 224 px at patch 16), the PSS keep
+    ratio ``pss`` and a constant PatchErasing ``erase_ratio``."""
+    extra: dict[str, Any] = {"patch_size": patch_size, "erase_ratio": erase_ratio}
+    if pss:
+        extra["pss"] = pss
+    name = curriculum or "constant"
+    if name == "constant":
+        extra["randaug_magnitude"] = randaug_magnitude
+    sched = make_schedule(name, epochs, steps_per_epoch, image_size, **extra)
+    if size_curriculum:
+        sizes = make_schedule("progressive-size", epochs, steps_per_epoch, image_size,
+                              init_size=min(2 * patch_size, image_size), step_px=2 * patch_size, patch_size=patch_size)
+        sched = combine(sched, image_size=sizes)
+    return sched

@@ -2,7 +2,11 @@
 
 Read top to bottom: config -> distributed setup -> data (loader, schedule, oracle) -> model, optimiser,
 EMA, Mixup -> resume -> the loop (one step: fetch, knobs, mix, forward, per-sample loss, report, backward,
-step, log) -> evaluation -> checkpoint -> report.
+step, log) -> evaluation -> checkpoint -> report. The pieces it calls live with their subjects: the
+knobs of the switches in :func:`vitdata.schedules.curriculum_schedule`, the data options in
+:func:`vitdata.datasets.sources.resolve_sources`, a run's checkpoint in :mod:`vitdata.checkpoint`
+(``save_run`` / ``load_run`` / ``restore_run``), the log and the end-of-run report in :mod:`vitdata.report`.
+A resumed run writes into the folder it resumes (or ``--out``), whatever its config.json says.
 
 With no data argument it trains on the built-in synthetic dataset (generated once into the vitdata
 cache), on CPU in a few minutes. ``torchrun --nproc-per-node K -m vitdata train ...`` runs DDP (NCCL on
@@ -10,9 +14,10 @@ GPU, gloo on CPU). A rank that hangs (a stalled read) or dies leaves the others 
 ``--dist-timeout`` (seconds, default 600) bounds that wait: the waiting ranks then fail with the process
 group's timeout error instead of blocking for gloo's default 30 minutes.
 
-Timing: ``data_ms`` is the time spent waiting for the loader's next batch; ``step_ms`` is the rest of the
-step (mixing, forward, backward, optimiser). On CUDA the step ends with a deliberate
-``torch.cuda.synchronize()`` so the two do not blur into each other.
+Timing (:class:`StepTimer`): ``data_ms`` is the time a step waits for the loader's batch, ``step_ms`` the
+rest of the step (mixing, forward, backward, optimiser). On CPU both are host clocks. On CUDA they are
+events on the current stream, read on log steps only: nothing in the loop synchronises the device, so the
+host runs ahead and DALI keeps prefetching on its own stream (see "Sync points" in :func:`train`).
 """
 from __future__ import annotations
 
@@ -51,7 +56,8 @@ class TrainConfig:
     val: Optional[str] = _f(None, "validation split (overrides --data)")
     synthetic_samples: int = _f(10000, "size of the built-in synthetic dataset used when no data is given")
     backend: str = _f("auto", "loader backend", choices=("auto", "dali", "torch"))
-    workers: int = _f(2, "loader threads / processes")
+    workers: int = _f(2, "loader source workers (0 = read in the loader's own thread) and DALI threads "
+                         "(at least 1)")
     # model
     model: str = _f("vit_tiny_patch16_224", "timm ViT name (pretrained=False always)")
     patch_size: int = _f(16, "patch size (overrides the model name's)")
@@ -148,11 +154,13 @@ def parse_config(argv=None, prog="vitdata train") -> TrainConfig:
         raise ConfigError(f"unknown recipe {recipe!r}; choose from {RECIPES}", ("recipe",))
     saved = {}
     if given.get("resume"):  # a resumed run keeps its own settings unless told otherwise
-        path = os.path.join(given["resume"].rstrip("/").removesuffix("/checkpoint"), "config.json")
+        path = os.path.join(resumed_run_dir(given["resume"]), "config.json")
         if os.path.isfile(path):
+            # Not "out": a copied run's config.json names the folder it was copied from, and the resumed
+            # run writes where it was resumed from (or where --out says), never there.
             with open(path) as fh:
                 saved = {k: v for k, v in json.load(fh).items()
-                         if k not in ("max_steps", "resume", "config") and hasattr(defaults, k)}
+                         if k not in ("max_steps", "resume", "config", "out") and hasattr(defaults, k)}
     merged = {**saved, **RECIPE_SETTINGS.get(recipe, {}), **from_yaml, **given}
     return dataclasses.replace(defaults, **merged)
 
@@ -181,7 +189,7 @@ def check_config(cfg: TrainConfig) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Small helpers used by the loop
+# Pieces of the run
 
 
 def setup_distributed(cfg: TrainConfig):
@@ -200,6 +208,53 @@ def setup_distributed(cfg: TrainConfig):
     return rank, world, device
 
 
+def resumed_run_dir(resume: str) -> str:
+    """The run folder of ``--resume PATH`` (PATH is the run folder or its checkpoint/ folder)."""
+    return resume.rstrip("/").removesuffix("/checkpoint")
+
+
+def run_dir(cfg: TrainConfig) -> str:
+    """Where this run writes: ``--out``, else the folder it resumes, else runs/<time>. Nothing else: a
+    resumed run never writes into a folder named by the run it was copied from."""
+    if cfg.out:
+        return cfg.out
+    if cfg.resume:
+        return resumed_run_dir(cfg.resume)
+    return os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+
+
+def build_schedule(cfg: TrainConfig, steps_per_epoch: int):
+    """The curriculum knobs of ``cfg``'s switches (:func:`vitdata.schedules.curriculum_schedule`)."""
+    from vitdata.schedules import curriculum_schedule
+    return curriculum_schedule(cfg.epochs, steps_per_epoch, cfg.image_size, patch_size=cfg.patch_size,
+                               curriculum=cfg.curriculum, size_curriculum=cfg.size_curriculum, pss=cfg.pss,
+                               erase_ratio=cfg.patch_erasing, randaug_magnitude=cfg.randaug_magnitude)
+
+
+def loader_config(cfg: TrainConfig, train_src: str, val_src: str, rank: int, world: int, device, schedule):
+    """The LoaderConfig of the train and eval loaders. ``--workers`` sets the source workers (0 = the
+    source runs in the loader's own thread) and the DALI threads, which must be at least 1."""
+    from vitdata.loader import (AugmentConfig, DistributedConfig, LoaderConfig, OutputConfig, ScheduleConfig)
+    return LoaderConfig(data=train_src, eval_data=val_src, batch_size=cfg.batch_size, image_size=cfg.image_size,
+                        augment=AugmentConfig(scale=(cfg.crop_scale, 1.0), randaug_magnitude=cfg.randaug_magnitude,
+                                              patch_size=cfg.patch_size),
+                        output=OutputConfig(device=str(device)), schedule=ScheduleConfig(schedule=schedule),
+                        distributed=DistributedConfig(rank=rank, world_size=world), backend=cfg.backend,
+                        num_threads=max(1, cfg.workers), num_workers=cfg.workers, seed=cfg.seed)
+
+
+def create_model(cfg: TrainConfig, num_classes: int, device):
+    """The timm ViT with the model-side switches (locality, PSS, DRLoc head), on ``device``."""
+    from vitdata.models import create_vit
+    timm_kw = dict(patch_size=cfg.patch_size, drop_path_rate=cfg.drop_path, global_pool=cfg.global_pool)
+    for name in ("depth", "embed_dim", "num_heads"):
+        if getattr(cfg, name):
+            timm_kw[name] = getattr(cfg, name)
+    return create_vit(cfg.model, num_classes=num_classes, img_size=cfg.image_size, locality=cfg.locality,
+                      pss=cfg.pss_mode if cfg.pss else None, drloc=cfg.drloc > 0, drloc_target=cfg.drloc_target,
+                      **timm_kw).to(device)
+
+
 def lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
     """Linear warm-up to ``peak`` over ``warmup`` steps, then cosine to ``floor`` at ``total``."""
     if step < warmup:
@@ -215,66 +270,6 @@ def per_sample_loss(logits: torch.Tensor, target: torch.Tensor, label_smoothing:
     if target.ndim == 2:
         return -(target * F.log_softmax(logits, dim=-1)).sum(dim=-1)
     return F.cross_entropy(logits, target, label_smoothing=label_smoothing, reduction="none")
-
-
-def build_schedule(cfg: TrainConfig, steps_per_epoch: int):
-    """The curriculum knobs (image size, low-pass size, RandAug magnitude, erase ratio, PSS keep ratio)."""
-    from vitdata.schedules import combine, make_schedule
-    extra = {"patch_size": cfg.patch_size, "erase_ratio": cfg.patch_erasing}
-    if cfg.pss:
-        extra["pss"] = cfg.pss
-    name = cfg.curriculum or "constant"
-    if name == "constant":
-        extra["randaug_magnitude"] = cfg.randaug_magnitude
-    sched = make_schedule(name, cfg.epochs, steps_per_epoch, cfg.image_size, **extra)
-    if cfg.size_curriculum:
-        # The paper grows the crop by 2 patches from 2 patches (32 -> 224 px at patch 16).
-        sizes = make_schedule("progressive-size", cfg.epochs, steps_per_epoch, cfg.image_size,
-                              init_size=min(2 * cfg.patch_size, cfg.image_size), step_px=2 * cfg.patch_size,
-                              patch_size=cfg.patch_size)
-        sched = combine(sched, image_size=sizes)
-    return sched
-
-
-def resolve_data(cfg: TrainConfig, rank: int) -> tuple[str, str]:
-    """(train source, val source). Without data arguments, the synthetic dataset in the vitdata cache
-    (written by rank 0; the other ranks wait at a barrier)."""
-    if cfg.train or cfg.data:
-        train = cfg.train or os.path.join(cfg.data, "train")
-        val = cfg.val or (os.path.join(cfg.data, "val") if cfg.data else None)
-        if val is None:
-            raise ConfigError("--train needs --val (or give --data ROOT with ROOT/train and ROOT/val)", ("val",))
-        return train, val
-    from vitdata.datasets import synthetic
-    root = synthetic.default_root(n=cfg.synthetic_samples)
-    if rank == 0:
-        synthetic.generate(root, num_samples=cfg.synthetic_samples)
-    if dist.is_initialized():
-        dist.barrier()
-    return os.path.join(root, "train"), os.path.join(root, "val")
-
-
-def build_loaders(cfg: TrainConfig, train_src: str, val_src: str, rank: int, world: int, device, oracle_factory):
-    """The train and eval loaders (vitdata.loader), the schedule, the oracle (or None) and the index."""
-    from vitdata.index import open_index
-    from vitdata.loader import (AugmentConfig, DistributedConfig, LoaderConfig, OutputConfig, ScheduleConfig,
-                                create_loader)
-    index = open_index(train_src)
-    steps_per_epoch = len(index) // (cfg.batch_size * world)
-    if steps_per_epoch < 1:
-        raise ConfigError(f"{len(index)} training samples is less than one step of {cfg.batch_size} x {world}",
-                          ("batch_size",))
-    sched = build_schedule(cfg, steps_per_epoch)
-    oracle = oracle_factory(len(index)) if cfg.oracle else None
-    lcfg = LoaderConfig(data=train_src, eval_data=val_src, batch_size=cfg.batch_size, image_size=cfg.image_size,
-                        augment=AugmentConfig(scale=(cfg.crop_scale, 1.0), randaug_magnitude=cfg.randaug_magnitude,
-                                              patch_size=cfg.patch_size),
-                        output=OutputConfig(device=str(device)), schedule=ScheduleConfig(schedule=sched),
-                        distributed=DistributedConfig(rank=rank, world_size=world), backend=cfg.backend,
-                        num_threads=cfg.workers, num_workers=cfg.workers, seed=cfg.seed)
-    train = create_loader(lcfg, split="train", oracle=oracle)
-    val = create_loader(lcfg, split="eval")
-    return train, val, sched, oracle, index
 
 
 def unpack(out):
@@ -301,104 +296,70 @@ def evaluate(model, loader, device, amp_ctx) -> dict:
     if dist.is_initialized():
         dist.all_reduce(sums)
     model.train()
-    n = max(1.0, sums[3].item())
+    n = max(1.0, sums[3].item())  # sync: once per evaluation, the figures are read here
     return {"top1": 100 * sums[0].item() / n, "top5": 100 * sums[1].item() / n, "loss": sums[2].item() / n,
             "count": int(n)}
 
 
-class Logger:
-    """JSONL always (rank 0), TensorBoard when importable, a tqdm bar when asked."""
+def loader_position(loader) -> int:
+    """Steps of the current epoch the loader has already delivered (mid-epoch after a resume, else 0).
 
-    def __init__(self, out_dir: str, rank: int, total_steps: int, progress: bool, start_step: int = 0,
-                 resume_time: float | None = None):
-        self.rank = rank
-        self.path = os.path.join(out_dir, "log.jsonl")
-        if rank == 0 and resume_time is not None and os.path.exists(self.path):
-            # A killed run may have logged past its last checkpoint: drop those records, they are redone.
-            with open(self.path) as fh:
-                keep = [line for line in fh if _record_time(line) <= resume_time]
-            atomic_write(self.path, "".join(keep).encode())
-        self.file = open(self.path, "a") if rank == 0 else None
-        self.tb = self.bar = None
-        if rank == 0:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(os.path.join(out_dir, "tb"))
-            except Exception:  # tensorboard not installed
-                self.tb = None
-            if progress:
-                from tqdm import tqdm
-                self.bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, file=sys.stderr)
-
-    def write(self, kind: str, **rec):
-        if self.file is None:
-            return
-        self.file.write(json.dumps({"kind": kind, **rec}) + "\n")
-        self.file.flush()
-        if self.tb is not None:
-            for k, v in rec.items():
-                if isinstance(v, (int, float)) and k not in ("step",):
-                    self.tb.add_scalar(f"{kind}/{k}", v, rec.get("step", 0))
-
-    def progress(self, n: int, **postfix):
-        if self.bar is not None:
-            self.bar.update(n)
-            if postfix:
-                self.bar.set_postfix(postfix, refresh=False)
-
-    def message(self, text: str):
-        if self.rank == 0:
-            (self.bar.write if self.bar is not None else print)(text)
-
-    def close(self):
-        for h in (self.bar, self.tb, self.file):
-            if h is not None:
-                h.close()
+    LOADER INTERNALS: the loader contract (len, set_epoch, state_dict, report) has no public name for
+    this; it is read here, in one place, from ``Loader.position``."""
+    return loader.position
 
 
-def _record_time(line: str) -> float:
-    try:
-        return float(json.loads(line).get("time", 0.0))
-    except ValueError:  # a torn last line
-        return float("inf")
+class StepTimer:
+    """Splits each step's time into data wait and compute, without synchronising every step.
 
+    The loop calls :meth:`start` when it is ready for a batch (epoch start), :meth:`batch_ready` when
+    the batch is in hand, :meth:`step_done` after the optimiser step, and :meth:`read` -> (data_ms,
+    step_ms) of the last step only when it logs.
 
-def log_oracle(log: Logger, oracle, epoch: int, elapsed: float) -> None:
-    """Write the oracle's metrics of ``epoch`` (DDP-e/h, KAR, period) once they exist."""
-    if oracle is None or epoch < 0:
-        return
-    m = next((m for m in oracle.metrics if m.get("epoch") == epoch), None)
-    if m is not None:
-        log.write("epoch", epoch=epoch + 1, time=elapsed,
-                  oracle={k: m.get(k) for k in ("ddp_e", "ddp_h", "kar", "period", "histogram")})
+    CPU: host clocks. CUDA (``device.type == "cuda"``): timing events recorded on the current stream, so
+    work on other streams (DALI's prefetch of later batches) is neither waited for nor counted. data_ms is
+    then the time the stream sat between the previous step's end and the batch being handed to it (the
+    host was blocked in the loader; ~0 while the host runs ahead), step_ms the step's own work on the
+    stream. :meth:`read` waits for the step's end event: that is the loop's one timing sync point, on log
+    steps only. ``cuda``: the module providing ``Event`` (tests pass a fake; default ``torch.cuda``)."""
 
+    def __init__(self, device: torch.device, cuda=None):
+        self.cuda = (cuda if cuda is not None else torch.cuda) if device.type == "cuda" else None
+        if self.cuda is not None:
+            # Two end events used in turn: the previous step's end must survive until this step is read.
+            self._ends = [self.cuda.Event(enable_timing=True) for _ in range(2)]
+            self._ready_event = self.cuda.Event(enable_timing=True)
+            self._turn = 0
+        self._last = self._ready = self._end = None
 
-def rng_state() -> dict:
-    """Every generator the step draws from: torch (dropout, drop-path, PSS random, DRLoc pairs) and NumPy
-    (timm Mixup)."""
-    np_state = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "numpy": {"keys": np_state[1], "pos": int(np_state[2]),
-                                                       "has_gauss": int(np_state[3]), "gauss": float(np_state[4])}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
+    def _mark(self):
+        if self.cuda is None:
+            return time.perf_counter()
+        self._turn ^= 1
+        event = self._ends[self._turn]
+        event.record()  # on the current stream, asynchronously
+        return event
 
+    def start(self) -> None:
+        self._last = self._mark()
 
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"], n["pos"], n["has_gauss"], n["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
+    def batch_ready(self) -> None:
+        if self.cuda is None:
+            self._ready = time.perf_counter()
+        else:
+            self._ready = self._ready_event
+            self._ready.record()
+        self._data_from = self._last
 
+    def step_done(self) -> None:
+        self._end = self._last = self._mark()
 
-def find_checkpoint(path: str) -> str:
-    from vitdata import checkpoint
-    for d in (path, os.path.join(path, "checkpoint")):
-        if checkpoint.exists(d):
-            return d
-    raise ConfigError(f"no checkpoint under {path} (looked for manifest.json and checkpoint/manifest.json)",
-                      ("resume",))
+    def read(self) -> tuple[float, float]:
+        """(data_ms, step_ms) of the last step. On CUDA this waits for that step's work on the current stream."""
+        if self.cuda is None:
+            return 1000 * (self._ready - self._data_from), 1000 * (self._end - self._ready)
+        self._end.synchronize()  # sync point: the step's figures are read (log steps only)
+        return self._data_from.elapsed_time(self._ready), self._ready.elapsed_time(self._end)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -406,44 +367,52 @@ def find_checkpoint(path: str) -> str:
 
 
 def train(cfg: TrainConfig) -> dict:
+    """Run ``cfg``; returns {step, wall_s, out, val_top1, ...} (also written to OUT/result.json).
+
+    Sync points (where the host waits for the device), all deliberate: :meth:`StepTimer.read` and
+    ``loss.item()`` on log steps; the copy of a few sample images on the first step of the report's epochs
+    (rank 0); evaluation's totals; checkpoints (state to host memory); GradScaler's inf check with fp16
+    only. Every other step queues its work and moves on to the next batch."""
     from timm.data import Mixup
     from timm.optim import param_groups_weight_decay
     from timm.utils import ModelEmaV3
 
-    from vitdata import checkpoint
-    from vitdata.models import create_vit, drloc_lambda
+    from vitdata import checkpoint, report
+    from vitdata.datasets.sources import resolve_sources
+    from vitdata.index import open_index
+    from vitdata.loader import create_loader
+    from vitdata.models import drloc_lambda
     from vitdata.oracle import DifficultyOracle
 
     check_config(cfg)
     rank, world, device = setup_distributed(cfg)
-    if cfg.resume and not cfg.out:
-        cfg.out = cfg.resume.rstrip("/").removesuffix("/checkpoint")
-    out_dir = cfg.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-    ckpt_dir = os.path.join(out_dir, "checkpoint")
+    out_dir = run_dir(cfg)
+    cfg = dataclasses.replace(cfg, out=out_dir)
+    # A damaged checkpoint, or one of another world size, fails here, before anything is written.
+    resumed = checkpoint.load_run(cfg.resume, world) if cfg.resume else None
     if rank == 0:
-        os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "config.json"), "w") as fh:
-            json.dump(dataclasses.asdict(cfg), fh, indent=1)
+        atomic_write(os.path.join(out_dir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=1).encode())
     torch.manual_seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)
 
     # ---- data: loader, curriculum schedule, difficulty oracle
-    train_src, val_src = resolve_data(cfg, rank)
-    make_oracle = lambda n: DifficultyOracle(n, cfg.oracle, device=device, seed=cfg.seed)  # noqa: E731
-    train_loader, val_loader, sched, oracle, index = build_loaders(cfg, train_src, val_src, rank, world, device,
-                                                                   make_oracle)
-    num_classes = index.num_classes
-    steps_per_epoch = len(train_loader)
+    train_src, val_src = resolve_sources(cfg.data, cfg.train, cfg.val, synthetic_samples=cfg.synthetic_samples,
+                                         rank=rank)
+    index = open_index(train_src)
+    if len(index) < cfg.batch_size * world:
+        raise ConfigError(f"{len(index)} training samples is less than one step of {cfg.batch_size} x {world}",
+                          ("batch_size",))
+    sched = build_schedule(cfg, len(index) // (cfg.batch_size * world))
+    oracle = DifficultyOracle(len(index), cfg.oracle, device=device, seed=cfg.seed) if cfg.oracle else None
+    lcfg = loader_config(cfg, train_src, val_src, rank, world, device, sched)
+    train_loader = create_loader(lcfg, split="train", oracle=oracle)
+    val_loader = create_loader(lcfg, split="eval")
+    num_classes, steps_per_epoch = index.num_classes, len(train_loader)
     total_steps = cfg.epochs * steps_per_epoch
+    warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
 
-    # ---- model, optimiser, EMA, Mixup/CutMix
-    timm_kw = dict(patch_size=cfg.patch_size, drop_path_rate=cfg.drop_path, global_pool=cfg.global_pool)
-    for name in ("depth", "embed_dim", "num_heads"):
-        if getattr(cfg, name):
-            timm_kw[name] = getattr(cfg, name)
-    model = create_vit(cfg.model, num_classes=num_classes, img_size=cfg.image_size, locality=cfg.locality,
-                       pss=cfg.pss_mode if cfg.pss else None, drloc=cfg.drloc > 0, drloc_target=cfg.drloc_target,
-                       **timm_kw).to(device)
+    # ---- model, optimiser, EMA, Mixup/CutMix, mixed precision
+    model = create_model(cfg, num_classes, device)
     optimizer = torch.optim.AdamW(param_groups_weight_decay(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
     ema = ModelEmaV3(model, decay=cfg.ema) if cfg.ema > 0 else None
     ddp_model = model
@@ -458,75 +427,46 @@ def train(cfg: TrainConfig) -> dict:
                  "auto": torch.bfloat16 if device.type == "cuda" else None}[cfg.amp]
 
     def amp_ctx():
-        if amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=amp_dtype)
+        return contextlib.nullcontext() if amp_dtype is None else torch.autocast(device.type, dtype=amp_dtype)
 
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
+    state = checkpoint.TrainState(model, optimizer, scaler, ema)
 
     # ---- resume: model, optimiser, scaler, EMA, loader (its position inside the epoch), oracle, RNGs
-    step, start_epoch, wall0 = 0, 0, 0.0
-    if cfg.resume:
-        state = checkpoint.load(find_checkpoint(cfg.resume))
-        if state["world_size"] != world:
-            raise ConfigError(f"checkpoint was written by {state['world_size']} processes, this run has {world}",
-                              ("resume",))
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None and state.get("ema") is not None:
-            ema.module.load_state_dict(state["ema"])
-        train_loader.load_state_dict(dict(state["loader"][rank], oracle=state.get("oracle")))
-        set_rng_state(state["rng"][rank])
-        step, start_epoch, wall0 = state["step"], state["epoch"], state["time"]
+    step, start_epoch, wall0 = checkpoint.restore_run(resumed, state, train_loader, rank) if resumed else (0, 0, 0.0)
+    del resumed  # the tensors now live in the model and optimiser
 
-    def save_checkpoint(epoch: int, elapsed: float):
-        # Collectives first (oracle folding inside the loader's state, RNG gather), on every rank; then
-        # rank 0 writes. The oracle's table is identical on every rank: store it once, not per rank.
-        loader_state = train_loader.state_dict()
-        oracle_state = loader_state.pop("oracle", None)
-        rngs, loaders = [rng_state()], [loader_state]
-        if world > 1:  # per-rank pieces: RNG streams and loader positions
-            rngs, loaders = [None] * world, [None] * world
-            dist.all_gather_object(rngs, rng_state())
-            dist.all_gather_object(loaders, loader_state)
-        if rank == 0:
-            checkpoint.save(ckpt_dir, {
-                "step": step, "epoch": epoch, "time": elapsed, "config": dataclasses.asdict(cfg),
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "scheduler": {"step": step, "total": total_steps, "warmup": warmup_steps},
-                "ema": ema.module.state_dict() if ema is not None else None,
-                "loader": loaders, "oracle": oracle_state, "rng": rngs, "world_size": world}, step)
-        if world > 1:
-            dist.barrier()
+    def save(epoch: int):
+        checkpoint.save_run(os.path.join(out_dir, "checkpoint"), state, train_loader, step=step, epoch=epoch,
+                            elapsed=time.perf_counter() - t_start, config=dataclasses.asdict(cfg), rank=rank,
+                            world=world, scheduler={"step": step, "total": total_steps, "warmup": warmup_steps})
 
-    log = Logger(out_dir, rank, total_steps, cfg.progress and sys.stderr.isatty(), start_step=step,
-                 resume_time=wall0 if cfg.resume else None)
+    log = report.Logger(out_dir, rank, total_steps, cfg.progress and sys.stderr.isatty(), start_step=step,
+                        resume_time=wall0 if cfg.resume else None)
     log.message(f"vitdata train: {cfg.model} depth={cfg.depth or 'default'} patch={cfg.patch_size} "
                 f"{num_classes} classes, {len(index)} train samples, {steps_per_epoch} steps/epoch x {cfg.epochs} "
                 f"epochs, world={world}, device={device}, schedule={sched.name}, out={out_dir}")
     samples = []  # (label, images) as the model saw them, a few epochs, for the report
     sample_epochs = sorted({0, cfg.epochs // 3, (2 * cfg.epochs) // 3, cfg.epochs - 1})
     last_eval = {}
+    timer = StepTimer(device)
     t_start = time.perf_counter() - wall0
     stop, epoch, epoch_done = False, start_epoch - 1, True
 
     # ---- the loop
     for epoch in range(start_epoch, cfg.epochs):
         train_loader.set_epoch(epoch)  # with an oracle: folds epoch - 1's reports and plans this epoch
-        log_oracle(log, oracle, epoch - 1, time.perf_counter() - t_start)
+        log.oracle(oracle, epoch - 1, time.perf_counter() - t_start)
         lam_drloc = drloc_lambda(cfg.drloc, epoch, cfg.epochs, warmup_epochs=cfg.epochs / 15,
                                  schedule=cfg.drloc_schedule) if cfg.drloc > 0 else 0.0
         model.train()
         # Steps of this epoch (a pruning plan can shorten it) and where it starts (mid-epoch on resume).
-        n_steps, first = len(train_loader), getattr(train_loader, "position", 0)
+        n_steps, first = len(train_loader), loader_position(train_loader)
         epoch_done = False
-        t_ready = time.perf_counter()
+        timer.start()
         for i, batch in enumerate(train_loader, start=first):
+            timer.batch_ready()  # the wait for this batch ends here
             epoch_done = i + 1 == n_steps
-            t_batch = time.perf_counter()
-            data_ms = 1000 * (t_batch - t_ready)
             lr = lr_at(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
             for g in optimizer.param_groups:
                 g["lr"] = lr
@@ -535,7 +475,7 @@ def train(cfg: TrainConfig) -> dict:
                 model.set_keep_ratio(knobs.keep_ratio)
             images, target = batch.images, batch.labels
             if rank == 0 and epoch in sample_epochs and not any(s[0] == f"epoch {epoch}" for s in samples):
-                samples.append((f"epoch {epoch}", images[:8].detach().float().cpu()))
+                samples.append((f"epoch {epoch}", images[:8].detach().cpu()))  # sync: once per sampled epoch
             if mixup is not None:
                 images, target = mixup(images, target)
 
@@ -554,35 +494,33 @@ def train(cfg: TrainConfig) -> dict:
             if cfg.clip_grad > 0:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            scaler.step(optimizer)
+            scaler.step(optimizer)  # with fp16 only: reads the inf check on the host (a sync)
             scaler.update()
             if ema is not None:
                 ema.update(model, step=step)
-            if device.type == "cuda":
-                torch.cuda.synchronize()  # deliberate: step_ms is compute, data_ms is the loader's wait
+            timer.step_done()
             step += 1
-            t_ready = time.perf_counter()
-            step_ms = 1000 * (t_ready - t_batch)
-            img_s = cfg.batch_size * world / max(1e-9, (t_ready - t_batch) + data_ms / 1000)
 
             if step % cfg.log_every == 0 or step == total_steps:
+                data_ms, step_ms = timer.read()  # sync point: waits for this step on the current stream
                 rec = {"step": step - 1, "epoch": epoch + (i + 1) / n_steps,
-                       "time": t_ready - t_start, "loss": loss.item(), "lr": lr, "img_s": img_s,
+                       "time": time.perf_counter() - t_start, "loss": loss.item(), "lr": lr,
+                       "img_s": cfg.batch_size * world / max(1e-9, (data_ms + step_ms) / 1000),
                        "data_ms": data_ms, "step_ms": step_ms,
                        "knobs": {**dataclasses.asdict(knobs), "drloc_lambda": lam_drloc}}
                 if aux is not None:
                     rec["drloc_loss"] = aux.item()
                 log.write("step", **rec)
                 log.progress(cfg.log_every if step % cfg.log_every == 0 else step % cfg.log_every,
-                             loss=f"{rec['loss']:.3f}", img_s=f"{img_s:.0f}", wait_ms=f"{data_ms:.0f}",
+                             loss=f"{rec['loss']:.3f}", img_s=f"{rec['img_s']:.0f}", wait_ms=f"{data_ms:.0f}",
                              size=knobs.image_size)
             if cfg.ckpt_every and step % cfg.ckpt_every == 0:
-                save_checkpoint(epoch, time.perf_counter() - t_start)
+                save(epoch)
             if cfg.max_steps and step >= cfg.max_steps:
                 stop = True
                 break
         if stop and not epoch_done:
-            save_checkpoint(epoch, time.perf_counter() - t_start)  # mid-epoch: the loader keeps its position
+            save(epoch)  # mid-epoch: the loader keeps its position
             break
 
         # ---- end of epoch: evaluation, checkpoint (the next set_epoch hands the oracle's plan on)
@@ -591,43 +529,29 @@ def train(cfg: TrainConfig) -> dict:
             log.write("eval", epoch=epoch + 1, step=step, time=time.perf_counter() - t_start, **last_eval)
             log.message(f"epoch {epoch + 1}/{cfg.epochs}: val top-1 {last_eval['top1']:.2f} % "
                         f"top-5 {last_eval['top5']:.2f} % ({time.perf_counter() - t_start:.0f} s)")
-        save_checkpoint(epoch + 1, time.perf_counter() - t_start)
+        save(epoch + 1)
         if stop:
             break
 
+    # ---- end of run: the last epoch's oracle metrics, the report, result.json
     complete = step >= total_steps or (epoch + 1 == cfg.epochs and epoch_done)
     if not complete:
         log.message(f"stopped at step {step} (--max-steps); resume with --resume {out_dir}")
     elif oracle is not None:
         oracle.end_epoch(cfg.epochs - 1)  # the last epoch's DDP/KAR (no next epoch asks for it)
-        log_oracle(log, oracle, cfg.epochs - 1, time.perf_counter() - t_start)
+        log.oracle(oracle, cfg.epochs - 1, time.perf_counter() - t_start)
     wall = time.perf_counter() - t_start
     log.close()
     result = {"step": step, "wall_s": wall, "out": out_dir, **{f"val_{k}": v for k, v in last_eval.items()}}
     if rank == 0 and cfg.report and complete:
-        from vitdata import report
-        from vitdata.preview import preview_rows
-        rows = [(label, _to_uint8(x, train_loader)) for label, x in samples]
-        report_dir = os.path.join(out_dir, "report")
-        path = report.write_report(report_dir, log.path, dataclasses.asdict(cfg), rows,
-                                   extra={"schedule": sched.name})
-        # The curriculum's own operations side by side (full / low-pass / erased) at the same epochs.
-        views, titles, _ = preview_rows(train_src, sample_epochs, cfg, n=3, steps_per_epoch=steps_per_epoch)
-        report.plot_samples(views, os.path.join(report_dir, "curriculum.png"), titles)
-        result["report"] = path
-        print(f"report: {path}")
+        result["report"] = report.write_run_report(
+            os.path.join(out_dir, "report"), log.path, dataclasses.asdict(cfg), samples,
+            mean=lcfg.output.mean, std=lcfg.output.std, schedule=sched, source=train_src, epochs=sample_epochs,
+            patch_size=cfg.patch_size, seed=cfg.seed)
+        print(f"report: {result['report']}")
     if rank == 0:
-        with open(os.path.join(out_dir, "result.json"), "w") as fh:
-            json.dump(result, fh, indent=1)
+        atomic_write(os.path.join(out_dir, "result.json"), json.dumps(result, indent=1).encode())
     return result
-
-
-def _to_uint8(x: torch.Tensor, loader) -> np.ndarray:
-    """Normalised (N, 3, H, W) -> (N, H, W, 3) uint8, undoing the loader's mean/std."""
-    mean = torch.tensor(loader.cfg.output.mean).view(1, 3, 1, 1)
-    std = torch.tensor(loader.cfg.output.std).view(1, 3, 1, 1)
-    img = (x * std + mean).clamp(0, 1) * 255
-    return img.round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def main(argv=None, prog: str = "vitdata train") -> int:

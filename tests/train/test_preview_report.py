@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from vitdata.preview import main as preview_main
-from vitdata.preview import views
-from vitdata.report import write_report
+from vitdata.report import views, write_report
 from vitdata.schedules import Knobs
 
 
@@ -52,3 +51,14 @@ def test_report_writes_plots_and_summary_from_a_log(tmp_path):
     assert "final val top-1 60.00 %" in text and "best top-1 60.00 % at epoch 2" in text
     for name in ("loss_acc.png", "throughput.png", "knobs.png", "oracle.png", "samples.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
+
+
+@pytest.mark.parametrize("mean, std", [((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet
+                                       ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # Inception / many timm ViTs
+                                       ((0.4815, 0.4578, 0.4082), (0.2686, 0.2613, 0.2758))])  # CLIP
+def test_to_uint8_undoes_the_mean_and_std_the_images_were_normalised_with(mean, std):
+    from vitdata.report import to_uint8
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3)).astype(np.uint8)
+    x = (pixels / 255 - np.array(mean)) / np.array(std)
+    x = torch.from_numpy(x.astype(np.float32)).permute(0, 3, 1, 2)  # (N, 3, H, W) as the loader delivers
+    np.testing.assert_array_equal(to_uint8(x, mean, std), pixels)

@@ -282,3 +282,131 @@ def test_sigkill_mid_run_then_resume_matches_the_uninterrupted_run(cache, tmp_pa
     assert not off, f"killed at step {killed_at}; steps past tolerance (step, uninterrupted, resumed): {off}"
     assert [r["top1"] for r in read_log(full) if r["kind"] == "eval"] == \
            [r["top1"] for r in read_log(part) if r["kind"] == "eval"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# where a run writes; --workers
+
+
+def snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_resuming_a_copied_run_writes_into_the_copy_and_never_into_the_original(cache, tmp_path):
+    import shutil
+
+    from vitdata.errors import StateError
+    a, b = tmp_path / "A", tmp_path / "B"
+    main(TINY + ["--epochs", "1", "--no-report", "--out", str(a), "--max-steps", "3"])
+    shutil.copytree(a, b, symlinks=True)
+    original = snapshot(a)
+    main(["--resume", str(b), "--max-steps", "5"])  # B's config.json still says out=A
+    assert snapshot(a) == original
+    assert json.loads((b / "checkpoint" / "manifest.json").read_text())["step"] == 5
+    assert json.loads((b / "config.json").read_text())["out"] == str(b)
+    assert json.loads((b / "result.json").read_text())["out"] == str(b)
+    # A failed resume (a damaged checkpoint) writes nothing, here or there.
+    part = next((b / "checkpoint").glob("tensors-*"))
+    data = part.read_bytes()
+    part.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    copy = snapshot(b)
+    with pytest.raises(StateError):
+        main(["--resume", str(b), "--max-steps", "7"])
+    assert snapshot(a) == original and snapshot(b) == copy
+
+
+def test_workers_0_reads_in_the_loader_thread_with_one_dali_thread(cache, tmp_path):
+    from vitdata.train import loader_config
+    lcfg = loader_config(parse_config(["--workers", "0"]), "train", "val", 0, 1, torch.device("cpu"), None)
+    assert (lcfg.num_workers, lcfg.num_threads) == (0, 1)
+    assert main(TINY + ["--workers", "0", "--epochs", "1", "--max-steps", "2", "--out", str(tmp_path / "run")]) == 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# timing: no per-step device sync
+
+
+class FakeEvent:
+    """A CUDA event on a fake stream whose clock (ms) the test sets before each record."""
+
+    def __init__(self, cuda, enable_timing=False):
+        self.cuda, self.t = cuda, None
+
+    def record(self):
+        self.t = self.cuda.now
+
+    def synchronize(self):
+        self.cuda.calls.append("event.synchronize")
+
+    def elapsed_time(self, end):
+        return float(end.t - self.t)
+
+
+class FakeCuda:
+    def __init__(self):
+        self.now, self.calls = 0.0, []
+
+    def Event(self, enable_timing=False):  # noqa: N802 (torch.cuda's name)
+        return FakeEvent(self, enable_timing)
+
+    def synchronize(self):
+        self.calls.append("synchronize")
+
+
+def test_step_timer_on_cuda_times_with_events_and_waits_only_when_read():
+    from vitdata.train import StepTimer
+    cuda = FakeCuda()
+    timer = StepTimer(torch.device("cuda"), cuda=cuda)
+    cuda.now = 0.0
+    timer.start()
+    figures = {}
+    # step k: the batch reaches the stream 2 ms after the previous step ended, the step takes 5 + k ms
+    t = 0.0
+    for k in range(10):
+        cuda.now = t = t + 2
+        timer.batch_ready()
+        cuda.now = t = t + 5 + k
+        timer.step_done()
+        if (k + 1) % 4 == 0:
+            figures[k] = timer.read()
+    assert figures == {3: (2.0, 8.0), 7: (2.0, 12.0)}
+    assert cuda.calls == ["event.synchronize"] * 2  # one wait per read, never a device-wide sync
+
+
+def test_step_timer_on_cpu_uses_host_clocks_and_no_cuda_call():
+    from vitdata.train import StepTimer
+    cuda = FakeCuda()
+    timer = StepTimer(torch.device("cpu"), cuda=cuda)
+    timer.start()
+    timer.batch_ready()
+    timer.step_done()
+    data_ms, step_ms = timer.read()
+    assert data_ms >= 0 and step_ms >= 0 and cuda.calls == []
+
+
+def test_the_loop_reads_its_timer_on_log_steps_only_and_never_syncs_the_device(cache, tmp_path, monkeypatch):
+    import vitdata.train as train_module
+    reads = []
+
+    class CountingTimer(train_module.StepTimer):
+        steps = 0
+
+        def step_done(self):
+            super().step_done()
+            CountingTimer.steps += 1
+
+        def read(self):
+            reads.append(CountingTimer.steps)
+            return super().read()
+
+    def no_sync(*a, **k):
+        raise AssertionError("torch.cuda.synchronize called in the training loop")
+
+    monkeypatch.setattr(train_module, "StepTimer", CountingTimer)
+    monkeypatch.setattr(torch.cuda, "synchronize", no_sync)
+    run = tmp_path / "run"
+    main(TINY + ["--epochs", "1", "--max-steps", "9", "--log-every", "4", "--out", str(run)])
+    assert reads == [4, 8]
+    steps = [r for r in read_log(run) if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == [3, 7]
+    assert all(r["data_ms"] >= 0 and r["step_ms"] > 0 for r in steps)
