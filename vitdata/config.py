@@ -21,6 +21,8 @@ INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "triangular")
 RANDAUG_INTERPOLATIONS = ("nearest", "bilinear")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_CROP_PCT = 0.875
+ERASE_CELL = 16          # PatchErasing's grid cell when augment.patch_size is not set
 
 
 @dataclass
@@ -34,13 +36,16 @@ class AugmentConfig:
     randaug_num_ops: int = 2                        # ops per image; used by the "constant" schedule
     randaug_max_ops: int | None = None              # op levels built into the DALI graph (None: randaug_num_ops)
     randaug_exclude: tuple[str, ...] = ()           # RandAugment ops to leave out (DALI names, e.g. "equalize")
-    interpolation: str = "bilinear"                 # resize filter: bilinear | bicubic | nearest | lanczos
+    interpolation: str | None = None                # resize filter: bilinear | bicubic | nearest | lanczos
+                                                    # (None: the model's with from_timm_model, else bilinear)
     # Resampling of RandAugment's geometric ops (rotate, shear, translate): "nearest" (torchvision's
     # RandAugment default) or "bilinear" (timm's). Nearest is the default because DALI's CPU warp_affine
     # costs 1.5 ms per 224 px image with bilinear and 0.09 ms with nearest (2 threads, measured with
     # DALI 2.4); on a GPU either is cheap. Both backends follow this setting.
     randaug_interpolation: str = "nearest"
-    patch_size: int = 16                            # PatchErasing grid cell (the model's patch size)
+    # The model's patch size: PatchErasing's grid cell, and the grid every scheduled size is rounded to so a
+    # curriculum never makes a size the model cannot tile (None: sizes not rounded, 16 px erase cells).
+    patch_size: int | None = None
 
 
 @dataclass
@@ -48,16 +53,19 @@ class OutputConfig:
     """What the images look like when they reach the trainer."""
     dtype: str = "float32"                          # float32 | bfloat16 | float16
     channels_last: bool = False                     # torch.channels_last memory format
-    mean: tuple[float, float, float] = IMAGENET_MEAN  # on the 0..1 scale
-    std: tuple[float, float, float] = IMAGENET_STD    # on the 0..1 scale
-    device: str = "auto"                            # "auto" (this rank's GPU, else CPU) | "cpu" | "cuda[:n]"
+    mean: tuple[float, float, float] | None = None  # on the 0..1 scale (None: the model's with from_timm_model,
+    std: tuple[float, float, float] | None = None   # else ImageNet's)
+    device: str | torch.device = "auto"             # "auto" (this rank's GPU, else CPU) | "cpu" | "cuda[:n]" |
+                                                    # a torch.device; a GPU without index: this rank's
 
 
 @dataclass
 class EvalConfig:
-    """Evaluation view: resize the shorter side to image_size / crop_pct, centre-crop image_size."""
+    """Evaluation data and view: resize the shorter side to image_size / crop_pct, centre-crop image_size."""
+    data: str | None = None                         # evaluation data, as LoaderConfig.data (None: ``data``)
     image_size: int | None = None                   # None: the top-level image_size
-    crop_pct: float = 0.875                         # timm's crop_pct
+    crop_pct: float | None = None                   # timm's crop_pct (None: the model's with from_timm_model,
+                                                    # else 0.875)
     batch_size: int | None = None                   # None: the top-level batch_size
 
 
@@ -68,7 +76,6 @@ class ScheduleConfig:
     epochs: int = 1                                 # run length the schedule is laid out for
     kwargs: dict = field(default_factory=dict)      # extra make_schedule keywords
     schedule: Any = None                            # a vitdata.schedules.Schedule; overrides name/kwargs
-    patch_size: int | None = None                   # round scheduled sizes to this grid (from_timm_model: the model's)
 
 
 @dataclass
@@ -82,7 +89,7 @@ class DistributedConfig:
 class LoaderConfig:
     """Everything :func:`create_loader` needs. Checked when the loader is created."""
     data: str = ""                                  # ImageFolder dir | dir of .tar | "a-{000..009}.tar" | one .tar
-    eval_data: str | None = None                    # evaluation data (None: ``data``)
+    eval_data: str | None = None                    # deprecated alias of eval.data (DeprecationWarning)
     batch_size: int = 256                           # per rank
     image_size: int = 224                           # final output side (the schedule may vary it)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -110,11 +117,12 @@ class LoaderConfig:
         """Size, mean, std, interpolation and crop_pct from ``timm.data.resolve_data_config(model=model)``.
 
         The size is the model's own input size (``patch_embed.img_size``) when it has one, since a model
-        built with ``img_size=`` keeps its registry ``pretrained_cfg``; scheduled sizes are rounded to
-        the model's patch size (``schedule.patch_size``), so a curriculum never makes a size it cannot tile. ``overrides`` are top-level
+        built with ``img_size=`` keeps its registry ``pretrained_cfg``; ``augment.patch_size`` is the
+        model's patch size, so a curriculum never makes a size it cannot tile. ``overrides`` are top-level
         fields (``data=``, ``batch_size=`` ...). A nested section given as an override (``output=
-        OutputConfig(dtype="bfloat16")``) is merged: its fields left at their defaults keep the values
-        taken from the model, so the model's mean and std survive.
+        OutputConfig(dtype="bfloat16")``) is merged: its fields left at None keep the values taken from
+        the model, and every field given wins, also one equal to the default (``OutputConfig(mean=
+        IMAGENET_MEAN)`` keeps ImageNet's mean for a CLIP model).
         """
         from timm.data import resolve_data_config
 
@@ -128,17 +136,15 @@ class LoaderConfig:
         interp = dc.get("interpolation", "bilinear")
         cfg = cls(image_size=size,
                   augment=AugmentConfig(interpolation=interp if interp in INTERPOLATIONS else "bilinear",
-                                        **({"patch_size": patch} if patch else {})),
-                  schedule=ScheduleConfig(patch_size=patch),
+                                        patch_size=patch or None),
                   output=OutputConfig(mean=tuple(float(x) for x in dc["mean"]), std=tuple(float(x) for x in dc["std"])),
                   eval=EvalConfig(crop_pct=float(dc.get("crop_pct", 0.875))))
         for name, value in list(overrides.items()):
             base = getattr(cfg, name, None)
             if dataclasses.is_dataclass(base) and type(value) is type(base):
-                default = type(base)()
-                changed = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)
-                           if getattr(value, f.name) != getattr(default, f.name)}
-                overrides[name] = dataclasses.replace(base, **changed)
+                given = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)
+                         if getattr(value, f.name) is not None}
+                overrides[name] = dataclasses.replace(base, **given)
         return dataclasses.replace(cfg, **overrides)
 
 
@@ -159,8 +165,10 @@ def check_config(cfg: LoaderConfig, split: str) -> None:
 
     if split not in ("train", "eval"):
         bad(f"split must be 'train' or 'eval', got {split!r}", "split")
-    data = cfg.eval_data if (split == "eval" and cfg.eval_data) else cfg.data
-    if not data:
+    if cfg.eval_data is not None and cfg.eval.data is not None and cfg.eval_data != cfg.eval.data:
+        bad("eval_data is a deprecated alias of eval.data and they differ; give eval=EvalConfig(data=...) only",
+            "eval_data", "eval.data")
+    if not cfg.data and not (split == "eval" and (cfg.eval.data or cfg.eval_data)):
         bad("no data source given", "data")
     if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
         bad(f"batch_size must be a positive int, got {cfg.batch_size!r}", "batch_size")
@@ -181,18 +189,19 @@ def check_config(cfg: LoaderConfig, split: str) -> None:
     if a.randaug_max_ops is not None and a.randaug_max_ops < max(1, a.randaug_num_ops):
         bad(f"augment.randaug_max_ops {a.randaug_max_ops} is below augment.randaug_num_ops {a.randaug_num_ops}",
             "augment.randaug_max_ops", "augment.randaug_num_ops")
-    if a.interpolation not in INTERPOLATIONS:
+    if a.interpolation is not None and a.interpolation not in INTERPOLATIONS:
         bad(f"augment.interpolation must be one of {INTERPOLATIONS}, got {a.interpolation!r}", "augment.interpolation")
     if a.randaug_interpolation not in RANDAUG_INTERPOLATIONS:
         bad(f"augment.randaug_interpolation must be one of {RANDAUG_INTERPOLATIONS}, got "
             f"{a.randaug_interpolation!r}", "augment.randaug_interpolation")
-    if a.patch_size < 1:
+    if a.patch_size is not None and a.patch_size < 1:
         bad("augment.patch_size must be >= 1", "augment.patch_size")
     if o.dtype not in DTYPES:
         bad(f"output.dtype must be one of {tuple(DTYPES)}, got {o.dtype!r}", "output.dtype")
-    if len(o.mean) != 3 or len(o.std) != 3 or min(o.std) <= 0:
+    if (o.mean is not None and len(o.mean) != 3) or (o.std is not None and (len(o.std) != 3 or min(o.std) <= 0)):
         bad("output.mean and output.std need 3 values each, std > 0", "output.mean", "output.std")
-    if not 0 < e.crop_pct <= 1:
+    crop_pct = DEFAULT_CROP_PCT if e.crop_pct is None else e.crop_pct
+    if not 0 < crop_pct <= 1:
         bad(f"eval.crop_pct must lie in (0, 1], got {e.crop_pct}", "eval.crop_pct")
     if cfg.backend not in ("auto", "dali", "torch"):
         bad(f"backend must be auto | dali | torch, got {cfg.backend!r}", "backend")
@@ -216,7 +225,7 @@ def check_config(cfg: LoaderConfig, split: str) -> None:
     if cfg.schedule.schedule is None and cfg.schedule.epochs < 1:
         bad("schedule.epochs must be >= 1", "schedule.epochs")
     eval_size = e.image_size or cfg.image_size
-    if split == "eval" and round(eval_size / e.crop_pct) < eval_size:
+    if split == "eval" and round(eval_size / crop_pct) < eval_size:
         bad("eval crop larger than the resized image", "eval.image_size", "eval.crop_pct")
 
 
@@ -237,11 +246,25 @@ def dist_rank_world(cfg: LoaderConfig) -> tuple[int, int]:
 
 
 
-def with_host_defaults(cfg: LoaderConfig, backend: str) -> LoaderConfig:
-    """``cfg`` with ``num_threads`` and ``num_workers`` left at None derived from the cores this process may
-    use, divided among the local ranks (:mod:`vitdata.backends.host`)."""
+def resolve_defaults(cfg: LoaderConfig, backend: str) -> LoaderConfig:
+    """A copy of a checked ``cfg`` with every "not set" (None) that has a default filled in: ImageNet's mean
+    and std, bilinear resizing, crop_pct 0.875, ``eval.data`` from the deprecated ``eval_data``, and
+    ``num_threads`` / ``num_workers`` from the cores this process may use, divided among the local ranks
+    (:mod:`vitdata.backends.host`). ``augment.patch_size`` stays None (sizes are then not rounded)."""
     from vitdata.backends.host import default_threads, default_workers
 
+    if cfg.eval_data is not None:
+        import warnings
+
+        warnings.warn("LoaderConfig(eval_data=...) is deprecated: use eval=EvalConfig(data=...)", DeprecationWarning,
+                      stacklevel=4)
+    o, a, e = cfg.output, cfg.augment, cfg.eval
     return dataclasses.replace(
-        cfg, num_threads=default_threads(backend) if cfg.num_threads is None else cfg.num_threads,
+        cfg, eval_data=None,
+        eval=dataclasses.replace(e, data=e.data if e.data is not None else cfg.eval_data,
+                                 crop_pct=DEFAULT_CROP_PCT if e.crop_pct is None else e.crop_pct),
+        output=dataclasses.replace(o, mean=IMAGENET_MEAN if o.mean is None else tuple(o.mean),
+                                   std=IMAGENET_STD if o.std is None else tuple(o.std)),
+        augment=dataclasses.replace(a, interpolation=a.interpolation or "bilinear"),
+        num_threads=default_threads(backend) if cfg.num_threads is None else cfg.num_threads,
         num_workers=default_workers(backend) if cfg.num_workers is None else cfg.num_workers)

@@ -62,9 +62,9 @@ import torch
 from vitdata.backends import BackendContext, create_backend
 from vitdata.backends.base import make_control
 from vitdata.backends.host import resolve_device
-from vitdata.config import (DTYPES, IMAGENET_MEAN, IMAGENET_STD, AugmentConfig,  # noqa: F401 (re-exported)
+from vitdata.config import (DTYPES, ERASE_CELL, IMAGENET_MEAN, IMAGENET_STD, AugmentConfig,  # noqa: F401 (re-exported)
                             DistributedConfig, EvalConfig, LoaderConfig, OutputConfig, ScheduleConfig, check_config,
-                            dali_available, dist_rank_world, with_host_defaults)
+                            dali_available, dist_rank_world, resolve_defaults)
 from vitdata.errors import ConfigError, DataError, StateError
 
 __all__ = ["LoaderConfig", "AugmentConfig", "OutputConfig", "EvalConfig", "ScheduleConfig", "DistributedConfig",
@@ -115,20 +115,20 @@ class Loader:
 
         check_config(cfg, split)
         backend = cfg.backend if cfg.backend != "auto" else ("dali" if dali_available() else "torch")
-        cfg = with_host_defaults(cfg, backend)
+        cfg = resolve_defaults(cfg, backend)
         self.cfg, self.split, self.oracle = cfg, split, oracle
         self.train = split == "train"
         self.rank, self.world_size = dist_rank_world(cfg)
         self.device = resolve_device(cfg.output.device, self.rank)
         self.batch_size = cfg.batch_size if self.train else (cfg.eval.batch_size or cfg.batch_size)
         self.on_error = cfg.on_error if cfg.on_error != "auto" else ("skip" if self.train else "raise")
-        data = cfg.eval_data if (not self.train and cfg.eval_data) else cfg.data
+        data = cfg.eval.data if (not self.train and cfg.eval.data) else cfg.data
         try:
             # bad_labels="mark": one bad tar label is that sample's bad_label skip (or error), not a dead dataset
             self.index = open_index(data, checksums=cfg.verify_checksums, bad_labels="mark")
         except DataError as e:
-            raise ConfigError(f"cannot open data source {data!r}: {e}", ("eval_data" if not self.train and cfg.eval_data
-                                                                        else "data",)) from e
+            field = "eval.data" if not self.train and cfg.eval.data else "data"
+            raise ConfigError(f"cannot open data source {data!r}: {e}", (field,)) from e
         self.reader = SampleReader(self.index, verify=cfg.verify_checksums)
         self.sampler = Sampler(len(self.index), self.batch_size, seed=cfg.seed, rank=self.rank,
                                world_size=self.world_size, shuffle=self.train, drop_last=self.train)
@@ -167,8 +167,8 @@ class Loader:
                 raise ConfigError("schedule.schedule must be a vitdata.schedules.Schedule", ("schedule.schedule",))
             return sc.schedule
         kw = dict(sc.kwargs)
-        if sc.patch_size:  # every size the model sees must tile into its patches
-            kw.setdefault("patch_size", sc.patch_size)
+        if a.patch_size:  # every size the model sees must tile into its patches
+            kw.setdefault("patch_size", a.patch_size)
         if sc.name == "constant":
             kw.setdefault("randaug_magnitude", a.randaug_magnitude)
             kw.setdefault("randaug_num_ops", a.randaug_num_ops)
@@ -178,7 +178,7 @@ class Loader:
         if not self.train:
             return
         max_ops = self.cfg.augment.randaug_max_ops or max(1, self.cfg.augment.randaug_num_ops)
-        p = self.cfg.augment.patch_size
+        p = self.cfg.augment.patch_size or ERASE_CELL
         for epoch, k in self.schedule.epoch_table():
             if self.cfg.augment.randaug and k.randaug_num_ops > max_ops:
                 raise ConfigError(f"the schedule asks for {k.randaug_num_ops} RandAugment ops at epoch {epoch} but the "
@@ -332,7 +332,7 @@ class Loader:
         if knobs.lowpass_size is not None and knobs.lowpass_size < images.shape[-1]:
             images = kernels.lowpass_crop(images, knobs.lowpass_size)
         if (erase > 0).any():
-            p = self.cfg.augment.patch_size
+            p = self.cfg.augment.patch_size or ERASE_CELL
             grid = (images.shape[-2] // p, images.shape[-1] // p)
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence(
                 [self.cfg.seed, self.epoch, step, self.rank, 0xE4A5]).generate_state(1)[0]))
