@@ -11,12 +11,14 @@
             loader.report(batch.ids, losses.detach())
     state = loader.state_dict()              # plain data; loader.load_state_dict(state) resumes exactly
 
-Two backends yield the same :class:`Batch` contract from the same :class:`~vitdata.sampler.Sampler`
-and :class:`~vitdata.index.SampleIndex`:
+Configuration (:class:`LoaderConfig` and its sections, re-exported here) lives in :mod:`vitdata.config`.
+Two backends, behind the one interface of :mod:`vitdata.backends`, yield the same :class:`Batch`
+contract from the same :class:`~vitdata.sampler.Sampler` and :class:`~vitdata.index.SampleIndex`; the
+loader never asks which one it drives:
 
 - ``"dali"``: the graphs of ``vitdata.pipelines`` (decode with the random-resized crop fused in,
   resize to the schedule's size, RandAugment with a per-sample magnitude, flip, normalise), GPU ops
-  when CUDA is available and CPU ops otherwise. A parallel external source maps DALI's
+  on this rank's GPU when the output device is one (:attr:`Loader.dali_device_id`), CPU ops otherwise. A parallel external source maps DALI's
   ``SampleInfo.idx_in_epoch`` to the sampler's id through a per-epoch control file.
 - ``"torch"``: a ``torch.utils.data.DataLoader`` with Pillow decode and torchvision v2 transforms, the
   baseline and the fallback where DALI cannot be installed. Randomness is seeded per sample from
@@ -48,7 +50,8 @@ sampler state with its plan, the DALI checkpoint (base64 text) and a config fing
 :meth:`Loader.load_state_dict` the remaining ids, and on CPU the pixels, equal the uninterrupted run's.
 A state taken after ``set_epoch(e + 1)`` but before that epoch's first batch keeps the finished epoch's
 DALI checkpoint, so the resumed epoch continues the same augmentation RNG stream.
-Reports made to the oracle after the state was taken are not part of it.
+Reports made to the oracle after the state was taken are not part of it. Where the loader stands is one
+value, :class:`ResumePoint` (epoch, position, stage: ready / running / finished).
 """
 from __future__ import annotations
 
