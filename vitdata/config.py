@@ -229,6 +229,11 @@ def check_config(cfg: LoaderConfig, split: str) -> None:
         bad("eval crop larger than the resized image", "eval.image_size", "eval.crop_pct")
 
 
+def choose_backend(cfg: LoaderConfig) -> str:
+    """``cfg.backend``, or for "auto" "dali" when DALI imports, else "torch"."""
+    return cfg.backend if cfg.backend != "auto" else ("dali" if dali_available() else "torch")
+
+
 def dist_rank_world(cfg: LoaderConfig) -> tuple[int, int]:
     rank, world = cfg.distributed.rank, cfg.distributed.world_size
     if rank is None or world is None:

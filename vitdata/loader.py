@@ -18,8 +18,9 @@ loader never asks which one it drives:
 
 - ``"dali"``: the graphs of ``vitdata.pipelines`` (decode with the random-resized crop fused in,
   resize to the schedule's size, RandAugment with a per-sample magnitude, flip, normalise), GPU ops
-  on this rank's GPU when the output device is one (:attr:`Loader.dali_device_id`), CPU ops otherwise. A parallel external source maps DALI's
-  ``SampleInfo.idx_in_epoch`` to the sampler's id through a per-epoch control file.
+  on this rank's GPU when the output device is one (:attr:`Loader.dali_device_id`), CPU ops otherwise.
+  A parallel external source maps DALI's ``SampleInfo.idx_in_epoch`` to the sampler's id through a
+  per-epoch control file.
 - ``"torch"``: a ``torch.utils.data.DataLoader`` with Pillow decode and torchvision v2 transforms, the
   baseline and the fallback where DALI cannot be installed. Randomness is seeded per sample from
   (seed, epoch, rank, position), so results do not depend on ``num_workers``.
@@ -67,7 +68,7 @@ from vitdata.backends.base import make_control
 from vitdata.backends.host import resolve_device
 from vitdata.config import (DTYPES, ERASE_CELL, IMAGENET_MEAN, IMAGENET_STD, AugmentConfig,  # noqa: F401 (re-exported)
                             DistributedConfig, EvalConfig, LoaderConfig, OutputConfig, ScheduleConfig, check_config,
-                            dali_available, dist_rank_world, resolve_defaults)
+                            choose_backend, dist_rank_world, resolve_defaults)
 from vitdata.errors import ConfigError, DataError, StateError
 
 __all__ = ["LoaderConfig", "AugmentConfig", "OutputConfig", "EvalConfig", "ScheduleConfig", "DistributedConfig",
@@ -117,7 +118,7 @@ class Loader:
         from vitdata.sampler import Sampler
 
         check_config(cfg, split)
-        backend = cfg.backend if cfg.backend != "auto" else ("dali" if dali_available() else "torch")
+        backend = choose_backend(cfg)
         cfg = resolve_defaults(cfg, backend)
         self.cfg, self.split, self.oracle = cfg, split, oracle
         self.train = split == "train"

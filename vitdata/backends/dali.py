@@ -250,4 +250,6 @@ class DaliBackend(Backend):
 
 def _at_end(state: dict, batch_size: int) -> bool:
     """Whether a saved state's DALI epoch was fully consumed when it was taken."""
-    return int(state.get("done", -1)) * batch_size >= int(state.get("samples") or 0) > 0
+    if "done" not in state:   # written before "done" existed: only the boundary state was marked
+        return bool(state.get("finished_epoch"))
+    return int(state["done"]) * batch_size >= int(state.get("samples") or 0) > 0
