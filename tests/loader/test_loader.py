@@ -357,3 +357,31 @@ def test_named_schedules_round_every_size_to_the_patch_grid(tmp_path):
     sizes = {loader.schedule(e, 0).lowpass_size for e in range(5)} - {None}
     assert sizes and all(s % 16 == 0 for s in sizes)  # 160/224 * 64 = 45.7 would not tile
     loader.close()
+
+
+@pytest.mark.parametrize("backend", ["dali-inline", "torch"])
+def test_a_state_saved_after_a_world_size_change_resumes_the_same_tail(tiny_data, backend):
+    from vitdata.loader import DistributedConfig
+
+    two = create_loader(cfg_for(tiny_data, backend, batch_size=4, augment=FULL_VIEW,
+                                distributed=DistributedConfig(rank=0, world_size=2)))
+    it = iter(two)
+    next(it)
+    state = two.state_dict()
+    two.close()
+
+    def one():
+        return create_loader(cfg_for(tiny_data, backend, batch_size=8, augment=FULL_VIEW,
+                                     distributed=DistributedConfig(rank=0, world_size=1)))
+
+    elastic = one()
+    elastic.load_state_dict(state)       # world 2 -> 1: the pipeline's epoch begins at step 1
+    it = iter(elastic)
+    next(it)
+    saved = elastic.state_dict()         # mid-epoch, from that pipeline
+    tail = [b.ids.tolist() for b in it]
+    resumed = one()
+    resumed.load_state_dict(saved)
+    assert len(tail) == len(resumed) - 2 and [b.ids.tolist() for b in resumed] == tail
+    elastic.close()
+    resumed.close()
