@@ -102,9 +102,7 @@ class TorchBackend(Backend):
         self.ctx = ctx
         self.dataset = EpochDataset(ctx.reader, ctx.index, ctx.batch_size, ctx.cfg, ctx.train, ctx.rank)
         self.it = None
-        o = ctx.cfg.output
-        self._mean = torch.tensor([255.0 * m for m in o.mean]).view(1, 3, 1, 1)
-        self._std = torch.tensor([255.0 * s for s in o.std]).view(1, 3, 1, 1)
+        self._norm = None   # (mean, std) on the output device, made at the first batch
 
     def start(self, control: dict, epoch: int, position: int) -> None:
         from torch.utils.data import DataLoader
@@ -126,8 +124,12 @@ class TorchBackend(Backend):
     def next(self) -> RawBatch:
         imgs, labels, ids, orig, status = next(self.it)
         dev = self.ctx.device
+        if self._norm is None:
+            o = self.ctx.cfg.output
+            self._norm = tuple(torch.tensor([255.0 * v for v in vals], device=dev).view(1, 3, 1, 1)
+                               for vals in (o.mean, o.std))
         x = imgs.to(dev, non_blocking=True)
-        x = (x.float() - self._mean.to(dev)) / self._std.to(dev)
+        x = (x.float() - self._norm[0]) / self._norm[1]
         return RawBatch(x, labels.numpy(), ids.numpy(), orig.numpy(), status.numpy(), "CHW")
 
     def state(self) -> dict:
