@@ -131,8 +131,8 @@ class Loader:
             # bad_labels="mark": one bad tar label is that sample's bad_label skip (or error), not a dead dataset
             self.index = open_index(data, checksums=cfg.verify_checksums, bad_labels="mark")
         except DataError as e:
-            field = "eval.data" if not self.train and cfg.eval.data else "data"
-            raise ConfigError(f"cannot open data source {data!r}: {e}", (field,)) from e
+            which = "eval.data" if not self.train and cfg.eval.data else "data"
+            raise ConfigError(f"cannot open data source {data!r}: {e}", (which,)) from e
         self.reader = SampleReader(self.index, verify=cfg.verify_checksums)
         self.sampler = Sampler(len(self.index), self.batch_size, seed=cfg.seed, rank=self.rank,
                                world_size=self.world_size, shuffle=self.train, drop_last=self.train)
