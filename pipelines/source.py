@@ -231,6 +231,44 @@ def control_path(directory: str, dali_epoch: int) -> str:
     return os.path.join(directory, f"ctl-{dali_epoch:06d}.npz")
 
 
+# DALI hands a worker's exception to the main process as a RuntimeError holding only its text, so a
+# worker's DataError travels by field instead: one JSON record per failed sample in the control
+# directory, written before the exception is raised, read back by the loader when the batch fails.
+_ERROR_FIELDS = ("reason", "path", "sample_id", "offset", "detail")
+
+
+def write_error_record(directory: str, dali_epoch: int, position: int, err: DataError) -> None:
+    """Record ``err`` (raised for epoch position ``position`` of DALI epoch ``dali_epoch``) by its fields."""
+    import json
+
+    from vitdata.io import atomic_write
+
+    record = {k: getattr(err, k) for k in _ERROR_FIELDS}
+    record.update(dali_epoch=int(dali_epoch), position=int(position), pid=os.getpid())
+    try:
+        atomic_write(os.path.join(directory, f"error-{int(dali_epoch):06d}-{int(position):012d}.json"),
+                     json.dumps(record).encode())
+    except OSError:
+        pass   # the exception itself still fails the batch; only the sample's name is lost
+
+
+def read_error_records(directory: str, dali_epoch: int) -> list[tuple[int, DataError]]:
+    """(epoch position, DataError) of every record of DALI epoch ``dali_epoch``, by position."""
+    import glob
+    import json
+
+    out = []
+    for path in sorted(glob.glob(os.path.join(directory, f"error-{int(dali_epoch):06d}-*.json"))):
+        try:
+            with open(path, encoding="utf-8") as f:
+                r = json.load(f)
+            out.append((int(r["position"]), DataError(r["reason"], r["path"], sample_id=r["sample_id"],
+                                                      offset=r["offset"], detail=r["detail"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return sorted(out, key=lambda t: t[0])
+
+
 class EpochSource:
     """Picklable callable for ``fn.external_source``: per sample in worker processes (``batch=False,
     parallel=True``), per step in the pipeline thread (``batch=True, parallel=False``).
@@ -271,20 +309,26 @@ class EpochSource:
         self._pos = None
         try:
             return self._batch(info) if batched else self._sample(info)
-        except (StopIteration, DataError):
+        except StopIteration:
+            raise
+        except DataError as e:
+            if not batched:
+                write_error_record(self.control_dir, info.epoch_idx, info.idx_in_epoch, e)
             raise
         except Exception as e:
-            # Anything else (a bug, a reader that raised something unexpected) is named by sample here:
-            # DALI passes only the text of a worker's exception to the main process.
+            # Anything else (a bug, a reader that raised something unexpected) is named by sample here.
             pos, sid = self._pos, None
             try:
                 sid = int(self._control(info.epoch_idx)["ids"][pos])
             except Exception:
                 pass
             where = self.index.describe(sid) if sid is not None and sid >= 0 else f"epoch position {pos}"
-            raise DataError("decode_error", where, sample_id=sid,
+            err = DataError("decode_error", where, sample_id=sid,
                             detail=f"source pid {os.getpid()} raised {type(e).__name__}: {e}\n"
-                                   + traceback.format_exc()) from e
+                                   + traceback.format_exc())
+            if not batched:
+                write_error_record(self.control_dir, info.epoch_idx, info.idx_in_epoch, err)
+            raise err from e
 
     def _batch(self, info):
         ctl = self._control(info.epoch_idx)

@@ -38,15 +38,27 @@ if not _os.path.isdir(_os.path.join(_here, "kernels")) and _os.path.isfile(_os.p
 
 from vitdata.errors import ConfigError, DataError, StateError, VitdataError  # noqa: E402
 
-__all__ = ["__version__", "ConfigError", "DataError", "StateError", "VitdataError"]
+_LOADER = ("create_loader", "Loader", "Batch")
+_CONFIG = ("LoaderConfig", "AugmentConfig", "OutputConfig", "ScheduleConfig", "EvalConfig", "DistributedConfig")
+_INDEX = ("SampleIndex", "SampleReader", "open_index", "build_index")
+
+__all__ = ["__version__", "ConfigError", "DataError", "StateError", "VitdataError", *_LOADER, *_CONFIG,
+           "DifficultyOracle", *_INDEX]
 
 
 def __getattr__(name):
-    # The loader pulls in DALI and torch; import it only when asked for.
-    if name in ("create_loader", "LoaderConfig", "Loader", "Batch"):
+    # The loader, the configuration and the oracle pull in torch (and the loader DALI when it is used):
+    # import them only when asked for.
+    if name in _LOADER:
         from vitdata import loader
         return getattr(loader, name)
-    if name in ("SampleIndex", "SampleReader", "open_index", "build_index"):
+    if name in _CONFIG:
+        from vitdata import config
+        return getattr(config, name)
+    if name == "DifficultyOracle":
+        from vitdata.oracle import DifficultyOracle
+        return DifficultyOracle
+    if name in _INDEX:
         from vitdata import index
         return getattr(index, name)
     raise AttributeError(f"module 'vitdata' has no attribute {name!r}")

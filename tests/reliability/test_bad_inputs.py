@@ -124,7 +124,7 @@ def test_a2_every_kind_mixed_into_an_epoch_is_skipped_counted_once_and_ranks_sta
 def test_a5_dali_and_pillow_decoders_agree_on_every_valid_but_unusual_kind():
     from nvidia.dali import fn, pipeline_def, types
 
-    from vitdata._torch_backend import decode_rgb
+    from vitdata.backends.torch import decode_rgb
 
     blobs = {k: badinputs.make_bytes(k) for k in badinputs.UNUSUAL_KINDS}
     can = _can_opener()
@@ -160,7 +160,7 @@ def test_a5_exif_orientation_is_applied_and_16_bit_is_scaled_by_1_over_257():
     from PIL import Image
     import io
 
-    from vitdata._torch_backend import decode_rgb
+    from vitdata.backends.torch import decode_rgb
 
     rot = decode_rgb(badinputs.make_bytes(13))
     upright = np.asarray(Image.open(io.BytesIO(badinputs.make_bytes(0))).convert("RGB"), np.float64)
@@ -225,7 +225,7 @@ def test_a6_the_144_mpx_file_is_refused_by_default_and_passes_a_raised_budget():
     assert check_bytes(data, 64_000_000)[1] == "too_many_pixels"
     assert check_bytes(data, 150_000_000)[1] is None           # header only: the full decode needs 432 MB
     # A real decode through the budget, at a size CI can afford: 3000x3000 refused at 8 Mpx, decoded at 10.
-    from vitdata._torch_backend import decode_rgb
+    from vitdata.backends.torch import decode_rgb
 
     small = badinputs.bilevel_144m_png(3000)
     assert check_bytes(small, 8_000_000)[1] == "too_many_pixels"

@@ -1,8 +1,10 @@
-"""The torch backend's dataset: Pillow decode and torchvision v2 transforms equivalent to the DALI graph.
+"""The torch backend: a ``torch.utils.data.DataLoader`` with Pillow decode and torchvision v2 transforms
+equivalent to the DALI graph (the baseline, and the fallback where DALI cannot be installed).
 
-Kept in its own importable module so DataLoader workers started with ``spawn`` can unpickle it. Each
-item is a position in the epoch's control (the same control the DALI source reads); randomness comes
-from a generator seeded by (seed, epoch, rank, position), so results do not depend on ``num_workers``.
+The dataset lives in this importable module so DataLoader workers started with ``spawn`` can unpickle
+it. Each item is a position in the epoch's control (the same control the DALI source reads); randomness
+comes from a generator seeded by (seed, epoch, rank, position), so results do not depend on
+``num_workers``. The backend has no state of its own: ``start`` at a position is its resume.
 
 Colour policy (the same as DALI's decoder): EXIF orientation applied, grayscale / CMYK / palette /
 RGBA converted to RGB, 16-bit images scaled to 8 bits by 1/257.
@@ -15,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from vitdata.backends.base import Backend, BackendContext, RawBatch, start_method
 from vitdata.pipelines.source import NUM_MAG_BINS, magnitude_to_bin, resolve_sample
 
 _PIL_INTERP = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEAREST", "lanczos": "LANCZOS",
@@ -87,3 +90,59 @@ class EpochDataset(torch.utils.data.Dataset):
         x = v2.functional.pil_to_tensor(im)
         label = int(self.index.label[sid]) if orig >= 0 else -1
         return x, label, (sid if orig >= 0 else -1), orig, status
+
+
+class TorchBackend(Backend):
+    """A DataLoader over the positions of one epoch from a start step; workers get the control with the
+    dataset."""
+
+    name = "torch"
+
+    def __init__(self, ctx: BackendContext):
+        self.ctx = ctx
+        self.dataset = EpochDataset(ctx.reader, ctx.index, ctx.batch_size, ctx.cfg, ctx.train, ctx.rank)
+        self.it = None
+        self._norm = None   # (mean, std) on the output device, made at the first batch
+
+    def start(self, control: dict, epoch: int, position: int) -> None:
+        from torch.utils.data import DataLoader
+
+        self.it = None
+        self.dataset.control = control
+        b, cfg = self.ctx.batch_size, self.ctx.cfg
+        steps = len(control["ids"]) // b
+        batches = [list(range(s * b, (s + 1) * b)) for s in range(position, steps)]
+        kw = {}
+        if cfg.num_workers > 0:
+            import multiprocessing as mp
+
+            kw = dict(prefetch_factor=cfg.prefetch, multiprocessing_context=mp.get_context(start_method(cfg)))
+        dl = DataLoader(self.dataset, batch_sampler=batches, num_workers=cfg.num_workers,
+                        collate_fn=_collate, pin_memory=self.ctx.device.type == "cuda", **kw)
+        self.it = iter(dl)
+
+    def next(self) -> RawBatch:
+        imgs, labels, ids, orig, status = next(self.it)
+        dev = self.ctx.device
+        if self._norm is None:
+            o = self.ctx.cfg.output
+            self._norm = tuple(torch.tensor([255.0 * v for v in vals], device=dev).view(1, 3, 1, 1)
+                               for vals in (o.mean, o.std))
+        x = imgs.to(dev, non_blocking=True)
+        x = (x.float() - self._norm[0]) / self._norm[1]
+        return RawBatch(x, labels.numpy(), ids.numpy(), orig.numpy(), status.numpy(), "CHW")
+
+    def state(self) -> dict:
+        return {}
+
+    def restore(self, state: dict | None) -> None:
+        self.it = None   # nothing else to restore: start() at the loader's position is the resume
+
+    def close(self) -> None:
+        self.it = None
+
+
+def _collate(items):
+    imgs = torch.stack([it[0] for it in items])
+    cols = [torch.tensor([it[k] for it in items], dtype=torch.int64) for k in (1, 2, 3, 4)]
+    return (imgs, *cols)
