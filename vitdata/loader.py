@@ -313,7 +313,7 @@ class Loader:
                      loss_weight=loss_weight, aug_magnitude=torch.from_numpy(mag))
 
     def _account(self, ids: np.ndarray, orig: np.ndarray, status: np.ndarray, step: int) -> None:
-        from vitdata.pipelines.source import code_reason
+        from vitdata.pipelines.source import check_sample, code_reason
 
         # Eval padding (orig -1) borrows the order's first id, and reports that id's status; the id itself
         # is checked, raised or counted at its own position, so the padding slot is never an error.
@@ -323,8 +323,13 @@ class Loader:
             reason = code_reason(int(status[j]))
             path = self.index.describe(o)
             if self.on_error == "raise":
+                # The step's status carries only the reason code: on this error path the sample is checked
+                # again here for the checker's own words (the format found, where the file stops, ...).
+                again, why = check_sample(self.reader, self.index, o, self.cfg.max_pixels)[1:]
+                if again != reason:
+                    why = f"re-checked here: {again or 'passes now'}" + (f" ({why})" if why else "")
                 raise DataError(reason, path, sample_id=o,
-                                detail=f"{self.split} epoch {self.epoch} step {step} rank {self.rank}")
+                                detail=f"{why}; {self.split} epoch {self.epoch} step {step} rank {self.rank}")
             self._skipped[self.epoch].append({"id": o, "path": path, "reason": reason, "substitute": int(ids[j]),
                                               "step": step})
 

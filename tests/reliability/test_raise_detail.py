@@ -8,7 +8,6 @@ from vitdata.datasets import badinputs
 from .conftest import FULL_VIEW
 
 
-@pytest.mark.xfail(reason="needs loader change", strict=True)
 @pytest.mark.parametrize("backend", ["torch", "dali"])
 def test_a_raised_data_error_carries_the_checkers_detail(tmp_path, backend):
     m = badinputs.write_imagefolder_mixed(str(tmp_path / "val"), 14, kinds=[15], size=16)   # 15: a GIF named .jpg
