@@ -71,6 +71,7 @@ from vitdata.config import (DTYPES, ERASE_CELL, IMAGENET_MEAN, IMAGENET_STD, Aug
                             choose_backend, dist_rank_world, resolve_defaults)
 from vitdata.errors import ConfigError, DataError, StateError
 from vitdata.jsonstate import from_json, to_json
+from vitdata.trainer_api import TrainerAPI
 
 __all__ = ["LoaderConfig", "AugmentConfig", "OutputConfig", "EvalConfig", "ScheduleConfig", "DistributedConfig",
            "Batch", "Loader", "create_loader"]
@@ -90,6 +91,10 @@ class Batch:
     knobs: Any = None
     loss_weight: torch.Tensor | None = None
     aug_magnitude: torch.Tensor | None = None
+
+    def __iter__(self):
+        """``images, labels = batch`` (a DataLoader's pair); ids, knobs and weights stay attributes."""
+        return iter((self.images, self.labels))
 
 
 class Stage(enum.Enum):
@@ -111,7 +116,7 @@ class ResumePoint:
     loaded: dict | None = field(default=None, compare=False, repr=False)
 
 
-class Loader:
+class Loader(TrainerAPI):
     """Iterates :class:`Batch` es of one split; see the module docstring. Build with :func:`create_loader`."""
 
     def __init__(self, cfg: LoaderConfig, split: str, oracle=None):
@@ -508,8 +513,18 @@ def create_loader(cfg: LoaderConfig, split: str = "train", oracle=None) -> Loade
     """Check ``cfg`` (ConfigError naming the fields) and build the loader of ``split`` ("train" | "eval").
 
     ``oracle``: a :class:`vitdata.oracle.DifficultyOracle` (or anything with ``report`` and ``end_epoch``)
-    that plans each training epoch from the reported losses.
+    that plans each training epoch from the reported losses, or a policy name ("data-centric",
+    "prune-easy", "weighted", "uniform"): a DifficultyOracle sized from the index, seeded with ``cfg.seed``.
+    An oracle whose ``num_samples`` differs from the index is refused here (ConfigError).
     """
+    from vitdata.trainer_api import make_oracle
+
     if not isinstance(cfg, LoaderConfig):
         raise ConfigError(f"cfg must be a LoaderConfig, got {type(cfg).__name__}", ("cfg",))
-    return Loader(cfg, split, oracle)
+    loader = Loader(cfg, split, None)
+    try:
+        loader.oracle = make_oracle(oracle, loader)
+    except BaseException:
+        loader.close()
+        raise
+    return loader
