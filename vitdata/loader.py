@@ -150,6 +150,7 @@ class Loader(TrainerAPI):
         self._point = ResumePoint()
         self._skipped: dict[int, list[dict]] = {}
         self._oracle_ended = None          # (epoch, plan) of the oracle epoch this loader ended last
+        self.last_batch: Batch | None = None
         self._closed = False
 
     @property
@@ -294,7 +295,8 @@ class Loader(TrainerAPI):
             done = step + 1 == self._steps
             self._point = ResumePoint(self.epoch, step + 1, Stage.FINISHED if done else Stage.RUNNING, planned=True)
             self.sampler.position = self.position
-            yield self._finish(raw, step)
+            self.last_batch = self._finish(raw, step)   # loader.loss(logits, target) reads it
+            yield self.last_batch
         self._point = replace(self._point, stage=Stage.FINISHED)
         if self.train and self.oracle is not None:
             # Every report of the epoch precedes this point (the trainer asked for the batch after the last),

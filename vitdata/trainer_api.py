@@ -13,6 +13,7 @@
 - ``loader.loss(logits, batch, target=None, criterion=None)``: per-sample losses -> oracle report ->
   ``batch.loss_weight`` applied -> the mean, in one call (see :func:`per_sample_loss`).
 - ``loader.planned_steps(epochs)``: steps of every epoch, for an LR schedule sized at start-up.
+- ``loader.save(path)`` / ``loader.load(path)``: the state as a JSON file, rank-local.
 """
 from __future__ import annotations
 
@@ -184,16 +185,51 @@ class TrainerAPI:
         """Classes in this split's index (the model's ``num_classes``)."""
         return self.index.num_classes
 
-    def loss(self, logits: torch.Tensor, batch, target: torch.Tensor | None = None, criterion=None) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, batch=None, target: torch.Tensor | None = None,
+             criterion=None) -> torch.Tensor:
         """The step's loss in one call: per-sample losses (:func:`per_sample_loss`; ``target`` defaults to
         ``batch.labels``, pass timm Mixup's soft targets when mixing) are reported to the oracle with the
         logits (so ``p_y`` is exact, also for soft targets), weighted by ``batch.loss_weight`` and averaged.
-        No host sync. Returns the scalar to call ``backward`` on."""
+        No host sync. Returns the scalar to call ``backward`` on.
+
+        ``batch`` defaults to the batch this loader handed over last, and a tensor in its place is the
+        target, so timm's ``loss_fn(output, target)`` becomes ``loader.loss(output, target, criterion=loss_fn)``
+        in a loop that unpacked ``input, target = batch``."""
+        if isinstance(batch, torch.Tensor):
+            if target is not None:
+                raise TypeError("loss(logits, target, target=...): the target is given twice")
+            batch, target = None, batch
+        if batch is None:
+            batch = getattr(self, "last_batch", None)
+            if batch is None:
+                raise RuntimeError("loader.loss: no batch given and this loader has not handed one over yet")
         target = batch.labels if target is None else target
         losses = per_sample_loss(logits, target, criterion)
         if getattr(self, "oracle", None) is not None and self.train:
             self.report(batch.ids, losses.detach(), logits=logits.detach(), labels=target.detach())
         return weighted_loss(losses, batch)
+
+    def save(self, path) -> None:
+        """Write :meth:`state_dict` as JSON to ``path`` atomically (temp file, fsync, rename). Rank-local: call it
+        on the rank that saves checkpoints (rank 0 only is enough); every rank can :meth:`load` the file."""
+        import json
+
+        from vitdata.io import atomic_write
+
+        atomic_write(path, json.dumps(self.state_dict()).encode())
+
+    def load(self, path) -> None:
+        """:meth:`load_state_dict` from a file written by :meth:`save` (StateError when it is not one)."""
+        import json
+
+        from vitdata.errors import StateError
+
+        try:
+            with open(path, "rb") as f:
+                state = json.loads(f.read())
+        except (OSError, ValueError) as e:
+            raise StateError(f"cannot read loader state {path}: {e}") from e
+        self.load_state_dict(state)
 
     def planned_steps(self, epochs: int | None = None) -> list[int]:
         """Steps on this rank of epochs ``0 .. epochs - 1`` (default: the schedule's ``epochs``), known at
