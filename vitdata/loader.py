@@ -190,7 +190,7 @@ class Loader(TrainerAPI):
         if sc.name == "constant":
             kw.setdefault("randaug_magnitude", a.randaug_magnitude)
             kw.setdefault("randaug_num_ops", a.randaug_num_ops)
-        return make_schedule(sc.name, sc.epochs, self.sampler.steps_per_epoch(), self.cfg.image_size, **kw)
+        return make_schedule(sc.name, sc.epochs or 1, self.sampler.steps_per_epoch(), self.cfg.image_size, **kw)
 
     def _check_knobs(self) -> None:
         if not self.train:

@@ -56,7 +56,8 @@ def test_each_sample_is_read_once_per_epoch_and_labels_stay_paired(tiny_data, ba
 
 def test_size_schedule_changes_output_shape_at_the_right_step(tiny_data):
     sched = ScheduleConfig(name="linear", epochs=2, kwargs=dict(size=(16, 32), per="step", magnitude=None))
-    loader = create_loader(cfg_for(tiny_data, augment=FULL_VIEW, schedule=sched))
+    # patch_size=1: sizes unrounded (the default rounds them to 16 px, so epoch 0 would stay at 16)
+    loader = create_loader(cfg_for(tiny_data, augment=dataclasses.replace(FULL_VIEW, patch_size=1), schedule=sched))
     try:
         for epoch, batch in run_epochs(loader, 2):
             pass
