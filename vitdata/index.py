@@ -192,10 +192,19 @@ def _ext_of(name: str) -> str:
     return name.rsplit(".", 1)[-1].lower() if "." in name else ""
 
 
+SPLIT_NAMES = ("train", "val", "validation", "test")
+
+
 def _build_imagefolder(root: str) -> SampleIndex:
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
     if not classes:
         raise DataError("empty_dataset", root, detail="no class directories (expected ROOT/<class>/<image>)")
+    splits = [c for c in classes if c in SPLIT_NAMES]
+    if "train" in splits and len(splits) > 1 and any(e.is_dir() for e in os.scandir(os.path.join(root, "train"))):
+        other = next(c for c in splits if c != "train")
+        raise DataError("empty_dataset", root, detail=f"this looks like a dataset root (it holds "
+                        f"{', '.join(s + '/' for s in splits)}), not one split: pass {os.path.join(root, 'train')} "
+                        f"as the data (and {os.path.join(root, other)} as eval.data)")
     b, sources, stats, dir_mtimes = _Builder(), [], [], {root: os.stat(root).st_mtime_ns}
     for y, cls in enumerate(classes):
         cdir = os.path.join(root, cls)
@@ -252,6 +261,9 @@ def build_index(source: str, *, checksums: bool = False, num_classes: int | None
         raise DataError("not_found", source, detail="no such file or directory")
     if is_wds(source):
         idx = _build_wds(source, num_classes, member_cap, bad_labels == "mark")
+    elif os.path.exists(source) and not os.path.isdir(source):
+        raise DataError("unreadable", source, detail="a file, not a dataset: give an ImageFolder directory "
+                        "(ROOT/<class>/<image>), a directory of .tar shards, a brace pattern or one .tar shard")
     else:
         idx = _build_imagefolder(source)
         if num_classes is not None and num_classes != idx.num_classes:

@@ -1,6 +1,7 @@
 """The loader in a trainer written for a PyTorch DataLoader (timm's train.py): unpacking, set_epoch on the
 sampler or the dataset, the attributes a trainer reads, the one-call loss, JSON state, oracle by name."""
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -124,3 +125,18 @@ def test_state_with_an_oracle_round_trips_through_json(tiny_data, backend):
     finally:
         a.close()
         b.close()
+
+
+def test_a_dali_loader_with_randaugment_warns_nothing_deprecated(tiny_data):
+    cfg = LoaderConfig(data=tiny_data, batch_size=8, image_size=32, backend="dali", num_workers=0, num_threads=1,
+                       augment=AugmentConfig(randaug=True, randaug_num_ops=2))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        loader = create_loader(cfg)
+        try:
+            next(iter(loader))
+        finally:
+            loader.close()
+    deprecated = [str(w.message)[:120] for w in seen if issubclass(w.category, DeprecationWarning)
+                  and "experimental" in str(w.message)]
+    assert not deprecated, deprecated
