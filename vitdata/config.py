@@ -112,6 +112,8 @@ class LoaderConfig:
     max_pixels: int = 64_000_000                    # per-image pixel budget, checked from the header
     verify_checksums: bool = False                  # CRC-32 of every sample checked against the index (built
                                                     # with checksums when missing); catches flipped bytes
+    label_member: str = "cls"                       # tar shards: the member holding the label, cls | class |
+                                                    # label | txt (an integer) | json:FIELD (a .json field)
     start_method: str = "auto"                      # worker start: auto (spawn with CUDA, else fork) | spawn | fork
 
     @classmethod
@@ -270,6 +272,12 @@ def check_config(cfg: LoaderConfig, split: str) -> None:
         bad(f"start_method must be auto | spawn | fork, got {cfg.start_method!r}", "start_method")
     if cfg.seed < 0:
         bad("seed must be >= 0", "seed")
+    from vitdata.shards import parse_label_member
+
+    try:
+        parse_label_member(cfg.label_member)
+    except ValueError as err:
+        bad(str(err), "label_member")
     sc = cfg.schedule
     if sc.schedule is None and sc.epochs is None and sc.name != "constant":
         bad(f"schedule {sc.name!r} is laid out over the run: give schedule.epochs (the run's epochs, e.g. "

@@ -135,7 +135,7 @@ class Loader(TrainerAPI):
         data = cfg.eval.data if (not self.train and cfg.eval.data) else cfg.data
         try:
             # bad_labels="mark": one bad tar label is that sample's bad_label skip (or error), not a dead dataset
-            self.index = open_index(data, checksums=cfg.verify_checksums, bad_labels="mark")
+            self.index = open_index(data, checksums=cfg.verify_checksums, bad_labels="mark", label=cfg.label_member)
         except DataError as e:
             which = "eval.data" if not self.train and cfg.eval.data else "data"
             raise ConfigError(f"cannot open data source {data!r}: {e}", (which,)) from e
