@@ -280,9 +280,10 @@ def to_uint8(x, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def load_images(source: str, n: int, size: int, mean: Sequence[float], std: Sequence[float], seed: int = 0):
-    """``n`` images of ``source`` (one per class first, then random), centre-cropped and resized to ``size``
-    (bicubic): (n, 3, size, size) float32 tensor normalised with ``mean`` / ``std``."""
+def load_images(source: str, n: int, size: int, mean: Sequence[float], std: Sequence[float], seed: int = 0,
+                ids: Optional[Sequence[int]] = None):
+    """``n`` images of ``source`` (one per class first, then random; or the index ids ``ids``), centre-cropped
+    and resized to ``size`` (bicubic): (n, 3, size, size) float32 tensor normalised with ``mean`` / ``std``."""
     import torch
     from PIL import Image
 
@@ -297,6 +298,8 @@ def load_images(source: str, n: int, size: int, mean: Sequence[float], std: Sequ
             picks.append(int(rng.choice(ids)))
     while len(picks) < min(n, len(index)):
         picks.append(int(rng.integers(len(index))))
+    if ids is not None:
+        picks = [int(i) for i in ids]
     mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
     out = []
     for i in picks:
