@@ -298,6 +298,7 @@ class Loader(TrainerAPI):
             self.last_batch = self._finish(raw, step)   # loader.loss(logits, target) reads it
             yield self.last_batch
         self._point = replace(self._point, stage=Stage.FINISHED)
+        self.last_batch = None                   # its loss was computed before the trainer asked for more
         if self.train and self.oracle is not None:
             # Every report of the epoch precedes this point (the trainer asked for the batch after the last),
             # so the table is merged here and a state taken between epochs is whole on any one rank.
@@ -418,10 +419,11 @@ class Loader(TrainerAPI):
         # finished epoch's pipeline, which a resume moves on from as the uninterrupted run does (the same
         # augmentation RNG stream).
         return to_json({"format": STATE_FORMAT, "fingerprint": self._fingerprint(), "epoch": self.epoch,
-                "position": self.position, "finished": point.stage is Stage.FINISHED,
-                "started": point.stage is not Stage.READY, "sampler": sampler, "backend": self._backend.state(),
-                "skipped": [dict(d, epoch=e) for e, lst in self._skipped.items() for d in lst],
-                "oracle": oracle})
+                        "position": self.position, "finished": point.stage is Stage.FINISHED,
+                        "started": point.stage is not Stage.READY, "sampler": sampler,
+                        "backend": self._backend.state(),
+                        "skipped": [dict(d, epoch=e) for e, lst in self._skipped.items() for d in lst],
+                        "oracle": oracle})
 
     def load_state_dict(self, state: dict) -> None:
         """Resume from :meth:`state_dict`. Refuses (StateError naming the field) a state from another

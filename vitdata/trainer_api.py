@@ -131,6 +131,8 @@ class LoaderSampler:
         object.__setattr__(self, "_inner", inner)
 
     def __getattr__(self, name):
+        if name in LoaderSampler.__slots__:      # not set yet (copy, unpickling): no recursion through _inner
+            raise AttributeError(name)
         return getattr(self._inner, name)
 
     def __setattr__(self, name, value):
