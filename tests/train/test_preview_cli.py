@@ -40,3 +40,14 @@ def test_the_preview_shows_randaugment_at_the_scheduled_magnitude(cache, tmp_pat
     assert "RandAug m=" in rows[0][0] and "erase=" in rows[0][0]
     stored, seen = rows[1][1][0], rows[1][1][1]
     assert seen.shape[-1] == 3 and not (seen.shape == stored.shape and np.array_equal(seen, stored))
+
+
+def test_the_run_reports_curriculum_grid_leaves_out_views_no_epoch_changes(cache, tmp_path):
+    from vitdata.datasets import selfid
+    from vitdata.report import curriculum_rows
+    from vitdata.schedules import make_schedule
+
+    selfid.write_imagefolder(str(tmp_path / "d"), 8, num_classes=2, size=32)
+    sched = make_schedule("efficienttrain", 5, 10, 32, patch_size=8)
+    rows, titles, _ = curriculum_rows(str(tmp_path / "d"), sched, [0, 4], 8, (0.5,) * 3, (0.5,) * 3, n=2)
+    assert titles == ["full", "low-pass"] * 2 and [len(r[1]) for r in rows] == [4, 4]
