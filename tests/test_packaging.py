@@ -19,6 +19,7 @@ def test_wheel_maps_pipelines_and_kernels_under_vitdata_only(tmp_path):
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert tops == {"vitdata"}
     assert "vitdata/kernels/__init__.py" in names and "vitdata/pipelines/__init__.py" in names
+    assert not [n for n in names if "badinputs" in n], "the bad-input corpus is a test helper (tests/support)"
     meta = next(n for n in names if n.endswith("METADATA"))
     text = zipfile.ZipFile(wheel).read(meta).decode()
     for dep in ("torch", "numpy", "pillow", "timm", "triton", "nvidia-dali-cuda130"):

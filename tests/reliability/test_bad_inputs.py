@@ -1,6 +1,6 @@
 """RELIABILITY group A (bad input), G3 (stalled read) and H2 (equal steps with skips).
 
-The corpus is ``vitdata.datasets.badinputs``: 28 kinds, each with a declared outcome. Figures (skip counts,
+The corpus is ``tests/support/badinputs.py``: 28 kinds, each with a declared outcome. Figures (skip counts,
 bomb refusal time and memory) are printed; run with ``pytest -s`` to see them.
 """
 import os
@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from vitdata import DataError, LoaderConfig, create_loader
-from vitdata.datasets import badinputs, selfid
+from vitdata.datasets import selfid
 from vitdata.index import SampleReader, build_index, open_index
 from vitdata.loader import DistributedConfig, EvalConfig
 from vitdata.pipelines.source import check_bytes, check_sample
 
+import badinputs
 from .conftest import FULL_VIEW, bad_ids, mixed
 
 LAYOUTS = ["imagefolder", "wds"]

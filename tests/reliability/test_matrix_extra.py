@@ -18,9 +18,10 @@ import pytest
 import torch
 
 from vitdata import LoaderConfig, create_loader
-from vitdata.datasets import badinputs, selfid
+from vitdata.datasets import selfid
 from vitdata.loader import AugmentConfig, DistributedConfig
 from vitdata.sampler import EpochPlan, Sampler
+import badinputs
 from .conftest import FULL_VIEW, skip_corpus
 
 WORKER = Path(__file__).with_name("matrix_worker.py")

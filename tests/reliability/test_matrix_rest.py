@@ -20,9 +20,10 @@ import psutil
 import pytest
 
 from vitdata import DataError, LoaderConfig, create_loader
-from vitdata.datasets import badinputs, selfid
+from vitdata.datasets import selfid
 from vitdata.loader import AugmentConfig, Loader
 from vitdata.pipelines.source import check_sample, resolve_sample
+import badinputs
 from .conftest import FULL_VIEW, skip_corpus
 
 WORKER = Path(__file__).with_name("rest_worker.py")
