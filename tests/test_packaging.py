@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 
+# Builds a wheel and runs vitdata in child processes: deselected by `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -27,6 +27,9 @@ from vitdata.pipelines.source import check_sample, resolve_sample
 import badinputs
 from .conftest import FULL_VIEW, skip_corpus
 
+# Long runs (2,000 steps, 100 error cycles, 8,000-sample epochs) and child processes: deselected by `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 WORKER = Path(__file__).with_name("rss_and_hang_worker.py")
 # kinds a header check refuses by content (the after-index kinds would make a rebuilt index drop the file)
 CONTENT_KINDS = (1, 2, 3, 4, 5, 7, 8, 15, 19, 20, 23)

@@ -25,6 +25,9 @@ from vitdata.sampler import EpochPlan, Sampler
 import badinputs
 from .conftest import FULL_VIEW, skip_corpus
 
+# Gloo ranks in child processes, repeated loader constructions, worker pools torn down: deselected by `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 WORKER = Path(__file__).with_name("loader_rank_worker.py")
 AUG = AugmentConfig(randaug_magnitude=7.0)
 

@@ -14,6 +14,9 @@ from vitdata import LoaderConfig, create_loader
 from vitdata.datasets import selfid
 from vitdata.loader import AugmentConfig
 
+# Children killed with SIGKILL and resumed: deselected by `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 WORKER = os.path.join(os.path.dirname(__file__), "resume_worker.py")
 
 
