@@ -298,6 +298,7 @@ def snapshot(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.heavy
 def test_resuming_a_copied_run_writes_into_the_copy_and_never_into_the_original(cache, tmp_path):
     import shutil
 
