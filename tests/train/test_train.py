@@ -322,6 +322,7 @@ def test_resuming_a_copied_run_writes_into_the_copy_and_never_into_the_original(
     assert snapshot(a) == original and snapshot(b) == copy
 
 
+@pytest.mark.heavy
 def test_workers_0_reads_in_the_loader_thread_with_one_dali_thread(cache, tmp_path):
     from vitdata.train import loader_config
     lcfg = loader_config(parse_config(["--workers", "0"]), "train", "val", 0, 1, torch.device("cpu"), None)
@@ -391,6 +392,7 @@ def test_step_timer_on_cpu_uses_host_clocks_and_no_cuda_call():
     assert data_ms >= 0 and step_ms >= 0 and cuda.calls == []
 
 
+@pytest.mark.heavy
 def test_the_loop_reads_its_timer_on_log_steps_only_and_never_syncs_the_device(cache, tmp_path, monkeypatch):
     import vitdata.train as train_module
     reads = []
