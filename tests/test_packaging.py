@@ -81,6 +81,13 @@ def test_a_checkout_on_the_path_imports_its_own_pipelines_and_kernels(tmp_path):
     out = subprocess.run([sys.executable, "-P", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
-    files = out.stdout.split()
+    files = [os.path.realpath(f) for f in out.stdout.split()]
     assert files == [str(ROOT / "vitdata" / "__init__.py"), str(ROOT / "pipelines" / "source.py"),
                      str(ROOT / "kernels" / "__init__.py")], files
+
+
+@pytest.mark.parametrize("name", ["kernels", "pipelines"])
+def test_the_mapped_packages_refuse_their_top_level_name_so_no_file_loads_twice(name):
+    code = f"import vitdata.{name}; import {name}"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and f"import this package as vitdata.{name}" in out.stderr, out.stderr[-500:]
