@@ -70,6 +70,7 @@ from vitdata.config import (DTYPES, ERASE_CELL, IMAGENET_MEAN, IMAGENET_STD, Aug
                             DistributedConfig, EvalConfig, LoaderConfig, OutputConfig, ScheduleConfig, check_config,
                             choose_backend, dist_rank_world, resolve_defaults)
 from vitdata.errors import ConfigError, DataError, StateError
+from vitdata.quarantine import Quarantine
 
 __all__ = ["LoaderConfig", "AugmentConfig", "OutputConfig", "EvalConfig", "ScheduleConfig", "DistributedConfig",
            "Batch", "Loader", "create_loader"]
@@ -139,8 +140,9 @@ class Loader:
         self.schedule = self._make_schedule()
         self._check_knobs()
         self.backend_name = backend
+        self.quarantine = Quarantine()   # ids a decoder refused (vitdata.quarantine); part of the state
         self._backend = create_backend(backend, BackendContext(cfg, split, self.rank, self.batch_size, self.device,
-                                                               self.index, self.reader))
+                                                               self.index, self.reader, self.quarantine))
         self._point = ResumePoint()
         self._skipped: dict[int, list[dict]] = {}
         self._closed = False
@@ -323,11 +325,15 @@ class Loader:
             reason = code_reason(int(status[j]))
             path = self.index.describe(o)
             if self.on_error == "raise":
-                # The step's status carries only the reason code: on this error path the sample is checked
-                # again here for the checker's own words (the format found, where the file stops, ...).
-                again, why = check_sample(self.reader, self.index, o, self.cfg.max_pixels)[1:]
-                if again != reason:
-                    why = f"re-checked here: {again or 'passes now'}" + (f" ({why})" if why else "")
+                q = self.quarantine.get(o)
+                if q is not None:   # a decoder refused it: its own words, from the probe or Pillow
+                    why = f"the decoder refused it: {q['detail']}"
+                else:
+                    # The step's status carries only the reason code: on this error path the sample is checked
+                    # again here for the checker's own words (the format found, where the file stops, ...).
+                    again, why = check_sample(self.reader, self.index, o, self.cfg.max_pixels)[1:]
+                    if again != reason:
+                        why = f"re-checked here: {again or 'passes now'}" + (f" ({why})" if why else "")
                 raise DataError(reason, path, sample_id=o,
                                 detail=f"{why}; {self.split} epoch {self.epoch} step {step} rank {self.rank}")
             self._skipped[self.epoch].append({"id": o, "path": path, "reason": reason, "substitute": int(ids[j]),
@@ -391,7 +397,7 @@ class Loader:
                 "position": self.position, "finished": point.stage is Stage.FINISHED,
                 "started": point.stage is not Stage.READY, "sampler": sampler, "backend": self._backend.state(),
                 "skipped": [dict(d, epoch=e) for e, lst in self._skipped.items() for d in lst],
-                "oracle": oracle}
+                "quarantine": self.quarantine.state(), "oracle": oracle}
 
     def load_state_dict(self, state: dict) -> None:
         """Resume from :meth:`state_dict`. Refuses (StateError naming the field) a state from another
@@ -435,6 +441,7 @@ class Loader:
             self.sampler.load_state_dict(state["sampler"])
         except ConfigError as e:
             raise StateError(f"loader state does not match this loader's sampler: {e}") from e
+        self.quarantine.load(state.get("quarantine"), len(self.index))
         if self.oracle is not None and state.get("oracle") is not None:
             self.oracle.load_state_dict(state["oracle"])
         epoch, position = int(state["epoch"]), int(state["position"])
