@@ -126,9 +126,9 @@ class DaliBackend(Backend):
 
     def next(self) -> RawBatch:
         if self.pipe is None and self._failed is not None:
-            raise DataError(self._failed.reason, self._failed.path, sample_id=self._failed.sample_id,
-                            detail=f"the DALI pipeline stopped at this failure; rebuild the loader or "
-                                   f"load_state_dict a saved state (first error: {self._failed.detail})")
+            # Not a DataError: a loop that catches DataError and goes on must not spin on this one.
+            raise RuntimeError(f"the DALI pipeline stopped at an earlier failure that no decoder probe could pin on "
+                               f"one sample ({self._failed}); rebuild the loader or load_state_dict a saved state")
         if self.done % CHECKPOINT_EVERY == 0 and self.done and self._ck[2] != self.done:
             self._ck = (bytes(self.pipe.checkpoint()), 0, self.done)
         try:
