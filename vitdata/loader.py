@@ -41,10 +41,12 @@ Bad samples (``on_error``): every sample's header is checked before a decoder se
 budget, readable bytes). ``"skip"`` (training default) delivers the next usable id of the epoch order
 in its place and lists (id, path, reason) in :meth:`Loader.skipped`; ``"raise"`` (evaluation default)
 raises :class:`~vitdata.errors.DataError` naming file, sample id and reason. That error consumes its
-step: iterating the loader again (``for batch in loader`` inside a ``try``) continues with the next step
-of the epoch, so an evaluation loop can log the bad sample and go on without rebuilding the loader. A
-decoder error that still happens is re-raised as a DataError naming the ids and paths of the batch; the
-pipeline is not reusable after it (rebuild the loader, or ``load_state_dict`` a saved state).
+step: iterating the loader again (``for batch in loader`` inside a ``try``) raises the step's next bad
+sample (one DataError per bad file), then delivers the step's good samples (without substitutes, so each
+good file is evaluated once), then goes on with the next step, so an evaluation loop can log each bad
+sample and go on without rebuilding the loader. A file whose header passes but which the decoder refuses
+is quarantined (:mod:`vitdata.quarantine`, part of the state) and handled like a header failure, with the
+decoder's own words; later epochs skip it before reading.
 
 Resume: :meth:`Loader.state_dict` holds the epoch, the consumed position (never prefetched batches), the
 sampler state with its plan, the DALI checkpoint (base64 text) and a config fingerprint; after
@@ -71,6 +73,7 @@ from vitdata.config import (DTYPES, ERASE_CELL, IMAGENET_MEAN, IMAGENET_STD, Aug
                             choose_backend, dist_rank_world, resolve_defaults)
 from vitdata.errors import ConfigError, DataError, StateError
 from vitdata.quarantine import Quarantine
+from vitdata.statecheck import check_loader_state
 
 __all__ = ["LoaderConfig", "AugmentConfig", "OutputConfig", "EvalConfig", "ScheduleConfig", "DistributedConfig",
            "Batch", "Loader", "create_loader"]
@@ -471,6 +474,8 @@ class Loader:
             self.sampler.load_state_dict(state["sampler"])
         except ConfigError as e:
             raise StateError(f"loader state does not match this loader's sampler: {e}") from e
+        check_loader_state(state, steps_per_epoch=self.sampler.steps_per_epoch(), batch_size=self.batch_size,
+                           elastic=elastic)
         self.quarantine.load(state.get("quarantine"), len(self.index))
         if self.oracle is not None and state.get("oracle") is not None:
             self.oracle.load_state_dict(state["oracle"])

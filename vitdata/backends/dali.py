@@ -95,7 +95,7 @@ class DaliBackend(Backend):
             self.dali_epoch = int(saved["dali_epoch"])
             self._write_control(tail)
             ck = _b64(saved["checkpoint"])
-            self._build(ck, 0)
+            self._build_saved(ck)
             self.offset, self.done = offset, position - offset
             self._ck = (ck, 0, self.done)
         elif position == 0 and self.pipe is not None and self.done * b >= self.samples:
@@ -186,6 +186,19 @@ class DaliBackend(Backend):
                                    py_start_method=start_method(cfg), prefetch=cfg.prefetch, seed=seed,
                                    checkpoint=checkpoint, start_timeout=cfg.worker_start_timeout)
 
+    def _build_saved(self, checkpoint: bytes) -> None:
+        """Build from a saved state's checkpoint; DALI's refusal of it is the state's fault (StateError)."""
+        from vitdata.errors import VitdataError
+
+        try:
+            self._build(checkpoint, 0)
+        except VitdataError:
+            raise
+        except (RuntimeError, ValueError) as e:
+            self.close_pipe()
+            raise StateError(f"DALI refused the loader state's checkpoint: {str(e).strip().splitlines()[0][:200]} "
+                             f"(field backend.checkpoint)") from e
+
     def _rebuild_finished(self, saved: dict) -> None:
         """Rebuild the pipeline from the checkpoint of a fully consumed epoch, so the next start moves on
         by a reset. The source reads only the length of that epoch's control (every position is past its
@@ -203,7 +216,7 @@ class DaliBackend(Backend):
                       {"ids": np.full(n, -1, np.int64), "extra_magnitude": np.zeros(n, np.float32),
                        "step_size": np.zeros(steps, np.int32), "step_magnitude": np.zeros(steps, np.float32),
                        "step_num_ops": np.zeros(steps, np.int32), "epoch": np.array(-1, np.int64)})
-        self._build(_b64(saved["checkpoint"]), 0)
+        self._build_saved(_b64(saved["checkpoint"]))
         self.samples, self.done = n, n // self.ctx.batch_size
 
     def _with_quarantine(self, control: dict) -> dict:
