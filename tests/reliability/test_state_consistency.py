@@ -48,6 +48,7 @@ def _refused(data, backend, state, field: str) -> StateError:
 
 @pytest.mark.parametrize("backend", ["dali", "torch"])
 def test_a_top_level_position_that_differs_from_the_samplers_is_refused(data, backend):
+    """I6: a position edited at the top level only is refused at load, naming position."""
     state = _state_after(data, backend, 3)
     state["position"] = 5
     _refused(data, backend, state, "position")
@@ -55,6 +56,7 @@ def test_a_top_level_position_that_differs_from_the_samplers_is_refused(data, ba
 
 @pytest.mark.parametrize("backend", ["dali", "torch"])
 def test_an_edited_epoch_is_refused(data, backend):
+    """I6: an epoch edited at the top level only is refused at load, naming epoch."""
     state = _state_after(data, backend, 3)
     state["epoch"] = 1
     _refused(data, backend, state, "epoch")
@@ -62,18 +64,21 @@ def test_an_edited_epoch_is_refused(data, backend):
 
 @pytest.mark.parametrize("backend", ["dali", "torch"])
 def test_a_position_past_the_epoch_is_refused_at_load_time(data, backend):
+    """I6: an out-of-range position is a StateError at load, not a ConfigError at the first batch."""
     state = _state_after(data, backend, 3)
     state["position"] = 99   # used to load, then fail at the first batch as a ConfigError
     _refused(data, backend, state, "position")
 
 
 def test_a_position_that_the_dali_pipeline_did_not_reach_is_refused(data):
+    """I6: a position (top level and sampler) that the DALI checkpoint never reached is refused."""
     state = _state_after(data, "dali", 3)
     state["position"] = state["sampler"]["position"] = 5   # the checkpoint and backend.done still say 3
     _refused(data, "dali", state, "position")
 
 
 def test_an_edited_dali_epoch_is_a_state_error_not_a_decode_error(data):
+    """I6 (item 13): an edited dali_epoch is refused at load, naming backend.dali_epoch."""
     state = _state_after(data, "dali", 3)
     state["backend"]["dali_epoch"] = 4
     _refused(data, "dali", state, "backend.dali_epoch")
@@ -81,6 +86,7 @@ def test_an_edited_dali_epoch_is_a_state_error_not_a_decode_error(data):
 
 @pytest.mark.parametrize("damage", ["base64_cut", "bytes_cut", "iteration_record"])
 def test_a_damaged_dali_checkpoint_is_a_state_error(data, damage):
+    """I6 (item 13): a damaged DALI checkpoint is a StateError naming the field, not binascii.Error/RuntimeError."""
     state = _state_after(data, "dali", 3)
     text = state["backend"]["checkpoint"]
     raw = base64.b64decode(text)
@@ -95,7 +101,7 @@ def test_a_damaged_dali_checkpoint_is_a_state_error(data, damage):
 
 
 def test_a_consistent_state_still_resumes(data):
-    """The checks refuse nothing that state_dict writes: mid-epoch, at an epoch's end, and after set_epoch."""
+    """I6: the checks refuse nothing that state_dict writes: mid-epoch, at an epoch's end, and after set_epoch."""
     ld = _loader(data, "dali")
     try:
         states = []
