@@ -5,8 +5,6 @@ from __future__ import annotations
 import struct
 import zlib
 
-import numpy as np
-
 from vitdata.datasets import selfid
 
 KINDS = ("jpeg_bad_component", "png_bad_zlib", "png_bad_filter")

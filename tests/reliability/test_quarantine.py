@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from vitdata import DataError, LoaderConfig, create_loader
 from vitdata.datasets import selfid
@@ -35,7 +36,8 @@ def _write_bad(root: str, index, sample_ids) -> dict[int, str]:
     out = {}
     for sid, kind in zip(sample_ids, decodefail.KINDS):
         path = index.path(sid)
-        pid, label = selfid.decode(np.asarray(__import__("PIL.Image").Image.open(path).convert("RGB")))
+        with Image.open(path) as im:
+            pid, label = selfid.decode(np.asarray(im.convert("RGB")))
         with open(path, "wb") as f:
             f.write(decodefail.make(kind, pid, label))
         out[sid] = kind
@@ -112,7 +114,8 @@ def test_a_quarantined_id_is_not_read_again(train_data, backend, monkeypatch):
             pass
         reads = []
         real = SampleReader.read
-        monkeypatch.setattr(SampleReader, "read", lambda self, i, *a, **k: reads.append(int(i)) or real(self, i, *a, **k))
+        monkeypatch.setattr(SampleReader, "read",
+                            lambda self, i, *a, **k: reads.append(int(i)) or real(self, i, *a, **k))
         ld.set_epoch(1)
         assert sum(len(b.ids) for b in ld) == N
         assert reads and not set(reads) & set(bad)

@@ -62,8 +62,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=9)
-    p.add_argument("--json", help="record file or directory (default ./benchmarks/results/<device>/<date>-quarantine.json)")
+    p.add_argument("--json", help="record file or directory (default "
+                                   "./benchmarks/results/<device>/<date>-quarantine.json)")
     a = p.parse_args(argv)
+
+    import numpy as np
+    from PIL import Image
 
     from vitdata import LoaderConfig, benchutil, create_loader
     from vitdata.backends import dali as dali_backend
@@ -131,9 +135,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         victim = order[(steps // 2 + 3) * a.batch_size + a.batch_size // 2]
         path, label = probe.index.path(victim), int(probe.index.label[victim])
         probe.close()
-        with open(path, "rb") as f:
-            pid = selfid.decode(__import__("numpy").asarray(
-                __import__("PIL.Image", fromlist=["Image"]).open(f).convert("RGB")))[0]
+        with Image.open(path) as im:
+            pid = selfid.decode(np.asarray(im.convert("RGB")))[0]
         with open(path, "wb") as f:
             f.write(_bad_png(pid, label, a.size))
         failure = {}
