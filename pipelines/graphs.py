@@ -202,3 +202,32 @@ def _start_workers(pipe, timeout: float) -> list[int] | None:
             killed.append(proc.pid)
     t.join(30)
     return killed
+
+
+def build_probe(spec: GraphSpec, device_id: int | None):
+    """A one-sample pipeline that decodes encoded bytes fed as input ``"encoded"`` with the graph's decoder
+    kind: ``"cpu"`` on the CPU, ``"mixed"`` (nvImageCodec on the GPU, the same ``hw_decoder_load``) with a
+    device, RGB output like the graph. Used on the error path only, to find which sample of a failed
+    step the decoder refuses (``vitdata.quarantine``); full decode, so it refuses at least what the
+    graph's cropping decoder refuses. Run it with ``probe_decodes``."""
+    decode_device = "cpu" if device_id is None else "mixed"
+
+    @pipeline_def(batch_size=1, num_threads=1, device_id=device_id, prefetch_queue_depth=1, exec_async=False,
+                  exec_pipelined=False)
+    def probe():
+        encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+        return fn.decoders.image(encoded, device=decode_device, output_type=types.RGB,
+                                 **_decoder_kw(spec, decode_device))
+
+    pipe = probe()
+    pipe.build()
+    return pipe
+
+
+def probe_decodes(pipe, data: bytes) -> None:
+    """Decode ``data`` in a :func:`build_probe` pipeline; raises what DALI raises when the decoder refuses
+    it (the pipeline is then unusable: build a new one)."""
+    import numpy as np
+
+    pipe.feed_input("encoded", [np.frombuffer(data, np.uint8)])
+    pipe.run()

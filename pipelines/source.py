@@ -276,7 +276,8 @@ class EpochSource:
     Control file arrays: ``ids`` int64 (steps*batch,) in consumption order (eval padding = -1);
     ``step_size`` int32 (steps,); ``step_magnitude`` float32 (steps,); ``step_num_ops`` int32
     (steps,); ``extra_magnitude`` float32 (steps*batch,) the oracle's per-sample addition;
-    ``epoch`` int64 () the loader's epoch number (for messages).
+    ``epoch`` int64 () the loader's epoch number (for messages); optional ``quarantine`` int64 (q,) ids a
+    decoder refused (``vitdata.quarantine``), substituted before they are read.
     """
 
     def __init__(self, reader, index, control_dir: str, batch_size: int, max_ops: int, max_pixels: int,
@@ -287,16 +288,19 @@ class EpochSource:
         self.batch_size, self.max_ops, self.max_pixels = int(batch_size), max(1, int(max_ops)), int(max_pixels)
         self._epoch_key = None
         self._ctl = None
+        self._quarantine = None   # ids of the control's ``quarantine`` array (decoder-refused), or None
         self._pos = None      # epoch position being read (names the sample in an error)
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_epoch_key"], state["_ctl"] = None, None
+        state["_epoch_key"], state["_ctl"], state["_quarantine"] = None, None, None
         return state
 
     def _control(self, dali_epoch: int) -> dict[str, np.ndarray]:
         if self._epoch_key != dali_epoch:
             self._ctl = load_control(control_path(self.control_dir, dali_epoch))
+            q = self._ctl.get("quarantine")
+            self._quarantine = frozenset(int(i) for i in q) if q is not None and len(q) else None
             self._epoch_key = dali_epoch
         return self._ctl
 
@@ -379,26 +383,32 @@ class EpochSource:
         return out[:self.num_outputs]
 
     def _resolve(self, ids: np.ndarray, pos: int, orig: int) -> tuple[int, int, bytes]:
-        return resolve_sample(self.reader, self.index, ids, pos, self.max_pixels)
+        return resolve_sample(self.reader, self.index, ids, pos, self.max_pixels, self._quarantine)
 
 
-def resolve_sample(reader, index, ids: np.ndarray, pos: int, max_pixels: int) -> tuple[int, int, bytes]:
+def resolve_sample(reader, index, ids: np.ndarray, pos: int, max_pixels: int,
+                   quarantine: frozenset | None = None) -> tuple[int, int, bytes]:
     """(delivered id, status, bytes) for position ``pos`` of the epoch order ``ids``.
 
     The id is ``ids[pos]``, or, when its check fails, the next id of the order (wrapping around) that
     passes: a pure function of the order, so every backend, worker count and resume picks the same one.
     Eval padding (-1) delivers the first valid id of the order; the caller flags it by its id -1.
+    ``quarantine``: ids a decoder refused (``vitdata.quarantine``); each fails here as ``decode_error``
+    before it is read, like a header-failed id.
     Raises DataError when none of the next ``MAX_SUBSTITUTE_ATTEMPTS`` entries is usable.
     """
     orig = int(ids[pos])
     want = orig if orig >= 0 else int(ids[ids >= 0][0])
-    data, reason, detail = check_sample(reader, index, want, max_pixels)
+    if quarantine and want in quarantine:
+        data, reason, detail = None, "decode_error", "quarantined: a decoder refused it earlier"
+    else:
+        data, reason, detail = check_sample(reader, index, want, max_pixels)
     if reason is None:
         return want, 0, data
     first_status = reason_code(reason)
     for k in range(1, min(MAX_SUBSTITUTE_ATTEMPTS, len(ids)) + 1):
         cand = int(ids[(pos + k) % len(ids)])
-        if cand < 0 or cand == want:
+        if cand < 0 or cand == want or (quarantine and cand in quarantine):
             continue
         data, r, _ = check_sample(reader, index, cand, max_pixels)
         if r is None:

@@ -17,6 +17,14 @@ __all__ = ["LoaderConfig", "AugmentConfig", "OutputConfig", "EvalConfig", "Sched
            "IMAGENET_MEAN", "IMAGENET_STD", "check_config"]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# the short spellings of the command lines (--dtype, --amp) name the same dtypes
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of ``name``: float32 | bfloat16 | float16, or fp32 | bf16 | fp16."""
+    return DTYPES[DTYPE_ALIASES.get(name, name)]
+
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "triangular")
 RANDAUG_INTERPOLATIONS = ("nearest", "bilinear")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

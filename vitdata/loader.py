@@ -41,10 +41,12 @@ Bad samples (``on_error``): every sample's header is checked before a decoder se
 budget, readable bytes). ``"skip"`` (training default) delivers the next usable id of the epoch order
 in its place and lists (id, path, reason) in :meth:`Loader.skipped`; ``"raise"`` (evaluation default)
 raises :class:`~vitdata.errors.DataError` naming file, sample id and reason. That error consumes its
-step: iterating the loader again (``for batch in loader`` inside a ``try``) continues with the next step
-of the epoch, so an evaluation loop can log the bad sample and go on without rebuilding the loader. A
-decoder error that still happens is re-raised as a DataError naming the ids and paths of the batch; the
-pipeline is not reusable after it (rebuild the loader, or ``load_state_dict`` a saved state).
+step: iterating the loader again (``for batch in loader`` inside a ``try``) raises the step's next bad
+sample (one DataError per bad file), then delivers the step's good samples (without substitutes, so each
+good file is evaluated once), then goes on with the next step, so an evaluation loop can log each bad
+sample and go on without rebuilding the loader. A file whose header passes but which the decoder refuses
+is quarantined (:mod:`vitdata.quarantine`, part of the state) and handled like a header failure, with the
+decoder's own words; later epochs skip it before reading.
 
 Resume: :meth:`Loader.state_dict` holds the epoch, the consumed position (never prefetched batches), the
 sampler state with its plan, the DALI checkpoint (base64 text) and a config fingerprint; after
@@ -72,6 +74,8 @@ from vitdata.config import (DTYPES, ERASE_CELL, IMAGENET_MEAN, IMAGENET_STD, Aug
 from vitdata.errors import ConfigError, DataError, StateError
 from vitdata.jsonstate import from_json, to_json
 from vitdata.trainer_api import TrainerAPI
+from vitdata.quarantine import Quarantine
+from vitdata.statecheck import check_loader_state
 
 __all__ = ["LoaderConfig", "AugmentConfig", "OutputConfig", "EvalConfig", "ScheduleConfig", "DistributedConfig",
            "Batch", "Loader", "create_loader"]
@@ -145,12 +149,14 @@ class Loader(TrainerAPI):
         self.schedule = self._make_schedule()
         self._check_knobs()
         self.backend_name = backend
+        self.quarantine = Quarantine()   # ids a decoder refused (vitdata.quarantine); part of the state
         self._backend = create_backend(backend, BackendContext(cfg, split, self.rank, self.batch_size, self.device,
-                                                               self.index, self.reader))
+                                                               self.index, self.reader, self.quarantine))
         self._point = ResumePoint()
         self._skipped: dict[int, list[dict]] = {}
         self._oracle_ended = None          # (epoch, plan) of the oracle epoch this loader ended last
         self.last_batch: Batch | None = None
+        self._pending: list = []   # "raise": the consumed step's DataErrors still to raise, then its batch
         self._closed = False
 
     @property
@@ -228,6 +234,7 @@ class Loader(TrainerAPI):
             raise ConfigError(f"epoch must be >= 0, got {epoch}", ("epoch",))
         if epoch != self.epoch or self._point.stage is Stage.FINISHED:
             self._point = ResumePoint(epoch)
+            self._pending = []
         self._ensure_plan()
 
     def _ensure_plan(self) -> None:
@@ -285,18 +292,27 @@ class Loader(TrainerAPI):
     def __iter__(self) -> Iterator[Batch]:
         if self._closed:
             raise RuntimeError("loader is closed")
+        if self._pending:   # a step with bad samples under "raise": its remaining errors, then its batch
+            yield from self._drain()
+            if self._point.stage is Stage.FINISHED:
+                return
         self._begin()
         while self.position < self._steps:
             step = self.position
             raw = self._backend.next()
-            # The backend has handed this step over, so it is consumed even when _finish raises a
-            # DataError for one of its samples: iterating again continues with the next step, in step
-            # with the backend's queue.
+            # The backend has handed this step over, so it is consumed even when it holds bad samples:
+            # iterating again continues with that step's remaining errors and good samples, then the next
+            # step, in step with the backend's queue.
             done = step + 1 == self._steps
             self._point = ResumePoint(self.epoch, step + 1, Stage.FINISHED if done else Stage.RUNNING, planned=True)
             self.sampler.position = self.position
-            self.last_batch = self._finish(raw, step)   # loader.loss(logits, target) reads it
-            yield self.last_batch
+            batch, errors = self._finish(raw, step)
+            self.last_batch = batch                      # loader.loss(logits, target) reads it
+            if errors:
+                self._pending = [*errors, batch]
+                yield from self._drain()
+            else:
+                yield batch
         self._point = replace(self._point, stage=Stage.FINISHED)
         self.last_batch = None                   # its loss was computed before the trainer asked for more
         if self.train and self.oracle is not None:
@@ -304,19 +320,35 @@ class Loader(TrainerAPI):
             # so the table is merged here and a state taken between epochs is whole on any one rank.
             self._end_oracle_epoch(self.epoch)
 
+    def _drain(self) -> Iterator[Batch]:
+        """Hand over ``_pending``: each DataError is raised (ending this iteration), the batch yielded."""
+        while self._pending:
+            item = self._pending.pop(0)
+            if isinstance(item, BaseException):
+                raise item
+            if item is not None:
+                yield item
+
     # -- one batch -----------------------------------------------------------------------------------
-    def _finish(self, raw, step: int) -> Batch:
+    def _finish(self, raw, step: int) -> tuple[Batch | None, list[DataError]]:
+        """The step's Batch, and under "raise" a DataError per bad sample (the batch then holds the
+        step's good samples only, None when there are none: a substitute is not delivered twice)."""
         knobs = self._knobs[step]
         ids_np, orig, status = raw.ids.reshape(-1), raw.orig.reshape(-1), raw.status.reshape(-1)
-        self._account(ids_np, orig, status, step)
+        errors = self._account(ids_np, orig, status, step)
         images = raw.images
         if raw.layout == "HWC":
             images = images.permute(0, 3, 1, 2)          # NHWC buffer -> channels_last view
         elif self.cfg.output.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        keep = np.flatnonzero(ids_np >= 0)
+        good = ids_np >= 0
+        if errors:
+            good &= status == 0
+        keep = np.flatnonzero(good)
+        if not len(keep):
+            return None, errors
         n = len(ids_np)
-        if len(keep) < n:                                # eval padding: never counted
+        if len(keep) < n:                                # eval padding (and "raise"'s bad samples): never counted
             sel = slice(0, len(keep)) if np.array_equal(keep, np.arange(len(keep))) else torch.from_numpy(keep)
             images = images[sel] if isinstance(sel, slice) else images.index_select(0, sel.to(images.device))
             ids_np, labels_np = ids_np[keep], raw.labels.reshape(-1)[keep]
@@ -337,28 +369,35 @@ class Loader(TrainerAPI):
             mag = np.clip(mag + knobs.randaug_magnitude + extra, 0, 10).astype(np.float32)
         return Batch(images=images, labels=torch.from_numpy(labels_np.astype(np.int64)).to(dev, non_blocking=True),
                      ids=torch.from_numpy(ids_np.astype(np.int64)).to(dev, non_blocking=True), knobs=knobs,
-                     loss_weight=loss_weight, aug_magnitude=torch.from_numpy(mag))
+                     loss_weight=loss_weight, aug_magnitude=torch.from_numpy(mag)), errors
 
-    def _account(self, ids: np.ndarray, orig: np.ndarray, status: np.ndarray, step: int) -> None:
+    def _account(self, ids: np.ndarray, orig: np.ndarray, status: np.ndarray, step: int) -> list[DataError]:
         from vitdata.pipelines.source import check_sample, code_reason
 
         # Eval padding (orig -1) borrows the order's first id, and reports that id's status; the id itself
         # is checked, raised or counted at its own position, so the padding slot is never an error.
         bad = np.flatnonzero((status != 0) & (orig >= 0))
+        errors = []
         for j in bad:
             o = int(orig[j])
             reason = code_reason(int(status[j]))
             path = self.index.describe(o)
             if self.on_error == "raise":
-                # The step's status carries only the reason code: on this error path the sample is checked
-                # again here for the checker's own words (the format found, where the file stops, ...).
-                again, why = check_sample(self.reader, self.index, o, self.cfg.max_pixels)[1:]
-                if again != reason:
-                    why = f"re-checked here: {again or 'passes now'}" + (f" ({why})" if why else "")
-                raise DataError(reason, path, sample_id=o,
-                                detail=f"{why}; {self.split} epoch {self.epoch} step {step} rank {self.rank}")
+                q = self.quarantine.get(o)
+                if q is not None:   # a decoder refused it: its own words, from the probe or Pillow
+                    why = f"the decoder refused it: {q['detail']}"
+                else:
+                    # The step's status carries only the reason code: on this error path the sample is checked
+                    # again here for the checker's own words (the format found, where the file stops, ...).
+                    again, why = check_sample(self.reader, self.index, o, self.cfg.max_pixels)[1:]
+                    if again != reason:
+                        why = f"re-checked here: {again or 'passes now'}" + (f" ({why})" if why else "")
+                errors.append(DataError(reason, path, sample_id=o,
+                                        detail=f"{why}; {self.split} epoch {self.epoch} step {step} rank {self.rank}"))
+                continue
             self._skipped[self.epoch].append({"id": o, "path": path, "reason": reason, "substitute": int(ids[j]),
                                               "step": step})
+        return errors
 
     def _kernels(self, images: torch.Tensor, ids: np.ndarray, knobs, step: int) -> torch.Tensor:
         if not self.train:
@@ -423,7 +462,7 @@ class Loader(TrainerAPI):
                         "started": point.stage is not Stage.READY, "sampler": sampler,
                         "backend": self._backend.state(),
                         "skipped": [dict(d, epoch=e) for e, lst in self._skipped.items() for d in lst],
-                        "oracle": oracle})
+                        "quarantine": self.quarantine.state(), "oracle": oracle})
 
     def load_state_dict(self, state: dict) -> None:
         """Resume from :meth:`state_dict`. Refuses (StateError naming the field) a state from another
@@ -470,11 +509,14 @@ class Loader(TrainerAPI):
             self.sampler.load_state_dict(state["sampler"])
         except ConfigError as e:
             raise StateError(f"loader state does not match this loader's sampler: {e}") from e
+        check_loader_state(state, steps_per_epoch=self.sampler.steps_per_epoch(), batch_size=self.batch_size,
+                           elastic=elastic)
+        self.quarantine.load(state.get("quarantine"), len(self.index))
         if self.oracle is not None and state.get("oracle") is not None:
             self.oracle.load_state_dict(state["oracle"])
         self._oracle_ended = None
         epoch, position = int(state["epoch"]), int(state["position"])
-        self._skipped = {}
+        self._skipped, self._pending = {}, []
         if not elastic:
             for d in state.get("skipped", []):
                 d = dict(d)

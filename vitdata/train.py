@@ -416,8 +416,9 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.mixup > 0 or cfg.cutmix > 0:
         mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
                       num_classes=num_classes)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None,
-                 "auto": torch.bfloat16 if device.type == "cuda" else None}[cfg.amp]
+    from vitdata.config import torch_dtype
+    amp = {"auto": "bf16" if device.type == "cuda" else "off"}.get(cfg.amp, cfg.amp)
+    amp_dtype = None if amp == "off" else torch_dtype(amp)
 
     def amp_ctx():
         return contextlib.nullcontext() if amp_dtype is None else torch.autocast(device.type, dtype=amp_dtype)

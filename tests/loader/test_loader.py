@@ -103,6 +103,7 @@ def test_randaug_magnitude_follows_the_schedule(tiny_data):
             ld.close()
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_resume_mid_epoch_reproduces_remaining_ids_and_pixels_bit_exactly(tiny_data, backend):
     cfg = cfg_for(tiny_data, backend, augment=AugmentConfig(randaug_magnitude=9.0),

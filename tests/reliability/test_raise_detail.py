@@ -4,7 +4,8 @@ the message used to end at ``eval epoch 0 step 0 rank 0``."""
 import pytest
 
 from vitdata import DataError, LoaderConfig, create_loader
-from vitdata.datasets import badinputs
+
+import badinputs
 from .conftest import FULL_VIEW
 
 

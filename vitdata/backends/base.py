@@ -37,6 +37,7 @@ class BackendContext:
     device: torch.device     # where images, labels and ids are delivered
     index: Any               # vitdata.index.SampleIndex
     reader: Any              # vitdata.index.SampleReader
+    quarantine: Any = None   # vitdata.quarantine.Quarantine: decoder-refused ids (the loader's, in its state)
 
     @property
     def train(self) -> bool:

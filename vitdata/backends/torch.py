@@ -8,6 +8,11 @@ comes from a generator seeded by (seed, epoch, rank, position), so results do no
 
 Colour policy (the same as DALI's decoder): EXIF orientation applied, grayscale / CMYK / palette /
 RGBA converted to RGB, 16-bit images scaled to 8 bits by 1/257.
+
+Decoder failures (``vitdata.quarantine``): a sample whose header passes but whose data Pillow refuses on
+full decode is substituted in the dataset itself by the same rule as a header failure (the next usable id
+of the epoch order), with status ``decode_error``; the item names the refused ids with Pillow's words
+and the backend adds them to the loader's quarantine, so later epochs skip them before reading.
 """
 from __future__ import annotations
 
@@ -18,7 +23,8 @@ import torch
 from PIL import Image, ImageOps
 
 from vitdata.backends.base import Backend, BackendContext, RawBatch, start_method
-from vitdata.pipelines.source import NUM_MAG_BINS, magnitude_to_bin, resolve_sample
+from vitdata.errors import DataError
+from vitdata.pipelines.source import MAX_SUBSTITUTE_ATTEMPTS, NUM_MAG_BINS, magnitude_to_bin, resolve_sample
 
 _PIL_INTERP = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEAREST", "lanczos": "LANCZOS",
                "triangular": "BILINEAR"}
@@ -62,8 +68,7 @@ class EpochDataset(torch.utils.data.Dataset):
         ctl = self.control
         ids = ctl["ids"]
         orig = int(ids[pos])
-        sid, status, data = resolve_sample(self.reader, self.index, ids, pos, self.max_pixels)
-        im = decode_rgb(data)
+        sid, status, data, im, refused = self._decode(ids, pos)
         if self.train:
             step = pos // self.batch_size
             size = int(ctl["step_size"][step])
@@ -89,7 +94,27 @@ class EpochDataset(torch.utils.data.Dataset):
                              v2.CenterCrop(self.eval_size)])(im)
         x = v2.functional.pil_to_tensor(im)
         label = int(self.index.label[sid]) if orig >= 0 else -1
-        return x, label, (sid if orig >= 0 else -1), orig, status
+        return x, label, (sid if orig >= 0 else -1), orig, status, refused
+
+    def _decode(self, ids: np.ndarray, pos: int):
+        """(id, status, bytes, RGB image, refused) for position ``pos``: ``resolve_sample``'s choice, fully
+        decoded; an id Pillow refuses joins the quarantine and the rule picks again. ``refused``: a tuple of
+        (id, Pillow's words)."""
+        quarantine = self.control.get("quarantine_ids") or frozenset()
+        refused = []
+        for _ in range(MAX_SUBSTITUTE_ATTEMPTS):
+            sid, status, data = resolve_sample(self.reader, self.index, ids, pos, self.max_pixels, quarantine)
+            try:
+                im = decode_rgb(data)
+                im.load()
+                return sid, status, data, im, tuple(refused)
+            except Exception as e:   # Pillow: OSError, SyntaxError, ValueError, zlib errors...
+                refused.append((sid, f"Pillow: {type(e).__name__}: {e}"))
+                quarantine = quarantine | {sid}
+        sid = int(refused[0][0])
+        raise DataError("decode_error", self.index.describe(sid), sample_id=sid,
+                        detail=f"{refused[0][1]}; and no decodable substitute in the next {MAX_SUBSTITUTE_ATTEMPTS} "
+                               f"tries")
 
 
 class TorchBackend(Backend):
@@ -108,7 +133,8 @@ class TorchBackend(Backend):
         from torch.utils.data import DataLoader
 
         self.it = None
-        self.dataset.control = control
+        q = self.ctx.quarantine
+        self.dataset.control = dict(control, quarantine_ids=q.ids() if q is not None else frozenset())
         b, cfg = self.ctx.batch_size, self.ctx.cfg
         steps = len(control["ids"]) // b
         batches = [list(range(s * b, (s + 1) * b)) for s in range(position, steps)]
@@ -122,7 +148,11 @@ class TorchBackend(Backend):
         self.it = iter(dl)
 
     def next(self) -> RawBatch:
-        imgs, labels, ids, orig, status = next(self.it)
+        imgs, labels, ids, orig, status, refused = next(self.it)
+        q = self.ctx.quarantine
+        if refused and q is not None:   # decoder failures: the loader's quarantine, with Pillow's words
+            for sid, words in refused:
+                q.add(sid, words, path=self.ctx.index.describe(sid), epoch=int(self.dataset.control["epoch"]))
         dev = self.ctx.device
         if self._norm is None:
             o = self.ctx.cfg.output
@@ -145,4 +175,4 @@ class TorchBackend(Backend):
 def _collate(items):
     imgs = torch.stack([it[0] for it in items])
     cols = [torch.tensor([it[k] for it in items], dtype=torch.int64) for k in (1, 2, 3, 4)]
-    return (imgs, *cols)
+    return (imgs, *cols, [r for it in items for r in it[5]])
