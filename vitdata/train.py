@@ -482,7 +482,9 @@ def train(cfg: TrainConfig) -> dict:
             with amp_ctx():
                 logits, aux = unpack(ddp_model(images))
             losses = per_sample_loss(logits, target, 0.0 if mixup is not None else cfg.label_smoothing)
-            train_loader.report(batch.ids, losses.detach(), logits=logits.detach(), labels=target)
+            # Under Mixup/CutMix p_y is the own label's probability over its share of the target (oracle doc).
+            train_loader.report(batch.ids, losses.detach(), logits=logits.detach(), labels=target,
+                                own_labels=batch.labels if mixup is not None else None)
             if batch.loss_weight is not None:
                 losses = losses * batch.loss_weight  # the oracle plan's per-sample weights (prune-easy)
             loss = losses.mean()
