@@ -115,7 +115,8 @@ def pss_drop_ratio(kind: str, epoch: int, step: int, epochs: int, steps_per_epoc
       cooldown) * steps_per_epoch), p clamped to [0, 1].
     - ``cosine``: r = end + (start - end) * (1 + cos(pi p)) / 2, same p.
 
-    Then r is clamped to [0, 1] and rounded to the nearest 0.2 (halves up). From epoch ``epochs -
+    Then r is clamped to [0, 1] and rounded to the nearest 0.2 (ties to even, Python's ``round`` as in
+    the PSS code: r = 0.5 gives 0.4). From epoch ``epochs -
     cooldown`` on r = 0 (full tokens). ``cooldown`` defaults to round(10 * epochs / 300), i.e. 10 epochs
     of a 300-epoch run as in the PSS DeiT configs. Evaluation uses r = 0 (not this function).
     """
@@ -137,7 +138,7 @@ def pss_drop_ratio(kind: str, epoch: int, step: int, epochs: int, steps_per_epoc
             r = start + (end - start) * p
         else:
             r = end + (start - end) * (1.0 + math.cos(math.pi * p)) / 2.0
-    k = _round_half_up(min(max(r, 0.0), 1.0) * 5.0)
+    k = round(min(max(r, 0.0), 1.0) * 5.0)  # Python's round: ties to even, as the PSS code
     return k / 5.0
 
 
@@ -148,15 +149,16 @@ def pss_keep_ratio(kind: str, epoch: int, step: int, epochs: int, steps_per_epoc
     Computed as (5 - k) / 5 so the five values are exact decimals' nearest floats.
     """
     r = pss_drop_ratio(kind, epoch, step, epochs, steps_per_epoch, start, end, cooldown)
-    return (5 - _round_half_up(r * 5)) / 5.0
+    return (5 - round(r * 5)) / 5.0
 
 
 def pss_num_tokens(keep_ratio: float, num_tokens: int = 197) -> int:
-    """Tokens kept, CLS included: round(keep_ratio * num_tokens), at least 1 (the CLS token).
+    """Tokens kept, CLS included: round(keep_ratio * num_tokens) (ties to even, as the PSS code's
+    ``round``), at least 1 (the CLS token).
 
     For ViT-S/16 at 224 (197 tokens): 1.0 -> 197, 0.8 -> 158, 0.6 -> 118, 0.4 -> 79, 0.2 -> 39.
     """
-    return max(1, _round_half_up(keep_ratio * num_tokens))
+    return max(1, round(keep_ratio * num_tokens))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -458,7 +460,8 @@ def combine(base: Schedule, **overrides: Any) -> Schedule:
 # Named schedules live in vitdata/named_schedules.py, which builds on the classes above; its public names
 # are served from here lazily (PEP 562), so either module can be imported first.
 _NAMED = ("ET_MAGNITUDES", "ET_SIZES_224", "ET_STAGE_FRACTIONS", "ETPP_SIZES_224", "SCHEDULE_NAMES",
-          "curriculum_schedule", "make_schedule", "compute_lr", "size_epoch_step")
+          "curriculum_schedule", "make_schedule", "ComputeLR", "size_epoch_step", "et_stage_starts",
+          "check_stages_kept")
 
 
 def __getattr__(name: str):
