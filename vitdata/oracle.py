@@ -29,14 +29,10 @@ its definitions could not be retrieved (UNCONFIRMED; see ``METHODS.md``). vitdat
 operational definitions, all configurable:
 
 - difficulty of a sample = ``1 - p_y``. ``p_y`` is the softmax probability of the true class from
-  ``logits`` and ``labels``. With soft (Mixup/CutMix) targets it is the probability of the sample's own
-  label divided by that label's share of the target, clipped to 1 (:func:`own_label_p`): pass 2-D
-  ``labels`` and ``own_labels=`` (the sample's label before mixing; without it the label with the most
-  mass stands in), or ``p_true=`` directly. A model whose softmax equals the mixed, smoothed target
-  then has ``p_y = 1`` whatever the mixing share; the dot product ``sum(softmax * target)`` would cap it
-  near ``sum(target**2)`` (with Mixup alpha 0.8 and smoothing 0.1, ``>= 0.8`` only 6.7 % of the time),
-  so ``DDP_e`` could never rise and the run would never leave formation. Without logits or ``p_true``,
-  ``p_y = exp(-loss)``: exact for cross-entropy with hard labels, a proxy otherwise.
+  ``logits`` and ``labels``; with soft (Mixup/CutMix) targets, the own label's probability over its share
+  of the target (:func:`own_label_p`; 2-D ``labels`` with ``own_labels=``, else the label with the most
+  mass stands in), or ``p_true=`` directly. Without either, ``p_y = exp(-loss)``: exact for
+  cross-entropy with hard labels, a proxy otherwise.
 - ``DDP_e`` = share of the samples visited this epoch whose latest ``p_y >= alpha`` (easy, 0.8);
   ``DDP_h`` = share with ``p_y <= beta`` (hard, 0.3); the rest are moderate.
 - ``KAR_raw(t) = (|DDP_e(t) - DDP_e(t-1)| + |DDP_h(t) - DDP_h(t-1)|) / 2`` (0 at the first epoch),
@@ -99,9 +95,10 @@ def own_label_p(logits: torch.Tensor, own: torch.Tensor, target: torch.Tensor) -
     """(B,) float32: ``softmax(logits)[own] / target[own]``, clipped to [0, 1].
 
     logits (B, C); own (B,) int64, each sample's label before Mixup/CutMix; target (B, C) the mixed,
-    label-smoothed soft target. ``target[own]`` is the sample's mixing share of its own label (its
-    Mixup lambda or CutMix area, plus the partner's share when both have the same class, plus the
-    smoothing mass), so a model that predicts the target exactly scores 1.
+    label-smoothed soft target. ``target[own]`` is the sample's mixing share of its own label (Mixup
+    lambda or CutMix area, plus the partner's when it has the same class, plus smoothing), so a model
+    that predicts the target exactly scores 1. The dot product ``sum(softmax * target)`` capped such a
+    model near ``sum(target**2)``, so ``DDP_e`` stayed low and a run never left formation.
     """
     b = own.shape[0]
     idx = own.long().reshape(b, 1)

@@ -26,7 +26,7 @@ def test_two_recipes_run_end_to_end_and_the_record_holds_measured_times(tiny_sha
     rc = bench.main(["t2a", "--train", str(tiny_shards), "--val-size", "8", "--recipes", "pss,baseline",
                      "--epochs", "1", "--batch-size", "8", "--depth", "1", "--image-size", "16",
                      "--patch-size", "4", "--workers", "0", "--out", str(tmp_path / "runs"), "--json", str(path),
-                     "--quiet", "--extra", "--backend torch"])
+                     "--test", str(tiny_shards), "--quiet", "--extra", "--backend torch"])
     assert rc == 0
     rec = benchutil.read_record(str(path))
     assert rec["what"] == "time-to-accuracy" and rec["settings"]["recipes"] == ["baseline", "pss"]
@@ -35,6 +35,7 @@ def test_two_recipes_run_end_to_end_and_the_record_holds_measured_times(tiny_sha
         assert r["returncode"] == 0 and r["wall_s"] > 0 and r["train_s"] > 0 and r["cpu_s"] > 0
         assert len(r["loadavg_before"]) == 3 and r["images"] == 16 and r["images_per_s"] > 0
         assert [e["epoch"] for e in r["evals"]] == [1] and 0 <= r["final_top1"] <= 100
+        assert 0 <= r["test_top1"] <= 100
         assert r["token_blocks"] == 2 * 8 * 17 * 1 or r["recipe"] == "pss"
         assert r["flops"] > 0 and set(r["reached"]) >= {"epoch", "time_s", "time_ratio", "target_top1"}
     assert runs["pss"]["token_blocks"] < runs["baseline"]["token_blocks"]         # PSS drops tokens
