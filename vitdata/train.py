@@ -573,8 +573,10 @@ def train(cfg: TrainConfig) -> dict:
     wall = time.perf_counter() - t_start
     result = {"step": step, "wall_s": wall, "out": out_dir, **{f"val_{k}": v for k, v in last_eval.items()}}
     if cfg.test and complete:  # after wall_s: the test split is not part of the run's time
-        test = evaluate(ema.module if ema is not None else model,
-                        create_loader(dataclasses.replace(lcfg, eval_data=cfg.test), split="eval"), device, amp_ctx)
+        # LoaderConfig names the eval split eval.data (eval_data is its older spelling): set whichever it has
+        tcfg = (dataclasses.replace(lcfg, eval_data=None, eval=dataclasses.replace(lcfg.eval, data=cfg.test))
+                if hasattr(lcfg.eval, "data") else dataclasses.replace(lcfg, eval_data=cfg.test))
+        test = evaluate(ema.module if ema is not None else model, create_loader(tcfg, split="eval"), device, amp_ctx)
         log.write("test", epoch=cfg.epochs, step=step, **test)
         result.update({f"test_{k}": v for k, v in test.items()})
     log.close()
