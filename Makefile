@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.vitdata-installed
 
-.PHONY: run test test-all install clean
+.PHONY: run test test-quick test-all install clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ run: $(STAMP)
 # Test suite (CPU by default; `gpu` tests skip without CUDA, `slow` tests are deselected).
 test: $(STAMP)
 	$(BIN)/python -P -m pytest -m "not slow" $(ARGS)
+
+# Day-to-day tier: the suite without `heavy` tests (child processes, long runs); CI runs `make test`.
+test-quick: $(STAMP)
+	$(BIN)/python -P -m pytest -m "not slow and not heavy" $(ARGS)
 
 test-all: $(STAMP)
 	$(BIN)/python -P -m pytest $(ARGS)

@@ -18,7 +18,7 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["vitdata", "vitdata.bench", "vitdata.datasets", "vitdata.pipelines", "vitdata.kernels"],
+    packages=["vitdata", "vitdata.backends", "vitdata.bench", "vitdata.datasets", "vitdata.pipelines", "vitdata.kernels"],
     package_dir={"vitdata": "vitdata", "vitdata.pipelines": "pipelines", "vitdata.kernels": "kernels"},
     install_requires=[
         "torch>=2.4",

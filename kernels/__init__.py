@@ -9,6 +9,10 @@ Each has a ``*_ref`` (pure torch) and a ``*_triton`` launcher beside it. Importi
 neither a GPU nor DALI; Triton is imported but only launched for CUDA tensors (or on CPU under
 ``TRITON_INTERPRET=1`` in tests).
 """
+if __name__ != "vitdata.kernels":
+    # One name for one set of files: loaded twice, their torch.library ops would register twice.
+    raise ImportError(f"import this package as vitdata.kernels, not as {__name__!r}")
+
 from .lowpass import (
     crop_matrices,
     lowpass_crop,

@@ -13,7 +13,6 @@ normalised with ``mean``/``std`` given on the 0..255 scale.
 """
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 
@@ -31,14 +30,12 @@ def choose_device(rank: int = 0) -> int | None:
     """``device_id`` for a pipeline: this rank's GPU when torch sees CUDA, else None (CPU ops).
 
     The GPU is torch's current device once CUDA is initialised, else ``LOCAL_RANK`` (torchrun) or
-    ``rank`` modulo the visible devices."""
+    ``rank`` modulo the visible devices (``vitdata.backends.host.local_cuda_index``)."""
     import torch
 
-    if not torch.cuda.is_available():
-        return None
-    if torch.cuda.is_initialized():
-        return torch.cuda.current_device()
-    return int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count()
+    from vitdata.backends.host import local_cuda_index
+
+    return local_cuda_index(rank) if torch.cuda.is_available() else None
 
 
 @dataclass(frozen=True)
@@ -59,13 +56,15 @@ class GraphSpec:
     std: tuple[float, float, float] = (0.229 * 255, 0.224 * 255, 0.225 * 255)
     float16: bool = False                        # fp16 out of DALI (else fp32); bf16 is converted in torch
     layout: str = "CHW"                          # "CHW" or "HWC" (channels_last after a permute)
+    hw_decoder_load: float | None = None         # mixed decoder: share of JPEGs sent to the hardware
+                                                 # decoder (None: DALI's default); ignored on CPU
 
 
 def train_graph(encoded, size, mag_bin, active, spec: GraphSpec, decode_device: str):
     """Decode with the random-resized crop fused in, resize to ``size``, RandAugment, flip + normalise."""
     images = fn.decoders.image_random_crop(encoded, device=decode_device, output_type=types.RGB,
                                            random_area=list(spec.scale), random_aspect_ratio=list(spec.ratio),
-                                           num_attempts=10)
+                                           num_attempts=10, **_decoder_kw(spec, decode_device))
     images = fn.resize(images, size=size, interp_type=_INTERP[spec.interpolation], antialias=True)
     if spec.randaug:
         images = randaug.apply(images, mag_bin, active, size, max_ops=spec.max_ops, num_bins=NUM_MAG_BINS,
@@ -76,10 +75,17 @@ def train_graph(encoded, size, mag_bin, active, spec: GraphSpec, decode_device: 
 
 def eval_graph(encoded, spec: GraphSpec, decode_device: str):
     """Decode, resize the shorter side to ``eval_resize``, centre-crop ``eval_size``, normalise."""
-    images = fn.decoders.image(encoded, device=decode_device, output_type=types.RGB)
+    images = fn.decoders.image(encoded, device=decode_device, output_type=types.RGB,
+                               **_decoder_kw(spec, decode_device))
     images = fn.resize(images, resize_shorter=spec.eval_resize, interp_type=_INTERP[spec.interpolation],
                        antialias=True)
     return _normalise(images, spec, 0, crop=(spec.eval_size, spec.eval_size))
+
+
+def _decoder_kw(spec: GraphSpec, decode_device: str) -> dict:
+    if decode_device == "mixed" and spec.hw_decoder_load is not None:
+        return {"hw_decoder_load": float(spec.hw_decoder_load)}
+    return {}
 
 
 def _normalise(images, spec: GraphSpec, mirror, crop=None):
@@ -196,3 +202,32 @@ def _start_workers(pipe, timeout: float) -> list[int] | None:
             killed.append(proc.pid)
     t.join(30)
     return killed
+
+
+def build_probe(spec: GraphSpec, device_id: int | None):
+    """A one-sample pipeline that decodes encoded bytes fed as input ``"encoded"`` with the graph's decoder
+    kind: ``"cpu"`` on the CPU, ``"mixed"`` (nvImageCodec on the GPU, the same ``hw_decoder_load``) with a
+    device, RGB output like the graph. Used on the error path only, to find which sample of a failed
+    step the decoder refuses (``vitdata.quarantine``); full decode, so it refuses at least what the
+    graph's cropping decoder refuses. Run it with ``probe_decodes``."""
+    decode_device = "cpu" if device_id is None else "mixed"
+
+    @pipeline_def(batch_size=1, num_threads=1, device_id=device_id, prefetch_queue_depth=1, exec_async=False,
+                  exec_pipelined=False)
+    def probe():
+        encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+        return fn.decoders.image(encoded, device=decode_device, output_type=types.RGB,
+                                 **_decoder_kw(spec, decode_device))
+
+    pipe = probe()
+    pipe.build()
+    return pipe
+
+
+def probe_decodes(pipe, data: bytes) -> None:
+    """Decode ``data`` in a :func:`build_probe` pipeline; raises what DALI raises when the decoder refuses
+    it (the pipeline is then unusable: build a new one)."""
+    import numpy as np
+
+    pipe.feed_input("encoded", [np.frombuffer(data, np.uint8)])
+    pipe.run()

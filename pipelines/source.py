@@ -231,6 +231,44 @@ def control_path(directory: str, dali_epoch: int) -> str:
     return os.path.join(directory, f"ctl-{dali_epoch:06d}.npz")
 
 
+# DALI hands a worker's exception to the main process as a RuntimeError holding only its text, so a
+# worker's DataError travels by field instead: one JSON record per failed sample in the control
+# directory, written before the exception is raised, read back by the loader when the batch fails.
+_ERROR_FIELDS = ("reason", "path", "sample_id", "offset", "detail")
+
+
+def write_error_record(directory: str, dali_epoch: int, position: int, err: DataError) -> None:
+    """Record ``err`` (raised for epoch position ``position`` of DALI epoch ``dali_epoch``) by its fields."""
+    import json
+
+    from vitdata.io import atomic_write
+
+    record = {k: getattr(err, k) for k in _ERROR_FIELDS}
+    record.update(dali_epoch=int(dali_epoch), position=int(position), pid=os.getpid())
+    try:
+        atomic_write(os.path.join(directory, f"error-{int(dali_epoch):06d}-{int(position):012d}.json"),
+                     json.dumps(record).encode())
+    except OSError:
+        pass   # the exception itself still fails the batch; only the sample's name is lost
+
+
+def read_error_records(directory: str, dali_epoch: int) -> list[tuple[int, DataError]]:
+    """(epoch position, DataError) of every record of DALI epoch ``dali_epoch``, by position."""
+    import glob
+    import json
+
+    out = []
+    for path in sorted(glob.glob(os.path.join(directory, f"error-{int(dali_epoch):06d}-*.json"))):
+        try:
+            with open(path, encoding="utf-8") as f:
+                r = json.load(f)
+            out.append((int(r["position"]), DataError(r["reason"], r["path"], sample_id=r["sample_id"],
+                                                      offset=r["offset"], detail=r["detail"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return sorted(out, key=lambda t: t[0])
+
+
 class EpochSource:
     """Picklable callable for ``fn.external_source``: per sample in worker processes (``batch=False,
     parallel=True``), per step in the pipeline thread (``batch=True, parallel=False``).
@@ -238,7 +276,8 @@ class EpochSource:
     Control file arrays: ``ids`` int64 (steps*batch,) in consumption order (eval padding = -1);
     ``step_size`` int32 (steps,); ``step_magnitude`` float32 (steps,); ``step_num_ops`` int32
     (steps,); ``extra_magnitude`` float32 (steps*batch,) the oracle's per-sample addition;
-    ``epoch`` int64 () the loader's epoch number (for messages).
+    ``epoch`` int64 () the loader's epoch number (for messages); optional ``quarantine`` int64 (q,) ids a
+    decoder refused (``vitdata.quarantine``), substituted before they are read.
     """
 
     def __init__(self, reader, index, control_dir: str, batch_size: int, max_ops: int, max_pixels: int,
@@ -249,16 +288,19 @@ class EpochSource:
         self.batch_size, self.max_ops, self.max_pixels = int(batch_size), max(1, int(max_ops)), int(max_pixels)
         self._epoch_key = None
         self._ctl = None
+        self._quarantine = None   # ids of the control's ``quarantine`` array (decoder-refused), or None
         self._pos = None      # epoch position being read (names the sample in an error)
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_epoch_key"], state["_ctl"] = None, None
+        state["_epoch_key"], state["_ctl"], state["_quarantine"] = None, None, None
         return state
 
     def _control(self, dali_epoch: int) -> dict[str, np.ndarray]:
         if self._epoch_key != dali_epoch:
             self._ctl = load_control(control_path(self.control_dir, dali_epoch))
+            q = self._ctl.get("quarantine")
+            self._quarantine = frozenset(int(i) for i in q) if q is not None and len(q) else None
             self._epoch_key = dali_epoch
         return self._ctl
 
@@ -271,20 +313,26 @@ class EpochSource:
         self._pos = None
         try:
             return self._batch(info) if batched else self._sample(info)
-        except (StopIteration, DataError):
+        except StopIteration:
+            raise
+        except DataError as e:
+            if not batched:
+                write_error_record(self.control_dir, info.epoch_idx, info.idx_in_epoch, e)
             raise
         except Exception as e:
-            # Anything else (a bug, a reader that raised something unexpected) is named by sample here:
-            # DALI passes only the text of a worker's exception to the main process.
+            # Anything else (a bug, a reader that raised something unexpected) is named by sample here.
             pos, sid = self._pos, None
             try:
                 sid = int(self._control(info.epoch_idx)["ids"][pos])
             except Exception:
                 pass
             where = self.index.describe(sid) if sid is not None and sid >= 0 else f"epoch position {pos}"
-            raise DataError("decode_error", where, sample_id=sid,
+            err = DataError("decode_error", where, sample_id=sid,
                             detail=f"source pid {os.getpid()} raised {type(e).__name__}: {e}\n"
-                                   + traceback.format_exc()) from e
+                                   + traceback.format_exc())
+            if not batched:
+                write_error_record(self.control_dir, info.epoch_idx, info.idx_in_epoch, err)
+            raise err from e
 
     def _batch(self, info):
         ctl = self._control(info.epoch_idx)
@@ -335,26 +383,32 @@ class EpochSource:
         return out[:self.num_outputs]
 
     def _resolve(self, ids: np.ndarray, pos: int, orig: int) -> tuple[int, int, bytes]:
-        return resolve_sample(self.reader, self.index, ids, pos, self.max_pixels)
+        return resolve_sample(self.reader, self.index, ids, pos, self.max_pixels, self._quarantine)
 
 
-def resolve_sample(reader, index, ids: np.ndarray, pos: int, max_pixels: int) -> tuple[int, int, bytes]:
+def resolve_sample(reader, index, ids: np.ndarray, pos: int, max_pixels: int,
+                   quarantine: frozenset | None = None) -> tuple[int, int, bytes]:
     """(delivered id, status, bytes) for position ``pos`` of the epoch order ``ids``.
 
     The id is ``ids[pos]``, or, when its check fails, the next id of the order (wrapping around) that
     passes: a pure function of the order, so every backend, worker count and resume picks the same one.
     Eval padding (-1) delivers the first valid id of the order; the caller flags it by its id -1.
+    ``quarantine``: ids a decoder refused (``vitdata.quarantine``); each fails here as ``decode_error``
+    before it is read, like a header-failed id.
     Raises DataError when none of the next ``MAX_SUBSTITUTE_ATTEMPTS`` entries is usable.
     """
     orig = int(ids[pos])
     want = orig if orig >= 0 else int(ids[ids >= 0][0])
-    data, reason, detail = check_sample(reader, index, want, max_pixels)
+    if quarantine and want in quarantine:
+        data, reason, detail = None, "decode_error", "quarantined: a decoder refused it earlier"
+    else:
+        data, reason, detail = check_sample(reader, index, want, max_pixels)
     if reason is None:
         return want, 0, data
     first_status = reason_code(reason)
     for k in range(1, min(MAX_SUBSTITUTE_ATTEMPTS, len(ids)) + 1):
         cand = int(ids[(pos + k) % len(ids)])
-        if cand < 0 or cand == want:
+        if cand < 0 or cand == want or (quarantine and cand in quarantine):
             continue
         data, r, _ = check_sample(reader, index, cand, max_pixels)
         if r is None:

@@ -54,6 +54,7 @@ def run_vitdata(args, tmp_path, **extra_env):
                           capture_output=True, text=True, timeout=240)
 
 
+@pytest.mark.heavy
 def test_train_resume_on_a_damaged_checkpoint_prints_one_line_and_debug_shows_the_traceback(tmp_path):
     run = damaged_checkpoint(tmp_path)
     p = run_vitdata(["train", "--resume", str(run), "--no-progress"], tmp_path)

@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 
+# Builds a wheel and runs vitdata in child processes: deselected by `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -19,6 +22,7 @@ def test_wheel_maps_pipelines_and_kernels_under_vitdata_only(tmp_path):
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert tops == {"vitdata"}
     assert "vitdata/kernels/__init__.py" in names and "vitdata/pipelines/__init__.py" in names
+    assert not [n for n in names if "badinputs" in n], "the bad-input corpus is a test helper (tests/support)"
     meta = next(n for n in names if n.endswith("METADATA"))
     text = zipfile.ZipFile(wheel).read(meta).decode()
     for dep in ("torch", "numpy", "pillow", "timm", "triton", "nvidia-dali-cuda130"):
@@ -77,6 +81,13 @@ def test_a_checkout_on_the_path_imports_its_own_pipelines_and_kernels(tmp_path):
     out = subprocess.run([sys.executable, "-P", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
-    files = out.stdout.split()
+    files = [os.path.realpath(f) for f in out.stdout.split()]
     assert files == [str(ROOT / "vitdata" / "__init__.py"), str(ROOT / "pipelines" / "source.py"),
                      str(ROOT / "kernels" / "__init__.py")], files
+
+
+@pytest.mark.parametrize("name", ["kernels", "pipelines"])
+def test_the_mapped_packages_refuse_their_top_level_name_so_no_file_loads_twice(name):
+    code = f"import vitdata.{name}; import {name}"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and f"import this package as vitdata.{name}" in out.stderr, out.stderr[-500:]

@@ -418,12 +418,9 @@ def main(argv: list[str] | None = None, prog: str = "vitdata index") -> int:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    try:
-        idx = open_index(args.path, path=args.out, rebuild=args.rebuild, checksums=args.checksums,
-                         num_classes=args.num_classes)
-    except DataError as e:
-        print(f"vitdata index: {e}", file=sys.stderr)
-        return 2
+    # a DataError (bad path, bad data) propagates: the vitdata command prints it as one line, exit status 1
+    idx = open_index(args.path, path=args.out, rebuild=args.rebuild, checksums=args.checksums,
+                     num_classes=args.num_classes)
     counts = np.bincount(idx.label, minlength=idx.num_classes)
     summary = {"path": args.path, "kind": idx.kind, "samples": len(idx), "classes": idx.num_classes,
                "files": len(idx.sources), "min_per_class": int(counts.min()), "max_per_class": int(counts.max()),

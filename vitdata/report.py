@@ -17,7 +17,6 @@ undoes the normalisation with the mean and std they were normalised with (the lo
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
@@ -286,6 +285,7 @@ def load_images(source: str, n: int, size: int, mean: Sequence[float], std: Sequ
     import torch
     from PIL import Image
 
+    from vitdata.backends.torch import decode_rgb
     from vitdata.index import SampleReader, open_index
     index = open_index(source)
     reader = SampleReader(index)
@@ -300,7 +300,7 @@ def load_images(source: str, n: int, size: int, mean: Sequence[float], std: Sequ
     mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
     out = []
     for i in picks:
-        img = Image.open(io.BytesIO(reader.read(i))).convert("RGB")
+        img = decode_rgb(reader.read(i))     # the torch backend's decode policy (EXIF, modes)
         w, h = img.size
         s = min(w, h)
         img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))

@@ -262,8 +262,9 @@ def build_lr(cfg: TrainConfig, schedule, steps_per_epoch: int):
 def loader_config(cfg: TrainConfig, train_src: str, val_src: str, rank: int, world: int, device, schedule):
     """The LoaderConfig of the train and eval loaders. ``--workers`` sets the source workers (0 = the
     source runs in the loader's own thread) and the DALI threads, which must be at least 1."""
-    from vitdata.loader import (AugmentConfig, DistributedConfig, LoaderConfig, OutputConfig, ScheduleConfig)
-    return LoaderConfig(data=train_src, eval_data=val_src, batch_size=cfg.batch_size, image_size=cfg.image_size,
+    from vitdata.config import (AugmentConfig, DistributedConfig, EvalConfig, LoaderConfig, OutputConfig,
+                                ScheduleConfig)
+    return LoaderConfig(data=train_src, eval=EvalConfig(data=val_src), batch_size=cfg.batch_size, image_size=cfg.image_size,
                         augment=AugmentConfig(scale=(cfg.crop_scale, 1.0), randaug_magnitude=cfg.randaug_magnitude,
                                               patch_size=cfg.patch_size),
                         output=OutputConfig(device=str(device)), schedule=ScheduleConfig(schedule=schedule),
@@ -327,14 +328,6 @@ def evaluate(model, loader, device, amp_ctx) -> dict:
     n = max(1.0, sums[3].item())  # sync: once per evaluation, the figures are read here
     return {"top1": 100 * sums[0].item() / n, "top5": 100 * sums[1].item() / n, "loss": sums[2].item() / n,
             "count": int(n)}
-
-
-def loader_position(loader) -> int:
-    """Steps of the current epoch the loader has already delivered (mid-epoch after a resume, else 0).
-
-    LOADER INTERNALS: the loader contract (len, set_epoch, state_dict, report) has no public name for
-    this; it is read here, in one place, from ``Loader.position``."""
-    return loader.position
 
 
 class StepTimer:
@@ -452,8 +445,9 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.mixup > 0 or cfg.cutmix > 0:
         mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
                       num_classes=num_classes)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None,
-                 "auto": torch.bfloat16 if device.type == "cuda" else None}[cfg.amp]
+    from vitdata.config import torch_dtype
+    amp = {"auto": "bf16" if device.type == "cuda" else "off"}.get(cfg.amp, cfg.amp)
+    amp_dtype = None if amp == "off" else torch_dtype(amp)
 
     def amp_ctx():
         return contextlib.nullcontext() if amp_dtype is None else torch.autocast(device.type, dtype=amp_dtype)
@@ -489,7 +483,7 @@ def train(cfg: TrainConfig) -> dict:
         lam_drloc = drloc_lambda(cfg.drloc, epoch, cfg.epochs, schedule=cfg.drloc_schedule) if cfg.drloc > 0 else 0.0
         model.train()
         # Steps of this epoch (a pruning plan can shorten it) and where it starts (mid-epoch on resume).
-        n_steps, first = len(train_loader), loader_position(train_loader)
+        n_steps, first = len(train_loader), train_loader.position
         epoch_done = False
         timer.start()
         for i, batch in enumerate(train_loader, start=first):

@@ -26,6 +26,7 @@ def full_run(tiny_folder, tmp_path_factory):
     return json.loads((out / "loader.json").read_text()), out
 
 
+@pytest.mark.heavy
 def test_every_row_runs_or_is_listed_as_skipped_with_a_reason(full_run):
     record, _ = full_run
     ran = {r["row"] for r in record["rows"]}
@@ -40,6 +41,7 @@ def test_every_row_runs_or_is_listed_as_skipped_with_a_reason(full_run):
         assert all(t > 0 for t in r["window_s"])   # every window timed something
 
 
+@pytest.mark.heavy
 def test_curriculum_row_runs_and_reports_a_measured_stage_split(full_run):
     record, _ = full_run
     skipped = {r["row"]: r["reason"] for r in record["skipped"]}
@@ -55,6 +57,7 @@ def test_curriculum_row_runs_and_reports_a_measured_stage_split(full_run):
     assert "remainder" not in split and "augment" not in split   # nothing is derived by subtraction
 
 
+@pytest.mark.heavy
 def test_dali_rows_record_the_device_id_their_graph_ran_with_and_are_gpu_only_with_one(full_run):
     record, _ = full_run
     rows = {r["row"]: r for r in record["rows"]}
@@ -68,6 +71,7 @@ def test_dali_rows_record_the_device_id_their_graph_ran_with_and_are_gpu_only_wi
     assert feeds.where(None)["runs_on"] == "CPU"
 
 
+@pytest.mark.heavy
 def test_record_holds_environment_settings_and_raw_timings(full_run):
     record, _ = full_run
     assert record["what"] == "loader" and record["date"]
@@ -88,6 +92,7 @@ def test_record_holds_environment_settings_and_raw_timings(full_run):
     assert set(record["row_labels"]) == {str(k) for k in feeds.ROWS}
 
 
+@pytest.mark.heavy
 def test_figures_and_ratios_follow_from_the_recorded_timings(full_run):
     record, _ = full_run
     rows = {r["row"]: r for r in record["rows"]}
@@ -103,6 +108,7 @@ def test_figures_and_ratios_follow_from_the_recorded_timings(full_run):
     assert rows[4]["ratio_to_row4"] == pytest.approx(1.0)
 
 
+@pytest.mark.heavy
 def test_table_names_every_row_and_the_plot_is_a_png(full_run, tiny_folder):
     record, out = full_run
     table = bench_loader.format_table(record)

@@ -5,11 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_suite.sh"
 STEPS = ["01-env", "02-device", "03-pytest-gpu", "04-kernels", "05-loader", "06-step", "07-f3-memory"]
 
 
+@pytest.mark.heavy
 def test_dry_run_checks_every_step_and_writes_the_commands_a_gpu_run_executes(tmp_path, tiny_folder):
     out = tmp_path / "suite"
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}

@@ -348,5 +348,7 @@ def test_cli_index_prints_a_summary_and_names_bad_paths(tmp_path, capsys, monkey
     assert index_main([str(tmp_path / "s"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["samples"] == 20 and out["classes"] == 4 and out["kind"] == "wds"
-    assert index_main([str(tmp_path / "missing")]) == 2
-    assert "not_found" in capsys.readouterr().err
+    from vitdata.cli import main as cli_main
+    assert cli_main(["index", str(tmp_path / "missing")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vitdata index: error: DataError: [not_found]")

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+# Compiles every kernel configuration in a child process: deselected by `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 H100_MAX_SHARED_PER_BLOCK = 232448  # 227 KiB: the most shared memory one block may use on sm_90

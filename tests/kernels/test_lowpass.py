@@ -216,6 +216,7 @@ def test_gpu_launch_configs_cover_every_height_and_keep_one_reduction_order_per_
                 assert min(n, m, k) >= 16 and stages <= 2
 
 
+@pytest.mark.heavy
 def test_import_needs_no_gpu_and_no_triton_interpreter():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["CUDA_VISIBLE_DEVICES"] = ""

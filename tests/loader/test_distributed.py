@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Two gloo ranks in child processes: deselected by `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 WORKER = Path(__file__).with_name("dist_worker.py")
 
 

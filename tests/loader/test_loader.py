@@ -102,6 +102,7 @@ def test_randaug_magnitude_follows_the_schedule(tiny_data):
             ld.close()
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_resume_mid_epoch_reproduces_remaining_ids_and_pixels_bit_exactly(tiny_data, backend):
     cfg = cfg_for(tiny_data, backend, augment=AugmentConfig(randaug_magnitude=9.0),
@@ -310,18 +311,80 @@ def test_from_timm_model_uses_the_models_own_size_and_keeps_its_mean_under_neste
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=4, img_size=64, depth=1)
     model.pretrained_cfg = dict(model.pretrained_cfg, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     cfg = LoaderConfig.from_timm_model(model, output=OutputConfig(dtype="bfloat16", channels_last=True))
-    assert cfg.image_size == 64 and cfg.schedule.patch_size == 16 and cfg.augment.patch_size == 16
+    assert cfg.image_size == 64 and cfg.augment.patch_size == 16
     assert cfg.output.dtype == "bfloat16" and cfg.output.channels_last
     assert cfg.output.mean == (0.5, 0.5, 0.5) and cfg.output.std == (0.25, 0.25, 0.25)
+
+
+def test_from_timm_model_keeps_a_mean_given_explicitly_even_when_it_equals_the_default():
+    import timm
+
+    from vitdata.loader import IMAGENET_MEAN
+
+    model = timm.create_model("vit_base_patch16_clip_224", pretrained=False, num_classes=4, depth=1)
+    clip_mean = tuple(float(x) for x in model.pretrained_cfg["mean"])
+    assert clip_mean != IMAGENET_MEAN
+    assert LoaderConfig.from_timm_model(model).output.mean == clip_mean
+    cfg = LoaderConfig.from_timm_model(model, output=OutputConfig(mean=IMAGENET_MEAN))
+    assert cfg.output.mean == IMAGENET_MEAN                       # given, so kept
+    assert cfg.output.std == tuple(float(x) for x in model.pretrained_cfg["std"])   # not given: the model's
+
+
+def test_eval_data_lives_in_eval_config_and_the_old_spelling_is_a_deprecated_alias(tiny_data, tmp_path):
+    from vitdata.datasets import selfid
+
+    other = str(tmp_path / "val")
+    selfid.write_imagefolder(other, 8, num_classes=4, size=32)
+    loader = create_loader(cfg_for(tiny_data, backend="torch", num_workers=0, eval=EvalConfig(data=other)),
+                           split="eval")
+    assert len(loader.index) == 8
+    loader.close()
+    with pytest.warns(DeprecationWarning, match="eval=EvalConfig"):
+        loader = create_loader(cfg_for(tiny_data, backend="torch", num_workers=0, eval_data=other), split="eval")
+    assert len(loader.index) == 8 and loader.cfg.eval.data == other
+    loader.close()
+    with pytest.raises(ConfigError) as e:
+        create_loader(cfg_for(tiny_data, eval_data=other, eval=EvalConfig(data=tiny_data)), split="eval")
+    assert set(e.value.fields) == {"eval_data", "eval.data"}
 
 
 def test_named_schedules_round_every_size_to_the_patch_grid(tmp_path):
     from vitdata.datasets import selfid
 
     selfid.write_shards(str(tmp_path / "d"), 32, num_classes=2, size=32, per_shard=32)
-    cfg = LoaderConfig(data=str(tmp_path / "d"), batch_size=8, image_size=64, backend="torch", num_workers=0,
-                       schedule=ScheduleConfig(name="efficienttrain", epochs=5, patch_size=16))
+    # 96 px: 160/224 and 192/224 of it (68.6, 82.3) would not tile and round to 64 and 80. At 64 px both
+    # stages would round to 48, and that merge is refused (issue 16 item 1, tests/schedules/test_fidelity.py).
+    cfg = LoaderConfig(data=str(tmp_path / "d"), batch_size=8, image_size=96, backend="torch", num_workers=0,
+                       augment=AugmentConfig(patch_size=16), schedule=ScheduleConfig(name="efficienttrain", epochs=5))
     loader = create_loader(cfg)
     sizes = {loader.schedule(e, 0).lowpass_size for e in range(5)} - {None}
-    assert sizes and all(s % 16 == 0 for s in sizes)  # 160/224 * 64 = 45.7 would not tile
+    assert sizes == {64, 80}
     loader.close()
+
+
+@pytest.mark.parametrize("backend", ["dali-inline", "torch"])
+def test_a_state_saved_after_a_world_size_change_resumes_the_same_tail(tiny_data, backend):
+    from vitdata.loader import DistributedConfig
+
+    two = create_loader(cfg_for(tiny_data, backend, batch_size=4, augment=FULL_VIEW,
+                                distributed=DistributedConfig(rank=0, world_size=2)))
+    it = iter(two)
+    next(it)
+    state = two.state_dict()
+    two.close()
+
+    def one():
+        return create_loader(cfg_for(tiny_data, backend, batch_size=8, augment=FULL_VIEW,
+                                     distributed=DistributedConfig(rank=0, world_size=1)))
+
+    elastic = one()
+    elastic.load_state_dict(state)       # world 2 -> 1: the pipeline's epoch begins at step 1
+    it = iter(elastic)
+    next(it)
+    saved = elastic.state_dict()         # mid-epoch, from that pipeline
+    tail = [b.ids.tolist() for b in it]
+    resumed = one()
+    resumed.load_state_dict(saved)
+    assert len(tail) == len(resumed) - 2 and [b.ids.tolist() for b in resumed] == tail
+    elastic.close()
+    resumed.close()

@@ -9,9 +9,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from vitdata.oracle import DifficultyOracle
 from vitdata.sampler import Sampler
+
+# Two gloo ranks in child processes: deselected by `make test-quick`.
+pytestmark = pytest.mark.heavy
 
 WORKER = Path(__file__).with_name("gloo_worker.py")
 

@@ -121,7 +121,17 @@ def test_report_rejects_mismatched_shapes():
         cpu_oracle().report(torch.tensor([1, 2]), torch.tensor([1.0]))
 
 
-def test_report_never_asks_the_host_for_tensor_values(monkeypatch):
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: thousands of tiny ops on 2 threads, with the other core busy, wait a scheduler
+    slice at each op's thread barrier (a 2 s test took 40-70 s on a loaded 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_report_never_asks_the_host_for_tensor_values(monkeypatch, one_thread):
     o = cpu_oracle(100)
     o.report(torch.arange(4), torch.ones(4))          # first call may allocate
     def refuse(*a, **k):

@@ -136,3 +136,27 @@ def test_the_header_walk_reads_the_same_size_as_pillow(imagenet_samples):
     fill = GOOD[:2] + b"\xff\xff\xff" + GOOD[2:]   # fill bytes before a marker are legal
     assert _jpeg_size(fill) == (Image.open(io.BytesIO(GOOD)).size, None)
     print(f"\nheader walk: {len(blobs)} files, sizes equal to Pillow's")
+
+
+def test_a_data_error_in_a_source_worker_is_recorded_by_field_for_the_main_process(tmp_path):
+    # DALI hands the main process only the text of a worker's exception: the source records the error's
+    # fields beside the control file, and the loader rebuilds the DataError from them, not from text.
+    import pickle
+
+    from vitdata.pipelines.source import read_error_records
+
+    blobs = [None, b"", None]               # every id missing or empty: no usable substitute
+    reader, index = make(blobs)
+    control = {"epoch": np.array(0), "ids": np.array([1, 0, 2, 1], np.int64),
+               "step_size": np.array([16, 16], np.int32), "step_magnitude": np.zeros(2, np.float32),
+               "step_num_ops": np.zeros(2, np.int32), "extra_magnitude": np.zeros(4, np.float32)}
+    write_control(control_path(str(tmp_path), 0), control)
+    src = pickle.loads(pickle.dumps(EpochSource(reader, index, str(tmp_path), 2, 2, 64_000_000)))
+    with pytest.raises(DataError) as raised:
+        src(Info(2))
+    ((pos, err),) = read_error_records(str(tmp_path), 0)
+    assert pos == 2 and isinstance(err, DataError)
+    assert (err.reason, err.path, err.sample_id, err.detail) == (raised.value.reason, raised.value.path,
+                                                                 raised.value.sample_id, raised.value.detail)
+    assert err.sample_id == 2 and err.reason == "missing"
+    assert read_error_records(str(tmp_path), 1) == []

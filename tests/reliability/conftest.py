@@ -3,8 +3,9 @@
 import pytest
 
 from vitdata import LoaderConfig, create_loader
-from vitdata.datasets import badinputs
 from vitdata.loader import AugmentConfig
+
+import badinputs
 
 # The whole image, unaugmented: pixels identify the sample.
 FULL_VIEW = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, randaug=False)

@@ -35,6 +35,7 @@ def _complete(path) -> bool:
     return hashlib.sha256(body).hexdigest().encode() == digest
 
 
+@pytest.mark.heavy
 def test_fifty_kills_during_saves_leave_a_complete_old_or_new_file(tmp_path):
     target = tmp_path / "state.bin"
     vio.atomic_write(target, hashlib.sha256(b"v0").hexdigest().encode() + b"\nv0")

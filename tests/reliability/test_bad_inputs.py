@@ -1,6 +1,6 @@
 """RELIABILITY group A (bad input), G3 (stalled read) and H2 (equal steps with skips).
 
-The corpus is ``vitdata.datasets.badinputs``: 28 kinds, each with a declared outcome. Figures (skip counts,
+The corpus is ``tests/support/badinputs.py``: 28 kinds, each with a declared outcome. Figures (skip counts,
 bomb refusal time and memory) are printed; run with ``pytest -s`` to see them.
 """
 import os
@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from vitdata import DataError, LoaderConfig, create_loader
-from vitdata.datasets import badinputs, selfid
+from vitdata.datasets import selfid
 from vitdata.index import SampleReader, build_index, open_index
 from vitdata.loader import DistributedConfig, EvalConfig
 from vitdata.pipelines.source import check_bytes, check_sample
 
+import badinputs
 from .conftest import FULL_VIEW, bad_ids, mixed
 
 LAYOUTS = ["imagefolder", "wds"]
@@ -48,7 +49,8 @@ def _outcome(m, layout, kind, **kw):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("kind", sorted(badinputs.KINDS))
-def test_a1_each_kind_with_raise_gives_its_declared_outcome_naming_path_id_and_reason(tmp_path_factory, layout, kind):
+def test_each_bad_kind_with_raise_gives_its_declared_outcome_naming_path_id_and_reason(tmp_path_factory, layout, kind):
+    """RELIABILITY A1 (each bad kind with on_error=raise)."""
     want = badinputs.expected(kind, layout, verify=True)
     if want == "n/a":
         pytest.skip("kind 27 (bad label) has no ImageFolder form: the label is the directory")
@@ -67,7 +69,8 @@ def test_a1_each_kind_with_raise_gives_its_declared_outcome_naming_path_id_and_r
         assert "Traceback" not in str(e).splitlines()[0] and "nvImageCodec" not in str(e)
 
 
-def test_a1_dali_backend_raises_the_same_vitdata_error(tmp_path_factory):
+def test_the_dali_backend_raises_the_same_vitdata_error_as_the_torch_backend(tmp_path_factory):
+    """RELIABILITY A1 (each bad kind with on_error=raise)."""
     m = mixed(tmp_path_factory, "imagefolder", 8, kinds=[4])
     loader = create_loader(_cfg(m.root, backend="dali", num_workers=1, batch_size=4), split="eval")
     try:
@@ -79,7 +82,8 @@ def test_a1_dali_backend_raises_the_same_vitdata_error(tmp_path_factory):
         loader.close()
 
 
-def test_a1_flipped_bytes_decode_silently_without_checksum_verification(tmp_path_factory):
+def test_flipped_bytes_decode_silently_without_checksum_verification(tmp_path_factory):
+    """RELIABILITY A1 (each bad kind with on_error=raise)."""
     m = mixed(tmp_path_factory, "imagefolder", 4, kinds=[6])
     got, ids, target, _ = _outcome(m, "imagefolder", 6, verify_checksums=False)
     assert got == "decode" and target in ids   # documented: no decoder notices; only the checksum does
@@ -87,8 +91,9 @@ def test_a1_flipped_bytes_decode_silently_without_checksum_verification(tmp_path
 
 @pytest.mark.parametrize("layout, backend", [("imagefolder", "dali"), ("wds", "dali"), ("imagefolder", "torch"),
                                              ("wds", "torch")])
-def test_a2_every_kind_mixed_into_an_epoch_is_skipped_counted_once_and_ranks_stay_in_step(
+def test_every_bad_kind_mixed_into_an_epoch_is_skipped_counted_once_and_ranks_stay_in_step(
         tmp_path_factory, layout, backend):
+    """RELIABILITY A2 (bad kinds mixed into an epoch with skip)."""
     m = mixed(tmp_path_factory, layout, 512)
     loaders = [create_loader(LoaderConfig(
         data=m.root, batch_size=16, image_size=32, backend=backend, num_workers=2 if backend == "dali" else 0,
@@ -121,10 +126,11 @@ def test_a2_every_kind_mixed_into_an_epoch_is_skipped_counted_once_and_ranks_sta
             ld.close()
 
 
-def test_a5_dali_and_pillow_decoders_agree_on_every_valid_but_unusual_kind():
+def test_dali_and_pillow_decoders_agree_on_every_valid_but_unusual_kind():
+    """RELIABILITY A5 (decoder agreement on unusual files)."""
     from nvidia.dali import fn, pipeline_def, types
 
-    from vitdata._torch_backend import decode_rgb
+    from vitdata.backends.torch import decode_rgb
 
     blobs = {k: badinputs.make_bytes(k) for k in badinputs.UNUSUAL_KINDS}
     can = _can_opener()
@@ -156,11 +162,12 @@ def _can_opener():
         return f.read()
 
 
-def test_a5_exif_orientation_is_applied_and_16_bit_is_scaled_by_1_over_257():
+def test_exif_orientation_is_applied_and_16_bit_is_scaled_by_1_over_257():
+    """RELIABILITY A5 (decoder agreement on unusual files)."""
     from PIL import Image
     import io
 
-    from vitdata._torch_backend import decode_rgb
+    from vitdata.backends.torch import decode_rgb
 
     rot = decode_rgb(badinputs.make_bytes(13))
     upright = np.asarray(Image.open(io.BytesIO(badinputs.make_bytes(0))).convert("RGB"), np.float64)
@@ -176,14 +183,15 @@ def test_a5_exif_orientation_is_applied_and_16_bit_is_scaled_by_1_over_257():
 
 
 @pytest.mark.parametrize("backend", ["dali", "torch"])
-def test_a5_eval_pixels_of_the_unusual_kinds_agree_between_backends(tmp_path, backend):
+def test_eval_pixels_of_the_unusual_kinds_agree_between_backends(tmp_path, backend):
+    """RELIABILITY A5 (decoder agreement on unusual files)."""
     root = tmp_path / "unusual"
     for k in badinputs.UNUSUAL_KINDS:
         os.makedirs(root / "c0", exist_ok=True)
         (root / "c0" / badinputs.file_name(k)).write_bytes(badinputs.make_bytes(k))
-    if not hasattr(test_a5_eval_pixels_of_the_unusual_kinds_agree_between_backends, "out"):
-        test_a5_eval_pixels_of_the_unusual_kinds_agree_between_backends.out = {}
-    out = test_a5_eval_pixels_of_the_unusual_kinds_agree_between_backends.out
+    if not hasattr(test_eval_pixels_of_the_unusual_kinds_agree_between_backends, "out"):
+        test_eval_pixels_of_the_unusual_kinds_agree_between_backends.out = {}
+    out = test_eval_pixels_of_the_unusual_kinds_agree_between_backends.out
     loader = create_loader(_cfg(str(root), backend=backend, num_workers=1 if backend == "dali" else 0,
                                 batch_size=4, verify_checksums=False), split="eval")
     out[backend] = (torch.cat([b.images for b in loader]), [p for p in loader.index.sources])
@@ -197,7 +205,8 @@ def test_a5_eval_pixels_of_the_unusual_kinds_agree_between_backends(tmp_path, ba
         assert float(mad.mean()) <= 4.0 and float(mad.max()) <= 8.0
 
 
-def test_a6_a_pixel_bomb_is_refused_in_under_50_ms_with_under_50_mb_growth(tmp_path):
+def test_a_pixel_bomb_is_refused_in_under_50_ms_with_under_50_mb_growth(tmp_path):
+    """RELIABILITY A6 (pixel budget)."""
     data = badinputs.make_bytes(19)
     path = tmp_path / "c0" / "bomb.png"
     os.makedirs(path.parent)
@@ -220,19 +229,21 @@ def test_a6_a_pixel_bomb_is_refused_in_under_50_ms_with_under_50_mb_growth(tmp_p
     assert max(times) < 0.050 and growth < 50 and peak < 50
 
 
-def test_a6_the_144_mpx_file_is_refused_by_default_and_passes_a_raised_budget():
+def test_the_144_mpx_file_is_refused_by_default_and_passes_a_raised_budget():
+    """RELIABILITY A6 (pixel budget)."""
     data = badinputs.make_bytes(20)
     assert check_bytes(data, 64_000_000)[1] == "too_many_pixels"
     assert check_bytes(data, 150_000_000)[1] is None           # header only: the full decode needs 432 MB
     # A real decode through the budget, at a size CI can afford: 3000x3000 refused at 8 Mpx, decoded at 10.
-    from vitdata._torch_backend import decode_rgb
+    from vitdata.backends.torch import decode_rgb
 
     small = badinputs.bilevel_144m_png(3000)
     assert check_bytes(small, 8_000_000)[1] == "too_many_pixels"
     assert check_bytes(small, 10_000_000)[1] is None and decode_rgb(small).size == (3000, 3000)
 
 
-def test_a7_a_thousand_single_byte_flips_are_all_caught_with_verification(tmp_path):
+def test_a_thousand_single_byte_flips_are_all_caught_with_verification(tmp_path):
+    """RELIABILITY A7 (silent corruption)."""
     os.makedirs(tmp_path / "c0")
     path = tmp_path / "c0" / "x.jpg"
     good = badinputs.make_bytes(0)
@@ -255,7 +266,8 @@ def test_a7_a_thousand_single_byte_flips_are_all_caught_with_verification(tmp_pa
     assert caught == 1000
 
 
-def test_g3_a_fifo_in_place_of_a_file_is_a_read_timeout_not_a_hang(tmp_path):
+def test_a_fifo_in_place_of_a_file_is_a_read_timeout_not_a_hang(tmp_path):
+    """RELIABILITY G3 (stalled read)."""
     os.makedirs(tmp_path / "c0")
     path = tmp_path / "c0" / "x.jpg"
     path.write_bytes(badinputs.make_bytes(0))
@@ -269,7 +281,8 @@ def test_g3_a_fifo_in_place_of_a_file_is_a_read_timeout_not_a_hang(tmp_path):
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.01, 0.10])
-def test_h2_every_rank_yields_the_same_number_of_batches_with_skips(tmp_path, fraction):
+def test_every_rank_yields_the_same_number_of_batches_with_skips(tmp_path, fraction):
+    """RELIABILITY H2 (equal steps)."""
     root = tmp_path / "train"
     selfid.write_imagefolder(str(root), 203, num_classes=4, size=16)   # 203 is not a multiple of 2 x 8
     idx = open_index(str(root))

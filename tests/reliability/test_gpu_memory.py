@@ -24,7 +24,8 @@ def _slope_mb_per_1000(steps: list[int], mb: list[float]) -> float:
     return float(np.polyfit(np.asarray(steps, float), np.asarray(mb, float), 1)[0] * 1000)
 
 
-def test_f3_gpu_memory_is_flat_per_resolution_after_its_first_epoch(tmp_path):
+def test_gpu_memory_is_flat_per_resolution_after_its_first_epoch(tmp_path):
+    """RELIABILITY F3 (GPU memory flat)."""
     root = tmp_path / "train"
     selfid.write_imagefolder(str(root), SAMPLES, num_classes=8, size=96)
     steps_per_epoch = SAMPLES // BATCH

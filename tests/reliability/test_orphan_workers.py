@@ -13,6 +13,9 @@ import pytest
 
 from vitdata.datasets import selfid
 
+# Runs SIGKILLed in child processes (8-11 s each with spawn): deselected by `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 SCRIPT = textwrap.dedent("""
     import sys, time
     from vitdata import LoaderConfig, create_loader

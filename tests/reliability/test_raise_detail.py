@@ -4,11 +4,11 @@ the message used to end at ``eval epoch 0 step 0 rank 0``."""
 import pytest
 
 from vitdata import DataError, LoaderConfig, create_loader
-from vitdata.datasets import badinputs
+
+import badinputs
 from .conftest import FULL_VIEW
 
 
-@pytest.mark.xfail(reason="needs loader change", strict=True)
 @pytest.mark.parametrize("backend", ["torch", "dali"])
 def test_a_raised_data_error_carries_the_checkers_detail(tmp_path, backend):
     m = badinputs.write_imagefolder_mixed(str(tmp_path / "val"), 14, kinds=[15], size=16)   # 15: a GIF named .jpg

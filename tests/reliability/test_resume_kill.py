@@ -14,6 +14,9 @@ from vitdata import LoaderConfig, create_loader
 from vitdata.datasets import selfid
 from vitdata.loader import AugmentConfig
 
+# Children killed with SIGKILL and resumed: deselected by `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 WORKER = os.path.join(os.path.dirname(__file__), "resume_worker.py")
 
 
@@ -81,7 +84,8 @@ def reference(data, tmp_path_factory):
     ["1:0"],                                           # B1: first step of the second epoch
     pytest.param(["0:boundary"], marks=pytest.mark.slow),  # set_epoch(E+1) done, no batch of it yet
 ])
-def test_b1_b2_kill_9_and_chained_resumes_replay_the_uninterrupted_tail(data, reference, tmp_path, kills):
+def test_kill_9_and_chained_resumes_replay_the_uninterrupted_tail(data, reference, tmp_path, kills):
+    """RELIABILITY B1 (kill -9 and resume), B2 (chained resumes)."""
     env = dict(os.environ, VITDATA_CACHE=str(tmp_path / "cache"))
     state, log = str(tmp_path / "state.json"), str(tmp_path / "log")
     t = time.perf_counter()
@@ -100,7 +104,8 @@ def test_b1_b2_kill_9_and_chained_resumes_replay_the_uninterrupted_tail(data, re
 
 
 @pytest.mark.slow
-def test_b1_an_outside_sigkill_at_a_random_moment_resumes_exactly(data, reference, tmp_path):
+def test_an_outside_sigkill_at_a_random_moment_resumes_exactly(data, reference, tmp_path):
+    """RELIABILITY B1 (kill -9 and resume)."""
     env = dict(os.environ, VITDATA_CACHE=str(tmp_path / "cache"))
     state, log = str(tmp_path / "state.json"), str(tmp_path / "log")
     p = subprocess.Popen([sys.executable, "-P", WORKER, data, state, log, "none"], env=env,
@@ -124,7 +129,8 @@ def test_b1_an_outside_sigkill_at_a_random_moment_resumes_exactly(data, referenc
     assert got == reference
 
 
-def test_b3_the_state_counts_consumed_batches_not_prefetched_ones(data):
+def test_the_state_counts_consumed_batches_not_prefetched_ones(data):
+    """RELIABILITY B3 (consumed, not prefetched, batches)."""
     tails = []
     for prefetch in (1, 4):
         cfg = LoaderConfig(data=data, batch_size=8, image_size=24, backend="dali", num_workers=2, prefetch=prefetch,

@@ -1,5 +1,6 @@
 """RELIABILITY B4 (world-size change), B6 (config mismatch), D3/D4/D5 (state and index integrity, no pickle,
-versions), G1/G2 (dead worker, exception in the source). F1 is in test_matrix_rest.py (2,000 steps)."""
+versions), G1/G2 (dead worker, exception in the source). F1 (2,000 steps) is in
+test_loader_costs_memory_and_hangs.py."""
 import json
 import os
 import pickle
@@ -35,7 +36,8 @@ def _loader(data, rank, world, batch, backend="torch", **kw):
 
 
 @pytest.mark.parametrize("backend", ["torch", "dali"])
-def test_b4_a_world_size_change_keeping_the_global_batch_keeps_each_global_steps_ids(data, backend):
+def test_a_world_size_change_keeping_the_global_batch_keeps_each_global_steps_ids(data, backend):
+    """RELIABILITY B4 (world-size change)."""
     ref = [_loader(data, r, 4, 6) for r in range(4)]
     ref_steps = [np.concatenate(s) for s in zip(*[[b.ids.numpy() for b in ld] for ld in ref])]
     four = [_loader(data, r, 4, 6, backend=backend) for r in range(4)]
@@ -63,7 +65,8 @@ def test_b4_a_world_size_change_keeping_the_global_batch_keeps_each_global_steps
     five.close()
 
 
-def test_b6_a_mismatched_configuration_is_refused_naming_the_field(data, tmp_path):
+def test_a_mismatched_configuration_is_refused_naming_the_field(data, tmp_path):
+    """RELIABILITY B6 (configuration mismatch on restore)."""
     ld = _loader(data, 0, 1, 8)
     next(iter(ld))
     state = ld.state_dict()
@@ -117,7 +120,8 @@ def _flips(blob: bytes, n: int, rng) -> list[bytes]:
     return out
 
 
-def test_d3_d4_d5_a_tampered_truncated_or_newer_index_is_refused_without_pickle(data, tmp_path):
+def test_a_tampered_truncated_or_newer_index_is_refused_without_pickle(data, tmp_path):
+    """RELIABILITY D3 (corruption), D4 (pickle-free), D5 (versioning)."""
     idx = build_index(data)
     path = str(tmp_path / "idx.npz")
     idx.save(path)
@@ -161,7 +165,8 @@ def _zip_field_damage(blob: bytes) -> list[bytes]:
     return out
 
 
-def test_d3_an_index_or_plan_with_a_damaged_zip_method_or_flags_field_is_refused(data, tmp_path):
+def test_an_index_or_plan_with_a_damaged_zip_method_or_flags_field_is_refused(data, tmp_path):
+    """RELIABILITY D3 (corruption)."""
     from vitdata.sampler import EpochPlan
 
     idx_path, plan_path = str(tmp_path / "idx.npz"), str(tmp_path / "plan.npz")
@@ -189,7 +194,8 @@ def _loader_state(data):
     return state
 
 
-def test_d3_d4_a_loader_state_in_a_checkpoint_round_trips_and_damaged_parts_are_refused(data, tmp_path):
+def test_a_loader_state_in_a_checkpoint_round_trips_and_damaged_parts_are_refused(data, tmp_path):
+    """RELIABILITY D3 (corruption), D4 (pickle-free)."""
     state = _loader_state(data)
     d = str(tmp_path / "ck")
     checkpoint.save(d, {"loader": state}, step=1)
@@ -223,7 +229,8 @@ def test_d3_d4_a_loader_state_in_a_checkpoint_round_trips_and_damaged_parts_are_
     assert not os.path.exists(marker)
 
 
-def test_d3_a_damaged_checkpoint_manifest_is_always_refused(data, tmp_path):
+def test_a_damaged_checkpoint_manifest_is_always_refused(data, tmp_path):
+    """RELIABILITY D3 (corruption)."""
     d = str(tmp_path / "ck")
     checkpoint.save(d, {"loader": _loader_state(data)}, step=1)
     mpath = os.path.join(d, checkpoint.MANIFEST)
@@ -242,7 +249,8 @@ def test_d3_a_damaged_checkpoint_manifest_is_always_refused(data, tmp_path):
     assert not accepted
 
 
-def test_d5_a_checkpoint_from_a_newer_vitdata_says_so(data, tmp_path):
+def test_a_checkpoint_from_a_newer_vitdata_says_so(data, tmp_path):
+    """RELIABILITY D5 (versioning)."""
     d = str(tmp_path / "ck")
     checkpoint.save(d, {"loader": _loader_state(data)}, step=1)
     mpath = os.path.join(d, checkpoint.MANIFEST)
@@ -255,7 +263,8 @@ def test_d5_a_checkpoint_from_a_newer_vitdata_says_so(data, tmp_path):
 
 # -- G1 / G2 ------------------------------------------------------------------------------------------
 
-def test_g1_a_killed_source_worker_is_reported_naming_pid_and_samples_not_a_hang(data):
+def test_a_killed_source_worker_is_reported_naming_pid_and_samples_not_a_hang(data):
+    """RELIABILITY G1 (source worker failure)."""
     for trial in range(3):
         ld = _loader(data, 0, 1, 4, backend="dali", prefetch=1, num_workers=2)
         it = iter(ld)
@@ -280,7 +289,8 @@ def _hang_forever(*args, **kwargs):
         time.sleep(60)
 
 
-def test_g1_source_workers_that_hang_while_starting_are_killed_and_reported_not_waited_on(data, monkeypatch):
+def test_source_workers_that_hang_while_starting_are_killed_and_reported_not_waited_on(data, monkeypatch):
+    """RELIABILITY G1 (source worker failure)."""
     # DALI waits for its workers' ready message with no limit; a forked child that deadlocks before sending
     # it (a lock held by another thread at fork time) used to hang the trainer for good.
     import nvidia.dali._multiproc.pool as pool
@@ -310,7 +320,8 @@ def test_g1_source_workers_that_hang_while_starting_are_killed_and_reported_not_
 
 
 @pytest.mark.parametrize("workers", [2, 0], ids=["workers", "in-thread"])
-def test_g2_an_exception_in_the_source_is_re_raised_with_the_sample_id_and_traceback(data, monkeypatch, workers):
+def test_an_exception_in_the_source_is_re_raised_with_the_sample_id_and_traceback(data, monkeypatch, workers):
+    """RELIABILITY G2 (an exception in the source)."""
     from vitdata.index import SampleReader
 
     read = SampleReader.read

@@ -140,6 +140,7 @@ def test_lr_warms_up_linearly_then_follows_a_cosine():
 # end to end
 
 
+@pytest.mark.heavy
 def test_default_run_at_tiny_settings_trains_and_writes_log_checkpoint_and_report(cache, tmp_path):
     run = tmp_path / "run"
     assert main(TINY + ["--epochs", "2", "--out", str(run)]) == 0
@@ -156,6 +157,7 @@ def test_default_run_at_tiny_settings_trains_and_writes_log_checkpoint_and_repor
     assert result["step"] == len(steps)
 
 
+@pytest.mark.heavy
 def test_method_switches_reach_the_model_loader_and_oracle(cache, tmp_path):
     run = tmp_path / "run"
     # patch 4: 8-px patches at 32 px would merge EfficientTrain's stages (refused, issue 16 item 1)
@@ -175,6 +177,7 @@ def test_method_switches_reach_the_model_loader_and_oracle(cache, tmp_path):
     assert (run / "report" / "oracle.png").exists()
 
 
+@pytest.mark.heavy
 def test_locality_and_size_curriculum_run(cache, tmp_path):
     run = tmp_path / "run"
     main(TINY + ["--epochs", "2", "--out", str(run), "--locality", "--size-curriculum", "--ema", "0.9"])
@@ -182,6 +185,7 @@ def test_locality_and_size_curriculum_run(cache, tmp_path):
     assert sizes[0] == 16 and sizes[-1] == 32
 
 
+@pytest.mark.heavy
 def test_kill_and_resume_continues_exactly(cache, tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     args = TINY + ["--epochs", "2", "--mixup", "0.8", "--drop-path", "0.1", "--pss", "cyclic", "--pss-mode", "random"]
@@ -220,6 +224,7 @@ def test_checkpoint_round_trips_optimizer_state_and_numpy_arrays(tmp_path):
         checkpoint.load(str(tmp_path))
 
 
+@pytest.mark.heavy
 def test_two_process_gloo_run_completes_and_resumes(cache, tmp_path):
     run = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -237,6 +242,7 @@ def test_two_process_gloo_run_completes_and_resumes(cache, tmp_path):
     assert steps == list(range(2 * (540 // 32)))
 
 
+@pytest.mark.heavy
 def test_sigkill_mid_run_then_resume_matches_the_uninterrupted_run(cache, tmp_path):
     """A real kill -9 (not a clean stop): the run dies between checkpoints, mid-epoch, with log lines and
     oracle reports past its last checkpoint; the resumed run must equal the uninterrupted one."""
@@ -294,6 +300,7 @@ def snapshot(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.heavy
 def test_resuming_a_copied_run_writes_into_the_copy_and_never_into_the_original(cache, tmp_path):
     import shutil
 
@@ -317,6 +324,7 @@ def test_resuming_a_copied_run_writes_into_the_copy_and_never_into_the_original(
     assert snapshot(a) == original and snapshot(b) == copy
 
 
+@pytest.mark.heavy
 def test_workers_0_reads_in_the_loader_thread_with_one_dali_thread(cache, tmp_path):
     from vitdata.train import loader_config
     lcfg = loader_config(parse_config(["--workers", "0"]), "train", "val", 0, 1, torch.device("cpu"), None)
@@ -386,6 +394,7 @@ def test_step_timer_on_cpu_uses_host_clocks_and_no_cuda_call():
     assert data_ms >= 0 and step_ms >= 0 and cuda.calls == []
 
 
+@pytest.mark.heavy
 def test_the_loop_reads_its_timer_on_log_steps_only_and_never_syncs_the_device(cache, tmp_path, monkeypatch):
     import vitdata.train as train_module
     reads = []

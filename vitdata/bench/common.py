@@ -17,10 +17,10 @@ import warnings
 from dataclasses import dataclass, field
 
 from vitdata import benchutil
+from vitdata.config import DTYPES as _DTYPES
+from vitdata.config import IMAGENET_MEAN, IMAGENET_STD, torch_dtype  # noqa: F401 (the rows' normalisation)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = tuple(_DTYPES)
 
 
 class RowSkipped(Exception):
@@ -85,9 +85,7 @@ class Settings:
         return self.warmup + self.windows * self.steps
 
     def torch_dtype(self):
-        import torch
-
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.dtype]
+        return torch_dtype(self.dtype)
 
     def record(self) -> dict:
         return {"data": os.path.abspath(self.data), "data_kind": self.kind, "samples": self.num_samples // self.cycle,

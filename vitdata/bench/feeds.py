@@ -254,7 +254,7 @@ class TarDataset:
         return len(self.index)
 
     def __getitem__(self, i: int):
-        from vitdata._torch_backend import decode_rgb
+        from vitdata.backends.torch import decode_rgb
 
         img = decode_rgb(self.reader.read(i))
         return (self.transform(img) if self.transform else img), int(self.index.label[i])

@@ -31,8 +31,9 @@ import time
 import torch
 
 from vitdata import benchutil
+from vitdata.config import DTYPE_ALIASES, torch_dtype
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPES = tuple(DTYPE_ALIASES)       # fp32 | bf16 | fp16
 
 # Peak memory bandwidth (GB/s, 1e9 bytes/s) by GPU name; the first key found in the name wins.
 PEAK_BANDWIDTH_GBS = (
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     small = args.small or device.type != "cuda"
     args.batch = args.batch or (32 if small else 256)
-    dtype = DTYPES[args.dtype or ("fp32" if device.type == "cpu" else "bf16")]
+    dtype = torch_dtype(args.dtype or ("fp32" if device.type == "cpu" else "bf16"))
     timing = {"warmup": args.warmup if args.warmup is not None else (1 if small else 5),
               "repeats": args.repeats or (5 if small else 10),
               "iters": args.iters or (2 if small else 20)}

@@ -125,8 +125,7 @@ def stage_split(s: Settings, loader, delivered_ids: list, wall_s_per_batch: floa
     out["read"] = {**time_calls(lambda: [reader.read(i) for i in batches[next(k) % len(batches)]], repeats),
                    "how": "SampleReader.read of the batch's ids, one thread (page cache warm)"}
 
-    # Row 1's GraphSpec is the one its backend built (a public Loader.graph_spec would spare this access).
-    spec = loader._backend.spec
+    spec = loader.graph_spec                     # row 1's graph, as its backend built it
     max_ops = spec.max_ops
     mag = np.full(max_ops, magnitude_to_bin(cfg.augment.randaug_magnitude), np.int32)
     active = (np.arange(max_ops) < cfg.augment.randaug_num_ops).astype(np.int32)

@@ -1,7 +1,8 @@
-"""RELIABILITY Part 3 rows not covered elsewhere: B5 (workers change across a resume), B7 (determinism),
-B8 (timing independence), C3 (oracle rank agreement with a real loader), C4 (skipped ids never reach the
-oracle), G4 (clean shutdown), G5 (DDP failure propagation), H1 (exactly-once against the weighted plan),
-H3 (per-epoch shard assignment recomputed from the documented rule).
+"""The loader's sequence depends on (seed, epoch, rank) only; ranks agree; shutdown and failing ranks end
+cleanly. RELIABILITY B5 (workers change across a resume), B7 (determinism), B8 (timing independence),
+C3 (oracle rank agreement with a real loader), C4 (skipped ids never reach the oracle), G4 (clean shutdown),
+G5 (DDP failure propagation), H1 (exactly-once against the weighted plan), H3 (per-epoch shard assignment
+recomputed from the documented rule).
 
 Figures are printed; run with ``pytest -s`` to see them."""
 import hashlib
@@ -18,12 +19,16 @@ import pytest
 import torch
 
 from vitdata import LoaderConfig, create_loader
-from vitdata.datasets import badinputs, selfid
+from vitdata.datasets import selfid
 from vitdata.loader import AugmentConfig, DistributedConfig
 from vitdata.sampler import EpochPlan, Sampler
+import badinputs
 from .conftest import FULL_VIEW, skip_corpus
 
-WORKER = Path(__file__).with_name("matrix_worker.py")
+# Gloo ranks in child processes, repeated loader constructions, worker pools torn down: deselected by `make test-quick`.
+pytestmark = pytest.mark.heavy
+
+WORKER = Path(__file__).with_name("loader_rank_worker.py")
 AUG = AugmentConfig(randaug_magnitude=7.0)
 
 
@@ -90,8 +95,10 @@ def _resume_tail(data, backend, before, after, stop=5):
 
 
 @pytest.mark.parametrize("backend,before,after", [("torch", 2, 0), ("torch", 0, 2), ("dali", 2, 1), ("dali", 1, 2)])
-def test_b5_changing_the_worker_count_across_a_mid_epoch_resume_gives_the_identical_tail(data, backend, before, after):
-    """torch: DataLoader workers (0 = in process); dali: parallel external-source workers (at least 1)."""
+def test_changing_the_worker_count_across_a_mid_epoch_resume_gives_the_identical_tail(data, backend, before, after):
+    """RELIABILITY B5 (worker count across a resume).
+
+    torch: DataLoader workers (0 = in process); dali: parallel external-source workers (at least 1)."""
     t = time.perf_counter()
     ref = _run(_cfg(data, backend=backend, num_workers=0 if backend == "torch" else 1))
     tail = _resume_tail(data, backend, before, after)
@@ -104,8 +111,9 @@ def test_b5_changing_the_worker_count_across_a_mid_epoch_resume_gives_the_identi
 # -- B7 ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", ["torch", "dali"])
-def test_b7_the_same_seed_epoch_and_rank_give_identical_ids_params_and_pixels_across_constructions_and_threads(
+def test_the_same_seed_epoch_and_rank_give_identical_ids_params_and_pixels_across_constructions_and_threads(
         data, backend):
+    """RELIABILITY B7 (determinism)."""
     t = time.perf_counter()
     kw = dict(backend=backend, num_workers=1 if backend == "dali" else 0,
               distributed=DistributedConfig(rank=1, world_size=2), seed=11)
@@ -134,7 +142,8 @@ def test_b7_the_same_seed_epoch_and_rank_give_identical_ids_params_and_pixels_ac
 # -- B8 ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", ["torch", "dali"])
-def test_b8_a_consumer_sleeping_0_2_s_per_step_sees_the_same_sequence_as_one_that_does_no_work(data, backend):
+def test_a_consumer_sleeping_0_2_s_per_step_sees_the_same_sequence_as_one_that_does_no_work(data, backend):
+    """RELIABILITY B8 (timing independence)."""
     cfg = _cfg(data, backend=backend, num_workers=2, prefetch=2)
     t = time.perf_counter()
     fast = _run(cfg, steps=4)
@@ -166,7 +175,8 @@ def _reap(procs):
             p.wait(10)
 
 
-def test_c3_h1_two_gloo_ranks_agree_on_table_and_plan_each_epoch_and_deliver_exactly_the_planned_ids(data, tmp_path):
+def test_two_gloo_ranks_agree_on_table_and_plan_each_epoch_and_deliver_exactly_the_planned_ids(data, tmp_path):
+    """RELIABILITY C3 (oracle rank agreement), H1 (exactly-once)."""
     t = time.perf_counter()
     procs = _spawn("oracle", 2, tmp_path, lambda r: data)
     try:
@@ -212,7 +222,8 @@ def test_c3_h1_two_gloo_ranks_agree_on_table_and_plan_each_epoch_and_deliver_exa
 
 # -- C4 ----------------------------------------------------------------------------------------------
 
-def test_c4_skipped_ids_are_never_reported_to_the_oracle_and_their_table_rows_stay_unchanged(tmp_path_factory):
+def test_skipped_ids_are_never_reported_to_the_oracle_and_their_table_rows_stay_unchanged(tmp_path_factory):
+    """RELIABILITY C4 (skipped ids and the oracle)."""
     from vitdata.oracle import DifficultyOracle
 
     cfg, n, bad = skip_corpus(tmp_path_factory, "c4")
@@ -254,8 +265,10 @@ def _children():
     ("torch", "del"),
     ("dali", "del"),
 ])
-def test_g4_abandoning_an_iterator_mid_epoch_leaves_no_children_and_no_extra_file_descriptors(data, backend, how):
-    """``close``: ``loader.close()`` then drop the iterator. ``del``: ``del iterator, loader`` and nothing
+def test_abandoning_an_iterator_mid_epoch_leaves_no_children_and_no_extra_file_descriptors(data, backend, how):
+    """RELIABILITY G4 (clean shutdown).
+
+    ``close``: ``loader.close()`` then drop the iterator. ``del``: ``del iterator, loader`` and nothing
     else (no explicit gc.collect(): what a trainer that just drops the loader does). Both: every child
     process gone within 10 s and open fds back to the pre-run count (slack 2: none observed so far)."""
     import gc
@@ -293,7 +306,8 @@ def test_g4_abandoning_an_iterator_mid_epoch_leaves_no_children_and_no_extra_fil
 
 # -- G5 ----------------------------------------------------------------------------------------------
 
-def test_g5_a_data_error_on_rank_1_exits_it_with_the_error_and_rank_0_does_not_hang(data, tmp_path_factory, tmp_path):
+def test_a_data_error_on_rank_1_exits_it_with_the_error_and_rank_0_does_not_hang(data, tmp_path_factory, tmp_path):
+    """RELIABILITY G5 (DDP failure propagation)."""
     root = tmp_path_factory.mktemp("g5")
     m = badinputs.write_imagefolder_mixed(str(root / "train"), 88, kinds=[1, 2, 3, 4, 5, 7, 8, 15], size=16)
     t = time.perf_counter()
@@ -334,7 +348,8 @@ def _documented_rank_ids(n, batch, seed, epoch, rank, world):
 
 
 @pytest.mark.parametrize("backend", ["torch", "dali"])
-def test_h3_each_ranks_ids_for_epochs_0_to_2_equal_the_documented_assignment_from_seed_and_epoch(data, backend):
+def test_each_ranks_ids_for_epochs_0_to_2_equal_the_documented_assignment_from_seed_and_epoch(data, backend):
+    """RELIABILITY H3 (shard rotation)."""
     t = time.perf_counter()
     checked = 0
     for world, batch in ((2, 8), (3, 5)):

@@ -1,6 +1,6 @@
-"""One gloo rank for test_matrix_extra.py (C3, H1, G5). Run as a script:
+"""One gloo rank for test_loader_determinism_ranks_and_shutdown.py (C3, H1, G5). Run as a script:
 
-    matrix_worker.py MODE RANK WORLD INIT_FILE DATA OUT
+    loader_rank_worker.py MODE RANK WORLD INIT_FILE DATA OUT
 
 MODE "oracle": a real Loader (torch backend, no workers) with a weighted DifficultyOracle, 3 epochs;
 each rank reports losses that depend on the rank (uneven). After every epoch it writes the oracle table

@@ -1,7 +1,7 @@
-"""Child processes for test_matrix_rest.py (F2, G5 with a hanging rank). Run as a script:
+"""Child processes for test_loader_costs_memory_and_hangs.py (F2, G5 with a hanging rank). Run as a script:
 
-    rest_worker.py f2 DATA STEPS MAX_PIXELS OUT
-    rest_worker.py g5hang RANK WORLD PORT DATA FIFO OUT
+    rss_and_hang_worker.py f2 DATA STEPS MAX_PIXELS OUT
+    rss_and_hang_worker.py g5hang RANK WORLD PORT DATA FIFO OUT
 
 ``f2``: a DALI training loader (skip) over DATA for STEPS steps in a fresh process; writes JSON with the
 resident memory (MB) of this process and of its source workers after every step, and the skip report.

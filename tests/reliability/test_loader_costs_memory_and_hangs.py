@@ -1,6 +1,7 @@
-"""RELIABILITY Part 3, the rows added last: A3 (skip cost), A4 (error attribution under prefetch), A8
-(error-and-recover cycles), B9 (resume cost), F1 (RSS over 2,000 steps), F2 (a 144 Mpx outlier), G5 with a
-hanging rank, and the weighted policy's rule for skipped ids (C4's companion).
+"""What bad samples, resumes and long runs cost the loader in time and memory, and how a hanging rank
+fails. RELIABILITY A3 (skip cost), A4 (error attribution under prefetch), A8 (error-and-recover cycles),
+B9 (resume cost), F1 (RSS over 2,000 steps), F2 (a 144 Mpx outlier), G5 with a hanging rank, and the
+weighted policy's rule for skipped ids (C4's companion).
 
 Figures are printed; run with ``pytest -s`` to see them. Timing rows compare runs interleaved in one
 process and take medians, since the 2-core CI machine is shared; the one ratio too noisy for that (A3's
@@ -20,12 +21,16 @@ import psutil
 import pytest
 
 from vitdata import DataError, LoaderConfig, create_loader
-from vitdata.datasets import badinputs, selfid
+from vitdata.datasets import selfid
 from vitdata.loader import AugmentConfig, Loader
 from vitdata.pipelines.source import check_sample, resolve_sample
+import badinputs
 from .conftest import FULL_VIEW, skip_corpus
 
-WORKER = Path(__file__).with_name("rest_worker.py")
+# Long runs (2,000 steps, 100 error cycles, 8,000-sample epochs) and child processes: deselected by `make test-quick`.
+pytestmark = pytest.mark.heavy
+
+WORKER = Path(__file__).with_name("rss_and_hang_worker.py")
 # kinds a header check refuses by content (the after-index kinds would make a rebuilt index drop the file)
 CONTENT_KINDS = (1, 2, 3, 4, 5, 7, 8, 15, 19, 20, 23)
 
@@ -84,8 +89,10 @@ def _a3_run(data, backend="dali"):
     return n / dt, reports
 
 
-def test_a3_a_skipped_sample_costs_well_under_5_ms_beyond_its_failed_read_and_no_sleep(a3_data, monkeypatch):
-    """The robust A3 criterion, in CI. For every bad position of 2 epochs' orders, the skip path
+def test_a_skipped_sample_costs_well_under_5_ms_beyond_its_failed_read_and_no_sleep(a3_data, monkeypatch):
+    """RELIABILITY A3 (skip cost).
+
+    The robust A3 criterion, in CI. For every bad position of 2 epochs' orders, the skip path
     (``resolve_sample``: the failed check, then the substitute's read) is timed against the failed check
     plus the read of the substitute that a good sample would have cost anyway; the minimum of 5 repeats
     per position removes scheduler noise. The main process's accounting of each skip (``Loader._account``)
@@ -148,8 +155,10 @@ def test_a3_a_skipped_sample_costs_well_under_5_ms_beyond_its_failed_read_and_no
 
 
 @pytest.mark.slow
-def test_a3_one_percent_bad_samples_keep_97_percent_of_the_all_good_throughput(a3_data):
-    """Throughput over 2 epochs (after the first batch) of the 1 %-bad set against the all-good set, DALI
+def test_one_percent_bad_samples_keep_97_percent_of_the_all_good_throughput(a3_data):
+    """RELIABILITY A3 (skip cost).
+
+    Throughput over 2 epochs (after the first batch) of the 1 %-bad set against the all-good set, DALI
     backend, runs interleaved in one process, median of 3 each. ``slow``: on the shared 2-core CI machine
     two identical runs differ by more than 3 %, so CI checks the per-sample skip cost instead (above)."""
     good, mixed, _ = a3_data
@@ -186,8 +195,10 @@ def a4_data(tmp_path_factory):
 
 @pytest.mark.parametrize("backend", ["dali", "torch"])
 @pytest.mark.parametrize("prefetch", [1, 4])
-def test_a4_with_prefetch_1_and_4_each_data_error_names_the_bad_sample_itself(a4_data, backend, prefetch):
-    """on_error="raise", 2 workers: the DataError names the bad sample's id and path and comes at its own
+def test_with_prefetch_1_and_4_each_data_error_names_the_bad_sample_itself(a4_data, backend, prefetch):
+    """RELIABILITY A4 (error attribution under prefetch).
+
+    on_error="raise", 2 workers: the DataError names the bad sample's id and path and comes at its own
     step, although with prefetch 4 the next bad sample was already read ahead. Iterating on (the error
     consumes its step) gives the second one, again by its own id."""
     data, targets = a4_data
@@ -229,8 +240,10 @@ def _tree_mb(proc):
 
 
 @pytest.mark.parametrize("backend,how", [("dali", "recover"), ("torch", "recover"), ("dali", "recreate")])
-def test_a8_a_hundred_error_and_recover_cycles_leave_resident_memory_flat(a8_data, backend, how):
-    """One cycle: a DataError from a bad sample (evaluation, on_error="raise"), caught as a user would.
+def test_a_hundred_error_and_recover_cycles_leave_resident_memory_flat(a8_data, backend, how):
+    """RELIABILITY A8 (recovery after decode errors).
+
+    One cycle: a DataError from a bad sample (evaluation, on_error="raise"), caught as a user would.
     ``recover``: iterate the same loader on (the error consumed its step), through 10 epochs of 10 errors.
     ``recreate``: close the loader and build a new one, which reads up to its first error. Resident memory of
     this process and its workers after every cycle; drift = max after cycle 20 minus the value at cycle 20
@@ -292,8 +305,10 @@ def _b9_cfg(data, backend, workers):
 
 
 @pytest.mark.parametrize("backend", ["dali", "torch"])
-def test_b9_the_first_batch_after_a_resume_at_10_or_90_percent_comes_as_fast_as_a_cold_start(b9_data, backend):
-    """An epoch of 8,000 tiny samples (500 steps). States at steps 50 and 450 (JSON round trip). Time to
+def test_the_first_batch_after_a_resume_at_10_or_90_percent_comes_as_fast_as_a_cold_start(b9_data, backend):
+    """RELIABILITY B9 (resume cost).
+
+    An epoch of 8,000 tiny samples (500 steps). States at steps 50 and 450 (JSON round trip). Time to
     first batch: cold = a new loader's first ``next``; resumed = ``load_state_dict`` plus the first ``next``
     of a new loader (its construction, identical in both, is outside). 7 interleaved repeats; the minimum
     of each is the cost without the shared machine's scheduling noise (medians are printed too): resumed
@@ -344,8 +359,10 @@ def test_b9_the_first_batch_after_a_resume_at_10_or_90_percent_comes_as_fast_as_
 
 # -- F1 ----------------------------------------------------------------------------------------------
 
-def test_f1_rss_stays_flat_over_2000_cpu_steps_after_200_warm_up_steps(tmp_path_factory):
-    """Training loader (torch backend in process, RandAugment magnitude 9) over 96 samples, batch 4: 2,200
+def test_rss_stays_flat_over_2000_cpu_steps_after_200_warm_up_steps(tmp_path_factory):
+    """RELIABILITY F1 (resident memory flat).
+
+    Training loader (torch backend in process, RandAugment magnitude 9) over 96 samples, batch 4: 2,200
     steps, 92 epochs. RSS after each of the last 2,000 steps: least-squares slope <= 1 MB per 1,000 steps
     and (max - min) <= 5 % of min. (This replaces the 500-step version: 2,000 steps fit in CI.)"""
     root = tmp_path_factory.mktemp("f1") / "train"
@@ -394,8 +411,10 @@ def _f2_run(data, steps, max_pixels, out):
     return _median(d["main"][half:]), _median(d["workers"][half:]), d
 
 
-def test_f2_a_144_mpx_outlier_refused_by_the_pixel_budget_leaves_the_rss_plateau_unchanged(f2_data, tmp_path):
-    """Each run is a fresh process (DALI backend, skip, default 64 Mpx budget) for 300 steps (25 epochs);
+def test_a_144_mpx_outlier_refused_by_the_pixel_budget_leaves_the_rss_plateau_unchanged(f2_data, tmp_path):
+    """RELIABILITY F2 (a pixel outlier).
+
+    Each run is a fresh process (DALI backend, skip, default 64 Mpx budget) for 300 steps (25 epochs);
     the plateau is the median RSS over the second half, for the process (where DALI decodes) and for its
     source worker (where the header is checked). With the outlier: within 5 % of the plain set's, both,
     and the outlier is skipped as too_many_pixels every epoch. Control: the same set with the budget
@@ -422,9 +441,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_g5_a_rank_whose_read_hangs_makes_the_waiting_rank_fail_within_the_collective_timeout(tmp_path_factory,
-                                                                                            tmp_path):
-    """2 gloo ranks set up by ``vitdata.train.setup_distributed`` with ``dist_timeout=10``; rank 1's read of
+def test_a_rank_whose_read_hangs_makes_the_waiting_rank_fail_within_the_collective_timeout(tmp_path_factory,
+                                                                                           tmp_path):
+    """RELIABILITY G5 (DDP failure propagation).
+
+    2 gloo ranks set up by ``vitdata.train.setup_distributed`` with ``dist_timeout=10``; rank 1's read of
     its 4th step blocks for good (a blocking open of a FIFO nobody writes), so it never reaches that step's
     all-reduce. Rank 0 must exit with the process group's timeout error within 10 + 10 s of the stall,
     not hang. Rank 1 stays blocked (nothing can interrupt a hung read) and is killed by the test."""

@@ -1,0 +1,143 @@
+"""Internal consistency of a loader state, checked when it is loaded (issue 13 items 4 and 13).
+
+A state holds where the loader stands several times over: the top-level ``epoch`` and ``position``, the
+sampler's own ``epoch`` and ``position``, and for DALI the backend's loader epoch, the step its DALI epoch
+begins at (``offset``), the steps of it delivered (``done``), its length (``samples``), the DALI epoch
+(``dali_epoch``) and the checkpoint, which records DALI's own ``{"iter": done, "epoch_idx": dali_epoch}``.
+They agree in every state :meth:`vitdata.loader.Loader.state_dict` writes; an edited or damaged state
+whose values disagree is refused here with a :class:`~vitdata.errors.StateError` naming the field,
+instead of loading and then skipping batches, failing at the first batch, or reporting a decode error.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import numbers
+import re
+
+from vitdata.errors import StateError
+
+_PIPELINE_DATA = re.compile(rb'\{"iter": (\d+), "epoch_idx": (\d+)\}')
+
+
+def _int(value, field: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise StateError(f"loader state field {field} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_loader_state(state: dict, *, steps_per_epoch: int, batch_size: int, elastic: bool) -> None:
+    """Refuse (StateError naming the field) a state whose fields disagree. ``steps_per_epoch`` and
+    ``batch_size``: this loader's, after the state's sampler (and plan) were loaded."""
+    epoch = _int(state.get("epoch"), "epoch")
+    position = _int(state.get("position"), "position")
+    sampler = state.get("sampler")
+    if not isinstance(sampler, dict):
+        raise StateError("loader state has no sampler state (field sampler)")
+    for key, top in (("epoch", epoch), ("position", position)):
+        if key in sampler and sampler[key] != top:
+            raise StateError(f"loader state's {key} {top} differs from its sampler's ({sampler[key]!r}) "
+                             f"(fields {key}, sampler.{key})")
+    if position > steps_per_epoch:
+        raise StateError(f"loader state's position {position} is past the end of the epoch ({steps_per_epoch} "
+                         f"steps on this rank) (field position)")
+    finished = bool(state.get("finished"))
+    started = bool(state.get("started")) or finished
+    if finished and position != steps_per_epoch:
+        raise StateError(f"loader state marks its epoch finished at position {position} of {steps_per_epoch} "
+                         f"steps (fields finished, position)")
+    if not started and position:
+        raise StateError(f"loader state has not started its epoch but stands at position {position} "
+                         f"(fields started, position)")
+    backend = state.get("backend") or {}
+    if backend and not elastic and "checkpoint" in backend:
+        check_dali_state(backend, epoch=epoch, position=position, started=started, batch_size=batch_size,
+                         steps_per_epoch=steps_per_epoch)
+
+
+def check_dali_state(b: dict, *, epoch: int, position: int, started: bool, batch_size: int,
+                     steps_per_epoch: int) -> None:
+    """The DALI backend's part: its fields, its checkpoint, and both against the top-level point."""
+    ck = checkpoint_bytes(b.get("checkpoint"))
+    fields = {k: _int(b.get(k), f"backend.{k}") for k in ("dali_epoch", "epoch", "offset", "done", "samples")}
+    found = _PIPELINE_DATA.findall(ck)
+    if len(found) != 1:
+        raise StateError("loader state's DALI checkpoint is damaged: it does not hold DALI's iteration record "
+                         "(field backend.checkpoint)")
+    it, dali_epoch = int(found[0][0]), int(found[0][1])
+    if dali_epoch != fields["dali_epoch"]:
+        raise StateError(f"loader state's DALI epoch {fields['dali_epoch']} differs from its checkpoint's "
+                         f"({dali_epoch}) (field backend.dali_epoch)")
+    if it != fields["done"]:
+        raise StateError(f"loader state's DALI steps done {fields['done']} differ from its checkpoint's ({it}) "
+                         f"(field backend.done)")
+    at_end = fields["done"] * batch_size >= fields["samples"] > 0
+    if started:
+        if fields["epoch"] != epoch:
+            raise StateError(f"loader state's epoch {epoch} differs from its DALI pipeline's ({fields['epoch']}) "
+                             f"(fields epoch, backend.epoch)")
+        if fields["offset"] + fields["done"] != position:
+            raise StateError(f"loader state's position {position} differs from its DALI pipeline's (offset "
+                             f"{fields['offset']} + done {fields['done']}) (fields position, backend.done)")
+        if fields["samples"] != (steps_per_epoch - fields["offset"]) * batch_size:
+            raise StateError(f"loader state's DALI epoch of {fields['samples']} samples does not match "
+                             f"{steps_per_epoch - fields['offset']} steps of {batch_size} (field backend.samples)")
+    elif not (at_end and fields["epoch"] == epoch - 1):
+        raise StateError(f"loader state is at the start of epoch {epoch} but its DALI pipeline is not at the end "
+                         f"of epoch {epoch - 1} (epoch {fields['epoch']}, {fields['done']} steps done) "
+                         f"(fields epoch, backend.epoch, backend.done)")
+
+
+def checkpoint_bytes(text) -> bytes:
+    """The DALI checkpoint's bytes from its base64 text; StateError naming ``backend.checkpoint`` when the
+    text is not base64 or the bytes are not a whole protobuf message (a truncated or spliced checkpoint)."""
+    if not isinstance(text, str) or not text:
+        raise StateError("loader state has no DALI checkpoint (field backend.checkpoint)")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise StateError(f"loader state's DALI checkpoint is not base64 ({e}) (field backend.checkpoint)") from e
+    if not _is_message(data):
+        raise StateError("loader state's DALI checkpoint is damaged: its bytes are not a whole protobuf message "
+                         "(field backend.checkpoint)")
+    return data
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("varint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _is_message(data: bytes) -> bool:
+    """Whether ``data`` parses as protobuf wire format to its last byte (fields 1.., wire types 0, 1, 2, 5)."""
+    pos, n = 0, len(data)
+    try:
+        while pos < n:
+            key, pos = _varint(data, pos)
+            wire, field = key & 7, key >> 3
+            if field < 1:
+                return False
+            if wire == 0:
+                _, pos = _varint(data, pos)
+            elif wire == 1:
+                pos += 8
+            elif wire == 5:
+                pos += 4
+            elif wire == 2:
+                length, pos = _varint(data, pos)
+                pos += length
+            else:
+                return False
+            if pos > n:
+                return False
+    except ValueError:
+        return False
+    return True
