@@ -403,9 +403,8 @@ class Loader(TrainerAPI):
         if not self.train:
             return images
         plan = self.sampler.plan
-        erase = np.full(len(ids), knobs.erase_ratio, np.float32)
-        if plan is not None and plan.erase_ratio is not None:
-            erase = np.maximum(erase, plan.erase_ratio[ids])
+        from vitdata.policies import boosted_erase_ratio
+        erase = boosted_erase_ratio(knobs.erase_ratio, None if plan is None else plan.erase_ratio, ids)
         if knobs.lowpass_size is None and not (erase > 0).any():
             return images
         from vitdata import kernels

@@ -17,13 +17,15 @@ PSS (Patch Sampling Schedule, METHODS.md section 2)
     standard absolute-position ViT. Mean pooling is available with ``global_pool="avg"``.
 
 DRLoc (dense relative localisation, METHODS.md section 4)
-    An MLP ``2C -> 512 -> ReLU -> 512 -> ReLU -> 2`` on pairs of output patch tokens (CLS dropped),
-    taken *after* the final LayerNorm (the tokens the classifier sees; the paper's ViT variant uses
-    the plain 14x14 output grid). ``pairs`` positions p and q per image are drawn uniformly with
-    replacement. Target ``normalized`` (default, the paper): signed offsets ``(p - q) / k`` per axis,
-    k the grid side; ``abs``: ``|p - q|`` in grid units (what the released scripts train). L1 loss
-    averaged over all pairs. With PSS on, pairs are drawn among the kept tokens and their true grid
-    positions are used. ``drloc_lambda`` gives the ramp-then-decay weight of the released code.
+    An MLP ``2C -> 512 -> ReLU -> 512 -> ReLU -> 2`` on pairs of output patch tokens (CLS dropped).
+    Defaults follow the released code (issue 16 item 6): tokens taken *before* the final LayerNorm
+    (``drloc_tokens="pre-norm"``; ``"post-norm"``: the tokens the classifier sees) and target ``abs``,
+    ``|p - q|`` per axis in grid units, unnormalised (what the shipped scripts train with ``--use_abs``).
+    The paper's variant: target ``normalized``, signed offsets ``(p - q) / k``, k the grid side.
+    ``pairs`` positions p and q per image are drawn uniformly with replacement. L1 loss averaged over
+    all pairs. With PSS on, pairs are drawn among the kept tokens and their true grid positions are
+    used. ``drloc_lambda`` gives the weight over epochs (default ``released``: the shipped schedule,
+    which never reaches 0).
 
 Locality (LocalViT*, METHODS.md section 5a)
     Every block's MLP becomes an inverted-residual feed-forward: Linear C->4C (no bias), h-swish,
@@ -45,7 +47,9 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from vitdata.errors import ConfigError
 
 PSS_MODES = ("magnitude", "random")
-DRLOC_TARGETS = ("normalized", "abs")
+DRLOC_TARGETS = ("abs", "normalized")
+DRLOC_TOKENS = ("pre-norm", "post-norm")
+DRLOC_SCHEDULES = ("released", "ramp-decay", "constant")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -98,7 +102,7 @@ class DRLocHead(nn.Module):
         return self.layers(pairs)
 
 
-def drloc_targets(p: torch.Tensor, q: torch.Tensor, grid: tuple[int, int], target: str = "normalized"
+def drloc_targets(p: torch.Tensor, q: torch.Tensor, grid: tuple[int, int], target: str = "abs"
                   ) -> torch.Tensor:
     """Offsets between flat grid positions p and q (same shape, int64, raster order on an H x W grid).
 
@@ -115,7 +119,7 @@ def drloc_targets(p: torch.Tensor, q: torch.Tensor, grid: tuple[int, int], targe
 
 
 def drloc_loss(head: nn.Module, tokens: torch.Tensor, positions: torch.Tensor, grid: tuple[int, int],
-               pairs: int = 64, target: str = "normalized", generator: Optional[torch.Generator] = None
+               pairs: int = 64, target: str = "abs", generator: Optional[torch.Generator] = None
                ) -> torch.Tensor:
     """Mean L1 error of ``head`` on ``pairs`` random token pairs per image.
 
@@ -132,17 +136,25 @@ def drloc_loss(head: nn.Module, tokens: torch.Tensor, positions: torch.Tensor, g
     return F.l1_loss(pred.float(), t)
 
 
-def drloc_lambda(lam: float, epoch: float, epochs: int, warmup_epochs: float = 0.0,
-                 schedule: str = "ramp-decay") -> float:
-    """DRLoc loss weight at ``epoch``: ``constant``, or ``ramp-decay`` (released code): linear 0 -> lam
-    over ``warmup_epochs``, then linear lam -> 0 at ``epochs``."""
+def drloc_lambda(lam: float, epoch: float, epochs: int, warmup_epochs: Optional[float] = None,
+                 schedule: str = "released") -> float:
+    """DRLoc loss weight at ``epoch`` (0-based) of an ``epochs``-epoch run.
+
+    ``released`` (default): the shipped code, scaled to the run: its loop stops after 100 epochs while its
+    schedule ramps 0 -> lam over 20 epochs and then decays linearly towards 0 at the declared 300, so
+    here: ramp over ``warmup_epochs`` (default 0.2 * epochs), decay towards 0 at 3 * epochs; the weight
+    ends near 0.71 * lam and never reaches 0. ``ramp-decay``: the same ramp (default epochs / 15, i.e.
+    20 of 300) and a decay that reaches 0 at ``epochs``. ``constant``: lam throughout."""
     if schedule == "constant":
         return lam
-    if schedule != "ramp-decay":
-        raise ConfigError(f"unknown DRLoc schedule {schedule!r} (constant, ramp-decay)", fields=("drloc_schedule",))
+    if schedule not in DRLOC_SCHEDULES:
+        raise ConfigError(f"unknown DRLoc schedule {schedule!r} {DRLOC_SCHEDULES}", fields=("drloc_schedule",))
+    if warmup_epochs is None:
+        warmup_epochs = 0.2 * epochs if schedule == "released" else epochs / 15
+    zero_at = 3 * epochs if schedule == "released" else epochs
     if warmup_epochs > 0 and epoch < warmup_epochs:
         return lam * epoch / warmup_epochs
-    return lam * max(0.0, (epochs - epoch) / max(epochs - warmup_epochs, 1e-9))
+    return lam * max(0.0, (zero_at - epoch) / max(zero_at - warmup_epochs, 1e-9))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -209,7 +221,8 @@ class VitdataViT(VisionTransformer):
     pss_mode: Optional[str] = None
     locality: bool = False
     drloc_pairs: int = 64
-    drloc_target: str = "normalized"
+    drloc_target: str = "abs"
+    drloc_tokens: str = "pre-norm"
 
     def set_keep_ratio(self, r: float) -> None:
         """Fraction of tokens (CLS counted) kept in training from the next forward on; 1.0 keeps all."""
@@ -234,6 +247,7 @@ class VitdataViT(VisionTransformer):
         for blk in self.blocks:
             x = blk(x, grid) if self.locality else blk(x)
         self.last_grid, self.last_positions = grid, positions
+        self.last_prenorm = x if getattr(self, "drloc_head", None) is not None else None
         return self.norm(x)
 
     def forward(self, x: torch.Tensor):
@@ -241,7 +255,7 @@ class VitdataViT(VisionTransformer):
         logits = self.forward_head(feats)
         if not (self.training and getattr(self, "drloc_head", None) is not None):
             return logits
-        tokens = feats[:, self.num_prefix_tokens:]
+        tokens = (self.last_prenorm if self.drloc_tokens == "pre-norm" else feats)[:, self.num_prefix_tokens:]
         positions = self.last_positions
         if positions is None:
             positions = torch.arange(tokens.shape[1], device=x.device).expand(tokens.shape[0], -1)
@@ -251,13 +265,15 @@ class VitdataViT(VisionTransformer):
 
 def create_vit(name: str = "vit_tiny_patch16_224", *, num_classes: int, img_size: int = 224,
                locality: bool = False, pss: Optional[str] = None, drloc: bool = False,
-               drloc_pairs: int = 64, drloc_target: str = "normalized", **timm_kwargs) -> VitdataViT:
+               drloc_pairs: int = 64, drloc_target: str = "abs", drloc_tokens: str = "pre-norm",
+               **timm_kwargs) -> VitdataViT:
     """Build timm model ``name`` (a plain ``VisionTransformer``: vit_*/deit_* without distillation) as a
     ``VitdataViT``.
 
     pss: None (off) or a token-selection mode, ``magnitude`` | ``random``; the keep ratio is set per
     step with ``set_keep_ratio``. locality: LocalViT* blocks. drloc: add the DRLoc head
-    (``drloc_pairs`` pairs per image, ``drloc_target`` ``normalized`` | ``abs``). Other keyword
+    (``drloc_pairs`` pairs per image, ``drloc_target`` ``abs`` | ``normalized``, ``drloc_tokens``
+    ``pre-norm`` | ``post-norm``). Other keyword
     arguments go to ``timm.create_model`` (depth, patch_size, embed_dim, drop_path_rate, global_pool...).
     """
     if locality and pss:
@@ -268,6 +284,8 @@ def create_vit(name: str = "vit_tiny_patch16_224", *, num_classes: int, img_size
     if drloc_target not in DRLOC_TARGETS:
         raise ConfigError(f"DRLoc target must be one of {DRLOC_TARGETS}, got {drloc_target!r}",
                           fields=("drloc_target",))
+    if drloc_tokens not in DRLOC_TOKENS:
+        raise ConfigError(f"DRLoc tokens must be one of {DRLOC_TOKENS}, got {drloc_tokens!r}", fields=("drloc_tokens",))
     timm_kwargs.setdefault("dynamic_img_size", True)
     if locality:
         timm_kwargs["block_fn"] = LocalityBlock
@@ -277,8 +295,8 @@ def create_vit(name: str = "vit_tiny_patch16_224", *, num_classes: int, img_size
                           "VisionTransformer (vit_* / deit_*_patch*)", fields=("model",))
     model.__class__ = VitdataViT
     model.pss_mode, model.keep_ratio, model.locality = pss, 1.0, locality
-    model.drloc_pairs, model.drloc_target = int(drloc_pairs), drloc_target
-    model.last_grid, model.last_positions = None, None
+    model.drloc_pairs, model.drloc_target, model.drloc_tokens = int(drloc_pairs), drloc_target, drloc_tokens
+    model.last_grid, model.last_positions, model.last_prenorm = None, None, None
     if drloc:
         model.drloc_head = DRLocHead(model.embed_dim)
     return model
@@ -293,5 +311,5 @@ def count_tokens(model: VitdataViT, img_size: int) -> int:
 
 __all__ = ["create_vit", "VitdataViT", "select_tokens", "num_kept_tokens", "DRLocHead", "drloc_targets",
            "drloc_loss", "drloc_lambda", "LocalityFeedForward", "LocalityBlock", "count_tokens",
-           "PSS_MODES", "DRLOC_TARGETS"]
+           "PSS_MODES", "DRLOC_TARGETS", "DRLOC_TOKENS", "DRLOC_SCHEDULES"]
 

@@ -29,9 +29,10 @@ its definitions could not be retrieved (UNCONFIRMED; see ``METHODS.md``). vitdat
 operational definitions, all configurable:
 
 - difficulty of a sample = ``1 - p_y``. ``p_y`` is the softmax probability of the true class from
-  ``logits`` and ``labels``; with soft (Mixup/CutMix) targets pass ``p_true=`` directly, or 2-D
-  ``labels`` (then ``p_y = sum(softmax * target)``). Without either, ``p_y = exp(-loss)``: exact for
-  cross-entropy with hard labels, a proxy otherwise (label smoothing, soft targets, other losses).
+  ``logits`` and ``labels``; with soft (Mixup/CutMix) targets, the own label's probability over its share
+  of the target (:func:`own_label_p`; 2-D ``labels`` with ``own_labels=``, else the label with the most
+  mass stands in), or ``p_true=`` directly. Without either, ``p_y = exp(-loss)``: exact for
+  cross-entropy with hard labels, a proxy otherwise.
 - ``DDP_e`` = share of the samples visited this epoch whose latest ``p_y >= alpha`` (easy, 0.8);
   ``DDP_h`` = share with ``p_y <= beta`` (hard, 0.3); the rest are moderate.
 - ``KAR_raw(t) = (|DDP_e(t) - DDP_e(t-1)| + |DDP_h(t) - DDP_h(t-1)|) / 2`` (0 at the first epoch),
@@ -67,7 +68,7 @@ from vitdata.policies import (POLICIES, DataCentricPolicy, OracleTable, Policy, 
 from vitdata.sampler import EpochPlan
 
 __all__ = ["DifficultyOracle", "OracleTable", "Policy", "UniformPolicy", "DataCentricPolicy", "PruneEasyPolicy",
-           "WeightedPolicy", "POLICIES", "register_policy", "PERIODS"]
+           "WeightedPolicy", "POLICIES", "register_policy", "PERIODS", "own_label_p"]
 
 PERIODS = ("formation", "growth", "exploration")
 FORMAT_VERSION = 1
@@ -89,6 +90,22 @@ _TABLE = {
 # --------------------------------------------------------------------------------------------------
 # The oracle
 # --------------------------------------------------------------------------------------------------
+
+def own_label_p(logits: torch.Tensor, own: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B,) float32: ``softmax(logits)[own] / target[own]``, clipped to [0, 1].
+
+    logits (B, C); own (B,) int64, each sample's label before Mixup/CutMix; target (B, C) the mixed,
+    label-smoothed soft target. ``target[own]`` is the sample's mixing share of its own label (Mixup
+    lambda or CutMix area, plus the partner's when it has the same class, plus smoothing), so a model
+    that predicts the target exactly scores 1. The dot product ``sum(softmax * target)`` capped such a
+    model near ``sum(target**2)``, so ``DDP_e`` stayed low and a run never left formation.
+    """
+    b = own.shape[0]
+    idx = own.long().reshape(b, 1)
+    prob = torch.softmax(logits.float(), dim=-1).gather(1, idx).reshape(b)
+    share = target.float().gather(1, idx).reshape(b).clamp_min(1e-6)
+    return (prob / share).clamp(0.0, 1.0)
+
 
 def _default_device() -> torch.device:
     if torch.cuda.is_available():
@@ -212,12 +229,14 @@ class DifficultyOracle:
 
     def report(self, ids: torch.Tensor, losses: torch.Tensor, *, logits: torch.Tensor | None = None,
                labels: torch.Tensor | None = None, correct: torch.Tensor | None = None,
-               p_true: torch.Tensor | None = None) -> None:
+               p_true: torch.Tensor | None = None, own_labels: torch.Tensor | None = None) -> None:
         """Record one batch: ``ids`` (B,) int, ``losses`` (B,) float, per sample, before any reduction.
 
         Optional: ``logits`` (B, C) with ``labels`` (B,) int or (B, C) soft targets -> ``p_y`` and
-        ``correct`` (the label's logit is the largest; for soft targets, the label with the most mass); ``p_true`` (B,) the true-class probability (overrides logits);
-        ``correct`` (B,) bool. Without logits or ``p_true``, ``p_y = exp(-loss)``; without logits or
+        ``correct`` (the label's logit is the largest; for soft targets, the label with the most mass);
+        ``own_labels`` (B,) int, with soft ``labels``: each sample's label before mixing (``p_y`` is its
+        probability over its share of the target, :func:`own_label_p`); ``p_true`` (B,) the true-class
+        probability (overrides logits); ``correct`` (B,) bool. Without logits or ``p_true``, ``p_y = exp(-loss)``; without logits or
         ``correct``, ``correct = p_y > 0.5`` (sufficient for argmax == label).
 
         Never synchronises with the device when the tensors live on the oracle's device (the loader's
@@ -243,8 +262,11 @@ class DifficultyOracle:
         if p_true is not None:
             p = p_true.detach().to(device=dev, dtype=torch.float32).reshape(b)
         elif logits is not None:
-            prob = torch.softmax(lg, dim=-1)
-            p = (prob * lab.float()).sum(-1) if lab.dim() == 2 else prob.gather(1, hard.reshape(b, 1)).reshape(b)
+            if lab.dim() == 2:
+                own = hard if own_labels is None else own_labels.detach().to(device=dev).long().reshape(b)
+                p = own_label_p(lg, own, lab)
+            else:
+                p = torch.softmax(lg, dim=-1).gather(1, hard.reshape(b, 1)).reshape(b)
         else:
             p = torch.exp(-loss)
         if correct is not None:

@@ -16,7 +16,20 @@ from vitdata.errors import ConfigError
 from vitdata.sampler import EpochPlan
 
 __all__ = ["OracleTable", "Policy", "UniformPolicy", "DataCentricPolicy", "PruneEasyPolicy", "WeightedPolicy",
-           "POLICIES", "register_policy"]
+           "POLICIES", "register_policy", "boosted_erase_ratio", "MAX_ERASE_RATIO"]
+
+
+MAX_ERASE_RATIO = 0.9   # a boosted PatchErasing ratio never blanks the whole image
+
+
+def boosted_erase_ratio(schedule_ratio: float, boost: np.ndarray | None, ids: np.ndarray) -> np.ndarray:
+    """(B,) float32 PatchErasing ratio of the samples ``ids``: the schedule's ratio plus the plan's
+    per-sample boost (``boost[ids]``; None = no plan), clipped to ``MAX_ERASE_RATIO`` (issue 16 item 3:
+    taking the larger of the two left a 0.3 boost on a 0.3 recipe ratio without effect)."""
+    erase = np.full(len(ids), schedule_ratio, np.float32)
+    if boost is not None:
+        erase = np.minimum(erase + boost[ids], np.float32(max(MAX_ERASE_RATIO, schedule_ratio)))
+    return erase.astype(np.float32)
 
 
 @dataclasses.dataclass
@@ -96,7 +109,9 @@ class DataCentricPolicy(Policy):
     moves a strength ``s`` in [0, 1]: ``s += gain * (DDP_e - target_easy)`` each epoch, so the measured
     ``DDP_e`` is pushed toward ``target_easy``. Easy samples get ``aug_magnitude = s * max_magnitude``
     (added to the schedule's RandAugment magnitude, timm 0..10 scale) and ``erase_ratio = s * max_erase``
-    (PatchErasing; the loader uses ``max(schedule, this)``); moderate, hard and unseen samples get 0.
+    (PatchErasing, also added to the schedule's ratio: :func:`boosted_erase_ratio`); moderate, hard and
+    unseen samples get 0. Both are boosts on top of the schedule, so they act even when the recipe erases
+    every sample (the data-centric recipe's 0.3, the "PatchErasing + AutoErasing" sweep's starting ratio).
     In formation ``s`` stays 0 and the plan is empty.
     """
     name = "data-centric"

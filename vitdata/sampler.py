@@ -112,7 +112,8 @@ class EpochPlan:
     - ``kept`` bool: only these ids this epoch, each once. With ``weights`` too, the draw is restricted
       to the kept ids.
     - ``aug_magnitude`` float32: added to the schedule's RandAugment magnitude (timm 0..10 scale).
-    - ``erase_ratio`` float32 in [0, 1]: per-sample PatchErasing ratio, used as max(schedule, this).
+    - ``erase_ratio`` float32 in [0, 1]: per-sample PatchErasing boost, added to the schedule's ratio
+      (:func:`vitdata.policies.boosted_erase_ratio`).
     - ``loss_weight`` float32 >= 0: per-sample loss weight (prune-easy rescaling); 1 = unchanged.
     - ``num_draws``: draws in weights mode (default N); only meaningful with ``weights``.
 

@@ -16,8 +16,9 @@ Rules (all JSON-serialisable dataclasses):
 - :class:`PSS` ``(kind, start, end, cooldown)``: the patch-sampling schedule's keep ratio
   (:func:`pss_keep_ratio`), per iteration.
 
-Named schedules come from :func:`make_schedule` (``constant``, ``efficienttrain``, ``efficienttrain++``,
-``linear``, ``progressive-size``); :func:`combine` stacks them, e.g. EfficientTrain's magnitudes with the
+Named schedules (:mod:`vitdata.named_schedules`, re-exported here) come from :func:`make_schedule`
+(``constant``, ``efficienttrain``, ``efficienttrain++``, ``linear``, ``progressive-size``); :func:`combine`
+stacks them, e.g. EfficientTrain's magnitudes with the
 1-GPU/24 h size curriculum and PSS::
 
     base = make_schedule("efficienttrain", epochs=300, steps_per_epoch=1251)
@@ -114,7 +115,8 @@ def pss_drop_ratio(kind: str, epoch: int, step: int, epochs: int, steps_per_epoc
       cooldown) * steps_per_epoch), p clamped to [0, 1].
     - ``cosine``: r = end + (start - end) * (1 + cos(pi p)) / 2, same p.
 
-    Then r is clamped to [0, 1] and rounded to the nearest 0.2 (halves up). From epoch ``epochs -
+    Then r is clamped to [0, 1] and rounded to the nearest 0.2 (ties to even, Python's ``round`` as in
+    the PSS code: r = 0.5 gives 0.4). From epoch ``epochs -
     cooldown`` on r = 0 (full tokens). ``cooldown`` defaults to round(10 * epochs / 300), i.e. 10 epochs
     of a 300-epoch run as in the PSS DeiT configs. Evaluation uses r = 0 (not this function).
     """
@@ -136,7 +138,7 @@ def pss_drop_ratio(kind: str, epoch: int, step: int, epochs: int, steps_per_epoc
             r = start + (end - start) * p
         else:
             r = end + (start - end) * (1.0 + math.cos(math.pi * p)) / 2.0
-    k = _round_half_up(min(max(r, 0.0), 1.0) * 5.0)
+    k = round(min(max(r, 0.0), 1.0) * 5.0)  # Python's round: ties to even, as the PSS code
     return k / 5.0
 
 
@@ -147,15 +149,16 @@ def pss_keep_ratio(kind: str, epoch: int, step: int, epochs: int, steps_per_epoc
     Computed as (5 - k) / 5 so the five values are exact decimals' nearest floats.
     """
     r = pss_drop_ratio(kind, epoch, step, epochs, steps_per_epoch, start, end, cooldown)
-    return (5 - _round_half_up(r * 5)) / 5.0
+    return (5 - round(r * 5)) / 5.0
 
 
 def pss_num_tokens(keep_ratio: float, num_tokens: int = 197) -> int:
-    """Tokens kept, CLS included: round(keep_ratio * num_tokens), at least 1 (the CLS token).
+    """Tokens kept, CLS included: round(keep_ratio * num_tokens) (ties to even, as the PSS code's
+    ``round``), at least 1 (the CLS token).
 
     For ViT-S/16 at 224 (197 tokens): 1.0 -> 197, 0.8 -> 158, 0.6 -> 118, 0.4 -> 79, 0.2 -> 39.
     """
-    return max(1, _round_half_up(keep_ratio * num_tokens))
+    return max(1, round(keep_ratio * num_tokens))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -454,169 +457,15 @@ def combine(base: Schedule, **overrides: Any) -> Schedule:
                     round_sizes=base.round_sizes, name="+".join(names), **rules)
 
 
-# --------------------------------------------------------------------------------------------------
-# Named schedules
-# --------------------------------------------------------------------------------------------------
-
-# EfficientTrain (ICCV 2023) stages: fraction of the run where each stage starts, Fourier crop B at 224 px,
-# RandAugment magnitude. At 300 epochs: 0-59 160/m1, 60-119 160/m3, 120-179 160/m5, 180-239 192/m7,
-# 240-299 224/m9 (METHODS.md section 3, ET_training.py).
-ET_STAGE_FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8)
-ET_SIZES_224 = (160, 160, 160, 192, 224)
-ET_MAGNITUDES = (1, 3, 5, 7, 9)
-# EfficientTrain++ DeiT-S resolution list: one entry per segment, magnitude = segment index.
-ETPP_SIZES_224 = (96, 96, 160, 160, 160, 160, 192, 192, 224, 224)
+# Named schedules live in vitdata/named_schedules.py, which builds on the classes above; its public names
+# are served from here lazily (PEP 562), so either module can be imported first.
+_NAMED = ("ET_MAGNITUDES", "ET_SIZES_224", "ET_STAGE_FRACTIONS", "ETPP_SIZES_224", "SCHEDULE_NAMES",
+          "curriculum_schedule", "make_schedule", "ComputeLR", "size_epoch_step", "et_stage_starts",
+          "check_stages_kept")
 
 
-def _even(x: float) -> int:
-    return 2 * _round_half_up(x / 2)
-
-
-def _stage_table(starts: list[int], values: list[Any]) -> EpochTable:
-    """EpochTable from stage starts that may collide in a short run: at equal starts the later stage wins."""
-    table: dict[int, Any] = {}
-    for s, v in zip(starts, values):
-        table[s] = v
-    keys = sorted(table)
-    return EpochTable(tuple(keys), tuple(table[k] for k in keys))
-
-
-def _efficienttrain(epochs, spe, image_size, *, lowpass=True, sizes=ET_SIZES_224, magnitudes=ET_MAGNITUDES):
-    if len(sizes) != len(ET_STAGE_FRACTIONS) or len(magnitudes) != len(ET_STAGE_FRACTIONS):
-        raise ConfigError("efficienttrain needs 5 sizes and 5 magnitudes", ("sizes", "magnitudes"))
-    # Stage k starts at round_half_up(fraction_k * epochs): 60/120/180/240 at 300 epochs.
-    starts = [_round_half_up(f * epochs) for f in ET_STAGE_FRACTIONS]
-    # Sizes scale with image_size / 224 and are rounded to even (the Fourier crop keeps B/2 frequencies
-    # per side); a patch_size on the schedule rounds them further.
-    scaled = [_even(b * image_size / 224) for b in sizes]
-    size_rule = _stage_table(starts, [None if b >= image_size else b for b in scaled])
-    rules = {"randaug_magnitude": _stage_table(starts, [float(m) for m in magnitudes])}
-    if lowpass:
-        rules.update(image_size=Constant(image_size), lowpass_size=size_rule)
-    else:  # resize to B instead of the Fourier crop (what ET++ does)
-        rules.update(image_size=_stage_table(starts, [image_size if b is None else b for b in size_rule.values]),
-                     lowpass_size=Constant(None))
-    return rules
-
-
-def _efficienttrain_pp(epochs, spe, image_size, *, sizes=ETPP_SIZES_224):
-    # Segments cost the same compute: a segment at side r lasts ∝ (image_size / r)^2 real epochs. The
-    # durations are scaled so the segments fill `epochs` and stage k starts at round_half_up(cumulative).
-    scaled = [_even(r * image_size / 224) for r in sizes]
-    cost = [(image_size / r) ** 2 for r in scaled]
-    total, acc, starts = sum(cost), 0.0, []
-    for c in cost:
-        starts.append(_round_half_up(acc / total * epochs))
-        acc += c
-    return {"image_size": _stage_table(starts, scaled),
-            "randaug_magnitude": _stage_table(starts, [float(k) for k in range(len(sizes))]),
-            "lowpass_size": Constant(None)}
-
-
-def _linear(epochs, spe, image_size, *, magnitude=(0.0, 9.0), size=None, per="epoch", shape="linear",
-            ramp_start=0, ramp_end=None):
-    # Ramps span [ramp_start, ramp_end]; ramp_end defaults to the last epoch (per="epoch": the final
-    # epoch reaches `end`) or the run's end (per="step").
-    t1 = (epochs - 1 if per == "epoch" else epochs) if ramp_end is None else ramp_end
-    rules: dict[str, Rule] = {"image_size": Constant(image_size)}
-    if magnitude is not None:
-        rules["randaug_magnitude"] = Ramp(float(magnitude[0]), float(magnitude[1]), ramp_start, t1, shape, per)
-    if size is not None:
-        rules["image_size"] = Ramp(float(size[0]), float(size[1]), ramp_start, t1, shape, per)
-    return rules
-
-
-def _progressive_size(epochs, spe, image_size, *, init_size=32, step_px=32, epoch_step=None):
-    # 1-GPU/24 h curriculum: init_size, +step_px every epoch_step epochs, capped at image_size. The paper
-    # steps every 5 epochs inside a 24 h budget whose epoch count is not confirmed. Default rule: the ramp
-    # takes the first half of the run, epoch_step = max(1, epochs // (2 * increments)), which is 5 for a
-    # 60-epoch run at 224 px (6 increments). Pass epoch_step=5 to pin the paper's value.
-    init_size = _int(init_size, "init_size", 1)
-    step_px = _int(step_px, "step_px", 1)
-    if init_size > image_size:
-        raise ConfigError(f"init_size {init_size} exceeds image_size {image_size}", ("init_size", "image_size"))
-    increments = -(-(image_size - init_size) // step_px)
-    if epoch_step is None:
-        epoch_step = max(1, epochs // (2 * increments)) if increments else 1
-    epoch_step = _int(epoch_step, "epoch_step", 1)
-    starts = [k * epoch_step for k in range(increments + 1)]
-    sizes = [min(image_size, init_size + k * step_px) for k in range(increments + 1)]
-    return {"image_size": EpochTable(tuple(starts), tuple(sizes))}
-
-
-def _constant(epochs, spe, image_size):
-    return {"image_size": Constant(image_size)}
-
-
-_BUILDERS = {"constant": _constant, "efficienttrain": _efficienttrain, "efficienttrain++": _efficienttrain_pp,
-             "linear": _linear, "progressive-size": _progressive_size}
-SCHEDULE_NAMES = tuple(_BUILDERS)
-
-
-def make_schedule(name: str, epochs: int, steps_per_epoch: int, image_size: int = 224, **kw: Any) -> Schedule:
-    """A named schedule for a run of ``epochs`` x ``steps_per_epoch`` at final side ``image_size``.
-
-    Names and their own keywords:
-
-    - ``constant``: every knob constant.
-    - ``efficienttrain``: the ICCV stepwise table scaled to ``epochs`` (stages start at round(0.2k *
-      epochs)), RandAug m 1/3/5/7/9, low-pass B 160/160/160/192/224 scaled by image_size / 224 and rounded
-      to even; ``lowpass=False`` resizes to B instead; ``sizes``, ``magnitudes`` override the table.
-    - ``efficienttrain++``: ET++ segments (``sizes``, default DeiT-S 96x2, 160x4, 192x2, 224x2) resized to,
-      durations ∝ (image_size / r)^2 filling ``epochs``, magnitude = segment index.
-    - ``linear``: ``magnitude=(start, end)`` (default (0, 9); None keeps it constant) and/or ``size=(start,
-      end)``; ``per`` "epoch"|"step", ``shape`` "linear"|"cosine", ``ramp_start``/``ramp_end`` epochs.
-    - ``progressive-size``: ``init_size`` 32, ``step_px`` 32, ``epoch_step`` (default: the ramp takes the
-      first half of the run, see ``_progressive_size``).
-
-    Keywords for every name: ``patch_size``, ``round_sizes`` (see :class:`Schedule`); ``pss`` ("cyclic" |
-    "linear" | "cosine") with ``pss_start`` 0.8, ``pss_end`` -0.1, ``pss_cooldown`` for the keep ratio; and
-    any Knobs field the schedule does not set itself, as a constant or a Rule (e.g. ``erase_ratio=0.3``).
-    """
-    if name not in _BUILDERS:
-        raise ConfigError(f"unknown schedule {name!r}; known: {list(_BUILDERS)}", ("schedule",))
-    epochs = _int(epochs, "epochs", 1)
-    steps_per_epoch = _int(steps_per_epoch, "steps_per_epoch", 1)
-    image_size = _int(image_size, "image_size", 1)
-    common = {k: kw.pop(k) for k in ("patch_size", "round_sizes") if k in kw}
-    pss = kw.pop("pss", None)
-    pss_kw = {k: kw.pop(f"pss_{k}") for k in ("start", "end", "cooldown") if f"pss_{k}" in kw}
-    knob_kw = {k: kw.pop(k) for k in list(kw) if k in KNOBS}
-    try:
-        rules = _BUILDERS[name](epochs, steps_per_epoch, image_size, **kw)
-    except TypeError as e:
-        raise ConfigError(f"bad keywords for schedule {name!r}: {e}", tuple(kw)) from e
-    clash = set(knob_kw) & set(rules)
-    if clash:
-        raise ConfigError(f"schedule {name!r} sets {sorted(clash)} itself; use combine() to override",
-                          tuple(sorted(clash)))
-    rules.update(knob_kw)
-    if pss is not None:
-        if "keep_ratio" in rules:
-            raise ConfigError("pass either pss or keep_ratio", ("pss", "keep_ratio"))
-        rules["keep_ratio"] = PSS(pss, **pss_kw)
-    elif pss_kw:
-        raise ConfigError(f"{sorted('pss_' + k for k in pss_kw)} given without pss", ("pss",))
-    label = name if pss is None else f"{name}+pss-{pss}"
-    return Schedule(epochs=epochs, steps_per_epoch=steps_per_epoch, name=label, **common, **rules)
-
-
-def curriculum_schedule(epochs: int, steps_per_epoch: int, image_size: int, *, patch_size: int,
-                        curriculum: str | None = None, size_curriculum: bool = False, pss: str | None = None,
-                        erase_ratio: float = 0.0, randaug_magnitude: float = 5.0) -> Schedule:
-    """The schedule of ``vitdata train``'s method switches: a data ``curriculum`` (a named schedule;
-    None = constant at ``randaug_magnitude``), with the 1-GPU/24 h progressive size on top when
-    ``size_curriculum`` (from 2 patches, growing by 2 patches: 32 -> 224 px at patch 16), the PSS keep
-    ratio ``pss`` and a constant PatchErasing ``erase_ratio``."""
-    extra: dict[str, Any] = {"patch_size": patch_size, "erase_ratio": erase_ratio}
-    if pss:
-        extra["pss"] = pss
-    name = curriculum or "constant"
-    if name == "constant":
-        extra["randaug_magnitude"] = randaug_magnitude
-    sched = make_schedule(name, epochs, steps_per_epoch, image_size, **extra)
-    if size_curriculum:
-        sizes = make_schedule("progressive-size", epochs, steps_per_epoch, image_size,
-                              init_size=min(2 * patch_size, image_size), step_px=2 * patch_size, patch_size=patch_size)
-        sched = combine(sched, image_size=sizes)
-    return sched
+def __getattr__(name: str):
+    if name in _NAMED:
+        from vitdata import named_schedules
+        return getattr(named_schedules, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

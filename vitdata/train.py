@@ -54,6 +54,7 @@ class TrainConfig:
     data: Optional[str] = _f(None, "dataset root holding train/ and val/ (ImageFolder or tar shards)")
     train: Optional[str] = _f(None, "training split (overrides --data)")
     val: Optional[str] = _f(None, "validation split (overrides --data)")
+    test: Optional[str] = _f(None, "test split, evaluated once at the end of the run (result.json test_*)")
     synthetic_samples: int = _f(10000, "size of the built-in synthetic dataset used when no data is given")
     backend: str = _f("auto", "loader backend", choices=("auto", "dali", "torch"))
     workers: int = _f(2, "loader source workers (0 = read in the loader's own thread) and DALI threads "
@@ -87,15 +88,22 @@ class TrainConfig:
     curriculum: Optional[str] = _f(None, "data curriculum: EfficientTrain low-pass + RandAug schedule",
                                    choices=("efficienttrain", "efficienttrain++"))
     size_curriculum: bool = _f(False, "progressive image size (1-GPU/24 h paper)")
+    size_epoch_step: int = _f(0, "epochs per size of --size-curriculum (0 = the paper's 5, fewer when the run "
+                                 "is too short for every size to get 5; the last size is always trained on)")
     locality: bool = _f(False, "LocalViT* inverted-residual feed-forward in every block")
     pss: Optional[str] = _f(None, "patch sampling schedule", choices=("cyclic", "linear", "cosine"))
     pss_mode: str = _f("magnitude", "PSS token choice", choices=("magnitude", "random"))
     patch_erasing: float = _f(0.0, "PatchErasing ratio of patches (0 = off)")
     oracle: Optional[str] = _f(None, "difficulty oracle policy",
                                choices=("uniform", "data-centric", "prune-easy", "weighted"))
-    drloc: float = _f(0.0, "DRLoc loss weight lambda (0 = off)")
-    drloc_target: str = _f("normalized", "DRLoc offset target", choices=("normalized", "abs"))
-    drloc_schedule: str = _f("ramp-decay", "DRLoc lambda over epochs", choices=("ramp-decay", "constant"))
+    drloc: float = _f(0.0, "DRLoc loss weight lambda (0 = off; the released code: 0.1 for ViT-like models)")
+    drloc_target: str = _f("abs", "DRLoc offset target (abs: released code; normalized: the paper)",
+                           choices=("abs", "normalized"))
+    drloc_tokens: str = _f("pre-norm", "DRLoc tokens: before (released code) or after the final LayerNorm",
+                           choices=("pre-norm", "post-norm"))
+    drloc_schedule: str = _f("released", "DRLoc lambda over epochs (released: ramp, then a decay that never "
+                                         "reaches 0; ramp-decay: to 0 at the end)",
+                             choices=("released", "ramp-decay", "constant"))
     # run
     out: Optional[str] = _f(None, "run directory (default runs/<time>)")
     eval_every: int = _f(1, "evaluate every N epochs (and at the end)")
@@ -113,16 +121,18 @@ class TrainConfig:
 
 
 # Presets, scaled to whatever --epochs says. Explicit options on the command line or in YAML win.
+# EfficientTrain's stages need a patch grid fine enough to keep its 160/192/224 sides apart: at the default
+# 64 px that is 8-px patches (48/56/64 px); with 16-px patches the run is refused (check_config).
 RECIPE_SETTINGS = {
     "baseline": {},
-    "efficienttrain": {"curriculum": "efficienttrain"},
+    "efficienttrain": {"curriculum": "efficienttrain", "patch_size": 8},
     "1gpu24h": {"size_curriculum": True, "locality": True, "warmup_epochs": 0.0},
     "pss": {"pss": "cyclic", "pss_mode": "magnitude", "global_pool": "avg"},
     "data-centric": {"patch_erasing": 0.3, "oracle": "data-centric"},
-    "drloc": {"drloc": 0.5},
+    "drloc": {"drloc": 0.1},  # the released code's lambda for ViT-like models (T2T, CvT); 0.5 is Swin's
     # Our combination (provisional until the CIFAR-10 benchmark decides): data-side low-pass curriculum,
     # cheap token schedule, difficulty-aware sampling.
-    "vitdata": {"curriculum": "efficienttrain", "pss": "cyclic", "oracle": "data-centric"},
+    "vitdata": {"curriculum": "efficienttrain", "pss": "cyclic", "oracle": "data-centric", "patch_size": 8},
 }
 
 
@@ -173,6 +183,12 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.image_size % cfg.patch_size:
         raise ConfigError(f"--image-size {cfg.image_size} is not a multiple of --patch-size {cfg.patch_size}",
                           ("image_size", "patch_size"))
+    if cfg.curriculum:  # a patch grid that merges EfficientTrain's stages is refused, naming a fix
+        from vitdata.named_schedules import ET_SIZES_224, ETPP_SIZES_224, check_stages_kept
+        sizes = ET_SIZES_224 if cfg.curriculum == "efficienttrain" else ETPP_SIZES_224
+        check_stages_kept(cfg.curriculum, sizes, cfg.image_size, cfg.patch_size)
+    if cfg.size_epoch_step < 0:
+        raise ConfigError("--size-epoch-step must be >= 0 (0 = default)", ("size_epoch_step",))
     if cfg.mixup > 0 or cfg.cutmix > 0:
         if cfg.batch_size % 2:
             raise ConfigError("Mixup/CutMix need an even --batch-size", ("batch_size", "mixup", "cutmix"))
@@ -228,7 +244,19 @@ def build_schedule(cfg: TrainConfig, steps_per_epoch: int):
     from vitdata.schedules import curriculum_schedule
     return curriculum_schedule(cfg.epochs, steps_per_epoch, cfg.image_size, patch_size=cfg.patch_size,
                                curriculum=cfg.curriculum, size_curriculum=cfg.size_curriculum, pss=cfg.pss,
-                               erase_ratio=cfg.patch_erasing, randaug_magnitude=cfg.randaug_magnitude)
+                               erase_ratio=cfg.patch_erasing, randaug_magnitude=cfg.randaug_magnitude,
+                               size_epoch_step=cfg.size_epoch_step or None)
+
+
+def build_lr(cfg: TrainConfig, schedule, steps_per_epoch: int):
+    """``lr(epoch, i, n_steps, step)`` of the run. EfficientTrain++ indexes its warm-up (the first 20 % of
+    the compute) and cosine by cumulative compute (:class:`vitdata.named_schedules.ComputeLR`); every other
+    run warms up over ``--warmup-epochs`` and follows a cosine of the step (:func:`lr_at`)."""
+    if cfg.curriculum == "efficienttrain++":
+        from vitdata.named_schedules import ComputeLR
+        return ComputeLR(schedule, cfg.lr, cfg.min_lr, warmup=0.2)
+    total, warmup = cfg.epochs * steps_per_epoch, int(round(cfg.warmup_epochs * steps_per_epoch))
+    return lambda epoch, i, n_steps, step: lr_at(step, total, warmup, cfg.lr, cfg.min_lr)
 
 
 def loader_config(cfg: TrainConfig, train_src: str, val_src: str, rank: int, world: int, device, schedule):
@@ -253,7 +281,7 @@ def create_model(cfg: TrainConfig, num_classes: int, device):
             timm_kw[name] = getattr(cfg, name)
     return create_vit(cfg.model, num_classes=num_classes, img_size=cfg.image_size, locality=cfg.locality,
                       pss=cfg.pss_mode if cfg.pss else None, drloc=cfg.drloc > 0, drloc_target=cfg.drloc_target,
-                      **timm_kw).to(device)
+                      drloc_tokens=cfg.drloc_tokens, **timm_kw).to(device)
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
@@ -403,6 +431,7 @@ def train(cfg: TrainConfig) -> dict:
     num_classes, steps_per_epoch = index.num_classes, len(train_loader)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
+    lr_of = build_lr(cfg, sched, steps_per_epoch)
 
     # ---- model, optimiser, EMA, Mixup/CutMix, mixed precision
     model = create_model(cfg, num_classes, device)
@@ -451,8 +480,7 @@ def train(cfg: TrainConfig) -> dict:
     for epoch in range(start_epoch, cfg.epochs):
         train_loader.set_epoch(epoch)  # with an oracle: folds epoch - 1's reports and plans this epoch
         log.oracle(oracle, epoch - 1, time.perf_counter() - t_start)
-        lam_drloc = drloc_lambda(cfg.drloc, epoch, cfg.epochs, warmup_epochs=cfg.epochs / 15,
-                                 schedule=cfg.drloc_schedule) if cfg.drloc > 0 else 0.0
+        lam_drloc = drloc_lambda(cfg.drloc, epoch, cfg.epochs, schedule=cfg.drloc_schedule) if cfg.drloc > 0 else 0.0
         model.train()
         # Steps of this epoch (a pruning plan can shorten it) and where it starts (mid-epoch on resume).
         n_steps, first = len(train_loader), train_loader.position
@@ -461,7 +489,7 @@ def train(cfg: TrainConfig) -> dict:
         for i, batch in enumerate(train_loader, start=first):
             timer.batch_ready()  # the wait for this batch ends here
             epoch_done = i + 1 == n_steps
-            lr = lr_at(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
+            lr = lr_of(epoch, i, n_steps, step)
             for g in optimizer.param_groups:
                 g["lr"] = lr
             knobs = batch.knobs
@@ -476,7 +504,9 @@ def train(cfg: TrainConfig) -> dict:
             with amp_ctx():
                 logits, aux = unpack(ddp_model(images))
             losses = per_sample_loss(logits, target, 0.0 if mixup is not None else cfg.label_smoothing)
-            train_loader.report(batch.ids, losses.detach(), logits=logits.detach(), labels=target)
+            # Under Mixup/CutMix p_y is the own label's probability over its share of the target (oracle doc).
+            train_loader.report(batch.ids, losses.detach(), logits=logits.detach(), labels=target,
+                                own_labels=batch.labels if mixup is not None else None)
             if batch.loss_weight is not None:
                 losses = losses * batch.loss_weight  # the oracle plan's per-sample weights (prune-easy)
             loss = losses.mean()
@@ -535,8 +565,15 @@ def train(cfg: TrainConfig) -> dict:
         oracle.end_epoch(cfg.epochs - 1)  # the last epoch's DDP/KAR (no next epoch asks for it)
         log.oracle(oracle, cfg.epochs - 1, time.perf_counter() - t_start)
     wall = time.perf_counter() - t_start
-    log.close()
     result = {"step": step, "wall_s": wall, "out": out_dir, **{f"val_{k}": v for k, v in last_eval.items()}}
+    if cfg.test and complete:  # after wall_s: the test split is not part of the run's time
+        # LoaderConfig names the eval split eval.data (eval_data is its older spelling): set whichever it has
+        tcfg = (dataclasses.replace(lcfg, eval_data=None, eval=dataclasses.replace(lcfg.eval, data=cfg.test))
+                if hasattr(lcfg.eval, "data") else dataclasses.replace(lcfg, eval_data=cfg.test))
+        test = evaluate(ema.module if ema is not None else model, create_loader(tcfg, split="eval"), device, amp_ctx)
+        log.write("test", epoch=cfg.epochs, step=step, **test)
+        result.update({f"test_{k}": v for k, v in test.items()})
+    log.close()
     if rank == 0 and cfg.report and complete:
         result["report"] = report.write_run_report(
             os.path.join(out_dir, "report"), log.path, dataclasses.asdict(cfg), samples,

@@ -119,6 +119,22 @@ def test_data_centric_controller_moves_strength_toward_the_target_share():
     assert o.plan.aug_magnitude is None                               # nothing boosted at strength 0
 
 
+def test_the_data_centric_erase_boost_acts_on_top_of_the_recipes_ratio():
+    # Issue 16 item 3: the recipe erases 0.3 of every sample's patches and the policy's boost is at most
+    # 0.3 * s; the loader took max(0.3, boost) = 0.3, so the boost never acted. It is now added.
+    from vitdata.policies import MAX_ERASE_RATIO, boosted_erase_ratio
+    policy = POLICIES["data-centric"](target_easy=0.5, gain=1.0, max_erase=0.3)
+    o = DifficultyOracle(4, policy, device="cpu")
+    o.report(torch.arange(4), torch.zeros(4), p_true=torch.tensor([0.9, 0.9, 0.9, 0.1]))
+    plan = o.end_epoch(0)                                             # growth, strength 0.25
+    ids = np.array([0, 1, 3])
+    erase = boosted_erase_ratio(0.3, plan.erase_ratio, ids)
+    assert erase.tolist() == pytest.approx([0.3 + 0.25 * 0.3, 0.3 + 0.25 * 0.3, 0.3])
+    assert np.maximum(np.full(3, 0.3, np.float32), plan.erase_ratio[ids]).tolist() == pytest.approx([0.3] * 3)
+    assert boosted_erase_ratio(0.3, None, ids).tolist() == pytest.approx([0.3] * 3)
+    assert boosted_erase_ratio(0.8, np.full(4, 0.3, np.float32), ids).max() == pytest.approx(MAX_ERASE_RATIO)
+
+
 def test_data_centric_stays_off_during_formation():
     o = DifficultyOracle(4, "data-centric", device="cpu", target_easy=0.0)
     o.report(torch.arange(4), torch.zeros(4), p_true=torch.tensor([0.9, 0.1, 0.1, 0.1]))

@@ -66,13 +66,38 @@ def test_p_y_and_correct_come_from_logits_and_labels():
 
 def test_soft_targets_and_p_true_set_p_y():
     o = cpu_oracle()
-    logits = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
-    soft = torch.tensor([[0.7, 0.3], [0.5, 0.5]])
-    o.report(torch.tensor([0, 1]), torch.tensor([1.0, 1.0]), logits=logits, labels=soft)
+    logits = torch.tensor([[1.0, 1.0], [0.0, 0.0], [0.0, 0.0]])
+    soft = torch.tensor([[0.7, 0.3], [0.5, 0.5], [0.8, 0.2]])
+    o.report(torch.tensor([0, 1]), torch.tensor([1.0, 1.0]), logits=logits[:2], labels=soft[:2])
+    # own label 1 holds 0.2 of sample 3's target: p 0.5 / 0.2 clips to 1
+    o.report(torch.tensor([3]), torch.tensor([1.0]), logits=logits[2:], labels=soft[2:], own_labels=torch.tensor([1]))
     o.report(torch.tensor([2]), torch.tensor([5.0]), p_true=torch.tensor([0.9]))
     t = o.table_arrays()
-    assert t["p_y"][0] == pytest.approx(0.5, rel=1e-3) and t["p_y"][1] == pytest.approx(0.5, rel=1e-3)
-    assert t["p_y"][2] == pytest.approx(0.9, rel=1e-3)
+    # without own_labels the label with the most mass stands in: 0.5 / 0.7 and 0.5 / 0.5
+    assert t["p_y"][0] == pytest.approx(0.5 / 0.7, rel=1e-3) and t["p_y"][1] == pytest.approx(1.0, rel=1e-3)
+    assert t["p_y"][2] == pytest.approx(0.9, rel=1e-3) and t["p_y"][3] == pytest.approx(1.0, rel=1e-3)
+
+
+def test_a_model_that_predicts_the_mixup_target_is_easy_whatever_the_mixing_share():
+    # Issue 16 item 4: DeiT's Mixup 0.8 / CutMix 1.0 with smoothing 0.1. The dot product of the softmax
+    # with the mixed target reaches 0.8 for a perfect model only when lambda is near 0 or 1 (or the partner
+    # shares the class): a small minority of samples, so DDP_e was capped; the own label's probability
+    # over its share is 1 for every sample.
+    from timm.data import Mixup
+    from vitdata.oracle import own_label_p
+    torch.manual_seed(0)
+    n, c = 4000, 10
+    mix = Mixup(mixup_alpha=0.8, cutmix_alpha=0.0, label_smoothing=0.1, num_classes=c, mode="elem")
+    x, y = torch.randn(n, 3, 8, 8), torch.randint(0, c, (n,))
+    _, target = mix(x, y)
+    perfect = torch.log(target)
+    dot = (torch.softmax(perfect, -1) * target).sum(-1)
+    assert (dot >= 0.8).float().mean() < 0.25                   # the old definition: ~16 % easy here
+    p = own_label_p(perfect, y, target)
+    assert torch.allclose(p, torch.ones(n), atol=1e-5)
+    o = cpu_oracle(n)
+    o.report(torch.arange(n), torch.zeros(n), logits=perfect, labels=target, own_labels=y)
+    assert (o.table_arrays()["p_y"] >= 0.8).mean() == 1.0
 
 
 def test_padding_ids_and_non_finite_losses_are_ignored_and_counted():

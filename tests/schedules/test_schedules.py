@@ -33,8 +33,8 @@ def test_efficienttrain_scales_its_stages_to_the_run_and_the_image_size():
     resize = make_schedule("efficienttrain", epochs=300, steps_per_epoch=1, lowpass=False)
     assert [(k.image_size, k.lowpass_size) for _, k in resize.epoch_table()] == [
         (160, None), (160, None), (160, None), (192, None), (224, None)]
-    tiny = make_schedule("efficienttrain", epochs=3, steps_per_epoch=1)  # colliding stage starts: later wins
-    assert [k.randaug_magnitude for _, k in tiny.epoch_table()] == [1.0, 5.0, 9.0]  # the last stage always runs
+    tiny = make_schedule("efficienttrain", epochs=3, steps_per_epoch=1)  # starts 0,0,1,1,2 collide: later wins
+    assert [k.randaug_magnitude for _, k in tiny.epoch_table()] == [3.0, 7.0, 9.0]  # the last stage always runs
 
 
 def test_efficienttrain_pp_segments_cost_the_same_compute():
@@ -58,11 +58,11 @@ def test_progressive_size_steps_32_px_every_5_epochs_up_to_224():
     assert s.image_sizes() == [32, 64, 96, 128, 160, 192, 224]
 
 
-def test_progressive_size_default_epoch_step_puts_the_ramp_in_the_first_half():
+def test_progressive_size_default_epoch_step_is_the_papers_5_when_the_run_has_room():
     assert [e for e, _ in make_schedule("progressive-size", epochs=60, steps_per_epoch=1).epoch_table()] == \
         [0, 5, 10, 15, 20, 25, 30]
     rows = make_schedule("progressive-size", epochs=300, steps_per_epoch=1).epoch_table()
-    assert rows[-1] == (150, rows[-1][1]) and rows[-1][1].image_size == 224
+    assert rows[-1] == (30, rows[-1][1]) and rows[-1][1].image_size == 224   # not 150 (a 25-epoch step)
     odd = make_schedule("progressive-size", epochs=12, steps_per_epoch=1, image_size=200, init_size=64, step_px=48)
     assert [k.image_size for _, k in odd.epoch_table()] == [64, 112, 160, 200]
 

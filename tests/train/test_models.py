@@ -73,7 +73,9 @@ def test_drloc_targets_on_a_hand_case():
     assert drloc_targets(p, q, (4, 4), "abs").tolist() == [[3.0, 1.0]]
     assert drloc_targets(p, p, (4, 4)).tolist() == [[0.0, 0.0]]
     # non-square 2x5: p = (1, 4) = 9, q = (0, 0) = 0
-    assert drloc_targets(torch.tensor([9]), torch.tensor([0]), (2, 5))[0].tolist() == pytest.approx([0.5, 0.8])
+    assert drloc_targets(torch.tensor([9]), torch.tensor([0]), (2, 5), "normalized")[0].tolist() == \
+        pytest.approx([0.5, 0.8])
+    assert drloc_targets(torch.tensor([9]), torch.tensor([0]), (2, 5))[0].tolist() == [1.0, 4.0]  # default abs
 
 
 def test_drloc_head_learns_offsets_on_a_toy_fit():
@@ -116,12 +118,38 @@ def test_drloc_with_pss_uses_the_kept_tokens_true_positions():
 
 
 def test_drloc_lambda_ramps_then_decays():
-    assert drloc_lambda(0.5, 0, 10, 2) == 0.0
-    assert drloc_lambda(0.5, 1, 10, 2) == pytest.approx(0.25)
-    assert drloc_lambda(0.5, 2, 10, 2) == pytest.approx(0.5)
-    assert drloc_lambda(0.5, 6, 10, 2) == pytest.approx(0.25)
-    assert drloc_lambda(0.5, 10, 10, 2) == 0.0
+    assert drloc_lambda(0.5, 0, 10, 2, "ramp-decay") == 0.0
+    assert drloc_lambda(0.5, 1, 10, 2, "ramp-decay") == pytest.approx(0.25)
+    assert drloc_lambda(0.5, 2, 10, 2, "ramp-decay") == pytest.approx(0.5)
+    assert drloc_lambda(0.5, 6, 10, 2, "ramp-decay") == pytest.approx(0.25)
+    assert drloc_lambda(0.5, 10, 10, 2, "ramp-decay") == 0.0
     assert drloc_lambda(0.5, 7, 10, 2, "constant") == 0.5
+
+
+def test_drloc_defaults_follow_the_released_code():
+    # Issue 16 item 6. The shipped loop stops at epoch 100 of a schedule declared for 300 with 20 warm-up
+    # epochs: lambda is 0.1 for ViT-like models (0.5 is Swin's), ends at 200 / 280 = 0.714 lambda, never 0.
+    assert [drloc_lambda(0.1, e, 100) for e in (0, 10, 20)] == pytest.approx([0.0, 0.05, 0.1])
+    assert drloc_lambda(0.1, 100, 100) == pytest.approx(0.1 * 200 / 280)
+    assert min(drloc_lambda(0.1, e, 100) for e in range(20, 100)) > 0.07
+    from vitdata.train import parse_config
+    cfg = parse_config(["--recipe", "drloc"])
+    assert (cfg.drloc, cfg.drloc_target, cfg.drloc_tokens, cfg.drloc_schedule) == (0.1, "abs", "pre-norm", "released")
+    # unnormalised |p - q| targets on the tokens before the final LayerNorm
+    model = tiny(drloc=True)
+    assert (model.drloc_target, model.drloc_tokens) == ("abs", "pre-norm")
+    model.train()
+    seen = {}
+    model.drloc_head.register_forward_hook(lambda m, i, o: seen.update(pairs=i[0]))
+    torch.manual_seed(1)
+    model(torch.randn(2, 3, 64, 64))
+    pre = model.last_prenorm[:, 1:]
+    assert any(torch.equal(seen["pairs"][0, k, :192], pre[0, j]) for k in range(4) for j in range(16))
+    post = model.norm(model.last_prenorm)[:, 1:]
+    assert not any(torch.allclose(seen["pairs"][0, 0, :192], post[0, j]) for j in range(16))
+    paper = tiny(drloc=True, drloc_target="normalized", drloc_tokens="post-norm")  # the paper's variant
+    paper.train()
+    assert torch.isfinite(paper(torch.randn(2, 3, 64, 64))[1])
 
 
 def test_locality_ffn_keeps_shape_and_leaves_cls_alone():

@@ -24,7 +24,10 @@ BENCHMARKS = {
     "oracle": ("vitdata.bench.oracle", "oracle report() overhead per step; next-epoch plan + order"),
     "quarantine": ("vitdata.bench.quarantine", "step cost of quarantine and replay with no failure (<= 1 %), and "
                                                "ms per step that fails in the decoder"),
+    "time-to-accuracy": ("vitdata.bench.time_to_accuracy", "each recipe's time to the baseline's final top-1, "
+                                                           "same model, optimiser, epochs and data"),
 }
+ALIASES = {"t2a": "time-to-accuracy"}
 
 
 def usage(prog: str) -> str:
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None, prog: str = "vitdata bench") -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(prog))
         return 0
-    name, rest = argv[0], argv[1:]
+    name, rest = ALIASES.get(argv[0], argv[0]), argv[1:]
     if name not in BENCHMARKS:
         print(f"{prog}: unknown benchmark {name!r}\n\n{usage(prog)}", file=sys.stderr)
         return 2

@@ -1,0 +1,49 @@
+"""The time-to-accuracy benchmark runs end to end at tiny settings: two recipes, one epoch, a split of tiny
+shards; its record holds the measured times, compute and accuracies of each recipe."""
+import json
+import os
+
+import pytest
+
+from vitdata import bench, benchutil
+from vitdata.bench import time_to_accuracy as t2a
+
+
+def test_the_split_is_fixed_by_its_seed_disjoint_and_written_once(tiny_shards):
+    from vitdata.index import open_index
+    train, val = t2a.split_shards(str(tiny_shards), val_size=8, seed=3)
+    keys = lambda d: {open_index(d).key(i) for i in range(len(open_index(d)))}  # noqa: E731
+    assert len(keys(train)) == 16 and len(keys(val)) == 8 and not keys(train) & keys(val)
+    assert keys(train) | keys(val) == keys(str(tiny_shards))
+    assert t2a.split_shards(str(tiny_shards), val_size=8, seed=3) == (train, val)
+    assert keys(t2a.split_shards(str(tiny_shards), val_size=8, seed=4)[1]) != keys(val)
+    small, _ = t2a.split_shards(str(tiny_shards), val_size=8, seed=3, train_size=10)
+    assert keys(small) <= keys(train) and len(keys(small)) == 10
+
+
+def test_two_recipes_run_end_to_end_and_the_record_holds_measured_times(tiny_shards, tmp_path):
+    path = tmp_path / "t2a.json"
+    rc = bench.main(["t2a", "--train", str(tiny_shards), "--val-size", "8", "--recipes", "pss,baseline",
+                     "--epochs", "1", "--batch-size", "8", "--depth", "1", "--image-size", "16",
+                     "--patch-size", "4", "--workers", "0", "--out", str(tmp_path / "runs"), "--json", str(path),
+                     "--test", str(tiny_shards), "--quiet", "--extra", "--backend torch"])
+    assert rc == 0
+    rec = benchutil.read_record(str(path))
+    assert rec["what"] == "time-to-accuracy" and rec["settings"]["recipes"] == ["baseline", "pss"]
+    runs = {r["recipe"]: r for r in rec["runs"]}
+    for r in runs.values():
+        assert r["returncode"] == 0 and r["wall_s"] > 0 and r["train_s"] > 0 and r["cpu_s"] > 0
+        assert len(r["loadavg_before"]) == 3 and r["images"] == 16 and r["images_per_s"] > 0
+        assert [e["epoch"] for e in r["evals"]] == [1] and 0 <= r["final_top1"] <= 100
+        assert 0 <= r["test_top1"] <= 100
+        assert r["token_blocks"] == 2 * 8 * 17 * 1 or r["recipe"] == "pss"
+        assert r["flops"] > 0 and set(r["reached"]) >= {"epoch", "time_s", "time_ratio", "target_top1"}
+    assert runs["pss"]["token_blocks"] < runs["baseline"]["token_blocks"]         # PSS drops tokens
+    assert runs["pss"]["wall_s"] != runs["baseline"]["wall_s"]
+    assert runs["pss"]["train_s"] != runs["baseline"]["train_s"]
+    assert runs["baseline"]["reached"]["epoch"] == 1                               # its own final top-1
+    assert runs["baseline"]["reached"]["time_ratio"] == pytest.approx(
+        runs["baseline"]["evals"][-1]["time_s"] / runs["baseline"]["train_s"])
+    assert len(rec["headline"]) == 1 and rec["headline"][0]["measured"].startswith("pss")
+    if rec["plot"]:
+        assert os.path.exists(rec["plot"])

@@ -1,0 +1,377 @@
+"""How long does each recipe take to reach the baseline's accuracy, same model, optimiser and epoch budget?
+
+Every recipe (``baseline``, ``efficienttrain``, ``1gpu24h``, ``pss``, ``data-centric``, ``drloc``,
+``vitdata``; ``--recipes`` chooses) is one ``vitdata train --recipe R`` run in a child process, with the
+same model (``--patch-size`` overrides the 8-px patches of the EfficientTrain presets), optimiser, peak
+LR, batch size, epochs and data; the recipe only adds its own switches (its warm-up among them, unless
+``--warmup-epochs`` sets one for all). The baseline runs first. Per recipe the record holds:
+
+- ``wall_s``: wall time of the whole child process; ``cpu_s`` (user + sys of the child and its workers):
+  the machine may be shared, so both are kept, with the load average before and after the run;
+- ``train_s`` (the run's own clock, evaluations included), ``images_per_s`` (training images / train_s);
+- ``token_blocks`` and ``flops``: estimated training compute from the run's schedule: per step, batch x
+  tokens (the step's image or low-pass side, PSS keep ratio) x blocks; FLOPs = 3 x forward, forward per
+  token and block ``24 D^2 + 4 T D`` (projections, MLP, attention on T tokens);
+- ``evals``: top-1 / top-5 / loss on the validation split after every epoch, with the run's clock;
+  ``test_top1`` on ``--test`` at the end (not timed);
+- ``reached``: the first epoch whose top-1 is within ``--tolerance`` (0.3 pt) of the baseline's final
+  top-1, its time, and ``time_ratio`` = that time / the baseline's run time (same clock, the train_s);
+  ``final_top1``.
+
+It prints a table (time ratio vs the baseline), writes one record (:mod:`vitdata.benchutil`) and a plot
+of top-1 against the run's time, one line per recipe (skipped with a message without matplotlib).
+
+Data: ``--train`` and ``--val``. Without ``--val``, ``--train`` (WebDataset shards) is split by
+``--split-seed`` into ``--val-size`` validation samples and the rest for training; the index cannot
+select ids, so the split is written once as shards into the vitdata cache (``$VITDATA_CACHE/splits/``,
+about the size of the source) and reused. ``--train-size N`` keeps the first N training samples of the
+split (calibration, CI).
+
+Calibration (issue 16; a shared 2-core machine, load average 3.5-5.5 from other jobs, OMP_NUM_THREADS=1,
+CIFAR-10 split 45,000 / 5,000 by seed 0; model ``vit_tiny_patch16_224`` with 4 blocks, width 192, patch 4,
+32 px, 65 tokens; batch 128, AdamW lr 2e-3, 1 warm-up epoch, cosine, the train defaults otherwise)::
+
+    OMP_NUM_THREADS=1 vitdata bench t2a --train ../shared/data/cifar10 --train-size 10000 --recipes baseline \
+        --epochs 2        # then --epochs 3
+    baseline on 10,000 images, 2 epochs: top-1 26.1 % / 30.5 % after epochs 1 / 2; 313 s on the run's clock
+        (two evaluations of 5,000 included), 205 s CPU (user + sys), 14.6 TFLOP estimated
+    the same, 3 epochs: 26.1 / 26.7 / 31.9 %; 574 s, 332 s CPU, 21.8 TFLOP
+    all seven recipes, 512 images, 2 epochs, batch 64: each runs end to end on the real data
+
+So one 10,000-image epoch costs about 110 CPU-seconds with one thread (a 5,000-image evaluation about
+15), i.e. a 45,000-image epoch about 7.5 CPU-minutes, 4-5 minutes on 2 quiet cores (the issue's figure).
+One full epoch gives about 30 % (the issue); the baseline needs several epochs to pass 50 %: the budget
+below is 12 epochs (4,200 steps, 18x the 3-epoch calibration's). The record states the baseline's final
+top-1; if it is under 50 %, the comparison proves nothing and needs more epochs.
+
+Planned full run, on a quiet machine. Estimated FLOPs relative to the baseline at 12 epochs (this module's
+``estimate_compute``): efficienttrain 0.70, 1gpu24h 0.47 (the locality convolution not counted), pss 0.64,
+data-centric and drloc 1.00, vitdata 0.45; wall-time ratios will be higher, decoding and augmentation
+costing the same per image. Baseline about 56 minutes (12 x 4.5 min + evaluations); the four recipes the
+issue requires about 3 hours, all seven about 5.5 hours::
+
+    OMP_NUM_THREADS=2 vitdata bench time-to-accuracy --train ../shared/data/cifar10 --epochs 12 \
+        --recipes baseline,efficienttrain,1gpu24h,vitdata --out runs/t2a --json benchmarks/results/cpu/
+    # all seven: --recipes baseline,efficienttrain,1gpu24h,pss,data-centric,drloc,vitdata
+
+    vitdata bench time-to-accuracy --train DIR [--val DIR] [--test DIR] [--recipes a,b] [--epochs 12]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from vitdata import benchutil
+
+RECIPES = ("baseline", "efficienttrain", "1gpu24h", "pss", "data-centric", "drloc", "vitdata")
+TOLERANCE_PT = 0.3
+
+
+# --------------------------------------------------------------------------------------------------
+# Data: a fixed-seed train/val split of WebDataset shards, written once into the cache
+
+
+def split_dir(source: str, val_size: int, seed: int, train_size: int = 0) -> str:
+    from vitdata.index import cache_dir
+    tag = hashlib.sha256(f"{os.path.abspath(source)}|{val_size}|{seed}|{train_size}".encode()).hexdigest()[:16]
+    return os.path.join(cache_dir(), "splits", tag)
+
+
+def split_shards(source: str, val_size: int = 5000, seed: int = 0, train_size: int = 0,
+                 per_shard: int = 10000) -> tuple[str, str]:
+    """(train dir, val dir): ``source``'s samples, permuted by ``seed``, the last ``val_size`` for validation
+    and the rest for training (each split in the source's order; ``train_size`` > 0 keeps only the first
+    that many training samples), written as WebDataset shards (the encoded bytes as they are, ``KEY.jpg``
+    + ``KEY.cls``) and classes.json under :func:`split_dir`. Reused when present (a ``DONE`` file marks a
+    complete split)."""
+    import tarfile
+    import io
+    import shutil
+
+    from vitdata.index import SampleReader, open_index
+    out = split_dir(source, val_size, seed, train_size)
+    if os.path.exists(os.path.join(out, "DONE")):
+        return os.path.join(out, "train"), os.path.join(out, "val")
+    idx = open_index(source)
+    n = len(idx)
+    if not 0 < val_size < n:
+        raise SystemExit(f"--val-size {val_size} must lie between 1 and {n - 1} (the samples in {source})")
+    order = np.random.default_rng(seed).permutation(n)
+    parts = {"train": np.sort(order[:n - val_size]), "val": np.sort(order[n - val_size:])}
+    if train_size:
+        parts["train"] = parts["train"][:train_size]
+    tmp = out + f".tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    reader = SampleReader(idx)
+    try:
+        for name, ids in parts.items():
+            os.makedirs(os.path.join(tmp, name))
+            with open(os.path.join(tmp, name, "classes.json"), "w") as f:
+                json.dump(list(idx.classes), f)
+            for s in range(0, len(ids), per_shard):
+                with tarfile.open(os.path.join(tmp, name, f"{name}-{s // per_shard:06d}.tar"), "w") as tar:
+                    for i in ids[s:s + per_shard]:
+                        key = idx.key(int(i))
+                        ext = os.path.splitext(idx.describe(int(i)).split(" (")[-1].rstrip(")"))[1] or ".jpg"
+                        for member, payload in ((key + ext, reader.read(int(i))),
+                                                (key + ".cls", str(int(idx.label[i])).encode())):
+                            info = tarfile.TarInfo(member)
+                            info.size = len(payload)
+                            tar.addfile(info, io.BytesIO(payload))
+        with open(os.path.join(tmp, "DONE"), "w") as f:
+            json.dump({"source": os.path.abspath(source), "val_size": val_size, "seed": seed, "train_size": train_size,
+                       "train": int(len(parts["train"])), "val": int(len(parts["val"]))}, f)
+        reader.close()
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return os.path.join(out, "train"), os.path.join(out, "val")
+
+
+# --------------------------------------------------------------------------------------------------
+# Compute of a run, from its schedule
+
+
+def estimate_compute(argv: list[str], num_train: int) -> dict:
+    """token_blocks and FLOPs of the training steps of ``vitdata train argv`` on ``num_train`` samples."""
+    from vitdata.models import num_kept_tokens
+    from vitdata.train import build_schedule, parse_config
+    cfg = parse_config(argv)
+    spe = num_train // cfg.batch_size
+    sched = build_schedule(cfg, spe)
+    width, depth = _width_depth(cfg)
+    token_blocks = flops = 0.0
+    for epoch in range(cfg.epochs):
+        for step in range(spe):
+            k = sched(epoch, step)
+            side = k.lowpass_size or k.image_size
+            n = (side // cfg.patch_size) ** 2 + 1
+            if cfg.pss and k.keep_ratio < 1.0:
+                n = num_kept_tokens(n, k.keep_ratio)
+            token_blocks += cfg.batch_size * n * depth
+            flops += 3.0 * cfg.batch_size * depth * (24.0 * width * width * n + 4.0 * n * n * width)
+    return {"token_blocks": token_blocks, "flops": flops, "steps": cfg.epochs * spe, "width": width, "depth": depth}
+
+
+def _width_depth(cfg) -> tuple[int, int]:
+    """(token width, blocks) of ``cfg``'s model, built on the meta device (no memory, no init)."""
+    import timm
+    import torch
+    with torch.device("meta"):
+        m = timm.create_model(cfg.model, pretrained=False, num_classes=10, patch_size=cfg.patch_size,
+                              img_size=cfg.image_size,
+                              **{k: getattr(cfg, k) for k in ("depth", "embed_dim", "num_heads") if getattr(cfg, k)})
+    return int(m.embed_dim), len(m.blocks)
+
+
+# --------------------------------------------------------------------------------------------------
+# One recipe
+
+
+def read_log(run_dir: str) -> list[dict]:
+    with open(os.path.join(run_dir, "log.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def run_recipe(recipe: str, common: list[str], run_dir: str, num_train: int, verbose: bool = True) -> dict:
+    """Run ``vitdata train --recipe recipe common...`` in a child process; its times, compute and evals."""
+    import vitdata
+    argv = ["--recipe", recipe, *common, "--out", run_dir, "--no-progress", "--no-report"]
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(vitdata.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    load0 = os.getloadavg()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "vitdata", "train", *argv], env=env,
+                          stdout=None if verbose else subprocess.DEVNULL, stderr=None if verbose else subprocess.PIPE,
+                          text=True)
+    wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rec = {"recipe": recipe, "argv": argv, "returncode": proc.returncode, "wall_s": wall,
+           "cpu_user_s": ru1.ru_utime - ru0.ru_utime, "cpu_sys_s": ru1.ru_stime - ru0.ru_stime,
+           "loadavg_before": list(load0), "loadavg_after": list(os.getloadavg()), "out": run_dir}
+    rec["cpu_s"] = rec["cpu_user_s"] + rec["cpu_sys_s"]
+    if proc.returncode != 0:
+        rec["error"] = (proc.stderr or "")[-2000:] if not verbose else "see the output above"
+        return rec
+    with open(os.path.join(run_dir, "result.json")) as f:
+        result = json.load(f)
+    log = read_log(run_dir)
+    rec["evals"] = [{"epoch": r["epoch"], "time_s": r["time"], "top1": r["top1"], "top5": r["top5"],
+                     "loss": r["loss"]} for r in log if r.get("kind") == "eval"]
+    rec["train_s"] = result["wall_s"]
+    rec["steps"] = result["step"]
+    batch = next((int(a) for k, a in zip(argv, argv[1:]) if k == "--batch-size"), 128)
+    rec["images"] = rec["steps"] * batch
+    rec["images_per_s"] = rec["images"] / result["wall_s"] if result["wall_s"] > 0 else None
+    rec["final_top1"] = rec["evals"][-1]["top1"] if rec["evals"] else None
+    rec["test_top1"] = result.get("test_top1")
+    rec.update(estimate_compute(argv, num_train))
+    return rec
+
+
+def reached(rec: dict, target: float, tolerance: float) -> dict:
+    """First eval of ``rec`` within ``tolerance`` points of ``target``: epoch, time, or None."""
+    for e in rec.get("evals", []):
+        if e["top1"] >= target - tolerance:
+            return {"epoch": e["epoch"], "time_s": e["time_s"]}
+    return {"epoch": None, "time_s": None}
+
+
+# --------------------------------------------------------------------------------------------------
+# Table and plot
+
+
+def table(runs: list[dict]) -> str:
+    head = (f"{'recipe':<14} {'final top-1':>11} {'reached':>8} {'at epoch':>8} {'at s':>8} {'ratio':>6} "
+            f"{'train s':>8} {'wall s':>8} {'cpu s':>8} {'img/s':>7} {'GFLOP':>9}")
+    lines = [head, "-" * len(head)]
+    for r in runs:
+        if r.get("returncode"):
+            lines.append(f"{r['recipe']:<14} failed (exit {r['returncode']})")
+            continue
+        rc = r.get("reached", {})
+        ratio, at = rc.get("time_ratio"), rc.get("time_s")
+        yes = "yes" if rc.get("epoch") is not None else "no"
+        at_s = "-" if at is None else f"{at:.0f}"
+        ratio_s = "-" if ratio is None else f"{ratio:.2f}"
+        lines.append(f"{r['recipe']:<14} {r['final_top1']:>11.2f} {yes:>8} {str(rc.get('epoch') or '-'):>8} "
+                     f"{at_s:>8} {ratio_s:>6} {r['train_s']:>8.0f} {r['wall_s']:>8.0f} "
+                     f"{r['cpu_s']:>8.0f} {r['images_per_s']:>7.0f} {r['flops'] / 1e9:>9.1f}")
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict], path: str) -> str | None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("time-to-accuracy: matplotlib is not importable; no plot", file=sys.stderr)
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in runs:
+        if r.get("evals"):
+            ax.plot([e["time_s"] for e in r["evals"]], [e["top1"] for e in r["evals"]], marker="o", label=r["recipe"])
+    base = next((r for r in runs if r["recipe"] == "baseline" and r.get("final_top1") is not None), None)
+    if base:
+        ax.axhline(base["final_top1"] - TOLERANCE_PT, color="grey", lw=0.8, ls="--", label="baseline final - 0.3")
+    ax.set_xlabel("run time (s, evaluations included)")
+    ax.set_ylabel("val top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# The benchmark
+
+
+def parse_args(argv, prog):
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train", required=True, help="training split (WebDataset shards or ImageFolder)")
+    p.add_argument("--val", help="validation split; without it --train is split (--val-size, --split-seed)")
+    p.add_argument("--test", help="test split, evaluated at the end of every run")
+    p.add_argument("--val-size", type=int, default=5000, help="validation samples carved out of --train")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val split")
+    p.add_argument("--train-size", type=int, default=0, help="keep the first N training samples of the split "
+                   "(0 = all)")
+    p.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated recipes (baseline runs first)")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--model", default="vit_tiny_patch16_224")
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--patch-size", type=int, default=4)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--warmup-epochs", type=float, default=None, help="LR warm-up for every run (default: each "
+                   "recipe's own: 1 epoch, none for 1gpu24h, 20 %% of the compute for efficienttrain++)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (every run)")
+    p.add_argument("--tolerance", type=float, default=TOLERANCE_PT, help="points below the baseline's final "
+                   "top-1 that count as reaching it")
+    p.add_argument("--extra", default="", help="more `vitdata train` options for every run, one string")
+    p.add_argument("--out", default=os.path.join("runs", "time-to-accuracy"), help="folder of the runs")
+    p.add_argument("--json", default=None, help="record path (default benchmarks/results/<device>/...)")
+    p.add_argument("--plot", default=None, help="plot path (default OUT/top1_vs_time.png)")
+    p.add_argument("--quiet", action="store_true", help="hide the runs' own output")
+    return p.parse_args(argv)
+
+
+def main(argv=None, prog: str = "vitdata bench time-to-accuracy") -> int:
+    args = parse_args(argv, prog)
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    bad = sorted(set(recipes) - set(RECIPES))
+    if bad:
+        print(f"{prog}: unknown recipes {bad}; choose from {RECIPES}", file=sys.stderr)
+        return 2
+    if "baseline" in recipes:  # the others are measured against it
+        recipes = ["baseline"] + [r for r in recipes if r != "baseline"]
+    if args.val:
+        train, val = args.train, args.val
+        if args.train_size:
+            raise SystemExit(f"{prog}: --train-size works on a split of --train (without --val)")
+    else:
+        train, val = split_shards(args.train, args.val_size, args.split_seed, args.train_size)
+    from vitdata.index import open_index
+    num_train = len(open_index(train))
+    common = ["--train", train, "--val", val, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+              "--model", args.model, "--depth", str(args.depth), "--patch-size", str(args.patch_size),
+              "--image-size", str(args.image_size), "--lr", str(args.lr),
+              "--workers", str(args.workers), "--seed", str(args.seed), "--device", args.device] + \
+        (["--warmup-epochs", str(args.warmup_epochs)] if args.warmup_epochs is not None else []) + \
+        (["--test", args.test] if args.test else []) + args.extra.split()
+    runs = []
+    for recipe in recipes:
+        print(f"{prog}: {recipe} ({len(runs) + 1}/{len(recipes)})", file=sys.stderr, flush=True)
+        runs.append(run_recipe(recipe, common, os.path.join(args.out, recipe), num_train, verbose=not args.quiet))
+    base = next((r for r in runs if r["recipe"] == "baseline" and not r["returncode"]), None)
+    for r in runs:
+        if base is None or r["returncode"]:
+            continue
+        rc = reached(r, base["final_top1"], args.tolerance)
+        rc["time_ratio"] = rc["time_s"] / base["train_s"] if rc["time_s"] is not None else None
+        rc["target_top1"] = base["final_top1"]
+        r["reached"] = rc
+        r["wall_ratio"] = r["wall_s"] / base["wall_s"]
+        r["cpu_ratio"] = r["cpu_s"] / base["cpu_s"] if base["cpu_s"] > 0 else None
+        r["flops_ratio"] = r["flops"] / base["flops"] if base["flops"] else None
+    print(table(runs))
+    plot_path = plot(runs, args.plot or os.path.join(args.out, "top1_vs_time.png"))
+    headline = []
+    for r in runs:
+        rc = r.get("reached") or {}
+        if r["returncode"] or r["recipe"] == "baseline":
+            continue
+        fig = (f"{rc['time_ratio']:.2f}x the baseline's time" if rc.get("time_ratio") is not None
+               else "did not reach it")
+        headline.append({"measured": f"{r['recipe']}: time to the baseline's final top-1 ({base['final_top1']:.1f} %)",
+                         "figure": fig, "compared": f"baseline {base['train_s']:.0f} s, {args.epochs} epochs"})
+    settings = {k: v for k, v in vars(args).items() if k not in ("json", "plot", "quiet")}
+    settings.update(recipes=recipes, num_train=num_train, train_split=train, val_split=val,
+                    threads=os.environ.get("OMP_NUM_THREADS"))
+    record = {"settings": settings, "runs": runs, "plot": plot_path, "headline": headline,
+              "budget": f"{args.epochs} epochs of {num_train} images per recipe, batch {args.batch_size}"}
+    path = benchutil.write_record("time-to-accuracy", record, args.json)
+    print(f"record: {path}")
+    return 0 if all(r["returncode"] == 0 for r in runs) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
