@@ -40,9 +40,11 @@ class AugmentConfig:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)     # random-resized-crop aspect-ratio range
     hflip: float = 0.5                              # horizontal flip probability
     randaug: bool = True                            # RandAugment on (magnitude and ops from the schedule)
-    randaug_magnitude: float = 9.0                  # timm scale 0..10; used by the "constant" schedule
-    randaug_num_ops: int = 2                        # ops per image; used by the "constant" schedule
-    randaug_max_ops: int | None = None              # op levels built into the DALI graph (None: randaug_num_ops)
+    # The constant schedule's RandAugment (None: magnitude 9, 2 ops). Any other schedule decides both
+    # itself, and giving them with one is refused: one place sets each knob.
+    randaug_magnitude: float | None = None          # timm scale 0..10
+    randaug_num_ops: int | None = None              # ops per image
+    randaug_max_ops: int | None = None              # op levels built into the DALI graph (None: the ops, >= 2)
     randaug_exclude: tuple[str, ...] = ()           # RandAugment ops to leave out (DALI names, e.g. "equalize")
     interpolation: str | None = None                # resize filter: bilinear | bicubic | nearest | lanczos
                                                     # (None: the model's with from_timm_model, else bilinear)
@@ -80,12 +82,13 @@ class EvalConfig:
 
 @dataclass
 class ScheduleConfig:
-    """The curriculum: a named schedule from vitdata.schedules, or a Schedule object."""
+    """The curriculum: a named schedule (``name``, ``epochs``, ``kwargs``), or a ready
+    :class:`vitdata.schedules.Schedule` as ``schedule`` with none of the three."""
     name: str = "constant"                          # constant | efficienttrain | linear | progressive-size | ...
     epochs: int | None = None                       # run length the schedule is laid out for: required by
                                                     # every schedule but "constant" (None there: 1)
     kwargs: dict = field(default_factory=dict)      # extra make_schedule keywords
-    schedule: Any = None                            # a vitdata.schedules.Schedule; overrides name/kwargs
+    schedule: Any = None                            # a vitdata.schedules.Schedule (then no name/epochs/kwargs)
 
 
 @dataclass
@@ -239,12 +242,12 @@ def check_config(cfg: LoaderConfig, split: str) -> None:
         bad(f"augment.ratio must be (lo, hi) with 0 < lo <= hi, got {a.ratio}", "augment.ratio")
     if not 0 <= a.hflip <= 1:
         bad(f"augment.hflip is a probability, got {a.hflip}", "augment.hflip")
-    if not 0 <= a.randaug_magnitude <= 10:
+    if a.randaug_magnitude is not None and not 0 <= a.randaug_magnitude <= 10:
         bad(f"augment.randaug_magnitude is on timm's 0..10 scale, got {a.randaug_magnitude}",
             "augment.randaug_magnitude")
-    if a.randaug_num_ops < 0:
+    if a.randaug_num_ops is not None and a.randaug_num_ops < 0:
         bad("augment.randaug_num_ops must be >= 0", "augment.randaug_num_ops")
-    if a.randaug_max_ops is not None and a.randaug_max_ops < max(1, a.randaug_num_ops):
+    if a.randaug_max_ops is not None and a.randaug_max_ops < max(1, a.randaug_num_ops or 0):
         bad(f"augment.randaug_max_ops {a.randaug_max_ops} is below augment.randaug_num_ops {a.randaug_num_ops}",
             "augment.randaug_max_ops", "augment.randaug_num_ops")
     if a.interpolation is not None and a.interpolation not in INTERPOLATIONS:
@@ -287,6 +290,17 @@ def check_config(cfg: LoaderConfig, split: str) -> None:
     except ValueError as err:
         bad(str(err), "label_member")
     sc = cfg.schedule
+    if sc.schedule is not None and (sc.name != "constant" or sc.epochs is not None or sc.kwargs):
+        bad("schedule.schedule (a ready Schedule) is given with schedule.name, epochs or kwargs: give one or the "
+            "other", "schedule.schedule", "schedule.name")
+    constant = sc.schedule is None and sc.name == "constant"
+    for knob in ("randaug_magnitude", "randaug_num_ops"):
+        if not constant and getattr(a, knob) is not None:
+            bad(f"augment.{knob} is given, but the schedule ({'a Schedule object' if sc.schedule is not None else repr(sc.name)}) "
+                f"sets RandAugment itself: leave augment.{knob} unset, or pass it to the schedule", f"augment.{knob}")
+        if constant and knob in sc.kwargs:
+            bad(f"the constant schedule takes its RandAugment from augment.{knob}, not schedule.kwargs",
+                f"augment.{knob}", "schedule.kwargs")
     if sc.schedule is None and sc.epochs is None and sc.name != "constant":
         bad(f"schedule {sc.name!r} is laid out over the run: give schedule.epochs (the run's epochs, e.g. "
             f"ScheduleConfig(name={sc.name!r}, epochs=300)); without it the curriculum would collapse into one "
@@ -320,9 +334,16 @@ def dist_rank_world(cfg: LoaderConfig) -> tuple[int, int]:
 
 
 
+def graph_max_ops(a: AugmentConfig) -> int:
+    """RandAugment op levels built into the DALI graph: ``randaug_max_ops``, else the constant schedule's ops
+    (2 when unset; a scheduled run's ops are checked against it per epoch)."""
+    return a.randaug_max_ops or max(1, 2 if a.randaug_num_ops is None else a.randaug_num_ops)
+
+
 def resolve_defaults(cfg: LoaderConfig, backend: str) -> LoaderConfig:
     """A copy of a checked ``cfg`` with every "not set" (None) that has a default filled in: ImageNet's mean
     and std, bilinear resizing, crop_pct 0.875, ``eval.data`` from the deprecated ``eval_data``, and
+    the constant schedule's RandAugment (magnitude 9, 2 ops; other schedules set their own),
     ``num_threads`` / ``num_workers`` from the cores this process may use, divided among the local ranks
     (:mod:`vitdata.backends.host`). ``augment.patch_size`` None becomes 16 when ``image_size`` is a multiple
     of 16 (scheduled sizes are rounded to it), else stays None (sizes are then not rounded); ``schedule.epochs``
@@ -335,6 +356,7 @@ def resolve_defaults(cfg: LoaderConfig, backend: str) -> LoaderConfig:
         warnings.warn("LoaderConfig(eval_data=...) is deprecated: use eval=EvalConfig(data=...)", DeprecationWarning,
                       stacklevel=4)
     o, a, e = cfg.output, cfg.augment, cfg.eval
+    constant = cfg.schedule.schedule is None and cfg.schedule.name == "constant"
     return dataclasses.replace(
         cfg, eval_data=None,
         eval=dataclasses.replace(e, data=e.data if e.data is not None else cfg.eval_data,
@@ -342,6 +364,9 @@ def resolve_defaults(cfg: LoaderConfig, backend: str) -> LoaderConfig:
         output=dataclasses.replace(o, mean=IMAGENET_MEAN if o.mean is None else tuple(o.mean),
                                    std=IMAGENET_STD if o.std is None else tuple(o.std)),
         augment=dataclasses.replace(a, interpolation=a.interpolation or "bilinear",
+                                    randaug_magnitude=9.0 if constant and a.randaug_magnitude is None
+                                    else a.randaug_magnitude,
+                                    randaug_num_ops=2 if constant and a.randaug_num_ops is None else a.randaug_num_ops,
                                     patch_size=a.patch_size or (ERASE_CELL if cfg.image_size % ERASE_CELL == 0 else None)),
         num_threads=default_threads(backend) if cfg.num_threads is None else cfg.num_threads,
         num_workers=default_workers(backend) if cfg.num_workers is None else cfg.num_workers)

@@ -70,7 +70,7 @@ from vitdata.backends.base import make_control
 from vitdata.backends.host import resolve_device
 from vitdata.config import (DTYPES, ERASE_CELL, IMAGENET_MEAN, IMAGENET_STD, AugmentConfig,  # noqa: F401 (re-exported)
                             DistributedConfig, EvalConfig, LoaderConfig, OutputConfig, ScheduleConfig, check_config,
-                            choose_backend, dist_rank_world, resolve_defaults)
+                            choose_backend, dist_rank_world, graph_max_ops, resolve_defaults)
 from vitdata.errors import ConfigError, DataError, StateError
 from vitdata.jsonstate import from_json, to_json
 from vitdata.trainer_api import TrainerAPI
@@ -201,7 +201,7 @@ class Loader(TrainerAPI):
     def _check_knobs(self) -> None:
         if not self.train:
             return
-        max_ops = self.cfg.augment.randaug_max_ops or max(1, self.cfg.augment.randaug_num_ops)
+        max_ops = graph_max_ops(self.cfg.augment)
         p = self.cfg.augment.patch_size or ERASE_CELL
         for epoch, k in self.schedule.epoch_table():
             if self.cfg.augment.randaug and k.randaug_num_ops > max_ops:

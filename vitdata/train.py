@@ -265,8 +265,7 @@ def loader_config(cfg: TrainConfig, train_src: str, val_src: str, rank: int, wor
     from vitdata.config import (AugmentConfig, DistributedConfig, EvalConfig, LoaderConfig, OutputConfig,
                                 ScheduleConfig)
     return LoaderConfig(data=train_src, eval=EvalConfig(data=val_src), batch_size=cfg.batch_size, image_size=cfg.image_size,
-                        augment=AugmentConfig(scale=(cfg.crop_scale, 1.0), randaug_magnitude=cfg.randaug_magnitude,
-                                              patch_size=cfg.patch_size),
+                        augment=AugmentConfig(scale=(cfg.crop_scale, 1.0), patch_size=cfg.patch_size),
                         output=OutputConfig(device=str(device)), schedule=ScheduleConfig(schedule=schedule),
                         distributed=DistributedConfig(rank=rank, world_size=world), backend=cfg.backend,
                         num_threads=max(1, cfg.workers), num_workers=cfg.workers, seed=cfg.seed)

@@ -250,7 +250,11 @@ def test_eval_pixels_agree_between_backends(tiny_data):
     (dict(augment=AugmentConfig(randaug_interpolation="bicubic")), "augment.randaug_interpolation"),
     (dict(on_error="ignore"), "on_error"),
     (dict(augment=AugmentConfig(randaug_num_ops=3, randaug_max_ops=2)), "augment.randaug_max_ops"),
-    (dict(schedule=ScheduleConfig(kwargs=dict(randaug_num_ops=4))), "augment.randaug_max_ops"),
+    (dict(schedule=ScheduleConfig(name="linear", epochs=2, kwargs=dict(randaug_num_ops=4))), "augment.randaug_max_ops"),
+    (dict(schedule=ScheduleConfig(kwargs=dict(randaug_num_ops=4))), "augment.randaug_num_ops"),
+    (dict(augment=AugmentConfig(randaug_magnitude=5.0), schedule=ScheduleConfig(name="linear", epochs=2)),
+     "augment.randaug_magnitude"),
+    (dict(schedule=ScheduleConfig(name="linear", schedule=object())), "schedule.schedule"),
     (dict(data=""), "data"),
 ])
 def test_bad_combinations_fail_at_create_loader_naming_the_fields(tiny_data, change, fields):

@@ -12,7 +12,7 @@ import sys
 
 from vitdata import LoaderConfig, create_loader
 from vitdata.io import atomic_write
-from vitdata.loader import AugmentConfig, ScheduleConfig
+from vitdata.loader import ScheduleConfig
 
 EPOCHS = 2
 
@@ -21,7 +21,7 @@ def main():
     data, state_path, log_path, die_at = sys.argv[1:5]
     backend = sys.argv[5] if len(sys.argv) > 5 else "dali"
     cfg = LoaderConfig(data=data, batch_size=8, image_size=24, backend=backend, num_workers=1 if backend == "dali" else 0,
-                       augment=AugmentConfig(randaug_magnitude=5.0), prefetch=2,
+                       prefetch=2,
                        schedule=ScheduleConfig(name="linear", epochs=EPOCHS, kwargs=dict(magnitude=(2.0, 9.0), per="step")))
     loader = create_loader(cfg)
     if os.path.exists(state_path):

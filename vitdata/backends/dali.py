@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from vitdata.backends.base import Backend, BackendContext, RawBatch, control_tail, start_method
+from vitdata.config import graph_max_ops
 from vitdata.errors import DataError, StateError, WorkerError
 
 # Steps between the checkpoints a replay starts from (see the module docstring).
@@ -52,7 +53,7 @@ class DaliBackend(Backend):
         self.device_id = device_id
         cfg = ctx.cfg
         a, o = cfg.augment, cfg.output
-        self.max_ops = a.randaug_max_ops or max(1, a.randaug_num_ops)
+        self.max_ops = graph_max_ops(a)
         eval_size = cfg.eval.image_size or cfg.image_size
         self.spec = GraphSpec(train=ctx.train, scale=tuple(a.scale), ratio=tuple(a.ratio), hflip=a.hflip,
                               randaug=a.randaug and ctx.train, max_ops=self.max_ops,
