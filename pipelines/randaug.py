@@ -10,8 +10,6 @@ execution (``enable_conditionals=True``) rewrites the source of the functions th
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from nvidia.dali import fn, types
 from nvidia.dali.auto_aug import rand_augment as _ra
@@ -52,16 +50,30 @@ def _auto_contrast_fused(data, _):
 _CPU_VARIANTS = {"contrast": _contrast_fused, "auto_contrast": _auto_contrast_fused}
 
 
+def _equalize(data, _):
+    """DALI's ``equalize`` through the regular operator (the suite calls the deprecated experimental alias)."""
+    return fn.equalize(data)
+
+
+def _sharpness(data, kernel):
+    """DALI's ``sharpness`` through the regular ``fn.filter`` (the suite calls the experimental alias)."""
+    return fn.filter(data, kernel)
+
+
+# Every device: the same ops, minus the DeprecationWarning each graph build printed.
+_VARIANTS = {"equalize": _equalize, "sharpness": _sharpness}
+
+
 def suite(exclude: tuple[str, ...] = (), device: str = "gpu") -> list:
     """The RandAugment op list (DALI's monotonic suite: larger bin = stronger), minus ``exclude``.
 
     ``device="cpu"`` swaps in the fused forms of ``contrast`` and ``auto_contrast`` (same output,
     cheaper on CPU; see :func:`_contrast_fused`)."""
     ops = _ra.get_rand_augment_suite(use_shape=True, max_translate_rel=MAX_TRANSLATE_REL)
-    if device == "cpu":
-        ops = [augmentation(_CPU_VARIANTS[op.name], mag_range=op.mag_range, randomly_negate=op.randomly_negate,
-                            mag_to_param=op.mag_to_param, param_device=op.param_device, name=op.name)
-               if op.name in _CPU_VARIANTS else op for op in ops]
+    variants = dict(_VARIANTS, **(_CPU_VARIANTS if device == "cpu" else {}))
+    ops = [augmentation(variants[op.name], mag_range=op.mag_range, randomly_negate=op.randomly_negate,
+                        mag_to_param=op.mag_to_param, param_device=op.param_device, name=op.name)
+           if op.name in variants else op for op in ops]
     names = {op.name for op in ops}
     unknown = set(exclude) - names
     if unknown:
@@ -80,11 +92,8 @@ def apply(images, mag_bin, active, shape, *, max_ops: int, num_bins: int, exclud
     ``shape``: (H, W) per sample, the image size after resize (translations scale with it);
     ``interp_type``: resampling of the geometric ops (rotate, shear, translate).
     """
-    with warnings.catch_warnings():
-        # DALI's suite still calls fn.experimental.{equalize,filter} aliases, which warn at build time.
-        warnings.filterwarnings("ignore", message=r"(?s).*fn\.experimental\..*deprecated", category=DeprecationWarning)
-        return _apply(images, mag_bin, active, shape, max_ops=max_ops, num_bins=num_bins, exclude=exclude,
-                      fill_value=fill_value, seed=seed, interp_type=interp_type)
+    return _apply(images, mag_bin, active, shape, max_ops=max_ops, num_bins=num_bins, exclude=exclude,
+                  fill_value=fill_value, seed=seed, interp_type=interp_type)
 
 
 def _apply(images, mag_bin, active, shape, *, max_ops, num_bins, exclude, fill_value, seed, interp_type):

@@ -52,7 +52,8 @@ class AugmentConfig:
     # DALI 2.4); on a GPU either is cheap. Both backends follow this setting.
     randaug_interpolation: str = "nearest"
     # The model's patch size: PatchErasing's grid cell, and the grid every scheduled size is rounded to so a
-    # curriculum never makes a size the model cannot tile (None: sizes not rounded, 16 px erase cells).
+    # curriculum never makes a size the model cannot tile. None: 16 (a ViT/16's grid) when image_size is a
+    # multiple of 16, else no rounding (16 px erase cells); from_timm_model sets the model's; 1: no rounding.
     patch_size: int | None = None
 
 
@@ -81,7 +82,8 @@ class EvalConfig:
 class ScheduleConfig:
     """The curriculum: a named schedule from vitdata.schedules, or a Schedule object."""
     name: str = "constant"                          # constant | efficienttrain | linear | progressive-size | ...
-    epochs: int = 1                                 # run length the schedule is laid out for
+    epochs: int | None = None                       # run length the schedule is laid out for: required by
+                                                    # every schedule but "constant" (None there: 1)
     kwargs: dict = field(default_factory=dict)      # extra make_schedule keywords
     schedule: Any = None                            # a vitdata.schedules.Schedule; overrides name/kwargs
 
@@ -118,6 +120,8 @@ class LoaderConfig:
     max_pixels: int = 64_000_000                    # per-image pixel budget, checked from the header
     verify_checksums: bool = False                  # CRC-32 of every sample checked against the index (built
                                                     # with checksums when missing); catches flipped bytes
+    label_member: str = "cls"                       # tar shards: the member holding the label, cls | class |
+                                                    # label | txt (an integer) | json:FIELD (a .json field)
     start_method: str = "auto"                      # worker start: auto (spawn with CUDA, else fork) | spawn | fork
 
     @classmethod
@@ -153,9 +157,55 @@ class LoaderConfig:
                 given = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)
                          if getattr(value, f.name) is not None}
                 overrides[name] = dataclasses.replace(base, **given)
-        return dataclasses.replace(cfg, **overrides)
+        cfg = dataclasses.replace(cfg, **overrides)
+        check_model_sizes(cfg, model)
+        return cfg
+
+    @classmethod
+    def from_timm_args(cls, args, model=None, **overrides) -> "LoaderConfig":
+        """A config from timm ``train.py``'s argument namespace (and the model, for what args leave unset);
+        see :mod:`vitdata.timm_args` for the mapping and what becomes of the options vitdata does not run."""
+        from vitdata.timm_args import config_from_timm_args
+
+        return config_from_timm_args(cls, args, model, **overrides)
 
 
+
+
+def check_model_sizes(cfg: LoaderConfig, model) -> None:
+    """Refuse, at build time, a schedule that changes the image size for a model that accepts one size only
+    (a timm ViT built without ``dynamic_img_size=True`` fails at the first smaller batch)."""
+    pe = getattr(model, "patch_embed", None)
+    if pe is None or getattr(model, "dynamic_img_size", False) or not getattr(pe, "strict_img_size", False):
+        return
+    sizes = scheduled_sizes(cfg)
+    if sizes and sizes != {cfg.image_size}:
+        raise ConfigError(f"the schedule {cfg.schedule.name!r} feeds image sizes {sorted(sizes)} but the model accepts "
+                          f"{cfg.image_size} px only: create it with timm.create_model(..., dynamic_img_size=True) "
+                          f"(or use a schedule that keeps the size)", ("schedule", "model.dynamic_img_size"))
+
+
+def scheduled_sizes(cfg: LoaderConfig) -> set[int]:
+    """Sizes of the batches the configured schedule makes over the run (after any low-pass crop; empty when
+    it cannot be laid out yet)."""
+    from vitdata.schedules import Schedule, make_schedule
+
+    sc = cfg.schedule
+    try:
+        if isinstance(sc.schedule, Schedule):
+            sched = sc.schedule
+        else:
+            if sc.epochs is None and sc.name != "constant":
+                return set()
+            kw = dict(sc.kwargs)
+            patch = cfg.augment.patch_size or (ERASE_CELL if cfg.image_size % ERASE_CELL == 0 else None)
+            if patch:
+                kw.setdefault("patch_size", patch)
+            sched = make_schedule(sc.name, sc.epochs or 1, 4, cfg.image_size, **kw)
+        knobs = [k for _, k in sched.epoch_table()] + [sched(e, 3) for e in range(sched.epochs)]
+        return {int(k.lowpass_size or k.image_size) for k in knobs}   # the low-pass crop shrinks the batch
+    except ConfigError:
+        return set()     # check_config / create_loader report a bad schedule with its own fields
 
 
 def dali_available() -> bool:
@@ -230,8 +280,19 @@ def check_config(cfg: LoaderConfig, split: str) -> None:
         bad(f"start_method must be auto | spawn | fork, got {cfg.start_method!r}", "start_method")
     if cfg.seed < 0:
         bad("seed must be >= 0", "seed")
-    if cfg.schedule.schedule is None and cfg.schedule.epochs < 1:
-        bad("schedule.epochs must be >= 1", "schedule.epochs")
+    from vitdata.shards import parse_label_member
+
+    try:
+        parse_label_member(cfg.label_member)
+    except ValueError as err:
+        bad(str(err), "label_member")
+    sc = cfg.schedule
+    if sc.schedule is None and sc.epochs is None and sc.name != "constant":
+        bad(f"schedule {sc.name!r} is laid out over the run: give schedule.epochs (the run's epochs, e.g. "
+            f"ScheduleConfig(name={sc.name!r}, epochs=300)); without it the curriculum would collapse into one "
+            f"stage", "schedule.epochs")
+    if sc.schedule is None and sc.epochs is not None and (not isinstance(sc.epochs, int) or sc.epochs < 1):
+        bad(f"schedule.epochs must be an int >= 1, got {sc.epochs!r}", "schedule.epochs")
     eval_size = e.image_size or cfg.image_size
     if split == "eval" and round(eval_size / crop_pct) < eval_size:
         bad("eval crop larger than the resized image", "eval.image_size", "eval.crop_pct")
@@ -263,7 +324,9 @@ def resolve_defaults(cfg: LoaderConfig, backend: str) -> LoaderConfig:
     """A copy of a checked ``cfg`` with every "not set" (None) that has a default filled in: ImageNet's mean
     and std, bilinear resizing, crop_pct 0.875, ``eval.data`` from the deprecated ``eval_data``, and
     ``num_threads`` / ``num_workers`` from the cores this process may use, divided among the local ranks
-    (:mod:`vitdata.backends.host`). ``augment.patch_size`` stays None (sizes are then not rounded)."""
+    (:mod:`vitdata.backends.host`). ``augment.patch_size`` None becomes 16 when ``image_size`` is a multiple
+    of 16 (scheduled sizes are rounded to it), else stays None (sizes are then not rounded); ``schedule.epochs``
+    stays None for the constant schedule (one stage)."""
     from vitdata.backends.host import default_threads, default_workers
 
     if cfg.eval_data is not None:
@@ -278,6 +341,7 @@ def resolve_defaults(cfg: LoaderConfig, backend: str) -> LoaderConfig:
                                  crop_pct=DEFAULT_CROP_PCT if e.crop_pct is None else e.crop_pct),
         output=dataclasses.replace(o, mean=IMAGENET_MEAN if o.mean is None else tuple(o.mean),
                                    std=IMAGENET_STD if o.std is None else tuple(o.std)),
-        augment=dataclasses.replace(a, interpolation=a.interpolation or "bilinear"),
+        augment=dataclasses.replace(a, interpolation=a.interpolation or "bilinear",
+                                    patch_size=a.patch_size or (ERASE_CELL if cfg.image_size % ERASE_CELL == 0 else None)),
         num_threads=default_threads(backend) if cfg.num_threads is None else cfg.num_threads,
         num_workers=default_workers(backend) if cfg.num_workers is None else cfg.num_workers)

@@ -192,10 +192,19 @@ def _ext_of(name: str) -> str:
     return name.rsplit(".", 1)[-1].lower() if "." in name else ""
 
 
+SPLIT_NAMES = ("train", "val", "validation", "test")
+
+
 def _build_imagefolder(root: str) -> SampleIndex:
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
     if not classes:
         raise DataError("empty_dataset", root, detail="no class directories (expected ROOT/<class>/<image>)")
+    splits = [c for c in classes if c in SPLIT_NAMES]
+    if "train" in splits and len(splits) > 1 and any(e.is_dir() for e in os.scandir(os.path.join(root, "train"))):
+        other = next(c for c in splits if c != "train")
+        raise DataError("empty_dataset", root, detail=f"this looks like a dataset root (it holds "
+                        f"{', '.join(s + '/' for s in splits)}), not one split: pass {os.path.join(root, 'train')} "
+                        f"as the data (and {os.path.join(root, other)} as eval.data)")
     b, sources, stats, dir_mtimes = _Builder(), [], [], {root: os.stat(root).st_mtime_ns}
     for y, cls in enumerate(classes):
         cdir = os.path.join(root, cls)
@@ -226,14 +235,15 @@ def _build_imagefolder(root: str) -> SampleIndex:
                     classes=classes, extra_stats=dir_mtimes)
 
 
-def _build_wds(source: str, num_classes: int | None, member_cap: int, mark_bad_labels: bool = False) -> SampleIndex:
+def _build_wds(source: str, num_classes: int | None, member_cap: int, mark_bad_labels: bool = False,
+               label: str = "cls") -> SampleIndex:
     b = _Builder()
-    return b.finish(kind="wds", spec=source, **shards.scan(source, b, num_classes, member_cap, mark_bad_labels))
+    return b.finish(kind="wds", spec=source, **shards.scan(source, b, num_classes, member_cap, mark_bad_labels, label))
 
 
 
 def build_index(source: str, *, checksums: bool = False, num_classes: int | None = None,
-                member_cap: int = MEMBER_CAP, bad_labels: str = "raise") -> SampleIndex:
+                member_cap: int = MEMBER_CAP, bad_labels: str = "raise", label: str = "cls") -> SampleIndex:
     """Scan ``source`` (ImageFolder root, directory of .tar shards, brace pattern or one .tar).
 
     Raises DataError naming the file for: a path that does not exist, an unreadable file, an empty
@@ -244,6 +254,9 @@ def build_index(source: str, *, checksums: bool = False, num_classes: int | None
     raises for that one sample (reason ``bad_label``) by its ``on_error``. A label above ``MAX_LABEL``
     is always such a bad label; without classes.json and ``num_classes``, so is a label beyond a gap in
     the labels seen (:func:`vitdata.shards.labels_beyond_a_gap`), whose message names classes.json as the fix.
+    ``label``: the tar member holding the label, ``"cls"`` | ``"class"`` | ``"label"`` | ``"txt"`` (an integer)
+    | ``"json:FIELD"`` (same bad-label rules). Gzip shards (``.tar.gz``, ``.tgz``) are inflated once into
+    the cache (:mod:`vitdata.gzshards`).
     """
     if bad_labels not in ("raise", "mark"):
         raise ValueError(f"bad_labels must be 'raise' or 'mark', got {bad_labels!r}")
@@ -251,7 +264,10 @@ def build_index(source: str, *, checksums: bool = False, num_classes: int | None
     if "{" not in source and not os.path.exists(source):
         raise DataError("not_found", source, detail="no such file or directory")
     if is_wds(source):
-        idx = _build_wds(source, num_classes, member_cap, bad_labels == "mark")
+        idx = _build_wds(source, num_classes, member_cap, bad_labels == "mark", label)
+    elif os.path.exists(source) and not os.path.isdir(source):
+        raise DataError("unreadable", source, detail="a file, not a dataset: give an ImageFolder directory "
+                        "(ROOT/<class>/<image>), a directory of .tar shards, a brace pattern or one .tar shard")
     else:
         idx = _build_imagefolder(source)
         if num_classes is not None and num_classes != idx.num_classes:
@@ -267,16 +283,19 @@ def cache_dir() -> str:
     return os.environ.get("VITDATA_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "vitdata"))
 
 
-def default_index_path(source: str) -> str:
+def default_index_path(source: str, label: str = "cls") -> str:
     spec = os.path.abspath(source) if "{" not in source else source
+    if label != "cls":
+        spec += f"\0label={label}"
     return os.path.join(cache_dir(), "index", hashlib.sha256(spec.encode()).hexdigest()[:24] + ".npz")
 
 
 def open_index(source: str, *, path: str | None = None, rebuild: bool = False, checksums: bool = False,
-               num_classes: int | None = None, verbose: bool = True, bad_labels: str = "raise") -> SampleIndex:
+               num_classes: int | None = None, verbose: bool = True, bad_labels: str = "raise",
+               label: str = "cls") -> SampleIndex:
     """Load the cached index of ``source`` or build it (and cache it atomically). A cached index whose
     sources changed since (size or mtime of a file, or a directory's entries) is rebuilt, with a message."""
-    path = path or default_index_path(source)
+    path = path or default_index_path(source, label)
     if not rebuild and os.path.exists(path):
         try:
             idx = SampleIndex.load(path)
@@ -290,7 +309,7 @@ def open_index(source: str, *, path: str | None = None, rebuild: bool = False, c
             why = str(e)
         if verbose:
             print(f"vitdata: rebuilding the index of {source}: {why}", file=sys.stderr)
-    idx = build_index(source, checksums=checksums, num_classes=num_classes, bad_labels=bad_labels)
+    idx = build_index(source, checksums=checksums, num_classes=num_classes, bad_labels=bad_labels, label=label)
     if verbose and idx.skipped:
         reasons = {}
         for s in idx.skipped:

@@ -74,6 +74,8 @@ from vitdata.config import (DTYPES, ERASE_CELL, IMAGENET_MEAN, IMAGENET_STD, Aug
                             DistributedConfig, EvalConfig, LoaderConfig, OutputConfig, ScheduleConfig, check_config,
                             choose_backend, dist_rank_world, resolve_defaults)
 from vitdata.errors import ConfigError, DataError, StateError
+from vitdata.jsonstate import from_json, to_json
+from vitdata.trainer_api import TrainerAPI
 from vitdata.quarantine import Quarantine
 from vitdata.statecheck import check_loader_state
 
@@ -96,6 +98,10 @@ class Batch:
     loss_weight: torch.Tensor | None = None
     aug_magnitude: torch.Tensor | None = None
 
+    def __iter__(self):
+        """``images, labels = batch`` (a DataLoader's pair); ids, knobs and weights stay attributes."""
+        return iter((self.images, self.labels))
+
 
 class Stage(enum.Enum):
     READY = "ready"          # the epoch is chosen; its next iteration starts the backend at `position`
@@ -116,7 +122,7 @@ class ResumePoint:
     loaded: dict | None = field(default=None, compare=False, repr=False)
 
 
-class Loader:
+class Loader(TrainerAPI):
     """Iterates :class:`Batch` es of one split; see the module docstring. Build with :func:`create_loader`."""
 
     def __init__(self, cfg: LoaderConfig, split: str, oracle=None):
@@ -135,7 +141,7 @@ class Loader:
         data = cfg.eval.data if (not self.train and cfg.eval.data) else cfg.data
         try:
             # bad_labels="mark": one bad tar label is that sample's bad_label skip (or error), not a dead dataset
-            self.index = open_index(data, checksums=cfg.verify_checksums, bad_labels="mark")
+            self.index = open_index(data, checksums=cfg.verify_checksums, bad_labels="mark", label=cfg.label_member)
         except DataError as e:
             which = "eval.data" if not self.train and cfg.eval.data else "data"
             raise ConfigError(f"cannot open data source {data!r}: {e}", (which,)) from e
@@ -154,6 +160,8 @@ class Loader:
         self._affine = None   # (shift, scale) of the uint8 normalisation, built on first use
         self._point = ResumePoint()
         self._skipped: dict[int, list[dict]] = {}
+        self._oracle_ended = None          # (epoch, plan) of the oracle epoch this loader ended last
+        self.last_batch: Batch | None = None
         self._pending: list = []   # "raise": the consumed step's DataErrors still to raise, then its batch
         self._closed = False
 
@@ -194,7 +202,7 @@ class Loader:
         if sc.name == "constant":
             kw.setdefault("randaug_magnitude", a.randaug_magnitude)
             kw.setdefault("randaug_num_ops", a.randaug_num_ops)
-        return make_schedule(sc.name, sc.epochs, self.sampler.steps_per_epoch(), self.cfg.image_size, **kw)
+        return make_schedule(sc.name, sc.epochs or 1, self.sampler.steps_per_epoch(), self.cfg.image_size, **kw)
 
     def _check_knobs(self) -> None:
         if not self.train:
@@ -240,13 +248,26 @@ class Loader:
             return
         plan = None
         if self.oracle is not None and self.train and self.epoch > 0:
-            mark = getattr(self.oracle, "mark_skipped", None)
-            if mark is not None:   # flags, not losses: the oracle gives bad files the floor weight
-                mark([d["id"] for d in self._skipped.get(self.epoch - 1, [])])
-            plan = self.oracle.end_epoch(self.epoch - 1)
+            plan = self._end_oracle_epoch(self.epoch - 1)
         if self.oracle is not None or self.sampler.plan is None:
             self.sampler.set_plan(plan)
         self._point = replace(self._point, planned=True)
+
+    def _end_oracle_epoch(self, epoch: int):
+        """The oracle's plan after ``epoch``, ending it once (a collective under torch.distributed, reached
+        by every rank at the same point: the end of an epoch's iteration, or ``set_epoch``)."""
+        ended = self._oracle_ended
+        if ended is not None and ended[0] == epoch:
+            return ended[1]
+        if isinstance(getattr(self.oracle, "epoch", None), int) and self.oracle.epoch > epoch:
+            plan = getattr(self.oracle, "plan", None)   # ended before a saved state was taken
+        else:
+            mark = getattr(self.oracle, "mark_skipped", None)
+            if mark is not None:   # flags, not losses: the oracle gives bad files the floor weight
+                mark([d["id"] for d in self._skipped.get(epoch, [])])
+            plan = self.oracle.end_epoch(epoch)
+        self._oracle_ended = (epoch, plan)
+        return plan
 
     def _control(self) -> dict:
         ids = self.sampler.epoch_ids(self.epoch)
@@ -292,12 +313,18 @@ class Loader:
             self._point = ResumePoint(self.epoch, step + 1, Stage.FINISHED if done else Stage.RUNNING, planned=True)
             self.sampler.position = self.position
             batch, errors = self._finish(raw, step)
+            self.last_batch = batch                      # loader.loss(logits, target) reads it
             if errors:
                 self._pending = [*errors, batch]
                 yield from self._drain()
             else:
                 yield batch
         self._point = replace(self._point, stage=Stage.FINISHED)
+        self.last_batch = None                   # its loss was computed before the trainer asked for more
+        if self.train and self.oracle is not None:
+            # Every report of the epoch precedes this point (the trainer asked for the batch after the last),
+            # so the table is merged here and a state taken between epochs is whole on any one rank.
+            self._end_oracle_epoch(self.epoch)
 
     def _drain(self) -> Iterator[Batch]:
         """Hand over ``_pending``: each DataError is raised (ending this iteration), the batch yielded."""
@@ -451,22 +478,27 @@ class Loader:
     def state_dict(self) -> dict:
         """Plain data (no pickle needed): format, fingerprint, epoch, position (consumed steps), sampler
         state (with the plan's arrays), backend state (DALI checkpoint as base64 text), skip report, and
-        the oracle's state when there is one (a collective under torch.distributed: call on every rank).
-        Oracle reports made after this call are not in it, so a resumed run equals one that never made them."""
+        the oracle's state when there is one. JSON types throughout (arrays as base64 text, see
+        :mod:`vitdata.jsonstate`): ``json.dumps`` takes it as it is. Rank-local, no communication: any one
+        rank's state resumes every rank (a rank-0-only checkpoint; other ranks restart their augmentation
+        draws at the saved step). Between epochs it is exact on every rank, oracle included (the loader
+        ends the oracle's epoch as the last batch is consumed); mid-epoch, the oracle reports pending on
+        other ranks are lost, and reports made after this call are not in it."""
         oracle = self.oracle.state_dict() if self.oracle is not None and hasattr(self.oracle, "state_dict") else None
         point = self._point
         if point.loaded is not None:
-            return dict(point.loaded, oracle=oracle)
+            return to_json(dict(point.loaded, oracle=oracle))
         sampler = self.sampler.state_dict()
         sampler["epoch"], sampler["position"] = self.epoch, self.position
         # The backend's state also when the epoch has not started: after set_epoch(e + 1) it holds the
         # finished epoch's pipeline, which a resume moves on from as the uninterrupted run does (the same
         # augmentation RNG stream).
-        return {"format": STATE_FORMAT, "fingerprint": self._fingerprint(), "epoch": self.epoch,
-                "position": self.position, "finished": point.stage is Stage.FINISHED,
-                "started": point.stage is not Stage.READY, "sampler": sampler, "backend": self._backend.state(),
-                "skipped": [dict(d, epoch=e) for e, lst in self._skipped.items() for d in lst],
-                "quarantine": self.quarantine.state(), "oracle": oracle}
+        return to_json({"format": STATE_FORMAT, "fingerprint": self._fingerprint(), "epoch": self.epoch,
+                        "position": self.position, "finished": point.stage is Stage.FINISHED,
+                        "started": point.stage is not Stage.READY, "sampler": sampler,
+                        "backend": self._backend.state(),
+                        "skipped": [dict(d, epoch=e) for e, lst in self._skipped.items() for d in lst],
+                        "quarantine": self.quarantine.state(), "oracle": oracle})
 
     def load_state_dict(self, state: dict) -> None:
         """Resume from :meth:`state_dict`. Refuses (StateError naming the field) a state from another
@@ -480,6 +512,7 @@ class Loader:
         """
         if not isinstance(state, dict) or "format" not in state:
             raise StateError("not a vitdata loader state (no 'format' field)")
+        state = from_json(state)
         if not isinstance(state["format"], int) or state["format"] < 1:
             raise StateError(f"loader state has no valid format version (field format: {state['format']!r})")
         if state["format"] > STATE_FORMAT:
@@ -488,7 +521,9 @@ class Loader:
         mine, theirs = self._fingerprint(), state.get("fingerprint", {})
         if not isinstance(theirs, dict):
             raise StateError("loader state has no fingerprint (field fingerprint)")
-        elastic = theirs.get("world_size") != mine["world_size"]
+        # Another rank's state (a checkpoint saved on rank 0 only) resumes like a world-size change: at
+        # the same global step, with this rank's own fresh augmentation draws.
+        elastic = theirs.get("world_size") != mine["world_size"] or theirs.get("rank") != mine["rank"]
         if elastic:
             saved_g = int(theirs.get("world_size") or 0) * int(theirs.get("batch_size") or 0)
             new_g = self.world_size * self.batch_size
@@ -515,6 +550,7 @@ class Loader:
         self.quarantine.load(state.get("quarantine"), len(self.index))
         if self.oracle is not None and state.get("oracle") is not None:
             self.oracle.load_state_dict(state["oracle"])
+        self._oracle_ended = None
         epoch, position = int(state["epoch"]), int(state["position"])
         self._skipped, self._pending = {}, []
         if not elastic:
@@ -570,8 +606,18 @@ def create_loader(cfg: LoaderConfig, split: str = "train", oracle=None) -> Loade
     """Check ``cfg`` (ConfigError naming the fields) and build the loader of ``split`` ("train" | "eval").
 
     ``oracle``: a :class:`vitdata.oracle.DifficultyOracle` (or anything with ``report`` and ``end_epoch``)
-    that plans each training epoch from the reported losses.
+    that plans each training epoch from the reported losses, or a policy name ("data-centric",
+    "prune-easy", "weighted", "uniform"): a DifficultyOracle sized from the index, seeded with ``cfg.seed``.
+    An oracle whose ``num_samples`` differs from the index is refused here (ConfigError).
     """
+    from vitdata.trainer_api import make_oracle
+
     if not isinstance(cfg, LoaderConfig):
         raise ConfigError(f"cfg must be a LoaderConfig, got {type(cfg).__name__}", ("cfg",))
-    return Loader(cfg, split, oracle)
+    loader = Loader(cfg, split, None)
+    try:
+        loader.oracle = make_oracle(oracle, loader)
+    except BaseException:
+        loader.close()
+        raise
+    return loader

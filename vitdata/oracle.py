@@ -63,7 +63,7 @@ import torch
 
 from vitdata.errors import ConfigError, StateError, check_format
 from vitdata.policies import (POLICIES, DataCentricPolicy, OracleTable, Policy, PruneEasyPolicy, UniformPolicy,
-                              WeightedPolicy, register_policy)
+                              WeightedPolicy, plan_summary, register_policy)
 from vitdata.sampler import EpochPlan
 
 __all__ = ["DifficultyOracle", "OracleTable", "Policy", "UniformPolicy", "DataCentricPolicy", "PruneEasyPolicy",
@@ -135,8 +135,9 @@ class DifficultyOracle:
         process_group: the torch.distributed group to gather over (default: the world, when initialised).
         **policy_kwargs: passed to the policy class (e.g. ``floor=0.3`` for "weighted").
 
-    Sync points: ``end_epoch``, ``sync``, ``state_dict`` and ``table_arrays`` fold the pending reports;
-    under ``torch.distributed`` they are collectives, so every rank must call them at the same point.
+    Sync points: ``end_epoch``, ``sync`` and ``table_arrays`` fold the pending reports; under
+    ``torch.distributed`` they are collectives, so every rank must call them at the same point.
+    ``state_dict`` is rank-local (no communication): it may be called on one rank only.
     """
 
     def __init__(self, num_samples: int, policy: str | Policy = "uniform", *, alpha: float = 0.8, beta: float = 0.3,
@@ -221,7 +222,7 @@ class DifficultyOracle:
 
         Never synchronises with the device when the tensors live on the oracle's device (the loader's
         ``Batch.ids`` and the trainer's losses do): they are copied into device buffers and folded at
-        the next ``end_epoch``/``sync``/``state_dict``. Tensors on another device are copied over,
+        the next ``end_epoch``/``sync``. Tensors on another device are copied over,
         which may block. Ids < 0 (padding, skipped samples) and
         non-finite losses are dropped at fold time and counted in the metrics (``n_ignored``).
         """
@@ -400,8 +401,7 @@ class DifficultyOracle:
     def end_epoch(self, epoch: int | None = None):
         """Finish ``epoch`` (default: the current one): fold, record metrics, return the next plan.
 
-        Pending reports are tagged ``epoch``; reports folded earlier in the epoch (by ``sync`` or
-        ``state_dict``) carry the tag current then, so call :meth:`set_epoch` when an epoch starts
+        Pending reports are tagged ``epoch``; reports folded earlier in the epoch (by ``sync``) carry the tag current then, so call :meth:`set_epoch` when an epoch starts
         (``Loader.set_epoch`` does) if the run does not start at epoch 0.
 
         The one host sync of an epoch. Under torch.distributed every rank must call it; all ranks
@@ -417,7 +417,7 @@ class DifficultyOracle:
             table = self._host_table()
             rng = np.random.default_rng([_POLICY_TAG, self.seed, self.epoch + 1])
             plan = self.policy.plan(table, self.epoch + 1, m, rng).validate(self.num_samples)
-        m["plan"] = _plan_summary(plan)
+        m["plan"] = plan_summary(plan)
         self.metrics.append({k: _jsonable(v) for k, v in m.items()})
         self._set_plan(plan)
         self._start_epoch(self.epoch + 1)
@@ -517,26 +517,47 @@ class DifficultyOracle:
                 "explore_kar_frac": self.explore_kar_frac, "hist_bins": self.hist_bins, "seed": self.seed,
                 "policy_config": self.policy.config()}
 
-    def state_dict(self) -> dict[str, Any]:
-        """Plain data: JSON-able scalars, lists and dicts plus NumPy arrays (no pickle needed).
+    def _rank_world(self) -> tuple[int, int]:
+        d, world = self._dist()
+        return (0, 1) if d is None else (d.get_rank(self.process_group), world)
 
-        Folds the pending reports first (a sync point; a collective under torch.distributed, so call it
-        on every rank). Reports made after this call and before a crash are lost on resume, and the
-        resumed run equals one that never saw them (RELIABILITY C2).
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's state, taken without any communication: plain data (JSON-able scalars, lists and
+        dicts plus NumPy arrays; ``vitdata.jsonstate.to_json`` makes it pure JSON text, and
+        ``load_state_dict`` takes either form).
+
+        Rank-local: the table is the one merged at the last ``end_epoch`` (identical on every rank, since
+        nothing folds between epoch ends unless ``sync``/``table_arrays`` is called on every rank), plus
+        this rank's pending reports since then (``pending``). Any single rank's state is therefore enough
+        to resume, so a trainer may save on rank 0 only. A rank that loads its own state gets its pending
+        reports back and the next ``end_epoch`` equals the uninterrupted run's; a rank that loads another
+        rank's state (rank-0-only checkpoints) drops them: those reports are lost, as are reports made
+        after the state was taken (RELIABILITY C2). ``Loader`` ends each epoch as its last batch is
+        consumed, so a state taken between epochs has nothing pending and resumes exactly on every rank.
         """
-        self._fold()
         plan = None
         if self.plan is not None:
             plan = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.plan.to_state().items()}
+        rank, world = self._rank_world()
+        n = self._n
+        pending = {"rank": rank, "world_size": world, "counts": [int(c) for c in self._counts],
+                   "ids": self._buf["ids"][:n].cpu().numpy().copy(), "loss": self._buf["loss"][:n].cpu().numpy().copy(),
+                   "p": self._buf["p"][:n].cpu().numpy().copy(),
+                   "correct": self._buf["correct"][:n].cpu().numpy().astype(np.uint8)}
         return {"format_version": FORMAT_VERSION, "config": self.config(), "epoch": self.epoch, "period": self.period,
                 "epoch_reports": self._epoch_reports, "epoch_ignored": self._epoch_ignored,
                 "epoch_forget0": self._epoch_forget0, "metrics": json.loads(json.dumps(self.metrics)),
                 "policy_state": dict(self.policy.state_dict()), "plan": plan,
                 "table": self.table_arrays(fold=False), "skipped": self._skip_flag.astype(np.uint8),
-                "skip_pending": [int(i) for a in self._skip_pending for i in a]}
+                "skip_pending": [int(i) for a in self._skip_pending for i in a], "pending": pending}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; refuses a different format, size, policy or configuration."""
+        """Restore a :meth:`state_dict` (arrays as NumPy or as ``vitdata.jsonstate`` text); refuses a different
+        format, size, policy or configuration. Pending reports come back only on the rank (and world size)
+        that saved them; see :meth:`state_dict`."""
+        from vitdata.jsonstate import from_json
+
+        state = from_json(state)
         check_format("oracle state", state.get("format_version"), FORMAT_VERSION)
         mine, theirs = self.config(), state["config"]
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
@@ -553,6 +574,7 @@ class DifficultyOracle:
         self._n, self._counts = 0, []
         for k in _TABLE:
             self._t[k].copy_(torch.from_numpy(np.ascontiguousarray(table[k])))
+        self._restore_pending(state.get("pending"))
         # Skip flags (absent in states written before they existed: none flagged).
         flags = np.asarray(state.get("skipped", np.zeros(self.num_samples, np.uint8)))
         if flags.shape != (self.num_samples,):
@@ -571,23 +593,23 @@ class DifficultyOracle:
         else:
             self._set_plan(EpochPlan.from_state(plan))
 
+    def _restore_pending(self, pending: dict | None) -> None:
+        if not pending or pending.get("rank") is None:
+            return
+        rank, world = self._rank_world()
+        if (int(pending["rank"]), int(pending["world_size"])) != (rank, world):
+            return                           # another rank's reports: not this rank's to replay
+        ids = np.asarray(pending["ids"], np.int64)
+        counts = [int(c) for c in pending.get("counts", [])]
+        if sum(counts) != ids.size:
+            raise StateError(f"oracle state: pending counts sum to {sum(counts)} but {ids.size} ids are pending")
+        n = ids.size
+        if n == 0:
+            return
+        self.reserve(n)
+        self._buf["ids"][:n].copy_(torch.from_numpy(ids))
+        self._buf["loss"][:n].copy_(torch.from_numpy(np.asarray(pending["loss"], np.float32)))
+        self._buf["p"][:n].copy_(torch.from_numpy(np.asarray(pending["p"], np.float32)))
+        self._buf["correct"][:n].copy_(torch.from_numpy(np.asarray(pending["correct"]).astype(bool)))
+        self._n, self._counts = n, counts
 
-def _plan_summary(plan) -> dict:
-    """Small JSON-able description of a plan for the metrics log."""
-    if plan is None:
-        return {}
-    out = {}
-    if plan.kept is not None:
-        out["kept_fraction"] = float(np.mean(plan.kept))
-    if plan.weights is not None:
-        w = plan.weights / plan.weights.sum()
-        out["weight_max_over_uniform"] = float(w.max() * len(w))
-        out["weight_min_over_uniform"] = float(w.min() * len(w))
-    if plan.aug_magnitude is not None:
-        out["aug_magnitude_max"] = float(plan.aug_magnitude.max())
-        out["boosted_fraction"] = float(np.mean(plan.aug_magnitude > 0))
-    if plan.erase_ratio is not None:
-        out["erase_ratio_max"] = float(plan.erase_ratio.max())
-    if plan.loss_weight is not None:
-        out["loss_weight_max"] = float(plan.loss_weight.max())
-    return out

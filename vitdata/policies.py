@@ -249,3 +249,24 @@ class WeightedPolicy(Policy):
             w = self._apply_cap(w, self.cap / n)
         metrics["max_weight_ratio"] = float(w.max() * n)
         return EpochPlan(weights=w, num_draws=self.num_draws)
+
+
+def plan_summary(plan) -> dict:
+    """Small JSON-able description of a plan for the metrics log."""
+    if plan is None:
+        return {}
+    out = {}
+    if plan.kept is not None:
+        out["kept_fraction"] = float(np.mean(plan.kept))
+    if plan.weights is not None:
+        w = plan.weights / plan.weights.sum()
+        out["weight_max_over_uniform"] = float(w.max() * len(w))
+        out["weight_min_over_uniform"] = float(w.min() * len(w))
+    if plan.aug_magnitude is not None:
+        out["aug_magnitude_max"] = float(plan.aug_magnitude.max())
+        out["boosted_fraction"] = float(np.mean(plan.aug_magnitude > 0))
+    if plan.erase_ratio is not None:
+        out["erase_ratio_max"] = float(plan.erase_ratio.max())
+    if plan.loss_weight is not None:
+        out["loss_weight_max"] = float(plan.loss_weight.max())
+    return out

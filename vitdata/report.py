@@ -327,14 +327,16 @@ def to_uint8(x, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def load_images(source: str, n: int, size: int, mean: Sequence[float], std: Sequence[float], seed: int = 0):
-    """``n`` images of ``source`` (one per class first, then random), centre-cropped and resized to ``size``
-    (bicubic): (n, 3, size, size) float32 tensor normalised with ``mean`` / ``std``."""
+def load_images(source: str, n: int, size: int, mean: Sequence[float], std: Sequence[float], seed: int = 0,
+                ids: Optional[Sequence[int]] = None):
+    """``n`` images of ``source`` (one per class first, then random; or the index ids ``ids``), centre-cropped
+    and resized to ``size`` (bicubic): (n, 3, size, size) float32 tensor normalised with ``mean`` / ``std``."""
     import torch
     from PIL import Image
 
     from vitdata.backends.torch import decode_rgb
     from vitdata.index import SampleReader, open_index
+    wanted = None if ids is None else [int(i) for i in ids]   # (the loop below reuses the name ids)
     index = open_index(source)
     reader = SampleReader(index)
     rng = np.random.default_rng(seed)
@@ -345,6 +347,8 @@ def load_images(source: str, n: int, size: int, mean: Sequence[float], std: Sequ
             picks.append(int(rng.choice(ids)))
     while len(picks) < min(n, len(index)):
         picks.append(int(rng.integers(len(index))))
+    if wanted is not None:
+        picks = wanted
     mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
     out = []
     for i in picks:
@@ -378,22 +382,25 @@ def views(images, knobs, patch_size: int, seed: int = 0) -> dict:
 def curriculum_rows(source: str, schedule, epochs: list[int], patch_size: int, mean: Sequence[float],
                     std: Sequence[float], n: int = 4, seed: int = 0):
     """Rows for :func:`plot_samples`: per epoch (0-based, clamped to the schedule's), ``n`` images of
-    ``source`` in each view of :func:`views` under the knobs of that epoch's first step, side by side.
+    ``source`` in each view of :func:`views` under the knobs of that epoch's first step, side by side (a view
+    that no epoch changes, e.g. "erased" without PatchErasing, is left out).
     Images are centre-cropped and RandAugment is left out, so the views differ only by the curriculum's
     own operations.
 
     Returns (rows, column titles, knobs per epoch)."""
-    rows, all_knobs = [], []
-    for e in epochs:
-        k = schedule(min(max(e, 0), schedule.epochs - 1), 0)
+    all_knobs = [schedule(min(max(e, 0), schedule.epochs - 1), 0) for e in epochs]
+    # A view no epoch changes would only repeat "full": it is left out.
+    names = ["full"] + (["low-pass"] if any(k.lowpass_size for k in all_knobs) else []) + \
+        (["erased"] if any(k.erase_ratio > 0 for k in all_knobs) else [])
+    rows = []
+    for e, k in zip(epochs, all_knobs):
         imgs = load_images(source, n, k.image_size, mean, std, seed=seed)
         v = views(imgs, k, patch_size, seed=seed + e)
         label = f"epoch {e}\n{k.image_size}px lp={k.lowpass_size or '-'}\nerase={k.erase_ratio:g}"
         # The low-pass view is smaller (B x B); each tile has its own axes, so it is shown stretched.
-        pixels = {name: to_uint8(x, mean, std) for name, x in v.items()}
-        rows.append((label, [pixels[name][i] for i in range(len(imgs)) for name in ("full", "low-pass", "erased")]))
-        all_knobs.append(k)
-    titles = [name for _ in range(n) for name in ("full", "low-pass", "erased")]
+        pixels = {name: to_uint8(v[name], mean, std) for name in names}
+        rows.append((label, [pixels[name][i] for i in range(len(imgs)) for name in names]))
+    titles = [name for _ in range(n) for name in names]
     return rows, titles, all_knobs
 
 

@@ -24,6 +24,9 @@ MAX_LABEL = (1 << 24) - 1
 # LABEL_GAP above the next smaller label seen, among other conditions (see labels_beyond_a_gap).
 LABEL_GAP = 1024
 MEMBER_CAP = 64 << 20          # largest tar member accepted (bytes); larger claims are refused unread
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+LABEL_MEMBERS = ("cls", "class", "label", "txt")   # members holding the label as ASCII digits
+_JSON_CAP = 1 << 16            # largest .json label member read
 _BLOCK = 512
 _REGULAR = (b"0", b"\0", b"7")
 _NON_REGULAR = {b"1": "hard link", b"2": "symlink", b"3": "character device", b"4": "block device",
@@ -86,8 +89,35 @@ def _safe_key(name: str) -> tuple[str, bool]:
     return clean, clean != name
 
 
+def _read_label(fd: int, off: int, n: int, ext: str, field: str | None) -> tuple[int, str]:
+    """(label, why it is bad) of one label member; label BAD_LABEL when it is not a usable integer."""
+    if field is None:
+        raw = os.pread(fd, n, off) if n <= 64 else b"<too long>"
+        text = raw.strip()
+        if not text.isdigit():
+            return BAD_LABEL, f".{ext} holds {raw[:20]!r}, expected ASCII digits"
+    else:
+        if n > _JSON_CAP:
+            return BAD_LABEL, f".json member of {n} bytes (cap {_JSON_CAP})"
+        try:
+            value = json.loads(os.pread(fd, n, off))
+            for part in field.split("."):
+                value = value[part]
+        except (ValueError, KeyError, TypeError, IndexError):
+            return BAD_LABEL, f".json has no integer field {field!r}"
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+            return BAD_LABEL, f".json field {field!r} holds {str(value)[:20]!r}, expected a non-negative integer"
+        text = str(value).strip().encode()
+    # at most 64 digits here; a label past MAX_LABEL would make a class list of that length
+    if len(text) > 64 or int(text) > MAX_LABEL:
+        return BAD_LABEL, (f".{ext} holds {_short_number(text)}, above the largest label vitdata accepts "
+                           f"({MAX_LABEL})")
+    return int(text), ""
+
+
 def _scan_shard(fid: int, path: str, size: int, b, seen: dict, skipped: list,
-                member_cap: int, mark_bad_labels: bool = False) -> None:
+                member_cap: int, mark_bad_labels: bool = False, label_ext: str = "cls",
+                label_field: str | None = None) -> None:
     """Add the samples of one shard to ``b``. Structural damage (truncation, bad header) keeps the
     samples before it and records the rest in ``skipped``; semantic errors raise DataError."""
     fd = os.open(path, os.O_RDONLY)
@@ -99,27 +129,21 @@ def _scan_shard(fid: int, path: str, size: int, b, seen: dict, skipped: list,
             if group_key is None or "_dropped" in group:
                 return
             img = [e for e in IMAGE_EXTS if e in group]
-            if "cls" not in group and not img:
+            if label_ext not in group and not img:
                 return
-            if "cls" not in group:
+            if label_ext not in group:
                 raise DataError("missing_label", path, offset=group[img[0]][0] - _BLOCK,
-                                detail=f"sample {group_key!r} has an image but no .cls member")
+                                detail=f"sample {group_key!r} has an image but no .{label_ext} member" + (
+                                    " (labels in another member: LoaderConfig(label_member='class' | 'label' | "
+                                    "'txt' | 'json:FIELD'))" if label_ext == "cls" else ""))
             if not img:
-                raise DataError("missing_image", path, offset=group["cls"][0] - _BLOCK,
-                                detail=f"sample {group_key!r} has a .cls but no .jpg/.jpeg/.png member")
+                raise DataError("missing_image", path, offset=group[label_ext][0] - _BLOCK,
+                                detail=f"sample {group_key!r} has a .{label_ext} but no .jpg/.jpeg/.png member")
             if group_key in seen:
                 raise DataError("duplicate_key", path, offset=group_off,
                                 detail=f"key {group_key!r} already seen in {seen[group_key]}")
-            cls_off, cls_len = group["cls"]
-            raw = os.pread(fd, cls_len, cls_off) if cls_len <= 64 else b"<too long>"
-            text = raw.strip()
-            label, why = BAD_LABEL, f".cls holds {raw[:20]!r}, expected ASCII digits"
-            if text.isdigit():
-                # at most 64 digits here; a label past MAX_LABEL would make a class list of that length
-                label = int(text)
-                if label > MAX_LABEL:
-                    label, why = BAD_LABEL, (f".cls holds {_short_number(text)}, above the largest label vitdata "
-                                             f"accepts ({MAX_LABEL})")
+            cls_off, cls_len = group[label_ext]
+            label, why = _read_label(fd, cls_off, cls_len, label_ext, label_field)
             if label == BAD_LABEL:
                 if not mark_bad_labels:
                     raise DataError("bad_label", path, offset=cls_off - _BLOCK, detail=f"sample {group_key!r}: {why}")
@@ -173,10 +197,10 @@ def _scan_shard(fid: int, path: str, size: int, b, seen: dict, skipped: list,
                                     "detail": f"member name {name!r} normalised to key {key!r}"})
                 if not regular:  # a link, device or FIFO is never read or followed
                     kind = _NON_REGULAR.get(typeflag, f"type {typeflag!r}")
-                    sample = ext in IMAGE_EXTS + ("cls",) and dot
+                    sample = ext in IMAGE_EXTS + (label_ext,) and dot
                     skipped.append({"path": path, "offset": pos, "reason": "non_regular_member",
                                     "detail": f"{name!r} is a {kind}" + (f"; sample {key!r} passed over" if sample else "")})
-                if ext in IMAGE_EXTS + ("cls",) and dot:
+                if ext in IMAGE_EXTS + (label_ext,) and dot:
                     if key != group_key:
                         close_group()
                         group_key, group, group_off = key, {}, pos
@@ -201,7 +225,7 @@ def _find_shards(source: str) -> list[str]:
     if any(c in source for c in "{}"):
         paths = _expand_braces(source)
     elif os.path.isdir(source):
-        paths = sorted(os.path.join(source, n) for n in os.listdir(source) if n.endswith(".tar"))
+        paths = sorted(os.path.join(source, n) for n in os.listdir(source) if n.lower().endswith(SHARD_SUFFIXES))
     else:
         paths = [source]
     for p in paths:
@@ -210,6 +234,20 @@ def _find_shards(source: str) -> list[str]:
         if not os.path.isfile(p):
             raise DataError("unreadable", p, detail="not a regular file")
     return [os.path.abspath(p) for p in paths]
+
+
+def _plain_shards(shards: list[str]) -> tuple[list[str], dict]:
+    """Gzip shards replaced by their inflated copies in the cache (see vitdata.gzshards), and the
+    compressed files' mtimes (an index built from them is stale when one changes)."""
+    from vitdata.gzshards import inflate, is_gz
+
+    out, extra = [], {}
+    for p in shards:
+        if is_gz(p):
+            extra[p] = os.stat(p).st_mtime_ns
+            p = inflate(p)
+        out.append(p)
+    return out, extra
 
 
 def _short_number(text: bytes) -> str:
@@ -292,29 +330,46 @@ def _read_classes(path: str) -> list[str]:
 
 
 def is_wds(source: str) -> bool:
-    if "{" in source or source.endswith(".tar"):
+    if "{" in source or source.lower().endswith(SHARD_SUFFIXES):
         return True
-    return os.path.isdir(source) and any(n.endswith(".tar") for n in os.listdir(source))
+    return os.path.isdir(source) and any(n.lower().endswith(SHARD_SUFFIXES) for n in os.listdir(source))
 
 
-def scan(source: str, b, num_classes: int | None, member_cap: int, mark_bad_labels: bool = False) -> dict:
+def parse_label_member(label: str) -> tuple[str, str | None]:
+    """``"cls"`` | ``"class"`` | ``"label"`` | ``"txt"`` (a member holding an integer) | ``"json:FIELD"`` (an
+    integer field of the ``.json`` member; ``a.b`` for a nested one) -> (member extension, json field)."""
+    if label in LABEL_MEMBERS:
+        return label, None
+    if label.startswith("json:") and label[5:]:
+        return "json", label[5:]
+    raise ValueError(f"label member must be one of {LABEL_MEMBERS} or 'json:FIELD', got {label!r}")
+
+
+def scan(source: str, b, num_classes: int | None, member_cap: int, mark_bad_labels: bool = False,
+         label: str = "cls") -> dict:
     """Scan the shards of ``source`` into the index builder ``b`` (its ``add`` and its lists) and return the
-    index fields of the layout: ``sources``, ``source_stats``, ``classes``, ``skipped``, ``extra_stats``."""
+    index fields of the layout: ``sources``, ``source_stats``, ``classes``, ``skipped``, ``extra_stats``.
+    ``label``: the member holding each sample's label (:func:`parse_label_member`). Gzip shards are read
+    from their inflated copies (:mod:`vitdata.gzshards`)."""
     shards = _find_shards(source)
     if not shards:
         raise DataError("empty_dataset", source, detail="no .tar shards found")
+    shards, gz_stats = _plain_shards(shards)
+    label_ext, label_field = parse_label_member(label)
     seen, skipped, stats = {}, [], []
     for fid, p in enumerate(shards):
         try:
             st = os.stat(p)
-            _scan_shard(fid, p, st.st_size, b, seen, skipped, member_cap, mark_bad_labels)
+            _scan_shard(fid, p, st.st_size, b, seen, skipped, member_cap, mark_bad_labels, label_ext, label_field)
         except PermissionError as e:
             raise DataError("unreadable", p, detail=str(e.strerror)) from e
         stats.append((st.st_size, st.st_mtime_ns))
     if not b.label:
-        raise DataError("empty_dataset", source, detail="the shards hold no KEY.(jpg|jpeg|png) + KEY.cls samples")
-    classes_file = os.path.join(os.path.dirname(shards[0]), "classes.json")
-    extra = {}
+        raise DataError("empty_dataset", source, detail=f"the shards hold no KEY.(jpg|jpeg|png) + KEY.{label_ext} "
+                        f"samples" + ("" if label != "cls" else " (another label member: LoaderConfig(label_member="
+                                      "'class' | 'label' | 'txt' | 'json:FIELD'))"))
+    classes_file = os.path.join(os.path.dirname(_find_shards(source)[0]), "classes.json")
+    extra = dict(gz_stats)
     if os.path.isfile(classes_file):
         classes = _read_classes(classes_file)
         extra[classes_file] = os.stat(classes_file).st_mtime_ns

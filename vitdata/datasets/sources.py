@@ -21,6 +21,10 @@ def resolve_sources(data: Optional[str] = None, train: Optional[str] = None, val
     Without ``data`` or ``train``: the synthetic dataset of ``synthetic_samples`` images in the vitdata
     cache, written by rank 0 while the other ranks of an initialised process group wait at a barrier.
     """
+    if data and not train and not os.path.isdir(os.path.join(data, "train")):
+        what = "does not exist" if not os.path.exists(data) else "holds no train/ directory"
+        raise ConfigError(f"--data {data} {what}: --data ROOT reads ROOT/train and ROOT/val; give --train DIR (and "
+                          f"--val DIR) to name the splits directly", ("data",))
     if train or data:
         train_src = train or os.path.join(data, "train")
         val_src = val or (os.path.join(data, "val") if data else None)
