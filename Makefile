@@ -7,9 +7,9 @@ STAMP := $(VENV)/.vitdata-installed
 
 .PHONY: run test test-quick test-all install clean
 
-$(STAMP): setup.py
+$(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,report]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -28,13 +28,13 @@ setup(
         "triton>=3.0; platform_system == 'Linux'",
         "nvidia-dali-cuda130>=2.0; platform_system == 'Linux' and platform_machine == 'x86_64'",
         "safetensors>=0.4",
-        "tqdm>=4.60",
-        "pyyaml>=6",
-        "matplotlib>=3.7",
     ],
     extras_require={
         # DALI built against CUDA 12 instead of 13 (install with: pip install "vitdata[cuda12]").
         "cuda12": ["nvidia-dali-cuda120>=2.0"],
+        # Optional (vitdata.optional): progress bar, the report's PNG plots, YAML configs. vitdata runs
+        # without them (plain log lines, summary.md only, JSON configs); `make run` / `make test` install them.
+        "report": ["tqdm>=4.60", "pyyaml>=6", "matplotlib>=3.7"],
         "test": ["pytest>=8", "pytest-timeout>=2.2", "psutil>=5.9"],
     },
     entry_points={"console_scripts": ["vitdata=vitdata.cli:main"]},

@@ -9,7 +9,9 @@ ops) and everything runs on CPU threads.
 
 Outputs of :func:`build_pipeline` in order: images, label, id, orig_id, status. ``images`` is
 (B, 3, H, W) ("CHW" layout) or (B, H, W, 3) ("HWC", for channels_last) float32 or float16,
-normalised with ``mean``/``std`` given on the 0..255 scale.
+normalised with ``mean``/``std`` given on the 0..255 scale; with ``GraphSpec.normalize`` False (a train
+graph feeding the loader's low-pass crop) uint8 on the 0..255 scale, cropped, flipped and laid out the
+same way but not normalised: the loader's kernel then normalises, crops and casts in one pass.
 """
 from __future__ import annotations
 
@@ -55,13 +57,16 @@ class GraphSpec:
     mean: tuple[float, float, float] = (0.485 * 255, 0.456 * 255, 0.406 * 255)
     std: tuple[float, float, float] = (0.229 * 255, 0.224 * 255, 0.225 * 255)
     float16: bool = False                        # fp16 out of DALI (else fp32); bf16 is converted in torch
+    normalize: bool = True                       # False: uint8 out, not normalised (train graph feeding the
+                                                 # loader's fused low-pass crop + normalise + cast)
     layout: str = "CHW"                          # "CHW" or "HWC" (channels_last after a permute)
     hw_decoder_load: float | None = None         # mixed decoder: share of JPEGs sent to the hardware
                                                  # decoder (None: DALI's default); ignored on CPU
 
 
 def train_graph(encoded, size, mag_bin, active, spec: GraphSpec, decode_device: str):
-    """Decode with the random-resized crop fused in, resize to ``size``, RandAugment, flip + normalise."""
+    """Decode with the random-resized crop fused in, resize to ``size``, RandAugment, flip + normalise
+    (flip only, uint8 out, with ``spec.normalize`` False)."""
     images = fn.decoders.image_random_crop(encoded, device=decode_device, output_type=types.RGB,
                                            random_area=list(spec.scale), random_aspect_ratio=list(spec.ratio),
                                            num_attempts=10, **_decoder_kw(spec, decode_device))
@@ -90,6 +95,8 @@ def _decoder_kw(spec: GraphSpec, decode_device: str) -> dict:
 
 def _normalise(images, spec: GraphSpec, mirror, crop=None):
     kw = {} if crop is None else {"crop": crop, "crop_pos_x": 0.5, "crop_pos_y": 0.5}
+    if not spec.normalize:   # flip and layout only; mean 0, std 1 keeps the uint8 values exact
+        return fn.crop_mirror_normalize(images, dtype=types.UINT8, output_layout=spec.layout, mirror=mirror, **kw)
     return fn.crop_mirror_normalize(images, dtype=types.FLOAT16 if spec.float16 else types.FLOAT,
                                     output_layout=spec.layout, mean=list(spec.mean), std=list(spec.std),
                                     mirror=mirror, **kw)

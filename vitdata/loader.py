@@ -17,7 +17,9 @@ contract from the same :class:`~vitdata.sampler.Sampler` and :class:`~vitdata.in
 loader never asks which one it drives:
 
 - ``"dali"``: the graphs of ``vitdata.pipelines`` (decode with the random-resized crop fused in,
-  resize to the schedule's size, RandAugment with a per-sample magnitude, flip, normalise), GPU ops
+  resize to the schedule's size, RandAugment with a per-sample magnitude, flip, normalise; when the
+  schedule has low-pass steps the train graph stops at uint8 and :meth:`Loader._normalise_uint8`
+  crops, normalises and casts in one pass), GPU ops
   on this rank's GPU when the output device is one (:attr:`Loader.dali_device_id`), CPU ops otherwise.
   A parallel external source maps DALI's ``SampleInfo.idx_in_epoch`` to the sampler's id through a
   per-epoch control file.
@@ -150,8 +152,12 @@ class Loader(TrainerAPI):
         self._check_knobs()
         self.backend_name = backend
         self.quarantine = Quarantine()   # ids a decoder refused (vitdata.quarantine); part of the state
+        # A schedule with low-pass steps: DALI delivers uint8 and _kernels normalises in the crop's pass.
+        uint8 = self.train and _uses_lowpass(self.schedule)
         self._backend = create_backend(backend, BackendContext(cfg, split, self.rank, self.batch_size, self.device,
-                                                               self.index, self.reader, self.quarantine))
+                                                               self.index, self.reader, self.quarantine,
+                                                               uint8_images=uint8))
+        self._affine = None   # (shift, scale) of the uint8 normalisation, built on first use
         self._point = ResumePoint()
         self._skipped: dict[int, list[dict]] = {}
         self._oracle_ended = None          # (epoch, plan) of the oracle epoch this loader ended last
@@ -339,7 +345,7 @@ class Loader(TrainerAPI):
         images = raw.images
         if raw.layout == "HWC":
             images = images.permute(0, 3, 1, 2)          # NHWC buffer -> channels_last view
-        elif self.cfg.output.channels_last:
+        elif self.cfg.output.channels_last and images.dtype != torch.uint8:   # uint8: _kernels writes the layout
             images = images.contiguous(memory_format=torch.channels_last)
         good = ids_np >= 0
         if errors:
@@ -356,7 +362,7 @@ class Loader(TrainerAPI):
             labels_np = raw.labels.reshape(-1)
         images = self._kernels(images, ids_np, knobs, step)
         dtype = DTYPES[self.cfg.output.dtype]
-        if images.dtype != dtype:
+        if images.dtype != dtype:   # the normalised graph's float32 -> bfloat16; uint8 batches leave _kernels cast
             images = images.to(dtype)
         dev = self.device
         plan = self.sampler.plan
@@ -400,18 +406,23 @@ class Loader(TrainerAPI):
         return errors
 
     def _kernels(self, images: torch.Tensor, ids: np.ndarray, knobs, step: int) -> torch.Tensor:
+        """The step's low-pass crop and PatchErasing. A uint8 batch (a schedule with low-pass steps) leaves
+        normalised, in the output dtype and memory format: see :meth:`_normalise_uint8`."""
         if not self.train:
             return images
         plan = self.sampler.plan
         from vitdata.policies import boosted_erase_ratio
         erase = boosted_erase_ratio(knobs.erase_ratio, None if plan is None else plan.erase_ratio, ids)
-        if knobs.lowpass_size is None and not (erase > 0).any():
-            return images
-        from vitdata import kernels
+        crop = knobs.lowpass_size is not None and knobs.lowpass_size < images.shape[-1]
+        if images.dtype == torch.uint8:
+            images = self._normalise_uint8(images, knobs.lowpass_size if crop else None)
+        elif crop:
+            from vitdata import kernels
 
-        if knobs.lowpass_size is not None and knobs.lowpass_size < images.shape[-1]:
             images = kernels.lowpass_crop(images, knobs.lowpass_size)
         if (erase > 0).any():
+            from vitdata import kernels
+
             p = self.cfg.augment.patch_size or ERASE_CELL
             grid = (images.shape[-2] // p, images.shape[-1] // p)
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence(
@@ -421,6 +432,31 @@ class Loader(TrainerAPI):
             # 0 in normalised units is the dataset mean; the batch is a fresh tensor, so erase in place.
             images = kernels.patch_erase(images, params, p, "zero", inplace=True)
         return images
+
+    def _normalise_uint8(self, images: torch.Tensor, lowpass_size: int | None) -> torch.Tensor:
+        """A uint8 (B, 3, H, W) batch on the 0..255 scale -> normalised, output dtype and memory format.
+
+        Low-pass step: ``kernels.lowpass_crop`` reads the uint8 batch once and writes the cropped,
+        normalised batch in the output dtype and layout (one pass; the Triton kernel on CUDA). Other steps
+        (e.g. EfficientTrain's late full-size epochs): one ``torch.addcmul(-mean/std, x, 1/std, out=y)``,
+        a single elementwise pass that reads uint8, computes in float32 and stores straight into ``y``
+        of the output dtype and memory format (the kernel module has no normalise-only path, and the crop
+        at full size would spend two GEMMs on an identity)."""
+        from vitdata import kernels
+
+        o = self.cfg.output
+        dtype = DTYPES[o.dtype]
+        fmt = torch.channels_last if o.channels_last else torch.contiguous_format
+        if lowpass_size is not None:
+            return kernels.lowpass_crop(images, lowpass_size, mean=[255.0 * m for m in o.mean],
+                                        std=[255.0 * s for s in o.std], out_dtype=dtype, memory_format=fmt)
+        if self._affine is None or self._affine[0].device != images.device:
+            std = torch.tensor([255.0 * s for s in o.std], dtype=torch.float64)
+            scale = (1.0 / std).view(1, -1, 1, 1)
+            shift = -torch.tensor([255.0 * m for m in o.mean], dtype=torch.float64).view(1, -1, 1, 1) * scale
+            self._affine = (shift.to(images.device, torch.float32), scale.to(images.device, torch.float32))
+        out = torch.empty(images.shape, dtype=dtype, device=images.device, memory_format=fmt)
+        return torch.addcmul(self._affine[0], images, self._affine[1], out=out)
 
     # -- oracle, skips -------------------------------------------------------------------------------
     def report(self, ids: torch.Tensor, losses: torch.Tensor, **kw) -> None:
@@ -552,6 +588,17 @@ class Loader(TrainerAPI):
         return (f"Loader(split={self.split!r}, backend={self.backend_name!r}, samples={len(self.index)}, "
                 f"batch_size={self.batch_size}, rank={self.rank}/{self.world_size}, epoch={self.epoch}, "
                 f"position={self.position})")
+
+
+def _uses_lowpass(schedule) -> bool:
+    """Whether any step of ``schedule`` asks for the low-pass crop (decided once, when the loader is built)."""
+    if any(k.lowpass_size is not None for _, k in schedule.epoch_table()):
+        return True
+    rule = schedule.rules.get("lowpass_size") if isinstance(getattr(schedule, "rules", None), dict) else None
+    if rule is not None and rule.varies_within_epoch():
+        return any(schedule(e, s).lowpass_size is not None
+                   for e in range(schedule.epochs) for s in range(schedule.steps_per_epoch))
+    return False
 
 
 def create_loader(cfg: LoaderConfig, split: str = "train", oracle=None) -> Loader:

@@ -9,7 +9,9 @@ the curriculum's views, and a Markdown summary.
 Files written into ``report_dir`` by :func:`write_report`: loss_acc.png, throughput.png, knobs.png,
 oracle.png (with an oracle), samples.png (when sample images were captured), summary.md;
 :func:`write_run_report` (the end of ``vitdata train``) adds curriculum.png, the full / low-pass / erased
-views of :func:`curriculum_rows` (what ``vitdata preview`` draws) at the same epochs.
+views of :func:`curriculum_rows` (what ``vitdata preview`` draws) at the same epochs. Without matplotlib
+the PNGs are skipped with one message (:data:`NO_PLOTS`) and summary.md is still written; without tqdm
+the progress bar is a plain log line (:class:`PlainProgress`); see :mod:`vitdata.optional`.
 
 Images handed to the grids are normalised (N, 3, H, W) tensors as the loader delivers them; :func:`to_uint8`
 undoes the normalisation with the mean and std they were normalised with (the loader's ``output.mean`` /
@@ -24,6 +26,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from vitdata.optional import install_hint, optional_import, require
+
+NO_PLOTS = f"report: PNG plots skipped: matplotlib is not installed ({install_hint('matplotlib')}); summary.md written"
 
 def read_log(path: str) -> dict[str, list[dict]]:
     """Records of the JSONL log grouped by ``kind``; a torn last line (crash mid-write) is skipped."""
@@ -39,7 +44,7 @@ def read_log(path: str) -> dict[str, list[dict]]:
 
 
 def _plt():
-    import matplotlib
+    matplotlib = require("matplotlib", "drawing PNG plots")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
@@ -149,7 +154,7 @@ def plot_samples(rows: list[tuple[str, np.ndarray]], path: str, columns: Optiona
     plt.close(fig)
 
 
-def summary_markdown(log: dict, config: dict, extra: Optional[dict] = None) -> str:
+def summary_markdown(log: dict, config: dict, extra: Optional[dict] = None, plots: bool = True) -> str:
     steps, evals = log.get("step", []), log.get("eval", [])
     last = evals[-1] if evals else {}
     best = max(evals, key=lambda r: r["top1"]) if evals else {}
@@ -172,26 +177,39 @@ def summary_markdown(log: dict, config: dict, extra: Optional[dict] = None) -> s
         lines.append(f"- {k}: {v}")
     lines += ["", "| epoch | top-1 | top-5 | time (min) |", "|---|---|---|---|"]
     lines += [f"| {r['epoch']:.2f} | {r['top1']:.2f} | {r['top5']:.2f} | {r['time'] / 60:.2f} |" for r in evals]
-    lines += ["", "Plots: loss_acc.png, throughput.png, knobs.png, oracle.png (with --oracle), samples.png (batches as "
-              "the model saw them), curriculum.png (full / low-pass / erased views)", ""]
+    if plots:
+        lines += ["", "Plots: loss_acc.png, throughput.png, knobs.png, oracle.png (with --oracle), samples.png "
+                  "(batches as the model saw them), curriculum.png (full / low-pass / erased views)", ""]
+    else:
+        lines += ["", f"Plots: none (matplotlib is not installed; {install_hint('matplotlib')})", ""]
     return "\n".join(lines)
 
 
 def write_report(report_dir: str, log_path: str, config: dict, samples: Optional[list] = None,
                  sample_columns: Optional[list[str]] = None, extra: Optional[dict] = None) -> str:
-    """Write every plot and summary.md into ``report_dir``; returns the summary's path."""
+    """Write every plot and summary.md into ``report_dir``; returns the summary's path. Without matplotlib
+    the plots are skipped (one message on stderr, :data:`NO_PLOTS`) and summary.md says so."""
     os.makedirs(report_dir, exist_ok=True)
     log = read_log(log_path)
-    plot_loss_acc(log, os.path.join(report_dir, "loss_acc.png"))
-    plot_throughput(log, os.path.join(report_dir, "throughput.png"))
-    plot_knobs(log, os.path.join(report_dir, "knobs.png"))
-    plot_oracle(log, os.path.join(report_dir, "oracle.png"))
-    if samples:
-        plot_samples(samples, os.path.join(report_dir, "samples.png"), sample_columns)
+    plots = can_plot()
+    if plots:
+        plot_loss_acc(log, os.path.join(report_dir, "loss_acc.png"))
+        plot_throughput(log, os.path.join(report_dir, "throughput.png"))
+        plot_knobs(log, os.path.join(report_dir, "knobs.png"))
+        plot_oracle(log, os.path.join(report_dir, "oracle.png"))
+        if samples:
+            plot_samples(samples, os.path.join(report_dir, "samples.png"), sample_columns)
+    else:
+        print(NO_PLOTS, file=sys.stderr)
     path = os.path.join(report_dir, "summary.md")
     with open(path, "w") as f:
-        f.write(summary_markdown(log, config, extra))
+        f.write(summary_markdown(log, config, extra, plots=plots))
     return path
+
+
+def can_plot() -> bool:
+    """Whether matplotlib is importable (the report's PNGs need it)."""
+    return optional_import("matplotlib") is not None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -203,6 +221,35 @@ def _record_time(line: str) -> float:
         return float(json.loads(line).get("time", 0.0))
     except ValueError:  # a torn last line
         return float("inf")
+
+
+class PlainProgress:
+    """What stands in for a tqdm bar without tqdm: ``step N/total (p %)`` and the postfix as one plain line on
+    stderr at most every ``every_s`` seconds, and at the last step. Same methods as the Logger uses."""
+
+    def __init__(self, total: int, initial: int = 0, every_s: float = 10.0):
+        import time
+
+        self.total, self.n, self.every_s, self._clock = total, initial, every_s, time.monotonic
+        self._last, self._postfix = self._clock(), {}
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = self._clock()
+        if now - self._last >= self.every_s or self.n >= self.total:
+            self._last = now
+            post = " ".join(f"{k}={v}" for k, v in self._postfix.items())
+            print(f"step {self.n}/{self.total} ({100.0 * self.n / max(1, self.total):.0f} %) {post}".rstrip(),
+                  file=sys.stderr, flush=True)
+
+    def set_postfix(self, postfix: dict, refresh: bool = False) -> None:
+        self._postfix = dict(postfix)
+
+    def write(self, text: str) -> None:
+        print(text)
+
+    def close(self) -> None:
+        pass
 
 
 class Logger:
@@ -229,8 +276,9 @@ class Logger:
             except Exception:  # tensorboard not installed
                 self.tb = None
             if progress:
-                from tqdm import tqdm
-                self.bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, file=sys.stderr)
+                tqdm = optional_import("tqdm")
+                self.bar = (PlainProgress(total_steps, start_step) if tqdm is None else
+                            tqdm.tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, file=sys.stderr))
 
     def write(self, kind: str, **rec):
         if self.file is None:
@@ -364,6 +412,8 @@ def write_run_report(report_dir: str, log_path: str, config: dict, samples: list
     ``source`` at ``epochs``). ``mean`` / ``std``: the loader's normalisation. Returns summary.md's path."""
     rows = [(label, to_uint8(x, mean, std)) for label, x in samples]
     path = write_report(report_dir, log_path, config, rows, extra={"schedule": schedule.name})
+    if not can_plot():   # write_report said so once
+        return path
     grid, titles, _ = curriculum_rows(source, schedule, epochs, patch_size, mean, std, n=3, seed=seed)
     plot_samples(grid, os.path.join(report_dir, "curriculum.png"), titles)
     return path

@@ -117,7 +117,7 @@ class TrainConfig:
                                     "(a hung or dead rank)")
     progress: bool = _f(True, "progress bar on the terminal")
     report: bool = _f(True, "write the report folder at the end")
-    config: Optional[str] = _f(None, "YAML file of options (command-line options win)")
+    config: Optional[str] = _f(None, "YAML file of options, or JSON when it ends in .json (command-line options win)")
 
 
 # Presets, scaled to whatever --epochs says. Explicit options on the command line or in YAML win.
@@ -134,6 +134,32 @@ RECIPE_SETTINGS = {
     # cheap token schedule, difficulty-aware sampling.
     "vitdata": {"curriculum": "efficienttrain", "pss": "cyclic", "oracle": "data-centric", "patch_size": 8},
 }
+
+
+def _read_config_file(path: str) -> dict:
+    """The options of a ``--config`` file: YAML (needs pyyaml), or JSON when the name ends in ``.json``
+    (standard library). ConfigError naming ``config`` for a missing pyyaml or a file that is not a mapping."""
+    from vitdata.optional import install_hint, optional_import
+
+    with open(path) as fh:
+        text = fh.read()
+    if path.lower().endswith(".json"):
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise ConfigError(f"--config {path}: not valid JSON ({e})", ("config",)) from e
+    else:
+        yaml = optional_import("yaml")
+        if yaml is None:
+            raise ConfigError(f"--config {path}: reading YAML needs pyyaml, which is not installed; install it with "
+                              f"{install_hint('yaml')}, or give the options as a .json file", ("config",))
+        data = yaml.safe_load(text)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of option names to values, got "
+                          f"{type(data).__name__}", ("config",))
+    return data
 
 
 def parse_config(argv=None, prog="vitdata train") -> TrainConfig:
@@ -153,9 +179,7 @@ def parse_config(argv=None, prog="vitdata train") -> TrainConfig:
     given = vars(p.parse_args(argv))
     from_yaml = {}
     if given.get("config"):
-        import yaml
-        with open(given["config"]) as fh:
-            from_yaml = {k.replace("-", "_"): v for k, v in (yaml.safe_load(fh) or {}).items()}
+        from_yaml = {k.replace("-", "_"): v for k, v in _read_config_file(given["config"]).items()}
         unknown = set(from_yaml) - {f.name for f in dataclasses.fields(TrainConfig)}
         if unknown:
             raise ConfigError(f"unknown options in {given['config']}: {sorted(unknown)}", tuple(sorted(unknown)))

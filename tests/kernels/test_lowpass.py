@@ -91,6 +91,19 @@ def test_triton_kernel_fuses_normalisation_and_output_dtype_and_layout(out_dtype
         assert (y.double() - exact).abs().max().item() <= bound
 
 
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
+def test_triton_kernel_takes_the_loaders_channels_last_uint8_batch_in_one_call(out_dtype):
+    """The loader's low-pass step: DALI's uint8 NHWC buffer viewed as channels_last (B, 3, H, W), mean and
+    std on the 0..255 scale, the output dtype and memory format written by the kernel itself."""
+    x = _input(3, (20, 18), torch.uint8, "channels_last")
+    mean, std = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        y = lowpass_crop_triton(x, (10, 8), mean=mean, std=std, out_dtype=out_dtype, memory_format=fmt)
+        assert y.dtype == out_dtype and y.is_contiguous(memory_format=fmt)
+        exact, bound = _bound(x, (10, 8), out_dtype, mean=mean, std=std)
+        assert (y.double() - exact).abs().max().item() <= bound
+
+
 def test_normalising_before_or_after_the_crop_is_the_same_up_to_rounding():
     x = _input(2, (32, 32), torch.float64, "contiguous")
     mean, std = torch.tensor([0.4, -0.1, 0.2]), torch.tensor([0.5, 2.0, 1.5])

@@ -38,6 +38,8 @@ class BackendContext:
     index: Any               # vitdata.index.SampleIndex
     reader: Any              # vitdata.index.SampleReader
     quarantine: Any = None   # vitdata.quarantine.Quarantine: decoder-refused ids (the loader's, in its state)
+    uint8_images: bool = False   # train: the schedule has low-pass crop steps, so a backend that can may deliver
+                                 # uint8 images, not normalised (the loader normalises them in the crop's pass)
 
     @property
     def train(self) -> bool:
@@ -46,7 +48,8 @@ class BackendContext:
 
 @dataclass
 class RawBatch:
-    """One step as a backend delivers it. ``images`` (B, 3, H, W) float on the output device, normalised
+    """One step as a backend delivers it. ``images`` (B, 3, H, W) float on the output device, normalised,
+    or uint8 on the 0..255 scale when the context asked for ``uint8_images`` and the backend honours it
     (``layout`` "HWC": a (B, H, W, 3) buffer); ``labels``, ``ids`` (delivered id, -1 for eval padding),
     ``orig`` (id the sampler asked for) and ``status`` (0, or the skip reason's code) are (B,) NumPy."""
     images: torch.Tensor

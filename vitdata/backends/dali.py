@@ -62,6 +62,7 @@ class DaliBackend(Backend):
                               eval_resize=int(round(eval_size / cfg.eval.crop_pct)),
                               mean=tuple(255.0 * m for m in o.mean), std=tuple(255.0 * s for s in o.std),
                               float16=o.dtype == "float16", layout="HWC" if o.channels_last else "CHW",
+                              normalize=not (ctx.train and ctx.uint8_images),
                               hw_decoder_load=hw_decoder_load if device_id is not None else None)
         self.pipe = None
         self.epoch = 0          # the loader epoch the pipeline serves
@@ -319,7 +320,8 @@ class DaliBackend(Backend):
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
         dt = tl.as_tensor()
-        out = torch.empty(dt.shape(), dtype=torch.float16 if self.spec.float16 else torch.float32, device=dev)
+        dtype = torch.uint8 if not self.spec.normalize else torch.float16 if self.spec.float16 else torch.float32
+        out = torch.empty(dt.shape(), dtype=dtype, device=dev)
         feed_ndarray(dt, out, cuda_stream=torch.cuda.current_stream(dev))
         return out
 

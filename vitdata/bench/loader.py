@@ -30,6 +30,7 @@ import time
 from typing import Callable, Iterator
 
 from vitdata import benchutil
+from vitdata.optional import install_hint, optional_import, require
 
 from .common import DTYPES, Parallelism, RowSkipped, Settings, dali_importable, default_device, load_avg, \
     prepared_data, quiet_dali
@@ -187,8 +188,7 @@ def format_table(result: dict) -> str:
 
 def plot_rows(result: dict, path: str, title: str) -> str:
     """A horizontal bar chart of the rows (median, min..max bars, ratio to row 4) as a PNG at ``path``."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "vitdata bench loader --plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -305,7 +305,9 @@ def _run(a: argparse.Namespace) -> int:
         print(format_split(result["stage_split_row1"]))
     path = benchutil.write_record("loader", record, a.json)
     print(f"\nrecord: {path}")
-    if a.plot:
+    if a.plot and optional_import("matplotlib") is None:
+        print(f"plot: skipped, matplotlib is not installed ({install_hint('matplotlib')})")
+    elif a.plot:
         env = record["environment"]
         title = (f"vitdata bench loader: {env.get('gpu') or 'CPU'} ({env.get('cpus_usable')} CPUs), {a.size}px, "
                  f"batch {a.batch_size}, {a.dtype}")

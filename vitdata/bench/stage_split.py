@@ -7,7 +7,10 @@ read            ``SampleReader.read`` of the batch's ids, one thread (page cache
 decode          the loader's own graph builder, ``pipelines.graphs.train_graph``, with RandAugment
                 and flip off: decode + random-resized crop, resize, normalise
 graph           ``train_graph`` with row 1's ``GraphSpec`` (what the loader runs per batch)
-kernels         ``vitdata.kernels``: low-pass crop + PatchErasing on a float32 batch on the device
+kernels         ``vitdata.kernels``: low-pass crop + PatchErasing on the device, on the batch the graph
+                delivers: uint8 cropped, normalised and cast to the output dtype in one pass when the
+                graph stops at uint8 (``GraphSpec.normalize`` False, as with row 1's low-pass
+                schedule), else a normalised float32 batch
 hand_over       copy of one graph output batch into a torch tensor on the device (one copy per batch)
 loader_wall     row 1's median window time / steps
 consumer_wait   time blocked in ``next(loader)`` per batch during row 1's windows
@@ -132,31 +135,40 @@ def stage_split(s: Settings, loader, delivered_ids: list, wall_s_per_batch: floa
     plain = dataclasses.replace(spec, randaug=False, hflip=0.0)
     out["decode"], pipe, _ = _graph_stage(
         plain, _BatchSource(encoded, dali_size), s, device_id, threads, repeats,
-        f"train_graph without RandAugment and flip: decode + RRC, resize to {dali_size}, normalise; {where}, "
+        f"train_graph without RandAugment and flip: decode + RRC, resize to {dali_size}, "
+        f"{'normalise' if spec.normalize else 'uint8 out'}; {where}, "
         f"{threads} threads")
     del pipe
     out["graph"], pipe, result = _graph_stage(
         spec, _BatchSource(encoded, dali_size, mag, active), s, device_id, threads, repeats,
         f"train_graph as row 1 builds it: + RandAugment (n={cfg.augment.randaug_num_ops}, "
         f"m={cfg.augment.randaug_magnitude}) + flip; {where}, {threads} threads")
-    dtype = torch.float16 if spec.float16 else torch.float32
+    dtype = torch.uint8 if not spec.normalize else torch.float16 if spec.float16 else torch.float32
     out["hand_over"] = {**time_calls(lambda: dali_to_torch(result, s, dtype), repeats),
                         "how": "one copy of the graph's output batch into a torch tensor on the device"}
     del result, pipe
 
-    x = torch.randn(s.batch_size, 3, dali_size, dali_size, device=s.device)
     gen = torch.Generator().manual_seed(s.seed)
     p = cfg.augment.patch_size
+    if spec.normalize:
+        x = torch.randn(s.batch_size, 3, dali_size, dali_size, device=s.device)
+        fused, what = {}, "a float32 batch"
+    else:   # what the loader runs on a low-pass step: crop + normalise + dtype + layout in one pass
+        x = torch.randint(0, 256, (s.batch_size, 3, dali_size, dali_size), dtype=torch.uint8, device=s.device)
+        o = cfg.output
+        fused = dict(mean=[255 * m for m in o.mean], std=[255 * v for v in o.std], out_dtype=getattr(torch, o.dtype),
+                     memory_format=torch.channels_last if o.channels_last else torch.contiguous_format)
+        what = f"a uint8 batch (normalise + {o.dtype} out fused)"
 
     def run_kernels():
-        y = kernels.lowpass_crop(x, s.size)
+        y = kernels.lowpass_crop(x, s.size, **fused)
         params = kernels.sample_patch_erase_params(s.batch_size, (s.size // p, s.size // p), 0.25, gen,
                                                    device=y.device)
         return kernels.patch_erase(y, params, p, "zero")
 
     out["kernels"] = {**time_calls(run_kernels, repeats),
-                      "how": f"vitdata.kernels lowpass_crop {dali_size}->{s.size} + PatchErasing (0.25) on a float32 "
-                             f"batch on {x.device}"}
+                      "how": f"vitdata.kernels lowpass_crop {dali_size}->{s.size} + PatchErasing (0.25) on {what} "
+                             f"on {x.device}"}
     out["loader_wall"] = {"median_s": wall_s_per_batch, "how": "row 1's median window time / steps"}
     out["consumer_wait"] = {"median_s": wait_s_per_batch,
                             "how": "time blocked in next(loader) per batch during row 1's windows (perf_counter)"}
