@@ -17,7 +17,7 @@ from vitdata.schedules import EpochTable, Schedule
 
 from .test_loader import cfg_for, run_epochs
 
-RANDAUG = AugmentConfig(randaug_magnitude=9.0, patch_size=8)
+RANDAUG = AugmentConfig(patch_size=8)
 MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
 
