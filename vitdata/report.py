@@ -322,6 +322,8 @@ class Logger:
 def to_uint8(x, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """Normalised (N, 3, H, W) tensor (any float dtype, any device) -> (N, H, W, 3) uint8, undoing
     ``(pixel / 255 - mean) / std`` with the ``mean`` and ``std`` the images were normalised with."""
+    if mean is None or std is None:
+        raise ValueError("to_uint8 needs the mean and std the images were normalised with")
     img = x.detach().float().cpu().permute(0, 2, 3, 1).numpy()
     img = img * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)

@@ -590,9 +590,7 @@ def train(cfg: TrainConfig) -> dict:
     wall = time.perf_counter() - t_start
     result = {"step": step, "wall_s": wall, "out": out_dir, **{f"val_{k}": v for k, v in last_eval.items()}}
     if cfg.test and complete:  # after wall_s: the test split is not part of the run's time
-        # LoaderConfig names the eval split eval.data (eval_data is its older spelling): set whichever it has
-        tcfg = (dataclasses.replace(lcfg, eval_data=None, eval=dataclasses.replace(lcfg.eval, data=cfg.test))
-                if hasattr(lcfg.eval, "data") else dataclasses.replace(lcfg, eval_data=cfg.test))
+        tcfg = dataclasses.replace(lcfg, eval=dataclasses.replace(lcfg.eval, data=cfg.test))
         test = evaluate(ema.module if ema is not None else model, create_loader(tcfg, split="eval"), device, amp_ctx)
         log.write("test", epoch=cfg.epochs, step=step, **test)
         result.update({f"test_{k}": v for k, v in test.items()})
@@ -600,7 +598,7 @@ def train(cfg: TrainConfig) -> dict:
     if rank == 0 and cfg.report and complete:
         result["report"] = report.write_run_report(
             os.path.join(out_dir, "report"), log.path, dataclasses.asdict(cfg), samples,
-            mean=lcfg.output.mean, std=lcfg.output.std, schedule=sched, source=train_src, epochs=sample_epochs,
+            mean=train_loader.cfg.output.mean, std=train_loader.cfg.output.std, schedule=sched, source=train_src, epochs=sample_epochs,
             patch_size=cfg.patch_size, seed=cfg.seed)
         print(f"report: {result['report']}")
     if rank == 0:

@@ -141,6 +141,7 @@ def test_lr_warms_up_linearly_then_follows_a_cosine():
 
 
 @pytest.mark.heavy
+@pytest.mark.filterwarnings("error:invalid value encountered:RuntimeWarning")  # NaN pixels in the report
 def test_default_run_at_tiny_settings_trains_and_writes_log_checkpoint_and_report(cache, tmp_path):
     run = tmp_path / "run"
     assert main(TINY + ["--epochs", "2", "--out", str(run)]) == 0
