@@ -149,12 +149,20 @@ def prepared_data(data: str, needed_samples: int, *, cycle: int | None = None):
     if times == 1:
         yield data, idx, 1
         return
-    tmp = tempfile.mkdtemp(prefix="vitdata-bench-")
+    with scratch_dir() as tmp:
+        root = cycled_tree(data, times, tmp)
+        yield root, open_index(root), times
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str = "vitdata-bench-"):
+    """Yield a temporary folder that is also ``$VITDATA_CACHE`` meanwhile, so the indexes a benchmark builds
+    never land in the user's cache; both are removed afterwards."""
+    tmp = tempfile.mkdtemp(prefix=prefix)
     old_cache = os.environ.get("VITDATA_CACHE")
     os.environ["VITDATA_CACHE"] = os.path.join(tmp, "cache")
     try:
-        root = cycled_tree(data, times, tmp)
-        yield root, open_index(root), times
+        yield tmp
     finally:
         if old_cache is None:
             os.environ.pop("VITDATA_CACHE", None)

@@ -20,7 +20,6 @@ import argparse
 import os
 import shutil
 import statistics
-import tempfile
 import time
 
 TARGET_OVERHEAD = 0.01
@@ -73,10 +72,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from vitdata.backends import dali as dali_backend
     from vitdata.datasets import selfid
 
-    tmp = tempfile.mkdtemp(prefix="vitdata-bench-quarantine-")
-    old_cache = os.environ.get("VITDATA_CACHE")
-    os.environ["VITDATA_CACHE"] = os.path.join(tmp, "cache")
-    try:
+    from .common import scratch_dir
+
+    with scratch_dir("vitdata-bench-quarantine-") as tmp:
         clean = os.path.join(tmp, "clean")
         selfid.write_imagefolder(clean, a.samples, num_classes=4, size=a.size)
         bad = os.path.join(tmp, "bad")
@@ -178,12 +176,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                             "compared": "probe + quarantine + rebuild from checkpoint + replay"}
                            for w, r in failure.items()]}, a.json)
         print(f"record: {path}")
-    finally:
-        if old_cache is None:
-            os.environ.pop("VITDATA_CACHE", None)
-        else:
-            os.environ["VITDATA_CACHE"] = old_cache
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
