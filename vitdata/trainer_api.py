@@ -161,13 +161,15 @@ class LoaderSampler:
 class TrainerAPI:
     """Mixed into :class:`~vitdata.loader.Loader`: the DataLoader-shaped attributes and the loss helper."""
 
+    # The wrappers are made on access and never stored on the loader: a stored one would point back at it,
+    # and that cycle would keep the loader (and its worker processes) alive after ``del loader``.
     @property
     def sampler(self) -> "LoaderSampler":
-        return self._sampler
+        return LoaderSampler(self, self._sampler)
 
     @sampler.setter
     def sampler(self, sampler) -> None:
-        self._sampler = sampler if isinstance(sampler, LoaderSampler) else LoaderSampler(self, sampler)
+        self._sampler = sampler._inner if isinstance(sampler, LoaderSampler) else sampler
 
     @property
     def dataset(self) -> LoaderDataset:
