@@ -48,6 +48,6 @@ def test_the_run_reports_curriculum_grid_leaves_out_views_no_epoch_changes(cache
     from vitdata.schedules import make_schedule
 
     selfid.write_imagefolder(str(tmp_path / "d"), 8, num_classes=2, size=32)
-    sched = make_schedule("efficienttrain", 5, 10, 32, patch_size=8)
-    rows, titles, _ = curriculum_rows(str(tmp_path / "d"), sched, [0, 4], 8, (0.5,) * 3, (0.5,) * 3, n=2)
+    sched = make_schedule("efficienttrain", 5, 10, 32, patch_size=4)
+    rows, titles, _ = curriculum_rows(str(tmp_path / "d"), sched, [0, 4], 4, (0.5,) * 3, (0.5,) * 3, n=2)
     assert titles == ["full", "low-pass"] * 2 and [len(r[1]) for r in rows] == [4, 4]
