@@ -106,7 +106,7 @@ def test_randaug_magnitude_follows_the_schedule(tiny_data):
 @pytest.mark.heavy
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_resume_mid_epoch_reproduces_remaining_ids_and_pixels_bit_exactly(tiny_data, backend):
-    cfg = cfg_for(tiny_data, backend, augment=AugmentConfig(randaug_magnitude=9.0),
+    cfg = cfg_for(tiny_data, backend,
                   schedule=ScheduleConfig(name="linear", epochs=3, kwargs=dict(size=(16, 32), per="step")))
     ref_loader = create_loader(cfg)
     ref = [(e, b.ids.clone(), b.images.clone()) for e, b in run_epochs(ref_loader, 3)]
