@@ -355,7 +355,10 @@ def test_the_first_batch_after_a_resume_at_10_or_90_percent_comes_as_fast_as_a_c
           f"resumed at 10 % {low['10 %'] * 1e3:.0f} / {med['10 %'] * 1e3:.0f}, at 90 % {low['90 %'] * 1e3:.0f} / "
           f"{med['90 %'] * 1e3:.0f}; ratios of the minima {low['10 %'] / low['cold']:.2f}, "
           f"{low['90 %'] / low['cold']:.2f}")
-    assert low["10 %"] <= 1.2 * low["cold"] and low["90 %"] <= 1.2 * low["cold"]
+    # 1.2 x cold, or within 60 ms of it: on a 2-core machine running two suites and a CPU burner, the minima of
+    # ~100-150 ms first batches still moved by 30-45 ms (ratios 1.26-1.31, 0.92-1.01 on a quiet machine). What
+    # the row guards against, a replay of the consumed steps, costs seconds here (printed above).
+    assert all(low[k] <= max(1.2 * low["cold"], low["cold"] + 0.060) for k in ("10 %", "90 %")), low
 
 
 # -- F1 ----------------------------------------------------------------------------------------------
