@@ -70,6 +70,7 @@ import time
 import numpy as np
 
 from vitdata import benchutil
+from vitdata.io import atomic_write
 
 RECIPES = ("baseline", "efficienttrain", "1gpu24h", "pss", "data-centric", "drloc", "vitdata")
 TOLERANCE_PT = 0.3
@@ -341,6 +342,10 @@ def main(argv=None, prog: str = "vitdata bench time-to-accuracy") -> int:
     for recipe in recipes:
         print(f"{prog}: {recipe} ({len(runs) + 1}/{len(recipes)})", file=sys.stderr, flush=True)
         runs.append(run_recipe(recipe, common, os.path.join(args.out, recipe), num_train, verbose=not args.quiet))
+        # What finished so far, so a run cut off after hours still leaves its figures.
+        os.makedirs(args.out, exist_ok=True)
+        atomic_write(os.path.join(args.out, "runs.partial.json"),
+                     (json.dumps({"common": common, "runs": runs}, indent=1, default=float) + "\n").encode())
     base = next((r for r in runs if r["recipe"] == "baseline" and not r["returncode"]), None)
     for r in runs:
         if base is None or r["returncode"]:
