@@ -447,7 +447,9 @@ def train(cfg: TrainConfig) -> dict:
         raise ConfigError(f"{len(index)} training samples is less than one step of {cfg.batch_size} x {world}",
                           ("batch_size",))
     sched = build_schedule(cfg, len(index) // (cfg.batch_size * world))
-    oracle = DifficultyOracle(len(index), cfg.oracle, device=device, seed=cfg.seed) if cfg.oracle else None
+    # prune-easy (InfoBatch) anneals: its last 12.5 % of epochs read the full data, so it needs the run's length.
+    policy_kw = {"epochs": cfg.epochs} if cfg.oracle == "prune-easy" else {}
+    oracle = DifficultyOracle(len(index), cfg.oracle, device=device, seed=cfg.seed, **policy_kw) if cfg.oracle else None
     lcfg = loader_config(cfg, train_src, val_src, rank, world, device, sched)
     train_loader = create_loader(lcfg, split="train", oracle=oracle)
     val_loader = create_loader(lcfg, split="eval")
