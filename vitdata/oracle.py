@@ -445,6 +445,10 @@ class DifficultyOracle:
         self._start_epoch(self.epoch + 1)
         return plan
 
+    def mix_prob(self) -> float | None:
+        """The policy's share of Mixup/CutMix batches for the epoch planned last (None: the trainer's own)."""
+        return self.policy.mix_prob()
+
     @property
     def last_metrics(self) -> dict | None:
         return self.metrics[-1] if self.metrics else None

@@ -76,6 +76,11 @@ class Policy:
     def config(self) -> dict:
         return {}
 
+    def mix_prob(self) -> float | None:
+        """Share of the batches that Mixup/CutMix mixes in the epoch just planned (timm ``Mixup.mix_prob``),
+        or None to leave the trainer's own setting. A pure function of the policy's state."""
+        return None
+
     def state_dict(self) -> dict:
         return {}
 
@@ -113,11 +118,17 @@ class DataCentricPolicy(Policy):
     unseen samples get 0. Both are boosts on top of the schedule, so they act even when the recipe erases
     every sample (the data-centric recipe's 0.3, the "PatchErasing + AutoErasing" sweep's starting ratio).
     In formation ``s`` stays 0 and the plan is empty.
+
+    The Mixup/CutMix lever (``mix_lever=True``, off by default): the share of batches that Mixup/CutMix
+    mixes follows the same strength, ``mix_prob = s``: no mixing in formation, more mixing as easy samples
+    dominate, so harder (mixed) samples are made late in training. The paper has no code; METHODS.md
+    marks this reading of its "difficulty controlled based on MixUp" as UNCONFIRMED. It needs the trainer
+    to mix (``vitdata train --mixup/--cutmix ... --oracle-mixing``).
     """
     name = "data-centric"
 
     def __init__(self, *, target_easy: float = 0.5, gain: float = 0.5, max_magnitude: float = 5.0,
-                 max_erase: float = 0.3):
+                 max_erase: float = 0.3, mix_lever: bool = False):
         if not 0.0 <= target_easy <= 1.0:
             raise ConfigError(f"target_easy must be in [0, 1], got {target_easy}", ("target_easy",))
         if gain <= 0:
@@ -126,11 +137,15 @@ class DataCentricPolicy(Policy):
             raise ConfigError(f"need max_magnitude >= 0 and 0 <= max_erase < 1, got {max_magnitude}, {max_erase}",
                               ("max_magnitude", "max_erase"))
         self.target_easy, self.gain, self.max_magnitude, self.max_erase = target_easy, gain, max_magnitude, max_erase
+        self.mix_lever = bool(mix_lever)
         self.strength = 0.0
 
     def config(self):
         return {"target_easy": self.target_easy, "gain": self.gain, "max_magnitude": self.max_magnitude,
-                "max_erase": self.max_erase}
+                "max_erase": self.max_erase, "mix_lever": self.mix_lever}
+
+    def mix_prob(self):
+        return self.strength if self.mix_lever else None
 
     def plan(self, table, epoch, metrics, rng):
         if metrics["period"] == "formation":
@@ -138,6 +153,8 @@ class DataCentricPolicy(Policy):
         else:
             self.strength = float(min(1.0, max(0.0, self.strength + self.gain * (metrics["ddp_e"] - self.target_easy))))
         metrics["strength"] = self.strength
+        if self.mix_lever:
+            metrics["mix_prob"] = self.strength
         if self.strength == 0.0:
             return EpochPlan()
         easy = (table.p_y >= table.alpha) & (table.seen > 0)

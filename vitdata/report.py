@@ -307,7 +307,8 @@ class Logger:
         m = next((m for m in oracle.metrics if m.get("epoch") == epoch), None)
         if m is not None:
             self.write("epoch", epoch=epoch + 1, time=elapsed,
-                       oracle={k: m.get(k) for k in ("ddp_e", "ddp_h", "kar", "period", "histogram")})
+                       oracle={**{k: m.get(k) for k in ("ddp_e", "ddp_h", "kar", "period", "histogram")},
+                               **{k: m[k] for k in ("strength", "mix_prob") if k in m}})
 
     def close(self):
         for h in (self.bar, self.tb, self.file):

@@ -78,6 +78,8 @@ class TrainConfig:
     label_smoothing: float = _f(0.1, "label smoothing")
     mixup: float = _f(0.0, "Mixup alpha (0 = off)")
     cutmix: float = _f(0.0, "CutMix alpha (0 = off)")
+    oracle_mixing: bool = _f(False, "the data-centric oracle sets the share of batches Mixup/CutMix mixes each "
+                                    "epoch to its strength (0 in formation; an UNCONFIRMED reading of the paper)")
     crop_scale: float = _f(0.25, "smallest area fraction of the random-resized crop")
     randaug_magnitude: float = _f(5.0, "RandAugment magnitude when no curriculum sets it (0..10)")
     ema: float = _f(0.0, "model EMA decay (0 = off), e.g. 0.9998")
@@ -213,6 +215,9 @@ def check_config(cfg: TrainConfig) -> None:
         check_stages_kept(cfg.curriculum, sizes, cfg.image_size, cfg.patch_size)
     if cfg.size_epoch_step < 0:
         raise ConfigError("--size-epoch-step must be >= 0 (0 = default)", ("size_epoch_step",))
+    if cfg.oracle_mixing and (cfg.oracle != "data-centric" or not (cfg.mixup > 0 or cfg.cutmix > 0)):
+        raise ConfigError("--oracle-mixing needs --oracle data-centric and --mixup or --cutmix > 0 (it sets the share "
+                          "of batches they mix)", ("oracle_mixing", "oracle", "mixup", "cutmix"))
     if cfg.mixup > 0 or cfg.cutmix > 0:
         if cfg.batch_size % 2:
             raise ConfigError("Mixup/CutMix need an even --batch-size", ("batch_size", "mixup", "cutmix"))
@@ -449,6 +454,8 @@ def train(cfg: TrainConfig) -> dict:
     sched = build_schedule(cfg, len(index) // (cfg.batch_size * world))
     # prune-easy (InfoBatch) anneals: its last 12.5 % of epochs read the full data, so it needs the run's length.
     policy_kw = {"epochs": cfg.epochs} if cfg.oracle == "prune-easy" else {}
+    if cfg.oracle_mixing:
+        policy_kw["mix_lever"] = True
     oracle = DifficultyOracle(len(index), cfg.oracle, device=device, seed=cfg.seed, **policy_kw) if cfg.oracle else None
     lcfg = loader_config(cfg, train_src, val_src, rank, world, device, sched)
     train_loader = create_loader(lcfg, split="train", oracle=oracle)
@@ -505,6 +512,8 @@ def train(cfg: TrainConfig) -> dict:
     for epoch in range(start_epoch, cfg.epochs):
         train_loader.set_epoch(epoch)  # with an oracle: folds epoch - 1's reports and plans this epoch
         log.oracle(oracle, epoch - 1, time.perf_counter() - t_start)
+        if mixup is not None and oracle is not None and oracle.mix_prob() is not None:
+            mixup.mix_prob = oracle.mix_prob()  # the Mixup/CutMix lever (--oracle-mixing)
         lam_drloc = drloc_lambda(cfg.drloc, epoch, cfg.epochs, schedule=cfg.drloc_schedule) if cfg.drloc > 0 else 0.0
         model.train()
         # Steps of this epoch (a pruning plan can shorten it) and where it starts (mid-epoch on resume).

@@ -37,3 +37,34 @@ def test_prune_easy_shortens_epochs_and_its_last_eighth_reads_everything(cache, 
     assert len(steps) == 8 and full == 540 // 32
     assert all(s < full for s in steps[1:7]), steps   # well-learned samples pruned (ratio 0.5 of about half)
     assert steps[7] == full, steps
+
+
+def test_oracle_mixing_is_refused_without_mixing_or_the_data_centric_oracle():
+    from vitdata.errors import ConfigError
+    from vitdata.train import check_config, parse_config
+    for argv in (["--oracle", "data-centric", "--oracle-mixing"],
+                 ["--oracle", "weighted", "--mixup", "0.8", "--oracle-mixing"]):
+        with pytest.raises(ConfigError) as e:
+            check_config(parse_config(argv))
+        assert "oracle_mixing" in e.value.fields
+    check_config(parse_config(["--oracle", "data-centric", "--cutmix", "1.0", "--oracle-mixing"]))
+
+
+@pytest.mark.heavy
+def test_oracle_mixing_sets_timms_mix_prob_each_epoch(cache, tmp_path, monkeypatch):
+    # The lever reaches timm's Mixup: its mix_prob at every step equals the oracle's plan of that epoch
+    # (0 in formation), and the log records it.
+    from timm.data import Mixup
+    seen = []
+    call = Mixup.__call__
+
+    def spy(self, x, target):
+        seen.append(self.mix_prob)
+        return call(self, x, target)
+    monkeypatch.setattr(Mixup, "__call__", spy)
+    run = tmp_path / "run"
+    main(TINY + ["--epochs", "3", "--mixup", "0.8", "--oracle", "data-centric", "--oracle-mixing", "--out", str(run)])
+    spe = 540 // 32
+    assert len(seen) == 3 * spe and set(seen[:spe]) == {0.0}
+    logged = [r["oracle"] for r in map(json.loads, open(run / "log.jsonl")) if r.get("kind") == "epoch" and "oracle" in r]
+    assert [o["mix_prob"] for o in logged[:2]] == [seen[spe], seen[2 * spe]]
