@@ -142,25 +142,45 @@ def split_shards(source: str, val_size: int = 5000, seed: int = 0, train_size: i
 # Compute of a run, from its schedule
 
 
-def estimate_compute(argv: list[str], num_train: int) -> dict:
-    """token_blocks and FLOPs of the training steps of ``vitdata train argv`` on ``num_train`` samples."""
+def estimate_compute(argv: list[str], num_train: int, steps_per_epoch: list[int] | None = None) -> dict:
+    """token_blocks and FLOPs of the training steps of ``vitdata train argv`` on ``num_train`` samples.
+
+    ``steps_per_epoch``: the steps each epoch really ran (a pruning oracle shortens epochs); default the
+    full ``num_train // batch``. A shortened epoch counts its schedule's mean step that many times."""
     from vitdata.models import num_kept_tokens
     from vitdata.train import build_schedule, parse_config
     cfg = parse_config(argv)
     spe = num_train // cfg.batch_size
     sched = build_schedule(cfg, spe)
     width, depth = _width_depth(cfg)
+    ran = list(steps_per_epoch) if steps_per_epoch and len(steps_per_epoch) == cfg.epochs else [spe] * cfg.epochs
     token_blocks = flops = 0.0
     for epoch in range(cfg.epochs):
+        tb = fl = 0.0
         for step in range(spe):
             k = sched(epoch, step)
             side = k.lowpass_size or k.image_size
             n = (side // cfg.patch_size) ** 2 + 1
             if cfg.pss and k.keep_ratio < 1.0:
                 n = num_kept_tokens(n, k.keep_ratio)
-            token_blocks += cfg.batch_size * n * depth
-            flops += 3.0 * cfg.batch_size * depth * (24.0 * width * width * n + 4.0 * n * n * width)
-    return {"token_blocks": token_blocks, "flops": flops, "steps": cfg.epochs * spe, "width": width, "depth": depth}
+            tb += cfg.batch_size * n * depth
+            fl += 3.0 * cfg.batch_size * depth * (24.0 * width * width * n + 4.0 * n * n * width)
+        share = (ran[epoch] if epoch < len(ran) else 0) / spe
+        token_blocks += tb * share
+        flops += fl * share
+    return {"token_blocks": token_blocks, "flops": flops, "steps": int(sum(ran[:cfg.epochs])), "width": width,
+            "depth": depth}
+
+
+def steps_per_epoch(evals: list[dict]) -> list[int] | None:
+    """Steps of each epoch from the global step count logged with every evaluation (None if any is missing)."""
+    if not evals or any(e.get("step") is None for e in evals):
+        return None
+    out, last = [], 0
+    for e in evals:
+        out.append(int(e["step"]) - last)
+        last = int(e["step"])
+    return out
 
 
 def _width_depth(cfg) -> tuple[int, int]:
@@ -209,7 +229,7 @@ def run_recipe(recipe: str, common: list[str], run_dir: str, num_train: int, ver
         result = json.load(f)
     log = read_log(run_dir)
     rec["evals"] = [{"epoch": r["epoch"], "time_s": r["time"], "top1": r["top1"], "top5": r["top5"],
-                     "loss": r["loss"]} for r in log if r.get("kind") == "eval"]
+                     "loss": r["loss"], "step": r.get("step")} for r in log if r.get("kind") == "eval"]
     rec["train_s"] = result["wall_s"]
     rec["steps"] = result["step"]
     batch = next((int(a) for k, a in zip(argv, argv[1:]) if k == "--batch-size"), 128)
@@ -217,7 +237,8 @@ def run_recipe(recipe: str, common: list[str], run_dir: str, num_train: int, ver
     rec["images_per_s"] = rec["images"] / result["wall_s"] if result["wall_s"] > 0 else None
     rec["final_top1"] = rec["evals"][-1]["top1"] if rec["evals"] else None
     rec["test_top1"] = result.get("test_top1")
-    rec.update(estimate_compute(argv, num_train))
+    rec.update(estimate_compute(argv, num_train, steps_per_epoch(rec["evals"])))
+    rec["steps"] = result["step"]
     return rec
 
 
