@@ -280,12 +280,19 @@ def build_schedule(cfg: TrainConfig, steps_per_epoch: int):
 def build_lr(cfg: TrainConfig, schedule, steps_per_epoch: int):
     """``lr(epoch, i, n_steps, step)`` of the run. EfficientTrain++ indexes its warm-up (the first 20 % of
     the compute) and cosine by cumulative compute (:class:`vitdata.named_schedules.ComputeLR`); every other
-    run warms up over ``--warmup-epochs`` and follows a cosine of the step (:func:`lr_at`)."""
+    run warms up over ``--warmup-epochs`` and follows a cosine of its progress through the epochs: in a
+    full epoch that is the global step (:func:`lr_at`); an epoch a pruning oracle shortened to ``n_steps``
+    covers the same stretch of the cosine in fewer steps (InfoBatch rescales its schedule the same way),
+    so the run still ends at the floor."""
     if cfg.curriculum == "efficienttrain++":
         from vitdata.named_schedules import ComputeLR
         return ComputeLR(schedule, cfg.lr, cfg.min_lr, warmup=0.2)
     total, warmup = cfg.epochs * steps_per_epoch, int(round(cfg.warmup_epochs * steps_per_epoch))
-    return lambda epoch, i, n_steps, step: lr_at(step, total, warmup, cfg.lr, cfg.min_lr)
+
+    def lr(epoch, i, n_steps, step):
+        pos = step if n_steps == steps_per_epoch else int(round((epoch + i / n_steps) * steps_per_epoch))
+        return lr_at(pos, total, warmup, cfg.lr, cfg.min_lr)
+    return lr
 
 
 def loader_config(cfg: TrainConfig, train_src: str, val_src: str, rank: int, world: int, device, schedule):

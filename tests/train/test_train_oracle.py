@@ -68,3 +68,15 @@ def test_oracle_mixing_sets_timms_mix_prob_each_epoch(cache, tmp_path, monkeypat
     assert len(seen) == 3 * spe and set(seen[:spe]) == {0.0}
     logged = [r["oracle"] for r in map(json.loads, open(run / "log.jsonl")) if r.get("kind") == "epoch" and "oracle" in r]
     assert [o["mix_prob"] for o in logged[:2]] == [seen[spe], seen[2 * spe]]
+
+
+def test_a_pruned_epoch_covers_the_same_stretch_of_the_cosine():
+    # With a pruning oracle an epoch has fewer steps; the LR follows the epoch's progress, so the run still
+    # ends at the floor (a global-step cosine would stop at about 15 % of the peak after 25 % pruning).
+    from vitdata.train import build_lr, lr_at, parse_config
+    cfg = parse_config(["--epochs", "4", "--lr", "1e-3", "--min-lr", "0", "--warmup-epochs", "1"])
+    lr = build_lr(cfg, None, steps_per_epoch=10)
+    assert [lr(1, i, 10, 10 + i) for i in range(10)] == [lr_at(10 + i, 40, 10, 1e-3, 0.0) for i in range(10)]
+    assert lr(2, 3, 6, 23) == pytest.approx(lr_at(25, 40, 10, 1e-3, 0.0))      # 3 of 6 steps = half the epoch
+    assert lr(3, 5, 6, 29) == pytest.approx(lr_at(38, 40, 10, 1e-3, 0.0))      # the last step nears the floor
+    assert lr(3, 5, 6, 29) < 0.02 * 1e-3 < 0.25 * 1e-3 < lr_at(29, 40, 10, 1e-3, 0.0)
