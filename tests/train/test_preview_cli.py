@@ -7,11 +7,6 @@ from vitdata.preview import model_view_rows
 from vitdata.train import parse_config
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("VITDATA_CACHE", str(tmp_path / "cache"))
-
-
 @pytest.mark.parametrize("args, words", [
     (["--epoch", "two", "--epochs", "5"], "--epoch takes 0-based epoch numbers"),
     (["--epoch", "7", "--epochs", "5"], "--epoch 7 is outside the run's 5 epochs"),

@@ -10,11 +10,6 @@ from vitdata.report import views, write_report
 from vitdata.schedules import Knobs
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("VITDATA_CACHE", str(tmp_path / "cache"))
-
-
 def test_preview_writes_the_grid_for_several_epochs(cache, tmp_path, capsys):
     out = tmp_path / "grid.png"
     assert preview_main(["--synthetic-samples", "300", "--epoch", "0,4", "--recipe", "efficienttrain",

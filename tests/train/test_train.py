@@ -19,13 +19,6 @@ TINY = ["--synthetic-samples", "600", "--batch-size", "32", "--depth", "1", "--i
         "--workers", "1", "--no-progress", "--log-every", "1"]
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    d = tmp_path / "cache"
-    monkeypatch.setenv("VITDATA_CACHE", str(d))
-    return d
-
-
 def read_log(run):
     return [json.loads(line) for line in open(run / "log.jsonl")]
 

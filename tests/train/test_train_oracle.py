@@ -9,13 +9,6 @@ TINY = ["--synthetic-samples", "600", "--batch-size", "32", "--depth", "1", "--i
         "--workers", "1", "--no-progress", "--no-report", "--log-every", "1"]
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    d = tmp_path / "cache"
-    monkeypatch.setenv("VITDATA_CACHE", str(d))
-    return d
-
-
 def steps_per_epoch(run):
     counts = {}
     for line in open(run / "log.jsonl"):
