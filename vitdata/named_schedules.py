@@ -221,13 +221,23 @@ def make_schedule(name: str, epochs: int, steps_per_epoch: int, image_size: int 
 def curriculum_schedule(epochs: int, steps_per_epoch: int, image_size: int, *, patch_size: int,
                         curriculum: str | None = None, size_curriculum: bool = False, pss: str | None = None,
                         erase_ratio: float = 0.0, randaug_magnitude: float = 5.0,
-                        size_epoch_step: int | None = None) -> Schedule:
+                        size_epoch_step: int | None = None, curriculum_magnitude: str = "paper") -> Schedule:
     """The schedule of ``vitdata train``'s method switches: a data ``curriculum`` (a named schedule;
     None = constant at ``randaug_magnitude``), with the 1-GPU/24 h progressive size on top when
     ``size_curriculum`` (from 2 patches, growing by 2 patches every ``size_epoch_step`` epochs, default
     :func:`size_epoch_step`: 32 -> 224 px at patch 16), the PSS keep ratio ``pss`` and a constant
-    PatchErasing ``erase_ratio``."""
+    PatchErasing ``erase_ratio``. ``curriculum_magnitude="run"`` scales EfficientTrain's weak-to-strong
+    RandAugment magnitudes (1, 3, 5, 7, 9) so that its last stage uses ``randaug_magnitude``, the run's own
+    (the paper ends at 9, the magnitude of its DeiT baseline); "paper" keeps the paper's numbers."""
     extra: dict[str, Any] = {"patch_size": patch_size, "erase_ratio": erase_ratio}
+    if curriculum_magnitude not in ("paper", "run"):
+        raise ConfigError(f"curriculum_magnitude must be 'paper' or 'run', got {curriculum_magnitude!r}",
+                          ("curriculum_magnitude",))
+    if curriculum_magnitude == "run":
+        if curriculum != "efficienttrain":
+            raise ConfigError("curriculum_magnitude 'run' scales EfficientTrain's magnitudes; it needs curriculum "
+                              f"'efficienttrain', got {curriculum!r}", ("curriculum_magnitude", "curriculum"))
+        extra["magnitudes"] = tuple(m * randaug_magnitude / ET_MAGNITUDES[-1] for m in ET_MAGNITUDES)
     if pss:
         extra["pss"] = pss
     name = curriculum or "constant"

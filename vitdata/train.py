@@ -79,7 +79,8 @@ def build_schedule(cfg: TrainConfig, steps_per_epoch: int):
     return curriculum_schedule(cfg.epochs, steps_per_epoch, cfg.image_size, patch_size=cfg.patch_size,
                                curriculum=cfg.curriculum, size_curriculum=cfg.size_curriculum, pss=cfg.pss,
                                erase_ratio=cfg.patch_erasing, randaug_magnitude=cfg.randaug_magnitude,
-                               size_epoch_step=cfg.size_epoch_step or None)
+                               size_epoch_step=cfg.size_epoch_step or None,
+                               curriculum_magnitude=cfg.curriculum_magnitude)
 
 
 def build_lr(cfg: TrainConfig, schedule, steps_per_epoch: int):

@@ -1,0 +1,39 @@
+"""EfficientTrain's weak-to-strong RandAugment, ending at the paper's 9 or at the run's own magnitude."""
+import pytest
+
+from vitdata.errors import ConfigError
+from vitdata.named_schedules import curriculum_schedule
+from vitdata.train import check_config, parse_config
+
+
+def magnitudes(sched):
+    return [sched(e, 0).randaug_magnitude for e in range(sched.epochs)]
+
+
+def test_run_scales_the_papers_stages_to_end_at_the_runs_magnitude():
+    paper = curriculum_schedule(10, 1, 32, patch_size=4, curriculum="efficienttrain", randaug_magnitude=5.0)
+    run = curriculum_schedule(10, 1, 32, patch_size=4, curriculum="efficienttrain", randaug_magnitude=5.0,
+                              curriculum_magnitude="run")
+    assert magnitudes(paper) == [1.0, 1.0, 3.0, 3.0, 5.0, 5.0, 7.0, 7.0, 9.0, 9.0]
+    assert magnitudes(run) == pytest.approx([m * 5 / 9 for m in magnitudes(paper)])
+    # the low-pass stages are the paper's either way
+    assert [run(e, 0).lowpass_size for e in range(10)] == [paper(e, 0).lowpass_size for e in range(10)]
+
+
+def test_run_magnitude_needs_efficienttrain():
+    with pytest.raises(ConfigError):
+        curriculum_schedule(10, 1, 32, patch_size=4, curriculum="efficienttrain++", curriculum_magnitude="run")
+    with pytest.raises(ConfigError):
+        curriculum_schedule(10, 1, 32, patch_size=4, curriculum="efficienttrain", curriculum_magnitude="half")
+    with pytest.raises(ConfigError) as e:
+        check_config(parse_config(["--curriculum-magnitude", "run"]))
+    assert "curriculum_magnitude" in e.value.fields
+
+
+def test_the_vitdata_recipe_ends_at_the_runs_magnitude_and_prunes_easy_samples():
+    from vitdata.train import build_schedule
+    cfg = parse_config(["--recipe", "vitdata", "--epochs", "10", "--randaug-magnitude", "6"])
+    check_config(cfg)
+    assert cfg.curriculum == "efficienttrain" and cfg.oracle == "prune-easy" and cfg.pss is None
+    assert magnitudes(build_schedule(cfg, 1))[-1] == pytest.approx(6.0)
+    assert magnitudes(build_schedule(parse_config(["--recipe", "efficienttrain", "--epochs", "10"]), 1))[-1] == 9.0
