@@ -34,3 +34,27 @@ def test_the_headline_states_the_target_then_each_recipes_fraction_or_its_shortf
     assert lines[1]["figure"] == "0.55x the baseline's time (epoch 6)"
     assert lines[2]["figure"] == "did not reach it (final 49.50 %)"
     assert t2a.headline(runs[1:], epochs=8, num_train=45000) == []
+
+
+def test_recompute_rederives_compute_and_comparisons_but_keeps_the_measurements(tmp_path):
+    from vitdata import benchutil
+    argv = [a if a != "8" else "4" for a in ARGV[2:]]   # without the recipe; patch 4 keeps the ET stages at 32 px
+    evals = lambda steps, top1: [{"epoch": i + 1, "time_s": 10.0 * (i + 1), "top1": t, "top5": 90.0, "loss": 1.0,  # noqa: E731
+                                  "step": s} for i, (s, t) in enumerate(zip(steps, top1))]
+    runs = [{"recipe": "baseline", "argv": ["--recipe", "baseline", *argv], "returncode": 0, "wall_s": 40.0,
+             "cpu_s": 70.0, "train_s": 30.0, "images_per_s": 10.0, "final_top1": 50.0, "flops": 1.0, "evals": evals([10, 20, 30], [30, 45, 50])},
+            {"recipe": "vitdata", "argv": ["--recipe", "vitdata", *argv], "returncode": 0, "wall_s": 20.0,
+             "cpu_s": 30.0, "train_s": 15.0, "images_per_s": 17.0, "final_top1": 49.8, "flops": 1.0, "evals": evals([10, 16, 26], [35, 49.8, 49.8])}]
+    path = str(tmp_path / "t2a.json")
+    benchutil.write_record("time-to-accuracy", {"settings": {"epochs": 3, "num_train": 100, "tolerance": 0.3},
+                                                "runs": runs, "headline": []}, path)
+    t2a.main(["--recompute", path, "--why", "test"])
+    rec = benchutil.read_record(path)
+    base, vd = rec["runs"]
+    assert base["steps"] == 30 and vd["steps"] == 26 and vd["flops"] < base["flops"]
+    assert vd["reached"]["epoch"] == 2 and vd["reached"]["time_ratio"] == pytest.approx(20.0 / 30.0)
+    assert vd["wall_s"] == 20.0 and vd["evals"][1]["top1"] == 49.8                 # measured fields untouched
+    assert rec["settings"]["recomputed"][0]["why"] == "test"
+    assert [h["measured"].split(":")[0] for h in rec["headline"]] == ["baseline", "vitdata"]
+    with pytest.raises(SystemExit):
+        t2a.main(["--recompute", path])                                               # --why is required

@@ -254,6 +254,41 @@ def reached(rec: dict, target: float, tolerance: float) -> dict:
 # Table and plot
 
 
+def compare(runs: list[dict], tolerance: float) -> None:
+    """Add to every finished run what follows from the baseline's: ``reached`` (epoch, time and time ratio
+    at which it first came within ``tolerance`` of the baseline's final top-1) and its wall, CPU and FLOP
+    ratios."""
+    base = next((r for r in runs if r["recipe"] == "baseline" and not r["returncode"]), None)
+    for r in runs:
+        if base is None or r["returncode"]:
+            continue
+        rc = reached(r, base["final_top1"], tolerance)
+        rc["time_ratio"] = rc["time_s"] / base["train_s"] if rc["time_s"] is not None else None
+        rc["target_top1"] = base["final_top1"]
+        r["reached"] = rc
+        r["wall_ratio"] = r["wall_s"] / base["wall_s"]
+        r["cpu_ratio"] = r["cpu_s"] / base["cpu_s"] if base["cpu_s"] > 0 else None
+        r["flops_ratio"] = r["flops"] / base["flops"] if base["flops"] else None
+
+
+def recompute(path: str, why: str) -> dict:
+    """Re-derive a record's derived figures from its measured ones with this code: each run's compute
+    (from its argv and the steps its evaluations logged), the comparisons and the headline. The measured
+    fields (times, accuracies, steps) are not touched; ``settings.recomputed`` says when, at which commit
+    and ``why``. Rewrites ``path``; returns the record."""
+    rec = benchutil.read_record(path)
+    s = rec["settings"]
+    for r in rec["runs"]:
+        if r.get("returncode") == 0:
+            r.update(estimate_compute(r["argv"], s["num_train"], steps_per_epoch(r["evals"])))
+    compare(rec["runs"], s.get("tolerance", TOLERANCE_PT))
+    rec["headline"] = headline(rec["runs"], s["epochs"], s["num_train"])
+    s.setdefault("recomputed", []).append({"commit": benchutil.git_commit(), "date": time.strftime("%Y-%m-%d"),
+                                           "why": why})
+    benchutil.write_record("time-to-accuracy", rec, path)   # keeps its format, date and environment
+    return rec
+
+
 def headline(runs: list[dict], epochs: int, num_train: int) -> list[dict]:
     """The record's headline lines: the baseline's final top-1 (the target), then per recipe the fraction of
     the baseline's time at which it first reached that target (or its own final top-1 if it never did)."""
@@ -326,7 +361,7 @@ def plot(runs: list[dict], path: str) -> str | None:
 def parse_args(argv, prog):
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train", required=True, help="training split (WebDataset shards or ImageFolder)")
+    p.add_argument("--train", help="training split (WebDataset shards or ImageFolder); required unless --recompute")
     p.add_argument("--val", help="validation split; without it --train is split (--val-size, --split-seed)")
     p.add_argument("--test", help="test split, evaluated at the end of every run")
     p.add_argument("--val-size", type=int, default=5000, help="validation samples carved out of --train")
@@ -353,11 +388,24 @@ def parse_args(argv, prog):
     p.add_argument("--json", default=None, help="record path (default benchmarks/results/<device>/...)")
     p.add_argument("--plot", default=None, help="plot path (default OUT/top1_vs_time.png)")
     p.add_argument("--quiet", action="store_true", help="hide the runs' own output")
-    return p.parse_args(argv)
+    p.add_argument("--recompute", metavar="RECORD", help="run nothing: re-derive RECORD's compute, comparisons and "
+                   "headline from its measured runs with this code (e.g. after a fix to the compute estimate)")
+    p.add_argument("--why", help="with --recompute: the reason, kept in the record's settings.recomputed")
+    args = p.parse_args(argv)
+    if args.recompute and not args.why:
+        p.error("--recompute needs --why (the record keeps it)")
+    if not args.recompute and not args.train:
+        p.error("--train is required")
+    return args
 
 
 def main(argv=None, prog: str = "vitdata bench time-to-accuracy") -> int:
     args = parse_args(argv, prog)
+    if args.recompute:
+        rec = recompute(args.recompute, args.why)
+        print(table(rec["runs"]))
+        print(f"record: {args.recompute} (recomputed)")
+        return 0
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     bad = sorted(set(recipes) - set(RECIPES))
     if bad:
@@ -387,21 +435,11 @@ def main(argv=None, prog: str = "vitdata bench time-to-accuracy") -> int:
         os.makedirs(args.out, exist_ok=True)
         atomic_write(os.path.join(args.out, "runs.partial.json"),
                      (json.dumps({"common": common, "runs": runs}, indent=1, default=float) + "\n").encode())
-    base = next((r for r in runs if r["recipe"] == "baseline" and not r["returncode"]), None)
-    for r in runs:
-        if base is None or r["returncode"]:
-            continue
-        rc = reached(r, base["final_top1"], args.tolerance)
-        rc["time_ratio"] = rc["time_s"] / base["train_s"] if rc["time_s"] is not None else None
-        rc["target_top1"] = base["final_top1"]
-        r["reached"] = rc
-        r["wall_ratio"] = r["wall_s"] / base["wall_s"]
-        r["cpu_ratio"] = r["cpu_s"] / base["cpu_s"] if base["cpu_s"] > 0 else None
-        r["flops_ratio"] = r["flops"] / base["flops"] if base["flops"] else None
+    compare(runs, args.tolerance)
     print(table(runs))
     plot_path = plot(runs, args.plot or os.path.join(args.out, "top1_vs_time.png"))
     head = headline(runs, args.epochs, num_train)
-    settings = {k: v for k, v in vars(args).items() if k not in ("json", "plot", "quiet")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("json", "plot", "quiet", "recompute", "why")}
     settings.update(recipes=recipes, num_train=num_train, train_split=train, val_split=val,
                     threads=os.environ.get("OMP_NUM_THREADS"))
     record = {"settings": settings, "runs": runs, "plot": plot_path, "headline": head,
