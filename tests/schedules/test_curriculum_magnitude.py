@@ -30,10 +30,17 @@ def test_run_magnitude_needs_efficienttrain():
     assert "curriculum_magnitude" in e.value.fields
 
 
-def test_the_vitdata_recipe_ends_at_the_runs_magnitude_and_prunes_easy_samples():
+def test_the_efficienttrain_recipe_keeps_the_papers_magnitudes():
     from vitdata.train import build_schedule
-    cfg = parse_config(["--recipe", "vitdata", "--epochs", "10", "--randaug-magnitude", "6"])
-    check_config(cfg)
-    assert cfg.curriculum == "efficienttrain" and cfg.oracle == "prune-easy" and cfg.pss is None
-    assert magnitudes(build_schedule(cfg, 1))[-1] == pytest.approx(6.0)
     assert magnitudes(build_schedule(parse_config(["--recipe", "efficienttrain", "--epochs", "10"]), 1))[-1] == 9.0
+    cfg = parse_config(["--recipe", "efficienttrain", "--epochs", "10", "--randaug-magnitude", "6",
+                        "--curriculum-magnitude", "run"])
+    check_config(cfg)
+    assert magnitudes(build_schedule(cfg, 1))[-1] == pytest.approx(6.0)
+
+
+def test_the_vitdata_recipe_is_the_size_curriculum_with_locality_and_prune_easy():
+    cfg = parse_config(["--recipe", "vitdata"])
+    check_config(cfg)
+    assert cfg.size_curriculum and cfg.locality and cfg.warmup_epochs == 0.0 and cfg.oracle == "prune-easy"
+    assert cfg.curriculum is None and cfg.pss is None

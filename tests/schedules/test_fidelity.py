@@ -29,7 +29,7 @@ def test_efficienttrain_keeps_three_distinct_sides_on_a_fine_enough_grid(image_s
 
 def test_the_train_presets_for_efficienttrain_pick_a_patch_size_that_keeps_the_stages_at_64_px():
     from vitdata.train import build_schedule, check_config, parse_config
-    for recipe in ("efficienttrain", "vitdata"):
+    for recipe in ("efficienttrain",):
         cfg = parse_config(["--recipe", recipe])
         check_config(cfg)
         assert cfg.image_size == 64 and cfg.patch_size == 8
