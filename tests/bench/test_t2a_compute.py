@@ -55,6 +55,21 @@ def test_recompute_rederives_compute_and_comparisons_but_keeps_the_measurements(
     assert vd["reached"]["epoch"] == 2 and vd["reached"]["time_ratio"] == pytest.approx(20.0 / 30.0)
     assert vd["wall_s"] == 20.0 and vd["evals"][1]["top1"] == 49.8                 # measured fields untouched
     assert rec["settings"]["recomputed"][0]["why"] == "test"
+    assert rec["plot"] in (None, "t2a.png") and (rec["plot"] is None or (tmp_path / "t2a.png").exists())
     assert [h["measured"].split(":")[0] for h in rec["headline"]] == ["baseline", "vitdata"]
     with pytest.raises(SystemExit):
         t2a.main(["--recompute", path])                                               # --why is required
+
+
+def test_a_run_names_its_switches_from_its_own_config(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"curriculum": null, "size_curriculum": true, "locality": true, '
+                                     '"warmup_epochs": 0.0, "oracle": "prune-easy", "randaug_magnitude": 5.0, "lr": 0.5}')
+    rec = {"out": str(run), "argv": ["--recipe", "vitdata"]}
+    t2a.add_switches(rec)
+    assert rec["switches"] == "size_curriculum=True, locality=True, oracle=prune-easy, warmup_epochs=0.0"
+    assert rec["config"]["lr"] == 0.5
+    gone = {"out": str(tmp_path / "gone")}
+    t2a.add_switches(gone)
+    assert "switches" not in gone and "config" not in gone

@@ -39,8 +39,10 @@ def test_the_efficienttrain_recipe_keeps_the_papers_magnitudes():
     assert magnitudes(build_schedule(cfg, 1))[-1] == pytest.approx(6.0)
 
 
-def test_the_vitdata_recipe_is_the_size_curriculum_with_locality_and_prune_easy():
+def test_the_vitdata_recipe_is_the_size_curriculum_with_locality():
+    # Decided by the 2026-11-30 time-to-accuracy record: the measured best; prune-easy on top reached the
+    # baseline's top-1 later (0.32x vs 0.23x of the baseline's time).
     cfg = parse_config(["--recipe", "vitdata"])
     check_config(cfg)
-    assert cfg.size_curriculum and cfg.locality and cfg.warmup_epochs == 0.0 and cfg.oracle == "prune-easy"
-    assert cfg.curriculum is None and cfg.pss is None
+    assert cfg.size_curriculum and cfg.locality and cfg.warmup_epochs == 0.0
+    assert cfg.oracle is None and cfg.curriculum is None and cfg.pss is None

@@ -223,9 +223,33 @@ def run_recipe(recipe: str, common: list[str], run_dir: str, num_train: int, ver
     rec["images_per_s"] = rec["images"] / result["wall_s"] if result["wall_s"] > 0 else None
     rec["final_top1"] = rec["evals"][-1]["top1"] if rec["evals"] else None
     rec["test_top1"] = result.get("test_top1")
+    add_switches(rec)
     rec.update(estimate_compute(argv, num_train, steps_per_epoch(rec["evals"])))
     rec["steps"] = result["step"]
     return rec
+
+
+# The method switches of `vitdata train` a recipe may set; the record names those that differ from the defaults.
+SWITCHES = ("curriculum", "curriculum_magnitude", "size_curriculum", "size_epoch_step", "locality", "pss", "pss_mode",
+            "global_pool", "patch_erasing", "oracle", "oracle_mixing", "drloc", "warmup_epochs", "mixup", "cutmix",
+            "randaug_magnitude")
+
+
+def add_switches(rec: dict) -> None:
+    """Give ``rec`` its run's resolved ``config`` (the run folder's config.json, when it is still there and
+    ``rec`` has none) and ``switches``: the method switches that differ from ``vitdata train``'s defaults,
+    e.g. "locality=True, oracle=prune-easy", so a record says what each run was even after a recipe's
+    preset changes."""
+    from vitdata.train_config import TrainConfig
+    path = os.path.join(rec.get("out") or "", "config.json")
+    if "config" not in rec and os.path.isfile(path):
+        with open(path) as f:
+            rec["config"] = json.load(f)
+    cfg = rec.get("config")
+    if cfg is None:
+        return
+    defaults = TrainConfig()
+    rec["switches"] = ", ".join(f"{k}={cfg[k]}" for k in SWITCHES if k in cfg and cfg[k] != getattr(defaults, k))
 
 
 def reached(rec: dict, target: float, tolerance: float) -> dict:
@@ -259,7 +283,8 @@ def compare(runs: list[dict], tolerance: float) -> None:
 
 def recompute(path: str, why: str) -> dict:
     """Re-derive a record's derived figures from its measured ones with this code: each run's compute
-    (from its argv and the steps its evaluations logged), the comparisons and the headline. The measured
+    (from its argv and the steps its evaluations logged), its switches, the comparisons, the headline, and
+    the plot (drawn beside the record, ``RECORD.png``). The measured
     fields (times, accuracies, steps) are not touched; ``settings.recomputed`` says when, at which commit
     and ``why``. Rewrites ``path``; returns the record."""
     rec = benchutil.read_record(path)
@@ -267,8 +292,11 @@ def recompute(path: str, why: str) -> dict:
     for r in rec["runs"]:
         if r.get("returncode") == 0:
             r.update(estimate_compute(r["argv"], s["num_train"], steps_per_epoch(r["evals"])))
+            add_switches(r)
     compare(rec["runs"], s.get("tolerance", TOLERANCE_PT))
     rec["headline"] = headline(rec["runs"], s["epochs"], s["num_train"])
+    drawn = plot(rec["runs"], os.path.splitext(path)[0] + ".png")     # beside the record, named like it
+    rec["plot"] = os.path.basename(drawn) if drawn else None
     s.setdefault("recomputed", []).append({"commit": benchutil.git_commit(), "date": time.strftime("%Y-%m-%d"),
                                            "why": why})
     benchutil.write_record("time-to-accuracy", rec, path)   # keeps its format, date and environment
@@ -290,7 +318,8 @@ def headline(runs: list[dict], epochs: int, num_train: int) -> list[dict]:
             continue
         fig = (f"{rc['time_ratio']:.2f}x the baseline's time (epoch {rc['epoch']})"
                if rc.get("time_ratio") is not None else f"did not reach it (final {r['final_top1']:.2f} %)")
-        lines.append({"measured": f"{r['recipe']}: time to the baseline's final top-1 ({base['final_top1']:.1f} %)",
+        name = f"{r['recipe']} ({r['switches']})" if r.get("switches") else r["recipe"]
+        lines.append({"measured": f"{name}: time to the baseline's final top-1 ({base['final_top1']:.1f} %)",
                       "figure": fig, "compared": f"baseline {base['train_s']:.0f} s, {epochs} epochs"})
     return lines
 
@@ -369,7 +398,8 @@ def parse_args(argv, prog):
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (every run)")
     p.add_argument("--tolerance", type=float, default=TOLERANCE_PT, help="points below the baseline's final "
                    "top-1 that count as reaching it")
-    p.add_argument("--extra", default="", help="more `vitdata train` options for every run, one string")
+    p.add_argument("--extra", default="", help="more `vitdata train` options for every run, one string (write "
+                   "--extra='--locality ...' when it starts with a dash)")
     p.add_argument("--out", default=os.path.join("runs", "time-to-accuracy"), help="folder of the runs")
     p.add_argument("--json", default=None, help="record path (default benchmarks/results/<device>/...)")
     p.add_argument("--plot", default=None, help="plot path (default OUT/top1_vs_time.png)")
