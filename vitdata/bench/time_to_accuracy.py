@@ -354,14 +354,15 @@ def plot(runs: list[dict], path: str) -> str | None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in runs:
         if r.get("evals"):
-            ax.plot([e["time_s"] for e in r["evals"]], [e["top1"] for e in r["evals"]], marker="o", label=r["recipe"])
+            ax.plot([e["time_s"] for e in r["evals"]], [e["top1"] for e in r["evals"]], marker="o",
+                    label=f"{r['recipe']} ({r['switches']})" if r.get("switches") else r["recipe"])
     base = next((r for r in runs if r["recipe"] == "baseline" and r.get("final_top1") is not None), None)
     if base:
         ax.axhline(base["final_top1"] - TOLERANCE_PT, color="grey", lw=0.8, ls="--", label="baseline final - 0.3")
     ax.set_xlabel("run time (s, evaluations included)")
     ax.set_ylabel("val top-1 (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)
