@@ -151,11 +151,10 @@ def estimate_compute(argv: list[str], num_train: int, steps_per_epoch: list[int]
                 n = num_kept_tokens(n, k.keep_ratio)
             tb += cfg.batch_size * n * depth
             fl += 3.0 * cfg.batch_size * depth * (24.0 * width * width * n + 4.0 * n * n * width)
-        share = (ran[epoch] if epoch < len(ran) else 0) / spe
+        share = ran[epoch] / spe
         token_blocks += tb * share
         flops += fl * share
-    return {"token_blocks": token_blocks, "flops": flops, "steps": int(sum(ran[:cfg.epochs])), "width": width,
-            "depth": depth}
+    return {"token_blocks": token_blocks, "flops": flops, "steps": int(sum(ran)), "width": width, "depth": depth}
 
 
 def steps_per_epoch(evals: list[dict]) -> list[int] | None:
@@ -225,7 +224,7 @@ def run_recipe(recipe: str, common: list[str], run_dir: str, num_train: int, ver
     rec["test_top1"] = result.get("test_top1")
     add_switches(rec)
     rec.update(estimate_compute(argv, num_train, steps_per_epoch(rec["evals"])))
-    rec["steps"] = result["step"]
+    rec["steps"] = result["step"]   # the run's own count (the estimate's is derived from the evaluations)
     return rec
 
 
@@ -261,7 +260,7 @@ def reached(rec: dict, target: float, tolerance: float) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------
-# Table and plot
+# Comparisons, recomputation, headline, table and plot
 
 
 def compare(runs: list[dict], tolerance: float) -> None:
