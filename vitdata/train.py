@@ -1,8 +1,8 @@
 """``vitdata train``: a small timm ViT training loop in which every seed method is a switch.
 
 Read top to bottom: config (:mod:`vitdata.train_config`) -> distributed setup -> data (loader, schedule,
-oracle) -> model, optimiser, EMA, Mixup -> resume -> the loop (one step: fetch, knobs, mix, forward, per-sample loss, report, backward,
-step, log) -> evaluation -> checkpoint -> report. The pieces it calls live with their subjects: the
+oracle) -> model, optimiser, EMA, Mixup -> resume -> the loop (one step: fetch, knobs, mix, forward,
+per-sample loss, report, backward, step, log) -> evaluation -> checkpoint -> report. The pieces it calls live with their subjects: the
 knobs of the switches in :func:`vitdata.schedules.curriculum_schedule`, the data options in
 :func:`vitdata.datasets.sources.resolve_sources`, a run's checkpoint in :mod:`vitdata.checkpoint`
 (``save_run`` / ``load_run`` / ``restore_run``), the log and the end-of-run report in :mod:`vitdata.report`.
