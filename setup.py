@@ -9,7 +9,7 @@ from pathlib import Path
 from setuptools import setup
 
 HERE = Path(__file__).parent
-VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "vitdata" / "__init__.py").read_text(), re.M).group(1)
+VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "vitdata" / "version.py").read_text(), re.M).group(1)
 
 setup(
     name="vitdata",
@@ -18,7 +18,8 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["vitdata", "vitdata.backends", "vitdata.bench", "vitdata.datasets", "vitdata.pipelines", "vitdata.kernels"],
+    packages=["vitdata", "vitdata.data", "vitdata.curriculum", "vitdata.oracle", "vitdata.loader", "vitdata.loader.backends",
+              "vitdata.train", "vitdata.bench", "vitdata.pipelines", "vitdata.kernels"],
     package_dir={"vitdata": "vitdata", "vitdata.pipelines": "pipelines", "vitdata.kernels": "kernels"},
     install_requires=[
         "torch>=2.4",

@@ -94,8 +94,9 @@ import sys
 import tempfile
 
 from vitdata import LoaderConfig, create_loader
-from vitdata.datasets import selfid
-from vitdata.loader import Loader, OutputConfig
+from vitdata.data import selfid
+from vitdata.loader.loader import Loader
+from vitdata.loader.config import OutputConfig
 
 assert isinstance(getattr(Loader, "dali_device_id", None), property), "Loader.dali_device_id is missing"
 root = tempfile.mkdtemp(prefix="vitdata-devcheck-")

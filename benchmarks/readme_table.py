@@ -1,6 +1,6 @@
 """Generate the README's performance table from the committed benchmark records; never type it by hand.
 
-Reads ``benchmarks/results/<device>/<date>-<what>.json`` (records in ``vitdata.benchutil.RECORD_FORMAT``,
+Reads ``benchmarks/results/<device>/<date>-<what>.json`` (records in ``vitdata.bench.record.RECORD_FORMAT``,
 through its one reader), keeps
 the newest record of each (device, benchmark), and renders one Markdown table in which every figure
 names its device and the commit it was measured at. Prints the table; with ``--write`` replaces the
@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from vitdata import benchutil
+from vitdata.bench import record as benchutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 START, END = "<!-- perf-table:start -->", "<!-- perf-table:end -->"
@@ -22,7 +22,7 @@ WHATS = ("loader", "step", "kernels")
 
 
 def load_records(results: str, link_base: str | None = None) -> list[dict]:
-    """Every record under ``results/<device>/`` (read by ``vitdata.benchutil.load_records``, the one reader),
+    """Every record under ``results/<device>/`` (read by ``vitdata.bench.record.load_records``, the one reader),
     with ``_path`` made relative to ``link_base`` (default the repository root, where README.md is). Files
     that are not records are named on stderr and left out."""
     link_base = link_base or os.path.dirname(HERE)

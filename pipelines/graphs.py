@@ -1,4 +1,4 @@
-"""DALI graph builders for training and evaluation, and the device choice.
+"""DALI graph builders for training and evaluation (the loader passes the device id: an int, or None for CPU).
 
 The graph-building functions (:func:`train_graph`, :func:`eval_graph`) take DataNodes and return
 DataNodes; :func:`build_pipeline` attaches the external source and wraps them in a ``@pipeline_def``.
@@ -21,23 +21,11 @@ from dataclasses import dataclass
 from nvidia.dali import fn, pipeline_def, types
 
 from . import randaug
-from .source import NUM_MAG_BINS
+from vitdata.curriculum.schedule import NUM_MAG_BINS
 
 _INTERP = {"bilinear": types.INTERP_LINEAR, "bicubic": types.INTERP_CUBIC, "nearest": types.INTERP_NN,
            "lanczos": types.INTERP_LANCZOS3, "triangular": types.INTERP_TRIANGULAR}
 INTERPOLATIONS = tuple(_INTERP)
-
-
-def choose_device(rank: int = 0) -> int | None:
-    """``device_id`` for a pipeline: this rank's GPU when torch sees CUDA, else None (CPU ops).
-
-    The GPU is torch's current device once CUDA is initialised, else ``LOCAL_RANK`` (torchrun) or
-    ``rank`` modulo the visible devices (``vitdata.backends.host.local_cuda_index``)."""
-    import torch
-
-    from vitdata.backends.host import local_cuda_index
-
-    return local_cuda_index(rank) if torch.cuda.is_available() else None
 
 
 @dataclass(frozen=True)
@@ -215,7 +203,7 @@ def build_probe(spec: GraphSpec, device_id: int | None):
     """A one-sample pipeline that decodes encoded bytes fed as input ``"encoded"`` with the graph's decoder
     kind: ``"cpu"`` on the CPU, ``"mixed"`` (nvImageCodec on the GPU, the same ``hw_decoder_load``) with a
     device, RGB output like the graph. Used on the error path only, to find which sample of a failed
-    step the decoder refuses (``vitdata.quarantine``); full decode, so it refuses at least what the
+    step the decoder refuses (``vitdata.loader.quarantine``); full decode, so it refuses at least what the
     graph's cropping decoder refuses. Run it with ``probe_decodes``."""
     decode_device = "cpu" if device_id is None else "mixed"
 

@@ -38,7 +38,7 @@ def test_error_hint_goes_on_a_second_line():
 def damaged_checkpoint(tmp_path):
     import torch
 
-    from vitdata import checkpoint
+    from vitdata.train import checkpoint
     d = tmp_path / "run" / "checkpoint"
     checkpoint.save(str(d), {"step": 3, "model": {"w": torch.zeros(2)}}, 3)
     part = next(d.glob("tensors-*"))

@@ -32,11 +32,11 @@ def _hide(monkeypatch, *names):
 
 
 def test_without_tqdm_the_progress_bar_is_plain_log_lines(monkeypatch, tmp_path, capsys):
-    from vitdata import report
+    from vitdata.train import log as runlog
 
     _hide(monkeypatch, "tqdm")
-    log = report.Logger(str(tmp_path), 0, total_steps=4, progress=True)
-    assert isinstance(log.bar, report.PlainProgress)
+    log = runlog.Logger(str(tmp_path), 0, total_steps=4, progress=True)
+    assert isinstance(log.bar, runlog.PlainProgress)
     log.bar.every_s = 0.0
     for _ in range(4):
         log.progress(1, loss="0.5")
@@ -48,7 +48,7 @@ def test_without_tqdm_the_progress_bar_is_plain_log_lines(monkeypatch, tmp_path,
 
 def test_without_matplotlib_the_report_writes_summary_md_and_says_once_that_plots_need_matplotlib(
         monkeypatch, tmp_path, capsys):
-    from vitdata import report
+    from vitdata.train import report
 
     _hide(monkeypatch, "matplotlib")
     log = tmp_path / "log.jsonl"
@@ -62,7 +62,7 @@ def test_without_matplotlib_the_report_writes_summary_md_and_says_once_that_plot
 
 
 def test_preview_without_matplotlib_is_an_error_naming_it_with_how_to_install(monkeypatch):
-    from vitdata import report
+    from vitdata.train import report
     from vitdata.cli import error_line
     from vitdata.optional import MissingDependency
 
@@ -74,7 +74,7 @@ def test_preview_without_matplotlib_is_an_error_naming_it_with_how_to_install(mo
 
 
 def test_a_yaml_config_without_pyyaml_is_a_config_error_naming_pyyaml_and_json_still_works(monkeypatch, tmp_path):
-    from vitdata.train import parse_config
+    from vitdata.train.config import parse_config
 
     _hide(monkeypatch, "yaml")
     (tmp_path / "c.yaml").write_text("epochs: 3\n")
@@ -87,7 +87,7 @@ def test_a_yaml_config_without_pyyaml_is_a_config_error_naming_pyyaml_and_json_s
 
 
 def test_a_config_file_that_is_not_a_mapping_is_refused(tmp_path):
-    from vitdata.train import parse_config
+    from vitdata.train.config import parse_config
 
     (tmp_path / "c.json").write_text("[1, 2]")
     with pytest.raises(ConfigError) as e:

@@ -28,7 +28,7 @@ def substituted(code: str, data: str) -> str:
 
 @pytest.mark.heavy
 def test_every_python_block_of_the_readme_runs(tmp_path, monkeypatch):
-    from vitdata.datasets import selfid
+    from vitdata.data import selfid
 
     selfid.write_imagefolder(str(tmp_path / "data" / "train"), 32, num_classes=4, size=32)
     selfid.write_imagefolder(str(tmp_path / "data" / "val"), 16, num_classes=4, size=32)

@@ -17,10 +17,10 @@ import os
 import sys
 
 SUBCOMMANDS = {
-    "index": ("vitdata.index", "scan an ImageFolder tree or WebDataset tar shards into a sample index"),
-    "train": ("vitdata.train", "train a timm ViT with the curriculum switches (synthetic data by default)"),
+    "index": ("vitdata.data.index", "scan an ImageFolder tree or WebDataset tar shards into a sample index"),
+    "train": ("vitdata.train.loop", "train a timm ViT with the curriculum switches (synthetic data by default)"),
     "bench": ("vitdata.bench", "measure data throughput: loader, kernels, training step"),
-    "preview": ("vitdata.preview", "write a grid of images as the model would see them at a given epoch"),
+    "preview": ("vitdata.train.preview", "write a grid of images as the model would see them at a given epoch"),
 }
 
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     if argv[0] == "--version":
-        from vitdata import __version__
+        from vitdata.version import __version__
         print(__version__)
         return 0
     name, rest = argv[0], argv[1:]

@@ -1,4 +1,6 @@
-"""Atomic file writes: a temp file in the target directory, fsync, rename, fsync of the directory.
+"""Persistence primitives: atomic file writes, and state as plain JSON types.
+
+Atomic writes: a temp file in the target directory, fsync, rename, fsync of the directory.
 
 A crash leaves the old file or the new one under the final name, never a partial file; a full disk
 (ENOSPC, EFBIG) raises an OSError naming the path and errno and leaves the previous file untouched.
@@ -8,15 +10,26 @@ write their own uniquely named temp file; the last rename wins and a reader sees
 Each writer holds an exclusive ``flock`` on its temp file until its rename: the clean-up of temp files
 left by killed writers removes only those whose lock it can take (a dead writer's lock went with it),
 never a live writer's.
+
+Plain JSON state: NumPy arrays inside a state dict become tagged base64 text and back.
+
+``to_json(state)`` walks dicts, lists and tuples and replaces every ``np.ndarray`` by
+``{"__ndarray__": <base64 of the C-order bytes>, "dtype": "<f4", "shape": [N]}`` and every NumPy scalar by
+its Python value, so ``json.dumps`` takes the result as it is. ``from_json`` undoes it (dtype and shape
+exactly, so a table loaded from JSON passes the same dtype checks as one loaded from memory). Base64 costs
+4/3 of the raw bytes: the oracle table of ImageNet-1K (32 MB) is about 43 MB of text.
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno as _errno
 import os
 import tempfile
 import threading
-from typing import Callable, IO
+from typing import IO, Any, Callable
+
+import numpy as np
 
 try:
     import fcntl
@@ -123,3 +136,44 @@ def _remove_stale_temps(directory: str, name: str) -> None:
                 pass                             # locked: a live writer's
             finally:
                 os.close(fd)
+
+
+# The key of an encoded array.
+TAG = "__ndarray__"
+
+
+def to_json(obj: Any) -> Any:
+    """A copy of ``obj`` with arrays and NumPy scalars replaced by JSON types (see the module docstring)."""
+    if isinstance(obj, np.ndarray):
+        a = np.ascontiguousarray(obj)
+        if a.dtype == object:
+            raise TypeError("an object array cannot be stored as plain data")
+        return {TAG: base64.b64encode(a.tobytes()).decode("ascii"), "dtype": a.dtype.str, "shape": list(a.shape)}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json(v) for v in obj]
+    return obj
+
+
+def from_json(obj: Any) -> Any:
+    """Inverse of :func:`to_json`; anything else (arrays included) passes through unchanged."""
+    if isinstance(obj, dict):
+        if TAG in obj and set(obj) == {TAG, "dtype", "shape"}:
+            dtype = np.dtype(obj["dtype"])
+            if dtype == object:
+                raise ValueError("an object dtype cannot be read from plain data")
+            raw = base64.b64decode(obj[TAG].encode("ascii"), validate=True)
+            return np.frombuffer(raw, dtype=dtype).reshape(obj["shape"]).copy()
+        return {k: from_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [from_json(v) for v in obj]
+    return obj
+
+
+def cache_dir() -> str:
+    """vitdata's cache folder: ``$VITDATA_CACHE``, default ``~/.cache/vitdata`` (indexes, inflated shards, generated
+    and split datasets)."""
+    return os.environ.get("VITDATA_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "vitdata"))

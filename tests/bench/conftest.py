@@ -1,7 +1,7 @@
 """Tiny self-identifying data for the benchmark tests, and an index cache kept out of the home directory."""
 import pytest
 
-from vitdata.datasets.selfid import write_imagefolder, write_shards
+from vitdata.data.selfid import write_imagefolder, write_shards
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,7 +5,8 @@ import statistics
 
 import pytest
 
-from vitdata import bench, benchutil
+from vitdata import bench
+from vitdata.bench import record as benchutil
 from vitdata.bench import common, feeds
 from vitdata.bench import loader as bench_loader
 
@@ -160,7 +161,7 @@ def test_shards_run_through_the_webdataset_reader_and_the_tar_dataset(tiny_shard
 
 
 def test_small_data_is_cycled_through_links_so_every_row_reads_long_epochs(tiny_folder, tiny_shards):
-    from vitdata.index import open_index
+    from vitdata.data.index import open_index
 
     with common.prepared_data(str(tiny_folder), 24 * 3 + 1) as (root, idx, cycle):
         assert cycle == 4 and len(idx) == 96 and idx.kind == "imagefolder"
@@ -196,7 +197,7 @@ def test_default_parallelism_splits_the_usable_cpus_without_oversubscribing(devi
 
 def test_a_vitdata_row_is_labelled_gpu_exactly_when_the_loader_reports_a_dali_device_id(tiny_folder, tmp_path,
                                                                                           monkeypatch):
-    from vitdata.loader import Loader
+    from vitdata.loader.loader import Loader
 
     path = tmp_path / "r.json"
     monkeypatch.setattr(Loader, "dali_device_id", property(lambda self: 0))   # as a GPU-built graph reports

@@ -2,7 +2,8 @@
 tiny settings, time something, and write one record each in the one format."""
 import pytest
 
-from vitdata import bench, benchutil
+from vitdata import bench
+from vitdata.bench import record as benchutil
 
 
 def _record(path):

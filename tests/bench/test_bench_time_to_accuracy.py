@@ -5,12 +5,13 @@ import os
 
 import pytest
 
-from vitdata import bench, benchutil
+from vitdata import bench
+from vitdata.bench import record as benchutil
 from vitdata.bench import time_to_accuracy as t2a
 
 
 def test_the_split_is_fixed_by_its_seed_disjoint_and_written_once(tiny_shards):
-    from vitdata.index import open_index
+    from vitdata.data.index import open_index
     train, val = t2a.split_shards(str(tiny_shards), val_size=8, seed=3)
     keys = lambda d: {open_index(d).key(i) for i in range(len(open_index(d)))}  # noqa: E731
     assert len(keys(train)) == 16 and len(keys(val)) == 8 and not keys(train) & keys(val)

@@ -37,7 +37,7 @@ def test_the_headline_states_the_target_then_each_recipes_fraction_or_its_shortf
 
 
 def test_recompute_rederives_compute_and_comparisons_but_keeps_the_measurements(tmp_path):
-    from vitdata import benchutil
+    from vitdata.bench import record as benchutil
     argv = [a if a != "8" else "4" for a in ARGV[2:]]   # without the recipe; patch 4 keeps the ET stages at 32 px
     evals = lambda steps, top1: [{"epoch": i + 1, "time_s": 10.0 * (i + 1), "top1": t, "top5": 90.0, "loss": 1.0,  # noqa: E731
                                   "step": s} for i, (s, t) in enumerate(zip(steps, top1))]

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from vitdata.datasets import selfid
+from vitdata.data import selfid
 
 MEAN = np.array([0.485, 0.456, 0.406]).reshape(3, 1, 1) * 255
 STD = np.array([0.229, 0.224, 0.225]).reshape(3, 1, 1) * 255

@@ -5,7 +5,7 @@ import sys
 import torch.distributed as dist
 
 from vitdata import LoaderConfig, create_loader
-from vitdata.loader import AugmentConfig
+from vitdata.loader.config import AugmentConfig
 
 
 def main(rank: int, world: int, init_file: str, data: str, out: str, backend: str) -> None:

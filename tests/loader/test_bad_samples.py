@@ -4,8 +4,8 @@ import os
 import pytest
 
 from vitdata import DataError, LoaderConfig, create_loader
-from vitdata.datasets import selfid
-from vitdata.loader import AugmentConfig
+from vitdata.data import selfid
+from vitdata.loader.config import AugmentConfig
 
 
 

@@ -97,7 +97,7 @@ def test_a_gpu_host_without_dali_builds_the_torch_backend(tiny_data):
 
 def test_a_gpu_spelling_without_cuda_is_refused_naming_the_field(tiny_data):
     from vitdata import ConfigError, LoaderConfig, create_loader
-    from vitdata.loader import OutputConfig
+    from vitdata.loader.config import OutputConfig
 
     import torch
     if torch.cuda.is_available():
@@ -110,7 +110,7 @@ def test_a_gpu_spelling_without_cuda_is_refused_naming_the_field(tiny_data):
 HOST = textwrap.dedent("""
     import json, os
     os.sched_getaffinity = lambda pid: set(range(16))
-    from vitdata.backends import host
+    from vitdata.loader import host
     print(json.dumps([host.default_threads("dali"), host.default_workers("dali"), host.default_workers("torch")]))
 """)
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from vitdata import ConfigError, LoaderConfig, create_loader
-from vitdata.loader import AugmentConfig
-from vitdata.oracle import DifficultyOracle
-from vitdata.trainer_api import per_sample_loss
+from vitdata.loader.config import AugmentConfig
+from vitdata.oracle.difficulty import DifficultyOracle
+from vitdata.loader.loss import per_sample_loss
 
 PLAIN = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, randaug=False)
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from vitdata import LoaderConfig, create_loader
-from vitdata.loader import AugmentConfig, EvalConfig, OutputConfig
+from vitdata.loader.config import AugmentConfig, EvalConfig, OutputConfig
 
 from .conftest import decode_batch, pixel_ids
 

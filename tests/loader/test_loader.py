@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from vitdata import ConfigError, LoaderConfig, StateError, create_loader
-from vitdata.loader import AugmentConfig, EvalConfig, OutputConfig, ScheduleConfig
-from vitdata.sampler import EpochPlan
+from vitdata.loader.config import AugmentConfig, EvalConfig, OutputConfig, ScheduleConfig
+from vitdata.data.sampler import EpochPlan
 
 from .conftest import decode_batch, pixel_ids
 
@@ -287,8 +287,8 @@ def test_kernels_follow_the_knobs_lowpass_crop_and_patch_erasing(tiny_data):
 
 
 def test_loader_state_carries_the_oracle_and_restores_it(tmp_path):
-    from vitdata.datasets import selfid
-    from vitdata.oracle import DifficultyOracle
+    from vitdata.data import selfid
+    from vitdata.oracle.difficulty import DifficultyOracle
 
     selfid.write_shards(str(tmp_path / "d"), 48, num_classes=4, size=32, per_shard=48)
     cfg = LoaderConfig(data=str(tmp_path / "d"), batch_size=8, image_size=32, backend="torch", num_workers=0)
@@ -324,7 +324,7 @@ def test_from_timm_model_uses_the_models_own_size_and_keeps_its_mean_under_neste
 def test_from_timm_model_keeps_a_mean_given_explicitly_even_when_it_equals_the_default():
     import timm
 
-    from vitdata.loader import IMAGENET_MEAN
+    from vitdata.loader.config import IMAGENET_MEAN
 
     model = timm.create_model("vit_base_patch16_clip_224", pretrained=False, num_classes=4, depth=1)
     clip_mean = tuple(float(x) for x in model.pretrained_cfg["mean"])
@@ -336,7 +336,7 @@ def test_from_timm_model_keeps_a_mean_given_explicitly_even_when_it_equals_the_d
 
 
 def test_eval_data_lives_in_eval_config_and_the_old_spelling_is_a_deprecated_alias(tiny_data, tmp_path):
-    from vitdata.datasets import selfid
+    from vitdata.data import selfid
 
     other = str(tmp_path / "val")
     selfid.write_imagefolder(other, 8, num_classes=4, size=32)
@@ -354,11 +354,11 @@ def test_eval_data_lives_in_eval_config_and_the_old_spelling_is_a_deprecated_ali
 
 
 def test_named_schedules_round_every_size_to_the_patch_grid(tmp_path):
-    from vitdata.datasets import selfid
+    from vitdata.data import selfid
 
     selfid.write_shards(str(tmp_path / "d"), 32, num_classes=2, size=32, per_shard=32)
     # 96 px: 160/224 and 192/224 of it (68.6, 82.3) would not tile and round to 64 and 80. At 64 px both
-    # stages would round to 48, and that merge is refused (issue 16 item 1, tests/schedules/test_fidelity.py).
+    # stages would round to 48, and that merge is refused (issue 16 item 1, tests/curriculum/test_fidelity.py).
     cfg = LoaderConfig(data=str(tmp_path / "d"), batch_size=8, image_size=96, backend="torch", num_workers=0,
                        augment=AugmentConfig(patch_size=16), schedule=ScheduleConfig(name="efficienttrain", epochs=5))
     loader = create_loader(cfg)
@@ -369,7 +369,7 @@ def test_named_schedules_round_every_size_to_the_patch_grid(tmp_path):
 
 @pytest.mark.parametrize("backend", ["dali-inline", "torch"])
 def test_a_state_saved_after_a_world_size_change_resumes_the_same_tail(tiny_data, backend):
-    from vitdata.loader import DistributedConfig
+    from vitdata.loader.config import DistributedConfig
 
     two = create_loader(cfg_for(tiny_data, backend, batch_size=4, augment=FULL_VIEW,
                                 distributed=DistributedConfig(rank=0, world_size=2)))

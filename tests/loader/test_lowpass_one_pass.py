@@ -10,10 +10,10 @@ import dataclasses
 import pytest
 import torch
 
-import vitdata.loader as loader_mod
+import vitdata.loader.loader as loader_mod
 from vitdata import create_loader, kernels
-from vitdata.loader import AugmentConfig, OutputConfig, ScheduleConfig
-from vitdata.schedules import EpochTable, Schedule
+from vitdata.loader.config import AugmentConfig, OutputConfig, ScheduleConfig
+from vitdata.curriculum.schedule import EpochTable, Schedule
 
 from .test_loader import cfg_for, run_epochs
 

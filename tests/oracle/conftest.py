@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from vitdata.oracle import DifficultyOracle
-from vitdata.sampler import Sampler
+from vitdata.oracle.difficulty import DifficultyOracle
+from vitdata.data.sampler import Sampler
 
 
 class SimulatedTrainer:

@@ -40,8 +40,8 @@ def main():
     args = ap.parse_args()
 
     import torch.distributed as dist
-    from vitdata.oracle import DifficultyOracle
-    from vitdata.sampler import Sampler
+    from vitdata.oracle.difficulty import DifficultyOracle
+    from vitdata.data.sampler import Sampler
 
     dist.init_process_group("gloo", init_method=args.init, rank=args.rank, world_size=WORLD,
                             timeout=datetime.timedelta(seconds=60))

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vitdata.oracle import DifficultyOracle
-from vitdata.sampler import Sampler
+from vitdata.oracle.difficulty import DifficultyOracle
+from vitdata.data.sampler import Sampler
 
 # Two gloo ranks in child processes: deselected by `make test-quick`.
 pytestmark = pytest.mark.heavy

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from vitdata.oracle import DifficultyOracle
+from vitdata.oracle.difficulty import DifficultyOracle
 
 # (ids visited, their p_y) per epoch. p_y values keep 1 - p_y away from the histogram's bin edges.
 HISTORY = [

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from vitdata.oracle import DifficultyOracle
-from vitdata.policies import POLICIES
+from vitdata.oracle.difficulty import DifficultyOracle
+from vitdata.oracle.policies import POLICIES
 
 
 def test_mix_prob_follows_the_strength_and_is_zero_in_formation():

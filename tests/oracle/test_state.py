@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from vitdata.errors import StateError
-from vitdata.oracle import DifficultyOracle
-from vitdata.sampler import Sampler
+from vitdata.oracle.difficulty import DifficultyOracle
+from vitdata.data.sampler import Sampler
 
 N, BATCH = 240, 12
 

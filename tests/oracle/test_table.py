@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vitdata.errors import ConfigError
-from vitdata.oracle import POLICIES, DifficultyOracle
+from vitdata.oracle.difficulty import POLICIES, DifficultyOracle
 
 
 def cpu_oracle(n=10, policy="uniform", **kw):
@@ -84,7 +84,7 @@ def test_a_model_that_predicts_the_mixup_target_is_easy_whatever_the_mixing_shar
     # shares the class): a small minority of samples, so DDP_e was capped; the own label's probability
     # over its share is 1 for every sample.
     from timm.data import Mixup
-    from vitdata.oracle import own_label_p
+    from vitdata.oracle.difficulty import own_label_p
     torch.manual_seed(0)
     n, c = 4000, 10
     mix = Mixup(mixup_alpha=0.8, cutmix_alpha=0.0, label_smoothing=0.1, num_classes=c, mode="elem")

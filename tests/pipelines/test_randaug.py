@@ -6,7 +6,7 @@ from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.auto_aug.core import select, signed_bin
 
 from vitdata.pipelines import randaug
-from vitdata.pipelines.source import NUM_MAG_BINS
+from vitdata.curriculum.schedule import NUM_MAG_BINS
 
 BATCH = 8
 

@@ -8,9 +8,12 @@ import pytest
 from PIL import Image
 
 from vitdata import DataError
-from vitdata.datasets import selfid
-from vitdata.pipelines import EpochSource, check_sample, control_path, magnitude_to_bin, resolve_sample, write_control
-from vitdata.pipelines.source import NUM_MAG_BINS, code_reason
+from vitdata.data import selfid
+from vitdata.pipelines import EpochSource, control_path, write_control
+from vitdata.data.checks import check_sample, resolve_sample
+from vitdata.curriculum.schedule import magnitude_to_bin
+from vitdata.curriculum.schedule import NUM_MAG_BINS
+from vitdata.data.checks import code_reason
 
 
 def huge_png_header(width=20000, height=20000) -> bytes:
@@ -120,7 +123,7 @@ def test_the_source_is_a_pure_function_of_the_control_file_and_position(tmp_path
 
 def test_the_header_walk_reads_the_same_size_as_pillow(imagenet_samples):
     # The check reads the size from the JPEG frame header / PNG IHDR itself; Pillow is the reference.
-    from vitdata.pipelines.source import _jpeg_size, _png_size
+    from vitdata.data.checks import _jpeg_size, _png_size
 
     paths = sorted(p for p in imagenet_samples.rglob("*") if p.is_file())
     extra = []

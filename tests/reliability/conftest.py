@@ -3,7 +3,7 @@
 import pytest
 
 from vitdata import LoaderConfig, create_loader
-from vitdata.loader import AugmentConfig
+from vitdata.loader.config import AugmentConfig
 
 import badinputs
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 import zlib
 
-from vitdata.datasets import selfid
+from vitdata.data import selfid
 
 KINDS = ("jpeg_bad_component", "png_bad_zlib", "png_bad_filter")
 

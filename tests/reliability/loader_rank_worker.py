@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from vitdata import LoaderConfig, create_loader
-from vitdata.loader import AugmentConfig
+from vitdata.loader.config import AugmentConfig
 
 EPOCHS = 3
 BATCH = 8
@@ -32,7 +32,7 @@ def losses_for(ids: torch.Tensor, rank: int, epoch: int, step: int) -> torch.Ten
 
 
 def run_oracle(rank: int, world: int, data: str, out: str) -> None:
-    from vitdata.oracle import DifficultyOracle
+    from vitdata.oracle.difficulty import DifficultyOracle
 
     cfg = LoaderConfig(data=data, batch_size=BATCH, image_size=16, backend="torch", num_workers=0, seed=7,
                        augment=FULL_VIEW)

@@ -12,7 +12,7 @@ import sys
 
 from vitdata import LoaderConfig, create_loader
 from vitdata.io import atomic_write
-from vitdata.loader import ScheduleConfig
+from vitdata.loader.config import ScheduleConfig
 
 EPOCHS = 2
 

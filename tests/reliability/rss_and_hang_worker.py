@@ -25,7 +25,7 @@ def run_f2(data: str, steps: int, max_pixels: int, out: str) -> None:
     import psutil
 
     from vitdata import LoaderConfig, create_loader
-    from vitdata.loader import AugmentConfig
+    from vitdata.loader.config import AugmentConfig
 
     ld = create_loader(LoaderConfig(data=data, batch_size=8, image_size=32, backend="dali", num_workers=1,
                                     max_pixels=max_pixels, on_error="skip", augment=AugmentConfig(**FULL_VIEW)))
@@ -54,9 +54,10 @@ def run_g5hang(rank: int, world: int, port: int, data: str, fifo: str, out: str)
     import torch.distributed as dist
 
     from vitdata import LoaderConfig, create_loader
-    from vitdata.index import SampleReader
-    from vitdata.loader import AugmentConfig
-    from vitdata.train import TrainConfig, setup_distributed
+    from vitdata.data.reader import SampleReader
+    from vitdata.loader.config import AugmentConfig
+    from vitdata.train.config import TrainConfig
+    from vitdata.train.loop import setup_distributed
 
     log = open(out, "a", buffering=1)
     setup_distributed(TrainConfig(device="cpu", dist_timeout=10.0))

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from vitdata import io as vio
-from vitdata.datasets import selfid
-from vitdata.index import SampleIndex, open_index
+from vitdata.data import selfid
+from vitdata.data.index import SampleIndex, open_index
 
 WRITER = textwrap.dedent("""
     import hashlib, os, sys

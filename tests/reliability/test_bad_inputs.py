@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from vitdata import DataError, LoaderConfig, create_loader
-from vitdata.datasets import selfid
-from vitdata.index import SampleReader, build_index, open_index
-from vitdata.loader import DistributedConfig, EvalConfig
-from vitdata.pipelines.source import check_bytes, check_sample
+from vitdata.data import selfid
+from vitdata.data.reader import SampleReader
+from vitdata.data.index import build_index, open_index
+from vitdata.loader.config import DistributedConfig, EvalConfig
+from vitdata.data.checks import check_bytes, check_sample
 
 import badinputs
 from .conftest import FULL_VIEW, bad_ids, mixed
@@ -130,7 +131,7 @@ def test_dali_and_pillow_decoders_agree_on_every_valid_but_unusual_kind():
     """RELIABILITY A5 (decoder agreement on unusual files)."""
     from nvidia.dali import fn, pipeline_def, types
 
-    from vitdata.backends.torch import decode_rgb
+    from vitdata.loader.backends.torch import decode_rgb
 
     blobs = {k: badinputs.make_bytes(k) for k in badinputs.UNUSUAL_KINDS}
     can = _can_opener()
@@ -167,7 +168,7 @@ def test_exif_orientation_is_applied_and_16_bit_is_scaled_by_1_over_257():
     from PIL import Image
     import io
 
-    from vitdata.backends.torch import decode_rgb
+    from vitdata.loader.backends.torch import decode_rgb
 
     rot = decode_rgb(badinputs.make_bytes(13))
     upright = np.asarray(Image.open(io.BytesIO(badinputs.make_bytes(0))).convert("RGB"), np.float64)
@@ -235,7 +236,7 @@ def test_the_144_mpx_file_is_refused_by_default_and_passes_a_raised_budget():
     assert check_bytes(data, 64_000_000)[1] == "too_many_pixels"
     assert check_bytes(data, 150_000_000)[1] is None           # header only: the full decode needs 432 MB
     # A real decode through the budget, at a size CI can afford: 3000x3000 refused at 8 Mpx, decoded at 10.
-    from vitdata.backends.torch import decode_rgb
+    from vitdata.loader.backends.torch import decode_rgb
 
     small = badinputs.bilevel_144m_png(3000)
     assert check_bytes(small, 8_000_000)[1] == "too_many_pixels"

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from vitdata import LoaderConfig, create_loader
-from vitdata.datasets import selfid
-from vitdata.loader import ScheduleConfig
+from vitdata.data import selfid
+from vitdata.loader.config import ScheduleConfig
 
 pytestmark = pytest.mark.gpu
 

@@ -21,9 +21,10 @@ import psutil
 import pytest
 
 from vitdata import DataError, LoaderConfig, create_loader
-from vitdata.datasets import selfid
-from vitdata.loader import AugmentConfig, Loader
-from vitdata.pipelines.source import check_sample, resolve_sample
+from vitdata.data import selfid
+from vitdata.loader.config import AugmentConfig
+from vitdata.loader.loader import Loader
+from vitdata.data.checks import check_sample, resolve_sample
 import badinputs
 from .conftest import FULL_VIEW, skip_corpus
 
@@ -498,7 +499,7 @@ def test_a_permanently_bad_sample_is_not_drawn_more_often_than_an_average_sample
     plan that knows they were skipped, each bad id's planned draws are at most those of an average id
     (D / N = 1 per epoch), and its probability is the floor, not the never-seen prior. C4 still holds:
     never reported, table rows unchanged."""
-    from vitdata.oracle import DifficultyOracle
+    from vitdata.oracle.difficulty import DifficultyOracle
 
     cfg, n, bad = skip_corpus(tmp_path_factory, "policy")
     floor = 0.5

@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from vitdata import LoaderConfig, create_loader
-from vitdata.datasets import selfid
-from vitdata.loader import AugmentConfig, DistributedConfig
-from vitdata.sampler import EpochPlan, Sampler
+from vitdata.data import selfid
+from vitdata.loader.config import AugmentConfig, DistributedConfig
+from vitdata.data.sampler import EpochPlan, Sampler
 import badinputs
 from .conftest import FULL_VIEW, skip_corpus
 
@@ -224,7 +224,7 @@ def test_two_gloo_ranks_agree_on_table_and_plan_each_epoch_and_deliver_exactly_t
 
 def test_skipped_ids_are_never_reported_to_the_oracle_and_their_table_rows_stay_unchanged(tmp_path_factory):
     """RELIABILITY C4 (skipped ids and the oracle)."""
-    from vitdata.oracle import DifficultyOracle
+    from vitdata.oracle.difficulty import DifficultyOracle
 
     cfg, n, bad = skip_corpus(tmp_path_factory, "c4")
     assert len(bad) == 2
@@ -338,7 +338,7 @@ def test_a_data_error_on_rank_1_exits_it_with_the_error_and_rank_0_does_not_hang
 def _documented_rank_ids(n, batch, seed, epoch, rank, world):
     """The module doc of vitdata/sampler.py, re-implemented: a PCG64 permutation seeded from (order tag,
     seed, epoch), cut into global steps of world*batch, rank r takes columns [r*batch, (r+1)*batch)."""
-    from vitdata.sampler import _ORDER_TAG
+    from vitdata.data.sampler import _ORDER_TAG
 
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([_ORDER_TAG, seed, epoch])))
     order = rng.permutation(n)

@@ -1,6 +1,6 @@
 """RELIABILITY I5 through the loader: a tar sample whose ``.cls`` lies (10^6 among labels < 10 without
 classes.json, 2^24) is that one sample's ``bad_label`` skip, and the model sees the true class count. (The
-10^23 and 2^64 labels are tested in tests/index/test_labels.py under a memory limit: a regression there
+10^23 and 2^64 labels are tested in tests/data/test_labels.py under a memory limit: a regression there
 would exhaust this process's memory.)"""
 import io
 import tarfile
@@ -8,7 +8,7 @@ import tarfile
 import pytest
 
 from vitdata import LoaderConfig, create_loader
-from vitdata.datasets import selfid
+from vitdata.data import selfid
 from .conftest import FULL_VIEW
 
 

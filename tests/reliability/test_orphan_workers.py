@@ -11,7 +11,7 @@ import time
 import psutil
 import pytest
 
-from vitdata.datasets import selfid
+from vitdata.data import selfid
 
 # Runs SIGKILLed in child processes (8-11 s each with spawn): deselected by `make test-quick`.
 pytestmark = pytest.mark.heavy
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.heavy
 SCRIPT = textwrap.dedent("""
     import sys, time
     from vitdata import LoaderConfig, create_loader
-    from vitdata.loader import AugmentConfig
+    from vitdata.loader.config import AugmentConfig
 
     if __name__ == "__main__":
         data, backend, start = sys.argv[1:4]

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from vitdata import DataError, LoaderConfig, create_loader
-from vitdata.datasets import selfid
+from vitdata.data import selfid
 
 from . import decodefail
 from .conftest import FULL_VIEW
@@ -105,7 +105,7 @@ def test_decoder_failures_at_start_middle_and_end_are_quarantined_and_substitute
 @pytest.mark.parametrize("backend", ["dali", "torch"])
 def test_a_quarantined_id_is_not_read_again(train_data, backend, monkeypatch):
     """I1: later epochs skip a quarantined id before reading it."""
-    from vitdata.index import SampleReader
+    from vitdata.data.reader import SampleReader
 
     root, bad, _ = train_data
     ld = create_loader(_cfg(root, backend, on_error="skip"))

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from vitdata import LoaderConfig, create_loader
-from vitdata.datasets import selfid
-from vitdata.loader import AugmentConfig
+from vitdata.data import selfid
+from vitdata.loader.config import AugmentConfig
 
 # Children killed with SIGKILL and resumed: deselected by `make test-quick`.
 pytestmark = pytest.mark.heavy

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from vitdata import DataError, LoaderConfig, StateError, create_loader
-from vitdata import checkpoint
-from vitdata.datasets import selfid
+from vitdata.train import checkpoint
+from vitdata.data import selfid
 from vitdata.errors import WorkerError
-from vitdata.index import SampleIndex, build_index
-from vitdata.loader import DistributedConfig, ScheduleConfig
+from vitdata.data.index import SampleIndex, build_index
+from vitdata.loader.config import DistributedConfig, ScheduleConfig
 from .conftest import FULL_VIEW
 
 
@@ -167,7 +167,7 @@ def _zip_field_damage(blob: bytes) -> list[bytes]:
 
 def test_an_index_or_plan_with_a_damaged_zip_method_or_flags_field_is_refused(data, tmp_path):
     """RELIABILITY D3 (corruption)."""
-    from vitdata.sampler import EpochPlan
+    from vitdata.data.sampler import EpochPlan
 
     idx_path, plan_path = str(tmp_path / "idx.npz"), str(tmp_path / "plan.npz")
     build_index(data).save(idx_path)
@@ -322,7 +322,7 @@ def test_source_workers_that_hang_while_starting_are_killed_and_reported_not_wai
 @pytest.mark.parametrize("workers", [2, 0], ids=["workers", "in-thread"])
 def test_an_exception_in_the_source_is_re_raised_with_the_sample_id_and_traceback(data, monkeypatch, workers):
     """RELIABILITY G2 (an exception in the source)."""
-    from vitdata.index import SampleReader
+    from vitdata.data.reader import SampleReader
 
     read = SampleReader.read
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from vitdata import LoaderConfig, StateError, create_loader
-from vitdata.datasets import selfid
+from vitdata.data import selfid
 
 from .conftest import FULL_VIEW
 

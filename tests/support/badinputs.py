@@ -56,7 +56,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from vitdata.datasets import selfid
+from vitdata.data import selfid
 
 KINDS = {
     0: "good", 1: "empty", 2: "truncated_jpeg", 3: "random_bytes", 4: "html", 5: "soi_only", 6: "flipped_byte",

@@ -1,10 +1,9 @@
-"""vitdata.models: PSS token selection, DRLoc head/targets/loss, LocalViT* locality blocks (CPU, tiny ViTs)."""
+"""vitdata.train.models: PSS token selection, DRLoc head/targets/loss, LocalViT* locality blocks (CPU, tiny ViTs)."""
 import pytest
 import torch
 
 from vitdata.errors import ConfigError
-from vitdata.models import (DRLocHead, create_vit, drloc_lambda, drloc_loss, drloc_targets, num_kept_tokens,
-                            select_tokens)
+from vitdata.train.models import (DRLocHead, create_vit, drloc_lambda, drloc_loss, drloc_targets, num_kept_tokens, select_tokens)
 
 TINY = dict(depth=2)
 
@@ -132,7 +131,7 @@ def test_drloc_defaults_follow_the_released_code():
     assert [drloc_lambda(0.1, e, 100) for e in (0, 10, 20)] == pytest.approx([0.0, 0.05, 0.1])
     assert drloc_lambda(0.1, 100, 100) == pytest.approx(0.1 * 200 / 280)
     assert min(drloc_lambda(0.1, e, 100) for e in range(20, 100)) > 0.07
-    from vitdata.train import parse_config
+    from vitdata.train.config import parse_config
     cfg = parse_config(["--recipe", "drloc"])
     assert (cfg.drloc, cfg.drloc_target, cfg.drloc_tokens, cfg.drloc_schedule) == (0.1, "abs", "pre-norm", "released")
     # unnormalised |p - q| targets on the tokens before the final LayerNorm

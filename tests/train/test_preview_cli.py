@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from vitdata.cli import main as cli_main
-from vitdata.preview import model_view_rows
-from vitdata.train import parse_config
+from vitdata.train.preview import model_view_rows
+from vitdata.train.config import parse_config
 
 
 @pytest.mark.parametrize("args, words", [
@@ -25,7 +25,7 @@ def test_a_data_root_without_train_is_named(cache, tmp_path, capsys):
 
 
 def test_the_preview_shows_randaugment_at_the_scheduled_magnitude(cache, tmp_path):
-    from vitdata.datasets import selfid
+    from vitdata.data import selfid
 
     selfid.write_imagefolder(str(tmp_path / "d"), 16, num_classes=2, size=64)
     cfg = parse_config(["--recipe", "efficienttrain", "--epochs", "5"], "test")
@@ -38,9 +38,9 @@ def test_the_preview_shows_randaugment_at_the_scheduled_magnitude(cache, tmp_pat
 
 
 def test_the_run_reports_curriculum_grid_leaves_out_views_no_epoch_changes(cache, tmp_path):
-    from vitdata.datasets import selfid
-    from vitdata.report import curriculum_rows
-    from vitdata.schedules import make_schedule
+    from vitdata.data import selfid
+    from vitdata.train.report import curriculum_rows
+    from vitdata.curriculum.named import make_schedule
 
     selfid.write_imagefolder(str(tmp_path / "d"), 8, num_classes=2, size=32)
     sched = make_schedule("efficienttrain", 5, 10, 32, patch_size=4)

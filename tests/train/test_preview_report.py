@@ -1,13 +1,13 @@
-"""vitdata preview (the curriculum grid alone) and vitdata.report (plots and summary from a JSONL log)."""
+"""vitdata preview (the curriculum grid alone) and vitdata.train.report (plots and summary from a JSONL log)."""
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from vitdata.preview import main as preview_main
-from vitdata.report import views, write_report
-from vitdata.schedules import Knobs
+from vitdata.train.preview import main as preview_main
+from vitdata.train.report import views, write_report
+from vitdata.curriculum.schedule import Knobs
 
 
 def test_preview_writes_the_grid_for_several_epochs(cache, tmp_path, capsys):
@@ -52,7 +52,7 @@ def test_report_writes_plots_and_summary_from_a_log(tmp_path):
                                        ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # Inception / many timm ViTs
                                        ((0.4815, 0.4578, 0.4082), (0.2686, 0.2613, 0.2758))])  # CLIP
 def test_to_uint8_undoes_the_mean_and_std_the_images_were_normalised_with(mean, std):
-    from vitdata.report import to_uint8
+    from vitdata.train.report import to_uint8
     pixels = np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3)).astype(np.uint8)
     x = (pixels / 255 - np.array(mean)) / np.array(std)
     x = torch.from_numpy(x.astype(np.float32)).permute(0, 3, 1, 2)  # (N, 3, H, W) as the loader delivers

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from vitdata.errors import ConfigError
-from vitdata.train import TrainConfig, build_schedule, lr_at, main, parse_config, per_sample_loss
+from vitdata.train.config import TrainConfig, parse_config
+from vitdata.train.loop import build_schedule, main, per_sample_loss
+from vitdata.train.lr import lr_at
 
 ROOT = Path(__file__).resolve().parents[2]
 # Tiny and fast: 600 synthetic images (540 train / 60 val), 32 px, patch 8, one block.
@@ -39,7 +41,7 @@ def test_recipe_presets_are_overridden_by_yaml_and_yaml_by_the_command_line(tmp_
 
 
 def test_every_recipe_parses_to_a_valid_config():
-    from vitdata.train import RECIPES, check_config
+    from vitdata.train.config import RECIPES, check_config
     for r in RECIPES:
         check_config(parse_config(["--recipe", r]))
 
@@ -52,7 +54,7 @@ def test_locality_with_pss_is_refused_before_any_data_is_read(cache):
 
 
 def test_dist_timeout_is_parsed_in_seconds_and_must_be_positive():
-    from vitdata.train import check_config
+    from vitdata.train.config import check_config
     assert parse_config([]).dist_timeout == 600.0 and parse_config(["--dist-timeout", "30"]).dist_timeout == 30.0
     with pytest.raises(ConfigError) as e:
         check_config(parse_config(["--dist-timeout", "0"]))
@@ -200,7 +202,7 @@ def test_kill_and_resume_continues_exactly(cache, tmp_path):
 
 
 def test_checkpoint_round_trips_optimizer_state_and_numpy_arrays(tmp_path):
-    from vitdata import checkpoint
+    from vitdata.train import checkpoint
     m = torch.nn.Linear(3, 2)
     opt = torch.optim.AdamW(m.parameters())
     m(torch.randn(4, 3)).sum().backward()
@@ -320,7 +322,7 @@ def test_resuming_a_copied_run_writes_into_the_copy_and_never_into_the_original(
 
 @pytest.mark.heavy
 def test_workers_0_reads_in_the_loader_thread_with_one_dali_thread(cache, tmp_path):
-    from vitdata.train import loader_config
+    from vitdata.train.loop import loader_config
     lcfg = loader_config(parse_config(["--workers", "0"]), "train", "val", 0, 1, torch.device("cpu"), None)
     assert (lcfg.num_workers, lcfg.num_threads) == (0, 1)
     assert main(TINY + ["--workers", "0", "--epochs", "1", "--max-steps", "2", "--out", str(tmp_path / "run")]) == 0
@@ -358,7 +360,7 @@ class FakeCuda:
 
 
 def test_step_timer_on_cuda_times_with_events_and_waits_only_when_read():
-    from vitdata.train import StepTimer
+    from vitdata.train.loop import StepTimer
     cuda = FakeCuda()
     timer = StepTimer(torch.device("cuda"), cuda=cuda)
     cuda.now = 0.0
@@ -378,7 +380,7 @@ def test_step_timer_on_cuda_times_with_events_and_waits_only_when_read():
 
 
 def test_step_timer_on_cpu_uses_host_clocks_and_no_cuda_call():
-    from vitdata.train import StepTimer
+    from vitdata.train.loop import StepTimer
     cuda = FakeCuda()
     timer = StepTimer(torch.device("cpu"), cuda=cuda)
     timer.start()
@@ -390,7 +392,7 @@ def test_step_timer_on_cpu_uses_host_clocks_and_no_cuda_call():
 
 @pytest.mark.heavy
 def test_the_loop_reads_its_timer_on_log_steps_only_and_never_syncs_the_device(cache, tmp_path, monkeypatch):
-    import vitdata.train as train_module
+    import vitdata.train.loop as train_module
     reads = []
 
     class CountingTimer(train_module.StepTimer):

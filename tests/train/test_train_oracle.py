@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from vitdata.train import main
+from vitdata.train.loop import main
 
 TINY = ["--synthetic-samples", "600", "--batch-size", "32", "--depth", "1", "--image-size", "32", "--patch-size", "8",
         "--workers", "1", "--no-progress", "--no-report", "--log-every", "1"]
@@ -34,7 +34,7 @@ def test_prune_easy_shortens_epochs_and_its_last_eighth_reads_everything(cache, 
 
 def test_oracle_mixing_is_refused_without_mixing_or_the_data_centric_oracle():
     from vitdata.errors import ConfigError
-    from vitdata.train import check_config, parse_config
+    from vitdata.train.config import check_config, parse_config
     for argv in (["--oracle", "data-centric", "--oracle-mixing"],
                  ["--oracle", "weighted", "--mixup", "0.8", "--oracle-mixing"]):
         with pytest.raises(ConfigError) as e:
@@ -66,7 +66,8 @@ def test_oracle_mixing_sets_timms_mix_prob_each_epoch(cache, tmp_path, monkeypat
 def test_a_pruned_epoch_covers_the_same_stretch_of_the_cosine():
     # With a pruning oracle an epoch has fewer steps; the LR follows the epoch's progress, so the run still
     # ends at the floor (a global-step cosine would stop at about 15 % of the peak after 25 % pruning).
-    from vitdata.train import build_lr, lr_at, parse_config
+    from vitdata.train.lr import build_lr, lr_at
+    from vitdata.train.config import parse_config
     cfg = parse_config(["--epochs", "4", "--lr", "1e-3", "--min-lr", "0", "--warmup-epochs", "1"])
     lr = build_lr(cfg, None, steps_per_epoch=10)
     assert [lr(1, i, 10, 10 + i) for i in range(10)] == [lr_at(10 + i, 40, 10, 1e-3, 0.0) for i in range(10)]

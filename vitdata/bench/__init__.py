@@ -2,7 +2,12 @@
 
 This package is the installed home of the benchmarks; ``benchmarks/bench_<what>.py`` in the checkout are
 thin scripts calling the same ``main``. Every benchmark measures its baseline in the same process,
-prints its figure and the ratio, and writes one record in the format of :mod:`vitdata.benchutil`.
+prints its figure and the ratio, and writes one record in the format of :mod:`vitdata.bench.record` (its one
+writer and reader, with the environment and the commit).
+
+May import every layer below it: ``vitdata.errors``, ``vitdata.io``, ``vitdata.optional``, ``vitdata.data``,
+``vitdata.curriculum``, ``vitdata.oracle``, ``vitdata.kernels``, ``vitdata.pipelines``, ``vitdata.loader``,
+``vitdata.train``. Nothing in the package imports a benchmark; a benchmark prints only what it measured.
 """
 from __future__ import annotations
 

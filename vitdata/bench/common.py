@@ -16,9 +16,9 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 
-from vitdata import benchutil
-from vitdata.config import DTYPES as _DTYPES
-from vitdata.config import IMAGENET_MEAN, IMAGENET_STD, torch_dtype  # noqa: F401 (the rows' normalisation)
+from vitdata.bench import record as benchutil
+from vitdata.loader.config import DTYPES as _DTYPES
+from vitdata.loader.config import IMAGENET_MEAN, IMAGENET_STD, torch_dtype  # noqa: F401 (the rows' normalisation)
 
 DTYPES = tuple(_DTYPES)
 
@@ -105,7 +105,7 @@ def _link(src: str, dst: str) -> None:
 
 def cycled_tree(data: str, times: int, out: str) -> str:
     """A copy of ``data`` in which every file appears ``times`` times, made of links; returns its root."""
-    from vitdata.index import open_index
+    from vitdata.data.index import open_index
 
     idx = open_index(data)
     if idx.kind == "imagefolder":
@@ -142,7 +142,7 @@ def cycled_tree(data: str, times: int, out: str) -> str:
 def prepared_data(data: str, needed_samples: int, *, cycle: int | None = None):
     """Yield (root, index, cycle): ``data`` itself when it holds ``needed_samples``, else a cycled tree
     (removed afterwards, with its index cache)."""
-    from vitdata.index import open_index
+    from vitdata.data.index import open_index
 
     idx = open_index(data)
     times = cycle or max(1, math.ceil(needed_samples / len(idx)))
@@ -182,7 +182,8 @@ def dali_importable() -> str | None:
 
 def loader_importable() -> str | None:
     try:
-        from vitdata.loader import LoaderConfig, create_loader  # noqa: F401
+        from vitdata.loader.config import LoaderConfig  # noqa: F401
+        from vitdata.loader.loader import create_loader
     except Exception as e:
         return f"vitdata.loader cannot be imported ({type(e).__name__}: {e})"
     return None

@@ -73,7 +73,7 @@ def vitdata_workers(s: Settings) -> tuple[int, int]:
 
 def vitdata_config(s: Settings, curriculum: bool):
     """LoaderConfig of row 1 (``curriculum``) or row 2; the output is (B, 3, size, size) either way."""
-    from vitdata.loader import AugmentConfig, LoaderConfig, OutputConfig, ScheduleConfig
+    from vitdata.loader.config import AugmentConfig, LoaderConfig, OutputConfig, ScheduleConfig
 
     out = OutputConfig(dtype=s.dtype, device=s.device)
     workers, threads = vitdata_workers(s)
@@ -98,7 +98,7 @@ def _primed_oracle(num_samples: int, device: str, seed: int):
     plan it hands the sampler is skewed the way a real run's is."""
     import torch
 
-    from vitdata.oracle import DifficultyOracle
+    from vitdata.oracle.difficulty import DifficultyOracle
 
     oracle = DifficultyOracle(num_samples, policy="weighted", device=device, seed=seed, floor=0.5)
     g = torch.Generator().manual_seed(seed)
@@ -125,7 +125,7 @@ def row_vitdata(s: Settings, curriculum: bool) -> Feed:
         raise RowSkipped(why)
     import torch
 
-    from vitdata.loader import create_loader
+    from vitdata.loader.loader import create_loader
 
     cfg = vitdata_config(s, curriculum)
     oracle = _primed_oracle(s.num_samples, s.device, s.seed) if curriculum else None
@@ -240,11 +240,12 @@ def row_dali(s: Settings) -> Feed:
 
 
 class TarDataset:
-    """Samples of WebDataset shards read through ``vitdata.index.SampleReader``, decoded by the torch
+    """Samples of WebDataset shards read through ``vitdata.data.reader.SampleReader``, decoded by the torch
     backend's Pillow decoder. ``transform`` is public so timm's ``create_loader`` can set it."""
 
     def __init__(self, source: str, transform=None):
-        from vitdata.index import SampleReader, open_index
+        from vitdata.data.reader import SampleReader
+        from vitdata.data.index import open_index
 
         self.index = open_index(source)
         self.reader = SampleReader(self.index)
@@ -254,7 +255,7 @@ class TarDataset:
         return len(self.index)
 
     def __getitem__(self, i: int):
-        from vitdata.backends.torch import decode_rgb
+        from vitdata.loader.backends.torch import decode_rgb
 
         img = decode_rgb(self.reader.read(i))
         return (self.transform(img) if self.transform else img), int(self.index.label[i])

@@ -12,8 +12,9 @@ import sys
 
 import numpy as np
 
-from vitdata import benchutil
-from vitdata.index import SampleReader, build_index
+from vitdata.bench import record as benchutil
+from vitdata.data.reader import SampleReader
+from vitdata.data.index import build_index
 
 from .common import shared_data
 BUILD_TARGET_S, READ_TARGET = 5.0, 50_000

@@ -17,7 +17,7 @@ output is checked against the reference and the max abs error recorded.
 With a GPU whose peak memory bandwidth is in ``PEAK_BANDWIDTH_GBS``, each GB/s figure also gets its
 percentage of that peak (``gb_per_s_pct_of_peak``).
 
-Output: a table on stdout and a record (``vitdata.benchutil``) at ``--json`` or
+Output: a table on stdout and a record (``vitdata.bench.record``) at ``--json`` or
 ``./benchmarks/results/<device>/<YYYY-MM-DD>-kernels.json`` with versions, commit and raw timings.
 Run: ``vitdata bench kernels [--small]`` or ``python -P benchmarks/bench_kernels.py``.
 """
@@ -30,8 +30,8 @@ import time
 
 import torch
 
-from vitdata import benchutil
-from vitdata.config import DTYPE_ALIASES, torch_dtype
+from vitdata.bench import record as benchutil
+from vitdata.loader.config import DTYPE_ALIASES, torch_dtype
 
 DTYPES = tuple(DTYPE_ALIASES)       # fp32 | bf16 | fp16
 

@@ -29,7 +29,7 @@ import sys
 import time
 from typing import Callable, Iterator
 
-from vitdata import benchutil
+from vitdata.bench import record as benchutil
 from vitdata.optional import install_hint, optional_import, require
 
 from .common import DTYPES, Parallelism, RowSkipped, Settings, dali_importable, default_device, load_avg, \

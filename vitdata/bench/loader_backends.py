@@ -19,14 +19,14 @@ import statistics
 import sys
 import time
 
-from vitdata import benchutil
+from vitdata.bench import record as benchutil
 
 from .common import shared_data
 
 
 def make_loader(backend: str, args):
-    from vitdata import LoaderConfig, create_loader
-    from vitdata.loader import AugmentConfig
+    from vitdata.loader import LoaderConfig, create_loader
+    from vitdata.loader.config import AugmentConfig
 
     cfg = LoaderConfig(data=args.data, batch_size=args.batch_size, image_size=args.image_size, backend=backend,
                        num_threads=args.threads, prefetch=2, seed=0,

@@ -23,9 +23,9 @@ import time
 
 import torch
 
-from vitdata import benchutil
-from vitdata.oracle import DifficultyOracle
-from vitdata.sampler import Sampler
+from vitdata.bench import record as benchutil
+from vitdata.oracle.difficulty import DifficultyOracle
+from vitdata.data.sampler import Sampler
 
 REPORT_TARGET_MS = 0.5
 PLAN_TARGET_S = 1.0

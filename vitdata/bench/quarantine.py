@@ -30,7 +30,7 @@ def _bad_png(sample_id: int, label: int, size: int) -> bytes:
     import struct
     import zlib
 
-    from vitdata.datasets import selfid
+    from vitdata.data import selfid
 
     png = selfid.encode(selfid.make_image(sample_id, label, size), "png")
     bits = [1, 1, 0]                                     # final block, fixed Huffman
@@ -68,9 +68,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     import numpy as np
     from PIL import Image
 
-    from vitdata import LoaderConfig, benchutil, create_loader
-    from vitdata.backends import dali as dali_backend
-    from vitdata.datasets import selfid
+    from vitdata.loader import LoaderConfig, create_loader
+    from vitdata.bench import record as benchutil
+    from vitdata.loader.backends import dali as dali_backend
+    from vitdata.data import selfid
 
     from .common import scratch_dir
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         shutil.copytree(clean, bad)
 
         def cfg(root, workers=0, randaug=True):
-            from vitdata.loader import AugmentConfig
+            from vitdata.loader.config import AugmentConfig
 
             return LoaderConfig(data=root, batch_size=a.batch_size, image_size=a.image_size, backend="dali",
                                 num_workers=workers, num_threads=a.threads, seed=0, on_error="skip",

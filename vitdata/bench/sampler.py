@@ -14,8 +14,8 @@ import itertools
 
 import numpy as np
 
-from vitdata import benchutil
-from vitdata.sampler import EpochPlan, Sampler
+from vitdata.bench import record as benchutil
+from vitdata.data.sampler import EpochPlan, Sampler
 
 TARGET_S = 1.0
 

@@ -107,7 +107,7 @@ def stage_split(s: Settings, loader, delivered_ids: list, wall_s_per_batch: floa
     import torch
 
     from vitdata import kernels
-    from vitdata.pipelines.source import magnitude_to_bin
+    from vitdata.curriculum.schedule import magnitude_to_bin
 
     cfg = loader.cfg
     dali_size = cfg.image_size

@@ -24,7 +24,7 @@ import statistics
 import time
 from typing import Callable, Iterator
 
-from vitdata import benchutil
+from vitdata.bench import record as benchutil
 
 from .common import Parallelism, RowSkipped, Settings, default_device, loader_importable, prepared_data, quiet_dali
 from .feeds import row_vitdata

@@ -18,7 +18,7 @@ LR, batch size, epochs and data; the recipe only adds its own switches (its warm
   top-1, its time, and ``time_ratio`` = that time / the baseline's run time (same clock, the train_s);
   ``final_top1``.
 
-It prints a table (time ratio vs the baseline), writes one record (:mod:`vitdata.benchutil`) and a plot
+It prints a table (time ratio vs the baseline), writes one record (:mod:`vitdata.bench.record`) and a plot
 of top-1 against the run's time, one line per recipe (skipped with a message without matplotlib).
 
 Data: ``--train`` and ``--val``. Without ``--val``, ``--train`` (WebDataset shards) is split by
@@ -55,7 +55,7 @@ import time
 
 import numpy as np
 
-from vitdata import benchutil
+from vitdata.bench import record as benchutil
 from vitdata.io import atomic_write
 
 RECIPES = ("baseline", "efficienttrain", "1gpu24h", "pss", "data-centric", "drloc", "vitdata")
@@ -67,7 +67,7 @@ TOLERANCE_PT = 0.3
 
 
 def split_dir(source: str, val_size: int, seed: int, train_size: int = 0) -> str:
-    from vitdata.index import cache_dir
+    from vitdata.io import cache_dir
     tag = hashlib.sha256(f"{os.path.abspath(source)}|{val_size}|{seed}|{train_size}".encode()).hexdigest()[:16]
     return os.path.join(cache_dir(), "splits", tag)
 
@@ -83,7 +83,8 @@ def split_shards(source: str, val_size: int = 5000, seed: int = 0, train_size: i
     import io
     import shutil
 
-    from vitdata.index import SampleReader, open_index
+    from vitdata.data.reader import SampleReader
+    from vitdata.data.index import open_index
     out = split_dir(source, val_size, seed, train_size)
     if os.path.exists(os.path.join(out, "DONE")):
         return os.path.join(out, "train"), os.path.join(out, "val")
@@ -133,8 +134,9 @@ def estimate_compute(argv: list[str], num_train: int, steps_per_epoch: list[int]
 
     ``steps_per_epoch``: the steps each epoch really ran (a pruning oracle shortens epochs); default the
     full ``num_train // batch``. A shortened epoch counts its schedule's mean step that many times."""
-    from vitdata.models import num_kept_tokens
-    from vitdata.train import build_schedule, parse_config
+    from vitdata.train.models import num_kept_tokens
+    from vitdata.train.loop import build_schedule
+    from vitdata.train.config import parse_config
     cfg = parse_config(argv)
     spe = num_train // cfg.batch_size
     sched = build_schedule(cfg, spe)
@@ -190,11 +192,8 @@ def read_log(run_dir: str) -> list[dict]:
 
 def run_recipe(recipe: str, common: list[str], run_dir: str, num_train: int, verbose: bool = True) -> dict:
     """Run ``vitdata train --recipe recipe common...`` in a child process; its times, compute and evals."""
-    import vitdata
     argv = ["--recipe", recipe, *common, "--out", run_dir, "--no-progress", "--no-report"]
     env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(vitdata.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     load0 = os.getloadavg()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -239,7 +238,7 @@ def add_switches(rec: dict) -> None:
     ``rec`` has none) and ``switches``: the method switches that differ from ``vitdata train``'s defaults,
     e.g. "locality=True, oracle=prune-easy", so a record says what each run was even after a recipe's
     preset changes."""
-    from vitdata.train_config import TrainConfig
+    from vitdata.train.config import TrainConfig
     path = os.path.join(rec.get("out") or "", "config.json")
     if "config" not in rec and os.path.isfile(path):
         with open(path) as f:
@@ -435,7 +434,7 @@ def main(argv=None, prog: str = "vitdata bench time-to-accuracy") -> int:
             raise SystemExit(f"{prog}: --train-size works on a split of --train (without --val)")
     else:
         train, val = split_shards(args.train, args.val_size, args.split_seed, args.train_size)
-    from vitdata.index import open_index
+    from vitdata.data.index import open_index
     num_train = len(open_index(train))
     common = ["--train", train, "--val", val, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
               "--model", args.model, "--depth", str(args.depth), "--patch-size", str(args.patch_size),

@@ -1,0 +1,359 @@
+"""The sample index: where every encoded image lives, its label and key, in compact arrays.
+
+Two layouts are read as they are, without conversion:
+
+* ImageFolder trees ``ROOT/<class>/<file>`` (classes sorted as torchvision does, files found
+  recursively, ``.jpg/.jpeg/.png`` in any case); one sample per file, offset 0.
+* WebDataset tar shards (``KEY.jpg|jpeg|png`` + ``KEY.cls`` with the class index as ASCII digits),
+  given as a directory of ``.tar`` files, a brace pattern (``train-{000000..000004}.tar``) or one
+  ``.tar``. Shards are scanned by their 512-byte headers; image payloads are never read (the tiny
+  ``.cls`` payload is). Member names are never used as filesystem paths.
+
+For sample ``i`` the index stores ``file_id[i]`` (into ``sources``), ``offset[i]`` and ``length[i]``
+of the encoded bytes inside that file, ``label[i]`` and ``key(i)``. It is persisted as one ``.npz``
+(no pickles) holding the arrays and a JSON header (format version, source paths with sizes and
+mtimes), written atomically, and rebuilt with a message when a source has changed since.
+
+``SampleReader`` returns the bytes of sample ``i`` with ``os.pread``: thread-safe, and safe across
+processes (each process opens its own descriptors; a pickled reader carries none).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import stat
+import sys
+import time
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vitdata.errors import DataError, StateError
+from vitdata.data import shards
+from vitdata.io import atomic_write, cache_dir
+from vitdata.data.shards import IMAGE_EXTS, MEMBER_CAP, is_wds
+
+FORMAT_VERSION = 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The index
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class SampleIndex:
+    """Arrays of length N (one row a sample) plus the source description.
+
+    kind: "imagefolder" or "wds". spec: the source as given, resolved to absolute paths.
+    sources: file paths by file id (ImageFolder: one per sample; wds: one per shard).
+    classes: class names (ImageFolder: directory names; wds: from classes.json beside the shards, or "0".."C-1").
+    skipped: what the scan passed over, as dicts {path, offset, reason, detail} (links, truncated tails...).
+    """
+
+    kind: str
+    spec: str
+    sources: list[str]
+    source_stats: np.ndarray            # int64 [F, 2]: size, mtime_ns of each source at build time
+    classes: list[str]
+    file_id: np.ndarray                 # int32 [N]
+    offset: np.ndarray                  # int64 [N] byte offset of the encoded image in its file
+    length: np.ndarray                  # int64 [N] byte length of the encoded image
+    label: np.ndarray                   # int64 [N]
+    key_offsets: np.ndarray             # int64 [N + 1] into key_blob
+    key_blob: bytes                     # UTF-8 keys, concatenated
+    checksum: np.ndarray | None = None  # uint32 [N] CRC-32 of the encoded bytes, when built with checksums
+    skipped: list[dict] = field(default_factory=list)
+    extra_stats: dict = field(default_factory=dict)  # directory mtimes (ImageFolder staleness)
+    labels_checked: bool = True         # built with the label cap and gap rule (False: an older vitdata's index)
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def key(self, i: int) -> str:
+        return self.key_blob[self.key_offsets[i]:self.key_offsets[i + 1]].decode("utf-8", "surrogateescape")
+
+    def path(self, i: int) -> str:
+        return self.sources[int(self.file_id[i])]
+
+    def describe(self, i: int) -> str:
+        """Where sample i lives, for messages: the file, or the shard and the member's byte offset."""
+        if self.kind == "imagefolder":
+            return self.path(i)
+        return f"{self.path(i)}@{int(self.offset[i])} ({self.key(i)})"
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over what defines the samples (sources, offsets, lengths, labels, keys, classes)."""
+        h = hashlib.sha256()
+        h.update(json.dumps([self.kind, self.sources, self.classes]).encode())
+        for a in (self.file_id, self.offset, self.length, self.label, self.key_offsets):
+            h.update(np.ascontiguousarray(a).tobytes())
+        h.update(self.key_blob)
+        return h.hexdigest()
+
+    # -- persistence -----------------------------------------------------------------------------------
+    def save(self, path: str) -> None:
+        header = {
+            "format": "vitdata-index", "format_version": FORMAT_VERSION, "kind": self.kind, "spec": self.spec,
+            "sources": self.sources, "classes": self.classes, "skipped": self.skipped,
+            "extra_stats": self.extra_stats, "created": time.time(), "fingerprint": self.fingerprint,
+            "labels_checked": self.labels_checked,
+        }
+        arrays = {
+            "header": np.frombuffer(json.dumps(header).encode(), np.uint8),
+            "source_stats": self.source_stats, "file_id": self.file_id, "offset": self.offset,
+            "length": self.length, "label": self.label, "key_offsets": self.key_offsets,
+            "key_blob": np.frombuffer(self.key_blob, np.uint8),
+        }
+        if self.checksum is not None:
+            arrays["checksum"] = self.checksum
+        atomic_write(path, lambda f: np.savez(f, **arrays))
+
+    @classmethod
+    def load(cls, path: str) -> "SampleIndex":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                header = json.loads(bytes(z["header"]).decode())
+                if header.get("format") != "vitdata-index":
+                    raise StateError(f"{path}: not a vitdata index")
+                if header.get("format_version", 0) > FORMAT_VERSION:
+                    raise StateError(f"{path}: written by a newer vitdata (format {header['format_version']})")
+                idx = cls(kind=header["kind"], spec=header["spec"], sources=header["sources"],
+                          source_stats=z["source_stats"], classes=header["classes"], file_id=z["file_id"],
+                          offset=z["offset"], length=z["length"], label=z["label"],
+                          key_offsets=z["key_offsets"], key_blob=z["key_blob"].tobytes(),
+                          checksum=z["checksum"] if "checksum" in z.files else None,
+                          skipped=header.get("skipped", []), extra_stats=header.get("extra_stats", {}),
+                          labels_checked=bool(header.get("labels_checked", False)))
+        except StateError:
+            raise
+        # zipfile raises NotImplementedError for a damaged compression-method field and RuntimeError for a
+        # damaged flags field that marks a member encrypted.
+        except (OSError, ValueError, KeyError, TypeError, EOFError, json.JSONDecodeError, zlib.error,
+                zipfile.BadZipFile, UnicodeDecodeError, NotImplementedError, RuntimeError) as e:
+            raise StateError(f"{path}: unreadable or damaged index ({type(e).__name__}: {e})") from e
+        if idx.fingerprint != header.get("fingerprint"):
+            raise StateError(f"{path}: index content does not match its recorded fingerprint")
+        return idx
+
+    def stale_reason(self) -> str | None:
+        """Why the sources no longer match this index (a changed, added or removed file), or None."""
+        for p, (size, mtime) in zip(self.sources, self.source_stats.tolist()):
+            try:
+                st = os.stat(p)
+            except OSError:
+                return f"{p} is gone"
+            if st.st_size != size or st.st_mtime_ns != mtime:
+                return f"{p} changed (size or mtime)"
+        for p, mtime in self.extra_stats.items():
+            try:
+                if os.stat(p).st_mtime_ns != mtime:
+                    return f"{p} changed (a file was added, removed or renamed)"
+            except OSError:
+                return f"{p} is gone"
+        return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Building
+# ----------------------------------------------------------------------------------------------------------
+
+class _Builder:
+    def __init__(self):
+        self.file_id, self.offset, self.length, self.label, self.keys = [], [], [], [], []
+
+    def add(self, fid: int, off: int, n: int, y: int, key: str) -> None:
+        self.file_id.append(fid)
+        self.offset.append(off)
+        self.length.append(n)
+        self.label.append(y)
+        self.keys.append(key)
+
+    def finish(self, **kw) -> SampleIndex:
+        encoded = [k.encode("utf-8", "surrogateescape") for k in self.keys]
+        key_offsets = np.zeros(len(encoded) + 1, np.int64)
+        if encoded:
+            np.cumsum([len(k) for k in encoded], out=key_offsets[1:])
+        return SampleIndex(file_id=np.asarray(self.file_id, np.int32), offset=np.asarray(self.offset, np.int64),
+                           length=np.asarray(self.length, np.int64), label=np.asarray(self.label, np.int64),
+                           key_offsets=key_offsets, key_blob=b"".join(encoded), **kw)
+
+
+def _ext_of(name: str) -> str:
+    return name.rsplit(".", 1)[-1].lower() if "." in name else ""
+
+
+SPLIT_NAMES = ("train", "val", "validation", "test")
+
+
+def _build_imagefolder(root: str) -> SampleIndex:
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    if not classes:
+        raise DataError("empty_dataset", root, detail="no class directories (expected ROOT/<class>/<image>)")
+    splits = [c for c in classes if c in SPLIT_NAMES]
+    if "train" in splits and len(splits) > 1 and any(e.is_dir() for e in os.scandir(os.path.join(root, "train"))):
+        other = next(c for c in splits if c != "train")
+        raise DataError("empty_dataset", root, detail=f"this looks like a dataset root (it holds "
+                        f"{', '.join(s + '/' for s in splits)}), not one split: pass {os.path.join(root, 'train')} "
+                        f"as the data (and {os.path.join(root, other)} as eval.data)")
+    b, sources, stats, dir_mtimes = _Builder(), [], [], {root: os.stat(root).st_mtime_ns}
+    for y, cls in enumerate(classes):
+        cdir = os.path.join(root, cls)
+        for dirpath, dirnames, filenames in os.walk(cdir, followlinks=True):
+            dirnames.sort()
+            dir_mtimes[dirpath] = os.stat(dirpath).st_mtime_ns
+            # a directory named like an image counts as a bad entry, not a folder to walk
+            for d in [d for d in dirnames if _ext_of(d) in IMAGE_EXTS]:
+                raise DataError("unreadable", os.path.join(dirpath, d), detail="a directory where an image file is expected")
+            for name in sorted(filenames):
+                if _ext_of(name) not in IMAGE_EXTS:
+                    continue
+                p = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(p)
+                except OSError as e:
+                    raise DataError("unreadable", p, detail=f"cannot stat ({e.strerror})") from e
+                if not stat.S_ISREG(st.st_mode):
+                    raise DataError("unreadable", p, detail="not a regular file")
+                if not os.access(p, os.R_OK):
+                    raise DataError("unreadable", p, detail="permission denied")
+                b.add(len(sources), 0, st.st_size, y, os.path.relpath(p, root))
+                sources.append(p)
+                stats.append((st.st_size, st.st_mtime_ns))
+    if not sources:
+        raise DataError("empty_dataset", root, detail="no .jpg/.jpeg/.png files under the class directories")
+    return b.finish(kind="imagefolder", spec=root, sources=sources, source_stats=np.asarray(stats, np.int64),
+                    classes=classes, extra_stats=dir_mtimes)
+
+
+def _build_wds(source: str, num_classes: int | None, member_cap: int, mark_bad_labels: bool = False,
+               label: str = "cls") -> SampleIndex:
+    b = _Builder()
+    return b.finish(kind="wds", spec=source, **shards.scan(source, b, num_classes, member_cap, mark_bad_labels, label))
+
+
+def build_index(source: str, *, checksums: bool = False, num_classes: int | None = None,
+                member_cap: int = MEMBER_CAP, bad_labels: str = "raise", label: str = "cls") -> SampleIndex:
+    """Scan ``source`` (ImageFolder root, directory of .tar shards, brace pattern or one .tar).
+
+    Raises DataError naming the file for: a path that does not exist, an unreadable file, an empty
+    dataset, a sample without a label (or label without an image), a duplicate key, a label outside
+    the class range. ``checksums=True`` also reads every payload once to store its CRC-32.
+    ``bad_labels="mark"`` indexes a tar sample whose label is not digits or is outside the class range
+    with label -1 (listed in ``skipped``) instead of refusing the dataset: the loader then skips or
+    raises for that one sample (reason ``bad_label``) by its ``on_error``. A label above ``MAX_LABEL``
+    is always such a bad label; without classes.json and ``num_classes``, so is a label beyond a gap in
+    the labels seen (:func:`vitdata.data.shards.labels_beyond_a_gap`), whose message names classes.json as the fix.
+    ``label``: the tar member holding the label, ``"cls"`` | ``"class"`` | ``"label"`` | ``"txt"`` (an integer)
+    | ``"json:FIELD"`` (same bad-label rules). Gzip shards (``.tar.gz``, ``.tgz``) are inflated once into
+    the cache (:mod:`vitdata.data.gzshards`).
+    """
+    if bad_labels not in ("raise", "mark"):
+        raise ValueError(f"bad_labels must be 'raise' or 'mark', got {bad_labels!r}")
+    source = os.path.abspath(os.path.expanduser(source)) if "{" not in source else source
+    if "{" not in source and not os.path.exists(source):
+        raise DataError("not_found", source, detail="no such file or directory")
+    if is_wds(source):
+        idx = _build_wds(source, num_classes, member_cap, bad_labels == "mark", label)
+    elif os.path.exists(source) and not os.path.isdir(source):
+        raise DataError("unreadable", source, detail="a file, not a dataset: give an ImageFolder directory "
+                        "(ROOT/<class>/<image>), a directory of .tar shards, a brace pattern or one .tar shard")
+    else:
+        idx = _build_imagefolder(source)
+        if num_classes is not None and num_classes != idx.num_classes:
+            raise DataError("bad_label", source, detail=f"{idx.num_classes} class directories, {num_classes} expected")
+    if checksums:
+        from vitdata.data.reader import SampleReader
+
+        reader = SampleReader(idx)
+        idx.checksum = np.fromiter((zlib.crc32(reader.read(i)) for i in range(len(idx))), np.uint32, len(idx))
+        reader.close()
+    return idx
+
+
+def default_index_path(source: str, label: str = "cls") -> str:
+    spec = os.path.abspath(source) if "{" not in source else source
+    if label != "cls":
+        spec += f"\0label={label}"
+    return os.path.join(cache_dir(), "index", hashlib.sha256(spec.encode()).hexdigest()[:24] + ".npz")
+
+
+def open_index(source: str, *, path: str | None = None, rebuild: bool = False, checksums: bool = False,
+               num_classes: int | None = None, verbose: bool = True, bad_labels: str = "raise",
+               label: str = "cls") -> SampleIndex:
+    """Load the cached index of ``source`` or build it (and cache it atomically). A cached index whose
+    sources changed since (size or mtime of a file, or a directory's entries) is rebuilt, with a message."""
+    path = path or default_index_path(source, label)
+    if not rebuild and os.path.exists(path):
+        try:
+            idx = SampleIndex.load(path)
+            why = idx.stale_reason()
+            if why is None and idx.kind == "wds" and not idx.labels_checked:
+                why = "built by an older vitdata, before labels were checked against a cap and for gaps"
+            if why is None and (not checksums or idx.checksum is not None):
+                return idx
+            why = why or "checksums requested"
+        except StateError as e:
+            why = str(e)
+        if verbose:
+            print(f"vitdata: rebuilding the index of {source}: {why}", file=sys.stderr)
+    idx = build_index(source, checksums=checksums, num_classes=num_classes, bad_labels=bad_labels, label=label)
+    if verbose and idx.skipped:
+        reasons = {}
+        for s in idx.skipped:
+            reasons[s["reason"]] = reasons.get(s["reason"], 0) + 1
+        print(f"vitdata: index of {source}: passed over " +
+              ", ".join(f"{v} {k}" for k, v in sorted(reasons.items())), file=sys.stderr)
+    try:
+        idx.save(path)
+    except OSError as e:  # a read-only cache must not stop training; say so
+        if verbose:
+            print(f"vitdata: could not cache the index: {e}", file=sys.stderr)
+    return idx
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------------------
+
+
+# ----------------------------------------------------------------------------------------------------------
+# `vitdata index`
+# ----------------------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None, prog: str = "vitdata index") -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Scan an ImageFolder tree or WebDataset tar shards into a sample index (cached, pickle-free).",
+        epilog="PATH: an ImageFolder root (ROOT/<class>/<image>), a directory of .tar shards, a brace pattern "
+               "such as 'train-{000000..000004}.tar' (quote it), or one .tar file.")
+    parser.add_argument("path", help="dataset location")
+    parser.add_argument("--out", help="where to write the index (.npz); default: the vitdata cache")
+    parser.add_argument("--checksums", action="store_true", help="also store a CRC-32 of every sample (reads all bytes)")
+    parser.add_argument("--num-classes", type=int, help="expected number of classes (labels are checked against it)")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild even if a fresh cached index exists")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    # a DataError (bad path, bad data) propagates: the vitdata command prints it as one line, exit status 1
+    idx = open_index(args.path, path=args.out, rebuild=args.rebuild, checksums=args.checksums,
+                     num_classes=args.num_classes)
+    counts = np.bincount(idx.label, minlength=idx.num_classes)
+    summary = {"path": args.path, "kind": idx.kind, "samples": len(idx), "classes": idx.num_classes,
+               "files": len(idx.sources), "min_per_class": int(counts.min()), "max_per_class": int(counts.max()),
+               "skipped": len(idx.skipped), "index": args.out or default_index_path(args.path),
+               "fingerprint": idx.fingerprint[:16], "seconds": round(time.perf_counter() - t0, 3)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for k, v in summary.items():
+            print(f"{k:>14}: {v}")
+    return 0

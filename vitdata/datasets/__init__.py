@@ -1,1 +1,0 @@
-"""Datasets vitdata can generate itself."""

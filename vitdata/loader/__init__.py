@@ -1,0 +1,19 @@
+"""The loader: ``create_loader(LoaderConfig(...))`` -> a :class:`~.loader.Loader` of :class:`~.loader.Batch` es.
+
+Owns the configuration and its checks (:mod:`.config`, with ``from_timm_model`` and ``from_timm_args`` in
+:mod:`.timm_args`), the loader itself (:mod:`.loader`: iteration, ``set_epoch``, ``report``, ``loss``,
+resume), where it stands in an epoch (:mod:`.epoch`), its saved state and the checks on loading it
+(:mod:`.state`), the decoder quarantine (:mod:`.quarantine`), per-sample losses (:mod:`.loss`), the
+DataLoader-shaped face that trainers read (:mod:`.compat`, used from outside only), what the host gives
+(:mod:`.host`: devices, threads, workers) and the backends behind one interface (:mod:`.backends`: the
+DALI graphs of ``vitdata.pipelines``, or a torch DataLoader).
+
+May import: ``vitdata.errors``, ``vitdata.io``, ``vitdata.optional``, ``vitdata.data``,
+``vitdata.curriculum``, ``vitdata.oracle``, ``vitdata.kernels``, ``vitdata.pipelines`` (in the DALI
+backend only). Only the backend factory knows which backend runs.
+"""
+from vitdata.loader.config import (AugmentConfig, DistributedConfig, EvalConfig, LoaderConfig, OutputConfig, ScheduleConfig)
+from vitdata.loader.loader import Batch, Loader, create_loader
+
+__all__ = ["LoaderConfig", "AugmentConfig", "OutputConfig", "EvalConfig", "ScheduleConfig", "DistributedConfig",
+           "Batch", "Loader", "create_loader"]

@@ -1,0 +1,377 @@
+"""The DALI backend: the graphs of ``vitdata.pipelines`` fed by the loader's per-epoch control.
+
+Each loader epoch is one DALI epoch: the parallel external source maps ``SampleInfo.idx_in_epoch`` to
+the sampler's id through that epoch's control file, so the DALI iterations consumed equal the steps
+the loader handed over, and a checkpoint taken between ``run()`` calls holds consumed batches only.
+
+How ``start(control, epoch, position)`` gets its pipeline:
+
+- the current pipeline consumed its whole epoch (or a restored checkpoint was taken there), position 0:
+  it moves on by a reset, so the augmentation RNG stream continues as in one uninterrupted run;
+- a restored checkpoint of this epoch at this position: the pipeline is rebuilt from it (bit-exact);
+- otherwise a new pipeline, seeded from (seed, rank, epoch), whose epoch is the steps from
+  ``position`` on (position > 0 after a world-size change: fresh augmentation draws).
+
+Quarantine and replay (``vitdata.loader.quarantine``): a ``run()`` that fails in the decoder is probed sample
+by sample, the refused ids are quarantined (the control file carries them, so the source substitutes
+them before reading), the pipeline is rebuilt from its last checkpoint and run up to the failed step
+again. The checkpoint is taken every :data:`CHECKPOINT_EVERY` steps (about 0.2 ms each on a CPU with
+the RandAugment graph), so a failure replays at most that many steps and a step that does not fail
+pays 1/CHECKPOINT_EVERY of one checkpoint.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import torch
+
+from vitdata.loader.backends.base import Backend, BackendContext, RawBatch, control_tail, start_method
+from vitdata.loader.config import graph_max_ops
+from vitdata.errors import DataError, StateError, WorkerError
+
+# Steps between the checkpoints a replay starts from (see the module docstring).
+CHECKPOINT_EVERY = 8
+# Rebuilds one step may need (a substitute that the decoder refuses too is found on the next round).
+MAX_REPLAYS = 8
+
+
+class DaliBackend(Backend):
+    """See the module docstring. ``state()``: the DALI checkpoint (base64 text) with the DALI epoch it
+    belongs to, the loader epoch, the step the DALI epoch begins at (``offset``), the steps of it
+    delivered (``done``) and its length in samples."""
+
+    name = "dali"
+
+    def __init__(self, ctx: BackendContext, device_id: int | None, hw_decoder_load: float | None = None):
+        from vitdata.pipelines.graphs import GraphSpec
+
+        self.ctx = ctx
+        self.device_id = device_id
+        cfg = ctx.cfg
+        a, o = cfg.augment, cfg.output
+        self.max_ops = graph_max_ops(a)
+        eval_size = cfg.eval.image_size or cfg.image_size
+        self.spec = GraphSpec(train=ctx.train, scale=tuple(a.scale), ratio=tuple(a.ratio), hflip=a.hflip,
+                              randaug=a.randaug and ctx.train, max_ops=self.max_ops,
+                              exclude_ops=tuple(a.randaug_exclude), interpolation=a.interpolation,
+                              randaug_interpolation=a.randaug_interpolation, eval_size=eval_size,
+                              eval_resize=int(round(eval_size / cfg.eval.crop_pct)),
+                              mean=tuple(255.0 * m for m in o.mean), std=tuple(255.0 * s for s in o.std),
+                              float16=o.dtype == "float16", layout="HWC" if o.channels_last else "CHW",
+                              normalize=not (ctx.train and ctx.uint8_images),
+                              hw_decoder_load=hw_decoder_load if device_id is not None else None)
+        self.pipe = None
+        self.epoch = 0          # the loader epoch the pipeline serves
+        self.dali_epoch = 0     # DALI's SampleInfo.epoch_idx of it
+        self.offset = 0         # loader step at which the DALI epoch begins
+        self.done = 0           # steps of the DALI epoch delivered
+        self.samples = 0        # length of the DALI epoch's control (ids)
+        self._ids = None        # the DALI epoch's ids (names samples in errors)
+        self._restored = None   # a state from restore(), resumed by the next start()
+        self._tail = None       # the DALI epoch's control (written again, with the quarantine, on a replay)
+        self._ck = None         # (checkpoint bytes or None for a fresh build, seed epoch, steps done at it)
+        self._probe = None      # the one-sample decode pipeline (error path only)
+        self._failed = None     # the DataError that left no pipeline (a failure no probe could attribute)
+        self.generation = 0
+        self.root = tempfile.mkdtemp(prefix="vitdata-ctl-")
+        self.ctl_dir = None
+
+    # -- the interface ---------------------------------------------------------------------------------
+    def start(self, control: dict, epoch: int, position: int) -> None:
+        from vitdata.pipelines.source import control_path, write_control
+
+        b = self.ctx.batch_size
+        saved, self._restored = self._restored, None
+        if saved is not None and _at_end(saved, b):
+            self._rebuild_finished(saved)
+            saved = None
+        if saved is not None and int(saved.get("epoch", epoch)) == epoch \
+                and int(saved.get("offset", 0)) + int(saved.get("done", position)) == position:
+            offset = int(saved.get("offset", 0))
+            tail = control_tail(control, offset, b)
+            self._new_generation()
+            self.dali_epoch = int(saved["dali_epoch"])
+            self._write_control(tail)
+            ck = _b64(saved["checkpoint"])
+            self._build_saved(ck)
+            self.offset, self.done = offset, position - offset
+            self._ck = (ck, 0, self.done)
+        elif position == 0 and self.pipe is not None and self.done * b >= self.samples:
+            try:
+                self.pipe.run()   # every batch consumed: the source signals the end now
+                raise RuntimeError("DALI pipeline produced a batch past the end of the epoch")
+            except StopIteration:
+                pass
+            tail = control
+            write_control(control_path(self.ctl_dir, self.dali_epoch + 1), self._with_quarantine(tail))
+            self.pipe.reset()
+            self.dali_epoch += 1
+            self.offset, self.done = 0, 0
+            self._ck = (bytes(self.pipe.checkpoint()), 0, 0)
+        else:
+            tail = control_tail(control, position, b)
+            self._new_generation()
+            self.dali_epoch = 0
+            self._write_control(tail)
+            self._build(None, epoch)
+            self.offset, self.done = position, 0
+            self._ck = (None, epoch, 0)
+        self.epoch = epoch
+        self._failed = None
+        self._tail = tail
+        self._ids = tail["ids"]
+        self.samples = len(tail["ids"])
+
+    def next(self) -> RawBatch:
+        if self.pipe is None and self._failed is not None:
+            # Not a DataError: a loop that catches DataError and goes on must not spin on this one.
+            raise RuntimeError(f"the DALI pipeline stopped at an earlier failure that no decoder probe could pin on "
+                               f"one sample ({self._failed}); rebuild the loader or load_state_dict a saved state")
+        if self.done % CHECKPOINT_EVERY == 0 and self.done and self._ck[2] != self.done:
+            self._ck = (bytes(self.pipe.checkpoint()), 0, self.done)
+        try:
+            outs = self.pipe.run()
+        except StopIteration:
+            raise
+        except Exception as e:
+            outs = self._recover(e)
+        self.done += 1
+        images, label, sid, orig, status = outs
+        return RawBatch(self._to_torch(images), np.array(label.as_tensor()), np.array(sid.as_tensor()),
+                        np.array(orig.as_tensor()), np.array(status.as_tensor()), self.spec.layout)
+
+    def state(self) -> dict:
+        if self.pipe is None:
+            return dict(self._restored) if self._restored else {}
+        ck = base64.b64encode(bytes(self.pipe.checkpoint())).decode("ascii")
+        return {"checkpoint": ck, "dali_epoch": self.dali_epoch, "epoch": self.epoch, "offset": self.offset,
+                "done": self.done, "samples": self.samples}
+
+    def restore(self, state: dict | None) -> None:
+        if state is not None and not state.get("checkpoint"):
+            raise StateError("loader state has no DALI checkpoint (field backend.checkpoint)")
+        self.close_pipe()
+        self._failed = None
+        self._restored = None if state is None else dict(state)
+
+    def close(self) -> None:
+        self.close_pipe()
+        self._probe = None
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- pipelines -------------------------------------------------------------------------------------
+    def close_pipe(self) -> None:
+        if self.pipe is not None:
+            pipe, self.pipe = self.pipe, None
+            del pipe
+
+    def _new_generation(self) -> None:
+        self.generation += 1
+        self.ctl_dir = os.path.join(self.root, f"gen{self.generation}")
+        os.makedirs(self.ctl_dir, exist_ok=True)
+
+    def _build(self, checkpoint: bytes | None, seed_epoch: int) -> None:
+        from vitdata.pipelines.graphs import build_pipeline, num_source_outputs
+        from vitdata.pipelines.source import EpochSource
+
+        self.close_pipe()
+        ctx, cfg = self.ctx, self.ctx.cfg
+        source = EpochSource(ctx.reader, ctx.index, self.ctl_dir, ctx.batch_size, self.max_ops, cfg.max_pixels,
+                             num_source_outputs(self.spec))
+        seed = int(np.random.SeedSequence([cfg.seed, ctx.rank, seed_epoch, 0x0DA1]).generate_state(1)[0] & 0x7FFFFFFF)
+        self.pipe = build_pipeline(source, self.spec, batch_size=ctx.batch_size, num_threads=cfg.num_threads,
+                                   device_id=self.device_id, py_num_workers=cfg.num_workers,
+                                   py_start_method=start_method(cfg), prefetch=cfg.prefetch, seed=seed,
+                                   checkpoint=checkpoint, start_timeout=cfg.worker_start_timeout)
+
+    def _build_saved(self, checkpoint: bytes) -> None:
+        """Build from a saved state's checkpoint; DALI's refusal of it is the state's fault (StateError)."""
+        from vitdata.errors import VitdataError
+
+        try:
+            self._build(checkpoint, 0)
+        except VitdataError:
+            raise
+        except (RuntimeError, ValueError) as e:
+            self.close_pipe()
+            raise StateError(f"DALI refused the loader state's checkpoint: {str(e).strip().splitlines()[0][:200]} "
+                             f"(field backend.checkpoint)") from e
+
+    def _rebuild_finished(self, saved: dict) -> None:
+        """Rebuild the pipeline from the checkpoint of a fully consumed epoch, so the next start moves on
+        by a reset. The source reads only the length of that epoch's control (every position is past its
+        end), so a placeholder of the saved length stands in for it."""
+        from vitdata.pipelines.source import control_path, write_control
+
+        n = int(saved.get("samples") or 0)
+        if n <= 0:
+            raise StateError("loader state at an epoch boundary has no DALI checkpoint of the finished epoch "
+                             "(fields backend.checkpoint, backend.samples)")
+        self._new_generation()
+        self.dali_epoch = int(saved["dali_epoch"])
+        steps = max(1, n // self.ctx.batch_size)
+        write_control(control_path(self.ctl_dir, self.dali_epoch),
+                      {"ids": np.full(n, -1, np.int64), "extra_magnitude": np.zeros(n, np.float32),
+                       "step_size": np.zeros(steps, np.int32), "step_magnitude": np.zeros(steps, np.float32),
+                       "step_num_ops": np.zeros(steps, np.int32), "epoch": np.array(-1, np.int64)})
+        self._build_saved(_b64(saved["checkpoint"]))
+        self.samples, self.done = n, n // self.ctx.batch_size
+
+    def _with_quarantine(self, control: dict) -> dict:
+        q = self.ctx.quarantine
+        if q is None or not len(q):
+            return control
+        return dict(control, quarantine=np.array(sorted(q.ids()), np.int64))
+
+    def _write_control(self, tail: dict) -> None:
+        from vitdata.pipelines.source import control_path, write_control
+
+        write_control(control_path(self.ctl_dir, self.dali_epoch), self._with_quarantine(tail))
+
+    # -- quarantine and replay -------------------------------------------------------------------------
+    def _recover(self, exc: BaseException):
+        """The outputs of the step whose ``run()`` raised ``exc``: quarantine what the decoder refuses and
+        replay the step from the last checkpoint; raise when the failure is not a decoder's."""
+        b = self.ctx.batch_size
+        step_ids = self._ids[self.done * b:(self.done + 1) * b]
+        for _ in range(MAX_REPLAYS):
+            dead = self._dead_workers()
+            self.close_pipe()
+            if dead:
+                raise self._worker_error(dead, step_ids, exc) from exc
+            err = self._source_error(exc)
+            refused = [] if err is not None or self.ctx.quarantine is None else self._probe_step()
+            if not refused:
+                self._failed = err or self._decode_error(step_ids, exc)
+                raise self._failed from exc
+            for sid, words in refused:
+                self.ctx.quarantine.add(sid, words, path=self.ctx.index.describe(sid), epoch=self.epoch)
+            ck, seed_epoch, at = self._ck
+            self._new_generation()
+            self._write_control(self._tail)
+            self._build(ck, seed_epoch)
+            try:
+                for _ in range(self.done - at):   # steps handed over already: the same ids, RNG draws
+                    self.pipe.run()
+                return self.pipe.run()
+            except StopIteration:
+                raise
+            except Exception as e:
+                exc = e
+        self._failed = self._decode_error(step_ids, exc)
+        raise self._failed from exc
+
+    def _probe_step(self) -> list[tuple[int, str]]:
+        """(id, decoder's words) of each sample the failed step delivers that the decoder refuses."""
+        from vitdata.pipelines.graphs import build_probe, probe_decodes
+        from vitdata.data.checks import resolve_sample
+        from vitdata.loader.quarantine import capture_stderr, decoder_words
+
+        ctx, b = self.ctx, self.ctx.batch_size
+        refused = []
+        for pos in range(self.done * b, min((self.done + 1) * b, len(self._ids))):
+            try:
+                sid, _, data = resolve_sample(ctx.reader, ctx.index, self._ids, pos, ctx.cfg.max_pixels,
+                                              ctx.quarantine.ids())
+            except DataError:
+                continue
+            if any(sid == r[0] for r in refused):
+                continue
+            if self._probe is None:
+                self._probe = build_probe(self.spec, self.device_id)
+            said: list[str] = []
+            try:
+                with capture_stderr(said):
+                    probe_decodes(self._probe, data)
+            except Exception as e:
+                self._probe = None   # a failed pipeline is not reusable
+                refused.append((sid, decoder_words("".join(said), e)))
+        return refused
+
+    def _source_error(self, exc: BaseException) -> DataError | None:
+        """The source's own DataError behind a failed ``run()`` (DALI chains the in-thread source's
+        object; a worker's comes back by record, see ``pipelines.source.write_error_record``), else None."""
+        from vitdata.pipelines.source import read_error_records
+
+        seen = exc
+        while seen is not None:
+            if isinstance(seen, DataError):
+                return seen
+            seen = seen.__cause__ or seen.__context__
+        records = read_error_records(self.ctl_dir, self.dali_epoch) if self.ctl_dir else []
+        if records:
+            # the earliest failed position: prefetch may have asked workers for later samples already
+            e = records[0][1]
+            return DataError(e.reason, e.path, sample_id=e.sample_id, offset=e.offset,
+                             detail=f"{e.detail} ({self.ctx.split} epoch {self.epoch}, rank {self.ctx.rank})")
+        return None
+
+    def _to_torch(self, tl) -> torch.Tensor:
+        dev = self.ctx.device
+        if self.device_id is None:
+            t = torch.from_numpy(np.array(tl.as_tensor()))
+            return t.to(dev, non_blocking=True) if dev.type != "cpu" else t
+        # GPU: copy DALI's buffer into a torch tensor on the consumer's current stream, ordered after
+        # DALI's work by DALI's own event; the trainer's kernels on that stream then wait for it.
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+
+        dt = tl.as_tensor()
+        dtype = torch.uint8 if not self.spec.normalize else torch.float16 if self.spec.float16 else torch.float32
+        out = torch.empty(dt.shape(), dtype=dtype, device=dev)
+        feed_ndarray(dt, out, cuda_stream=torch.cuda.current_stream(dev))
+        return out
+
+    # -- errors ----------------------------------------------------------------------------------------
+    def _where(self) -> str:
+        return f"{self.ctx.split} epoch {self.epoch} step {self.offset + self.done} (rank {self.ctx.rank})"
+
+    def _dead_workers(self) -> list[tuple[int, str]]:
+        """(pid, how it ended) of the pipeline's source workers that are no longer running."""
+        pool = getattr(getattr(self.pipe, "_py_pool", None), "pool", None)
+        dead = []
+        for proc in getattr(pool, "_processes", None) or []:
+            try:
+                code = proc.exitcode
+            except Exception:
+                continue
+            if code is not None:
+                dead.append((proc.pid, f"killed by signal {-code}" if code < 0 else f"exit code {code}"))
+        return dead
+
+    def _worker_error(self, dead, step_ids: np.ndarray, exc: BaseException) -> WorkerError:
+        ids = [int(i) for i in step_ids if i >= 0]
+        describe = self.ctx.index.describe
+        said = str(exc).strip()
+        return WorkerError(
+            f"DALI source worker {', '.join(f'pid {p} ({why})' for p, why in dead)} died while preparing "
+            f"{self._where()}; the step's sample ids: {ids} "
+            f"({', '.join(describe(i) for i in ids[:4])}{' ...' if len(ids) > 4 else ''}). "
+            f"DALI said: {said.splitlines()[-1][:200] if said else type(exc).__name__}",
+            pids=[p for p, _ in dead], sample_ids=ids)
+
+    def _decode_error(self, step_ids: np.ndarray, exc: BaseException) -> DataError:
+        """A DataError naming the step's samples, for a failure in DALI that no probe could pin on one."""
+        ids = [int(i) for i in step_ids if i >= 0]
+        paths = ", ".join(self.ctx.index.describe(i) for i in ids[:8]) + (" ..." if len(ids) > 8 else "")
+        msg = str(exc).strip().splitlines()
+        first = next((line for line in msg if "rror" in line), msg[0] if msg else type(exc).__name__)
+        return DataError("decode_error", paths, detail=f"a sample of {self.ctx.split} epoch {self.epoch} step "
+                         f"{self.offset + self.done} (rank {self.ctx.rank}, ids {ids}) failed in DALI: {first[:300]}")
+
+
+def _b64(text) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (TypeError, ValueError) as e:   # binascii.Error is a ValueError
+        raise StateError(f"loader state's DALI checkpoint is not base64 ({e}) (field backend.checkpoint)") from e
+
+
+def _at_end(state: dict, batch_size: int) -> bool:
+    """Whether a saved state's DALI epoch was fully consumed when it was taken."""
+    if "done" not in state:   # written before "done" existed: only the boundary state was marked
+        return bool(state.get("finished_epoch"))
+    return int(state["done"]) * batch_size >= int(state.get("samples") or 0) > 0

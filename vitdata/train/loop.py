@@ -1,0 +1,416 @@
+"""``vitdata train``: a small timm ViT training loop in which every seed method is a switch.
+
+Read top to bottom: config (:mod:`vitdata.train.config`) -> distributed setup -> data (loader, schedule,
+oracle) -> model, optimiser, EMA, Mixup -> resume -> the loop (one step: fetch, knobs, mix, forward,
+per-sample loss, report, backward, step, log) -> evaluation -> checkpoint -> report. The pieces it calls live with their subjects: the
+knobs of the switches in :func:`vitdata.curriculum.named.curriculum_schedule`, the data options in
+:func:`vitdata.data.sources.resolve_sources`, a run's checkpoint in :mod:`vitdata.train.checkpoint`
+(``save_run`` / ``load_run`` / ``restore_run``), the log and the end-of-run report in :mod:`vitdata.train.report`.
+A resumed run writes into the folder it resumes (or ``--out``), whatever its config.json says.
+
+With no data argument it trains on the built-in synthetic dataset (generated once into the vitdata
+cache), on CPU in a few minutes. ``torchrun --nproc-per-node K -m vitdata train ...`` runs DDP (NCCL on
+GPU, gloo on CPU). A rank that hangs (a stalled read) or dies leaves the others waiting in a collective;
+``--dist-timeout`` (seconds, default 600) bounds that wait: the waiting ranks then fail with the process
+group's timeout error instead of blocking for gloo's default 30 minutes.
+
+Timing (:class:`StepTimer`): ``data_ms`` is the time a step waits for the loader's batch, ``step_ms`` the
+rest of the step (mixing, forward, backward, optimiser). On CPU both are host clocks. On CUDA they are
+events on the current stream, read on log steps only: nothing in the loop synchronises the device, so the
+host runs ahead and DALI keeps prefetching on its own stream (see "Sync points" in :func:`train`).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from vitdata.errors import ConfigError
+from vitdata.io import atomic_write
+from vitdata.train.config import TrainConfig, check_config, parse_config, resumed_run_dir
+from vitdata.train.lr import build_lr
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pieces of the run
+
+
+def setup_distributed(cfg: TrainConfig):
+    """(rank, world_size, device). torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; NCCL on GPU, gloo on CPU."""
+    want_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if want_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if want_cuda else "gloo", timeout=datetime.timedelta(seconds=cfg.dist_timeout))
+    return rank, world, device
+
+
+def run_dir(cfg: TrainConfig) -> str:
+    """Where this run writes: ``--out``, else the folder it resumes, else runs/<time>. Nothing else: a
+    resumed run never writes into a folder named by the run it was copied from."""
+    if cfg.out:
+        return cfg.out
+    if cfg.resume:
+        return resumed_run_dir(cfg.resume)
+    return os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+
+
+def build_schedule(cfg: TrainConfig, steps_per_epoch: int):
+    """The curriculum knobs of ``cfg``'s switches (:func:`vitdata.curriculum.named.curriculum_schedule`)."""
+    from vitdata.curriculum.named import curriculum_schedule
+    return curriculum_schedule(cfg.epochs, steps_per_epoch, cfg.image_size, patch_size=cfg.patch_size,
+                               curriculum=cfg.curriculum, size_curriculum=cfg.size_curriculum, pss=cfg.pss,
+                               erase_ratio=cfg.patch_erasing, randaug_magnitude=cfg.randaug_magnitude,
+                               size_epoch_step=cfg.size_epoch_step or None,
+                               curriculum_magnitude=cfg.curriculum_magnitude)
+
+
+def loader_config(cfg: TrainConfig, train_src: str, val_src: str, rank: int, world: int, device, schedule):
+    """The LoaderConfig of the train and eval loaders. ``--workers`` sets the source workers (0 = the
+    source runs in the loader's own thread) and the DALI threads, which must be at least 1."""
+    from vitdata.loader.config import (AugmentConfig, DistributedConfig, EvalConfig, LoaderConfig, OutputConfig, ScheduleConfig)
+    return LoaderConfig(data=train_src, eval=EvalConfig(data=val_src), batch_size=cfg.batch_size, image_size=cfg.image_size,
+                        augment=AugmentConfig(scale=(cfg.crop_scale, 1.0), patch_size=cfg.patch_size),
+                        output=OutputConfig(device=str(device)), schedule=ScheduleConfig(schedule=schedule),
+                        distributed=DistributedConfig(rank=rank, world_size=world), backend=cfg.backend,
+                        num_threads=max(1, cfg.workers), num_workers=cfg.workers, seed=cfg.seed)
+
+
+def create_model(cfg: TrainConfig, num_classes: int, device):
+    """The timm ViT with the model-side switches (locality, PSS, DRLoc head), on ``device``."""
+    from vitdata.train.models import create_vit
+    timm_kw = dict(patch_size=cfg.patch_size, drop_path_rate=cfg.drop_path, global_pool=cfg.global_pool)
+    for name in ("depth", "embed_dim", "num_heads"):
+        if getattr(cfg, name):
+            timm_kw[name] = getattr(cfg, name)
+    return create_vit(cfg.model, num_classes=num_classes, img_size=cfg.image_size, locality=cfg.locality,
+                      pss=cfg.pss_mode if cfg.pss else None, drloc=cfg.drloc > 0, drloc_target=cfg.drloc_target,
+                      drloc_tokens=cfg.drloc_tokens, **timm_kw).to(device)
+
+
+def per_sample_loss(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """(B,) float32 losses. Hard labels (B,): cross-entropy with label smoothing. Soft targets (B, C) from
+    Mixup/CutMix (smoothing already folded in): the per-sample form of timm's SoftTargetCrossEntropy."""
+    logits = logits.float()
+    if target.ndim == 2:
+        return -(target * F.log_softmax(logits, dim=-1)).sum(dim=-1)
+    return F.cross_entropy(logits, target, label_smoothing=label_smoothing, reduction="none")
+
+
+def unpack(out):
+    """Model output -> (logits, DRLoc loss or None); the model returns a pair in training with DRLoc."""
+    return out if isinstance(out, tuple) else (out, None)
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, amp_ctx) -> dict:
+    """Top-1/top-5 (%) and mean loss over the validation split, summed across ranks (padding ids < 0 skipped)."""
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss, count
+    for batch in loader:
+        with amp_ctx():
+            logits = model(batch.images)
+        logits, labels = logits.float(), batch.labels.long()
+        valid = batch.ids >= 0
+        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hit = top5 == labels[:, None]
+        sums[0] += (hit[:, 0] & valid).sum()
+        sums[1] += (hit.any(1) & valid).sum()
+        sums[2] += (F.cross_entropy(logits, labels, reduction="none") * valid).sum()
+        sums[3] += valid.sum()
+    if dist.is_initialized():
+        dist.all_reduce(sums)
+    model.train()
+    n = max(1.0, sums[3].item())  # sync: once per evaluation, the figures are read here
+    return {"top1": 100 * sums[0].item() / n, "top5": 100 * sums[1].item() / n, "loss": sums[2].item() / n,
+            "count": int(n)}
+
+
+class StepTimer:
+    """Splits each step's time into data wait and compute, without synchronising every step.
+
+    The loop calls :meth:`start` when it is ready for a batch (epoch start), :meth:`batch_ready` when
+    the batch is in hand, :meth:`step_done` after the optimiser step, and :meth:`read` -> (data_ms,
+    step_ms) of the last step only when it logs.
+
+    CPU: host clocks. CUDA (``device.type == "cuda"``): timing events recorded on the current stream, so
+    work on other streams (DALI's prefetch of later batches) is neither waited for nor counted. data_ms is
+    then the time the stream sat between the previous step's end and the batch being handed to it (the
+    host was blocked in the loader; ~0 while the host runs ahead), step_ms the step's own work on the
+    stream. :meth:`read` waits for the step's end event: that is the loop's one timing sync point, on log
+    steps only. ``cuda``: the module providing ``Event`` (tests pass a fake; default ``torch.cuda``)."""
+
+    def __init__(self, device: torch.device, cuda=None):
+        self.cuda = (cuda if cuda is not None else torch.cuda) if device.type == "cuda" else None
+        if self.cuda is not None:
+            # Two end events used in turn: the previous step's end must survive until this step is read.
+            self._ends = [self.cuda.Event(enable_timing=True) for _ in range(2)]
+            self._ready_event = self.cuda.Event(enable_timing=True)
+            self._turn = 0
+        self._last = self._ready = self._end = None
+
+    def _mark(self):
+        if self.cuda is None:
+            return time.perf_counter()
+        self._turn ^= 1
+        event = self._ends[self._turn]
+        event.record()  # on the current stream, asynchronously
+        return event
+
+    def start(self) -> None:
+        self._last = self._mark()
+
+    def batch_ready(self) -> None:
+        if self.cuda is None:
+            self._ready = time.perf_counter()
+        else:
+            self._ready = self._ready_event
+            self._ready.record()
+        self._data_from = self._last
+
+    def step_done(self) -> None:
+        self._end = self._last = self._mark()
+
+    def read(self) -> tuple[float, float]:
+        """(data_ms, step_ms) of the last step. On CUDA this waits for that step's work on the current stream."""
+        if self.cuda is None:
+            return 1000 * (self._ready - self._data_from), 1000 * (self._end - self._ready)
+        self._end.synchronize()  # sync point: the step's figures are read (log steps only)
+        return self._data_from.elapsed_time(self._ready), self._ready.elapsed_time(self._end)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The run
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run ``cfg``; returns {step, wall_s, out, val_top1, ...} (also written to OUT/result.json).
+
+    Sync points (where the host waits for the device), all deliberate: :meth:`StepTimer.read` and
+    ``loss.item()`` on log steps; the copy of a few sample images on the first step of the report's epochs
+    (rank 0); evaluation's totals; checkpoints (state to host memory); GradScaler's inf check with fp16
+    only. Every other step queues its work and moves on to the next batch."""
+    from timm.data import Mixup
+    from timm.optim import param_groups_weight_decay
+    from timm.utils import ModelEmaV3
+
+    from vitdata.train import checkpoint
+    from vitdata.train import report
+    from vitdata.train.log import Logger
+    from vitdata.data.sources import resolve_sources
+    from vitdata.data.index import open_index
+    from vitdata.loader.loader import create_loader
+    from vitdata.train.models import drloc_lambda
+    from vitdata.oracle.difficulty import DifficultyOracle
+
+    check_config(cfg)
+    rank, world, device = setup_distributed(cfg)
+    out_dir = run_dir(cfg)
+    cfg = dataclasses.replace(cfg, out=out_dir)
+    # A damaged checkpoint, or one of another world size, fails here, before anything is written.
+    resumed = checkpoint.load_run(cfg.resume, world) if cfg.resume else None
+    if rank == 0:
+        atomic_write(os.path.join(out_dir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=1).encode())
+    torch.manual_seed(cfg.seed + rank)
+    np.random.seed(cfg.seed + rank)
+
+    # ---- data: loader, curriculum schedule, difficulty oracle
+    train_src, val_src = resolve_sources(cfg.data, cfg.train, cfg.val, synthetic_samples=cfg.synthetic_samples,
+                                         rank=rank)
+    index = open_index(train_src)
+    if len(index) < cfg.batch_size * world:
+        raise ConfigError(f"{len(index)} training samples is less than one step of {cfg.batch_size} x {world}",
+                          ("batch_size",))
+    sched = build_schedule(cfg, len(index) // (cfg.batch_size * world))
+    # prune-easy (InfoBatch) anneals: its last 12.5 % of epochs read the full data, so it needs the run's length.
+    policy_kw = {"epochs": cfg.epochs} if cfg.oracle == "prune-easy" else {}
+    if cfg.oracle_mixing:
+        policy_kw["mix_lever"] = True
+    oracle = DifficultyOracle(len(index), cfg.oracle, device=device, seed=cfg.seed, **policy_kw) if cfg.oracle else None
+    lcfg = loader_config(cfg, train_src, val_src, rank, world, device, sched)
+    train_loader = create_loader(lcfg, split="train", oracle=oracle)
+    val_loader = create_loader(lcfg, split="eval")
+    num_classes, steps_per_epoch = index.num_classes, len(train_loader)
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
+    lr_of = build_lr(cfg, sched, steps_per_epoch)
+
+    # ---- model, optimiser, EMA, Mixup/CutMix, mixed precision
+    model = create_model(cfg, num_classes, device)
+    optimizer = torch.optim.AdamW(param_groups_weight_decay(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
+    ema = ModelEmaV3(model, decay=cfg.ema) if cfg.ema > 0 else None
+    ddp_model = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                              else None)
+    mixup = None
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
+                      num_classes=num_classes)
+    from vitdata.loader.config import torch_dtype
+    amp = {"auto": "bf16" if device.type == "cuda" else "off"}.get(cfg.amp, cfg.amp)
+    amp_dtype = None if amp == "off" else torch_dtype(amp)
+
+    def amp_ctx():
+        return contextlib.nullcontext() if amp_dtype is None else torch.autocast(device.type, dtype=amp_dtype)
+
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    state = checkpoint.TrainState(model, optimizer, scaler, ema)
+
+    # ---- resume: model, optimiser, scaler, EMA, loader (its position inside the epoch), oracle, RNGs
+    step, start_epoch, wall0 = checkpoint.restore_run(resumed, state, train_loader, rank) if resumed else (0, 0, 0.0)
+    del resumed  # the tensors now live in the model and optimiser
+
+    def save(epoch: int):
+        checkpoint.save_run(os.path.join(out_dir, "checkpoint"), state, train_loader, step=step, epoch=epoch,
+                            elapsed=time.perf_counter() - t_start, config=dataclasses.asdict(cfg), rank=rank,
+                            world=world, scheduler={"step": step, "total": total_steps, "warmup": warmup_steps})
+
+    log = Logger(out_dir, rank, total_steps, cfg.progress and sys.stderr.isatty(), start_step=step,
+                        resume_time=wall0 if cfg.resume else None)
+    log.message(f"vitdata train: {cfg.model} depth={cfg.depth or 'default'} patch={cfg.patch_size} "
+                f"{num_classes} classes, {len(index)} train samples, {steps_per_epoch} steps/epoch x {cfg.epochs} "
+                f"epochs, world={world}, device={device}, schedule={sched.name}, out={out_dir}")
+    samples = []  # (label, images) as the model saw them, a few epochs, for the report
+    sample_epochs = sorted({0, cfg.epochs // 3, (2 * cfg.epochs) // 3, cfg.epochs - 1})
+    last_eval = {}
+    timer = StepTimer(device)
+    t_start = time.perf_counter() - wall0
+    stop, epoch, epoch_done = False, start_epoch - 1, True
+
+    # ---- the loop
+    for epoch in range(start_epoch, cfg.epochs):
+        train_loader.set_epoch(epoch)  # with an oracle: folds epoch - 1's reports and plans this epoch
+        log.oracle(oracle, epoch - 1, time.perf_counter() - t_start)
+        if mixup is not None and oracle is not None and oracle.mix_prob() is not None:
+            mixup.mix_prob = oracle.mix_prob()  # the Mixup/CutMix lever (--oracle-mixing)
+        lam_drloc = drloc_lambda(cfg.drloc, epoch, cfg.epochs, schedule=cfg.drloc_schedule) if cfg.drloc > 0 else 0.0
+        model.train()
+        # Steps of this epoch (a pruning plan can shorten it) and where it starts (mid-epoch on resume).
+        n_steps, first = len(train_loader), train_loader.position
+        epoch_done = False
+        timer.start()
+        for i, batch in enumerate(train_loader, start=first):
+            timer.batch_ready()  # the wait for this batch ends here
+            epoch_done = i + 1 == n_steps
+            lr = lr_of(epoch, i, n_steps, step)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            knobs = batch.knobs
+            if cfg.pss:
+                model.set_keep_ratio(knobs.keep_ratio)
+            images, target = batch.images, batch.labels
+            if rank == 0 and epoch in sample_epochs and not any(s[0] == f"epoch {epoch}" for s in samples):
+                samples.append((f"epoch {epoch}", images[:8].detach().cpu()))  # sync: once per sampled epoch
+            if mixup is not None:
+                images, target = mixup(images, target)
+
+            with amp_ctx():
+                logits, aux = unpack(ddp_model(images))
+            losses = per_sample_loss(logits, target, 0.0 if mixup is not None else cfg.label_smoothing)
+            # Under Mixup/CutMix p_y is the own label's probability over its share of the target (oracle doc).
+            train_loader.report(batch.ids, losses.detach(), logits=logits.detach(), labels=target,
+                                own_labels=batch.labels if mixup is not None else None)
+            if batch.loss_weight is not None:
+                losses = losses * batch.loss_weight  # the oracle plan's per-sample weights (prune-easy)
+            loss = losses.mean()
+            if aux is not None:
+                loss = loss + lam_drloc * aux.float()
+
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.clip_grad > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            scaler.step(optimizer)  # with fp16 only: reads the inf check on the host (a sync)
+            scaler.update()
+            if ema is not None:
+                ema.update(model, step=step)
+            timer.step_done()
+            step += 1
+
+            if step % cfg.log_every == 0 or step == total_steps:
+                data_ms, step_ms = timer.read()  # sync point: waits for this step on the current stream
+                rec = {"step": step - 1, "epoch": epoch + (i + 1) / n_steps,
+                       "time": time.perf_counter() - t_start, "loss": loss.item(), "lr": lr,
+                       "img_s": cfg.batch_size * world / max(1e-9, (data_ms + step_ms) / 1000),
+                       "data_ms": data_ms, "step_ms": step_ms,
+                       "knobs": {**dataclasses.asdict(knobs), "drloc_lambda": lam_drloc}}
+                if aux is not None:
+                    rec["drloc_loss"] = aux.item()
+                log.write("step", **rec)
+                log.progress(cfg.log_every if step % cfg.log_every == 0 else step % cfg.log_every,
+                             loss=f"{rec['loss']:.3f}", img_s=f"{rec['img_s']:.0f}", wait_ms=f"{data_ms:.0f}",
+                             size=knobs.image_size)
+            if cfg.ckpt_every and step % cfg.ckpt_every == 0:
+                save(epoch)
+            if cfg.max_steps and step >= cfg.max_steps:
+                stop = True
+                break
+        if stop and not epoch_done:
+            save(epoch)  # mid-epoch: the loader keeps its position
+            break
+
+        # ---- end of epoch: evaluation, checkpoint (the next set_epoch hands the oracle's plan on)
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            last_eval = evaluate(ema.module if ema is not None else model, val_loader, device, amp_ctx)
+            log.write("eval", epoch=epoch + 1, step=step, time=time.perf_counter() - t_start, **last_eval)
+            log.message(f"epoch {epoch + 1}/{cfg.epochs}: val top-1 {last_eval['top1']:.2f} % "
+                        f"top-5 {last_eval['top5']:.2f} % ({time.perf_counter() - t_start:.0f} s)")
+        save(epoch + 1)
+        if stop:
+            break
+
+    # ---- end of run: the last epoch's oracle metrics, the report, result.json
+    complete = step >= total_steps or (epoch + 1 == cfg.epochs and epoch_done)
+    if not complete:
+        log.message(f"stopped at step {step} (--max-steps); resume with --resume {out_dir}")
+    elif oracle is not None:
+        oracle.end_epoch(cfg.epochs - 1)  # the last epoch's DDP/KAR (no next epoch asks for it)
+        log.oracle(oracle, cfg.epochs - 1, time.perf_counter() - t_start)
+    wall = time.perf_counter() - t_start
+    result = {"step": step, "wall_s": wall, "out": out_dir, **{f"val_{k}": v for k, v in last_eval.items()}}
+    if cfg.test and complete:  # after wall_s: the test split is not part of the run's time
+        tcfg = dataclasses.replace(lcfg, eval=dataclasses.replace(lcfg.eval, data=cfg.test))
+        test = evaluate(ema.module if ema is not None else model, create_loader(tcfg, split="eval"), device, amp_ctx)
+        log.write("test", epoch=cfg.epochs, step=step, **test)
+        result.update({f"test_{k}": v for k, v in test.items()})
+    log.close()
+    if rank == 0 and cfg.report and complete:
+        result["report"] = report.write_run_report(
+            os.path.join(out_dir, "report"), log.path, dataclasses.asdict(cfg), samples,
+            mean=train_loader.cfg.output.mean, std=train_loader.cfg.output.std, schedule=sched, source=train_src, epochs=sample_epochs,
+            patch_size=cfg.patch_size, seed=cfg.seed)
+        print(f"report: {result['report']}")
+    if rank == 0:
+        atomic_write(os.path.join(out_dir, "result.json"), json.dumps(result, indent=1).encode())
+    return result
+
+
+def main(argv=None, prog: str = "vitdata train") -> int:
+    cfg = parse_config(argv, prog)
+    try:
+        train(cfg)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
