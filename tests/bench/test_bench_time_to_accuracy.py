@@ -8,17 +8,18 @@ import pytest
 from vitdata import bench
 from vitdata.bench import record as benchutil
 from vitdata.bench import time_to_accuracy as t2a
+from vitdata.bench.splits import split_shards
 
 
 def test_the_split_is_fixed_by_its_seed_disjoint_and_written_once(tiny_shards):
     from vitdata.data.index import open_index
-    train, val = t2a.split_shards(str(tiny_shards), val_size=8, seed=3)
+    train, val = split_shards(str(tiny_shards), val_size=8, seed=3)
     keys = lambda d: {open_index(d).key(i) for i in range(len(open_index(d)))}  # noqa: E731
     assert len(keys(train)) == 16 and len(keys(val)) == 8 and not keys(train) & keys(val)
     assert keys(train) | keys(val) == keys(str(tiny_shards))
-    assert t2a.split_shards(str(tiny_shards), val_size=8, seed=3) == (train, val)
-    assert keys(t2a.split_shards(str(tiny_shards), val_size=8, seed=4)[1]) != keys(val)
-    small, _ = t2a.split_shards(str(tiny_shards), val_size=8, seed=3, train_size=10)
+    assert split_shards(str(tiny_shards), val_size=8, seed=3) == (train, val)
+    assert keys(split_shards(str(tiny_shards), val_size=8, seed=4)[1]) != keys(val)
+    small, _ = split_shards(str(tiny_shards), val_size=8, seed=3, train_size=10)
     assert keys(small) <= keys(train) and len(keys(small)) == 10
 
 
@@ -48,3 +49,28 @@ def test_two_recipes_run_end_to_end_and_the_record_holds_measured_times(tiny_sha
     assert [h["measured"].split(":")[0].split(" (")[0] for h in rec["headline"]] == ["baseline", "pss"]
     if rec["plot"]:
         assert os.path.exists(rec["plot"])
+
+
+def test_runs_are_recipes_with_their_own_flags_and_the_baseline_is_the_mean_of_its_seeds():
+    runs = t2a.parse_runs("1gpu24h:--no-locality, baseline:--seed 1,baseline,baseline:--locality")
+    assert [r["name"] for r in runs] == ["baseline --seed 1", "baseline", "1gpu24h --no-locality",
+                                         "baseline --locality"]
+    assert [t2a.is_baseline(r) for r in runs] == [True, True, False, False]
+    assert runs[2]["recipe"] == "1gpu24h" and runs[2]["flags"] == ["--no-locality"]
+    fake = [dict(r, returncode=0, train_s=100.0 * (i + 1), wall_s=1.0, cpu_s=1.0, flops=1.0, final_top1=top,
+                 evals=[{"epoch": 1, "time_s": 50.0, "top1": top}])
+            for i, (r, top) in enumerate(zip(runs, [60.0, 61.0, 59.0, 70.0]))]
+    base = t2a.baseline_of(fake)
+    assert base["final_top1"] == 60.5 and base["spread"] == 1.0 and base["train_s"] == 150.0
+    t2a.compare(fake, 0.3)
+    assert fake[3]["reached"]["epoch"] == 1 and fake[3]["reached"]["time_ratio"] == pytest.approx(50 / 150)
+    assert fake[2]["reached"]["epoch"] is None                   # 59 is short of 60.5 - 0.3
+
+
+def test_a_second_sitting_keeps_the_finished_runs_of_the_same_settings(tmp_path):
+    common = ["--epochs", "1"]
+    done = {"name": "baseline", "recipe": "baseline", "returncode": 0}
+    (tmp_path / "runs.partial.json").write_text(json.dumps({"common": common, "runs": [done, dict(
+        done, name="pss", recipe="pss", returncode=1)]}))
+    assert set(t2a.kept_runs(str(tmp_path / "runs.partial.json"), common)) == {"baseline"}   # failed: rerun
+    assert t2a.kept_runs(str(tmp_path / "runs.partial.json"), ["--epochs", "2"]) == {}        # other settings

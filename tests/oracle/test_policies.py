@@ -221,3 +221,14 @@ def test_skip_flags_are_not_reports_and_survive_a_state_round_trip():
     assert not c._skip_flag.any()
     with pytest.raises(ValueError, match="out of range"):
         o.mark_skipped([50])
+
+
+@pytest.mark.parametrize("epochs, last_pruned", [(6, 4), (8, 6), (10, 7), (12, 9), (300, 261)])
+def test_prune_easy_prunes_epoch_e_only_while_e_plus_1_is_within_infobatchs_0_875_of_the_run(epochs, last_pruned):
+    # InfoBatch's released IBSampler: reset() draws epoch e with its counter at e + 1 (one reset at
+    # construction) and prunes while counter <= num_epochs * 0.875. 6 epochs: 0-4 pruned, 5 full; before,
+    # vitdata compared e >= 0.875 * epochs and pruned every epoch of a 6-epoch run.
+    policy = PruneEasyPolicy(epochs=epochs)
+    annealed = [e for e in range(epochs) if policy.annealed(e)]
+    assert annealed == list(range(last_pruned + 1, epochs))
+    assert annealed, "every run ends with at least one full-data epoch"

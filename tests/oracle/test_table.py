@@ -94,7 +94,9 @@ def test_a_model_that_predicts_the_mixup_target_is_easy_whatever_the_mixing_shar
     dot = (torch.softmax(perfect, -1) * target).sum(-1)
     assert (dot >= 0.8).float().mean() < 0.25                   # the old definition: ~16 % easy here
     p = own_label_p(perfect, y, target)
-    assert torch.allclose(p, torch.ones(n), atol=1e-5)
+    lam = (target.gather(1, y[:, None]).squeeze(1) - 0.01) / 0.9      # the own label's mixing share
+    assert torch.allclose(p, ((0.9 * lam + 0.01) / lam).clamp(max=1.0), atol=1e-5)
+    assert (p >= 0.9).all()
     o = cpu_oracle(n)
     o.report(torch.arange(n), torch.zeros(n), logits=perfect, labels=target, own_labels=y)
     assert (o.table_arrays()["p_y"] >= 0.8).mean() == 1.0
@@ -174,3 +176,25 @@ def test_p_true_with_logits_keeps_correct_from_the_logits():
     t = o.table_arrays()
     assert t["last_correct"][:2].tolist() == [1, 0]
     assert t["p_y"][:2].tolist() == pytest.approx([0.6, 0.4], rel=1e-3)
+
+
+def test_label_smoothing_leaves_an_unmixed_samples_p_y_at_its_softmax_probability():
+    # timm's Mixup with smoothing 0.1 gives an unmixed sample (lambda 1) the target 0.91 on its label and
+    # 0.01 elsewhere. p_y is the own label's probability over its mixing share (1), not over 0.91: a
+    # softmax of 0.75 is not easy (p_y >= 0.8); dividing by 0.91 read 0.82.
+    from timm.data import Mixup
+    from vitdata.oracle.difficulty import own_label_p
+    n, c = 8, 10
+    mix = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1, num_classes=c, prob=0.0)
+    x, y = torch.randn(n, 3, 8, 8), torch.arange(n) % c
+    _, target = mix(x, y)
+    assert torch.allclose(target.gather(1, y[:, None]).squeeze(1), torch.full((n,), 0.91))
+    logits = torch.full((n, c), 0.0)
+    logits[torch.arange(n), y] = math.log(0.75 / 0.25 * (c - 1))   # softmax 0.75 on the own label
+    p = own_label_p(logits, y, target)
+    assert torch.allclose(p, torch.full((n,), 0.75), atol=1e-5)
+    # mixed half and half with another class: the share is 0.5, so a softmax of 0.45 reads 0.9
+    half = torch.full((1, c), 0.01)
+    half[0, 0] = half[0, 1] = 0.9 * 0.5 + 0.01
+    lg = torch.log(torch.tensor([[0.45, 0.45] + [0.1 / (c - 2)] * (c - 2)]))
+    assert own_label_p(lg, torch.tensor([0]), half).item() == pytest.approx(0.9, abs=1e-5)

@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from vitdata.errors import ConfigError
 from vitdata.train.loop import main
 
 TINY = ["--synthetic-samples", "600", "--batch-size", "32", "--depth", "1", "--image-size", "32", "--patch-size", "8",
@@ -74,3 +75,41 @@ def test_a_pruned_epoch_covers_the_same_stretch_of_the_cosine():
     assert lr(2, 3, 6, 23) == pytest.approx(lr_at(25, 40, 10, 1e-3, 0.0))      # 3 of 6 steps = half the epoch
     assert lr(3, 5, 6, 29) == pytest.approx(lr_at(38, 40, 10, 1e-3, 0.0))      # the last step nears the floor
     assert lr(3, 5, 6, 29) < 0.02 * 1e-3 < 0.25 * 1e-3 < lr_at(29, 40, 10, 1e-3, 0.0)
+
+
+def test_a_cosine_span_below_1_cuts_a_longer_cosine_at_the_runs_end_as_the_1gpu24h_paper_did():
+    # The 1-GPU/24-hour paper declares a 300 + 10-epoch cosine without warm-up and stops at its 24-hour budget,
+    # with the LR still at 0.8-0.96 of its peak. A span of 0.2 ends the run at cos(0.2 pi) of the way down.
+    import math
+
+    from vitdata.train.config import check_config, parse_config
+    from vitdata.train.lr import build_lr
+    cfg = parse_config(["--recipe", "1gpu24h", "--epochs", "4", "--lr", "1e-3", "--min-lr", "0",
+                        "--cosine-span", "0.2"])
+    check_config(cfg)
+    assert cfg.warmup_epochs == 0.0
+    lr = build_lr(cfg, None, steps_per_epoch=10)
+    assert lr(0, 0, 10, 0) == pytest.approx(1e-3)
+    last = lr(3, 9, 10, 39)
+    assert last == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 39 / 200)))
+    assert 0.8e-3 < last < 0.96e-3
+    full = build_lr(parse_config(["--recipe", "1gpu24h", "--epochs", "4", "--lr", "1e-3", "--min-lr", "0"]), None,
+                    steps_per_epoch=10)
+    assert full(3, 9, 10, 39) < 0.01e-3                   # the default span 1 decays to the floor
+    for bad in ("0", "1.5"):
+        with pytest.raises(ConfigError):
+            check_config(parse_config(["--cosine-span", bad]))
+
+
+@pytest.mark.parametrize("image_size, argv, patch", [(64, [], 8), (112, [], 16), (224, [], 16), (128, [], 16),
+                                                     (112, ["--patch-size", "8"], 8)])
+def test_the_efficienttrain_recipe_changes_the_patch_only_where_the_grid_merges_its_stages(image_size, argv, patch,
+                                                                                           capsys):
+    # At 112 px the 16-px grid keeps EfficientTrain's stages apart (80/96/112 px = 5/6/7 patches); at 64 px it
+    # merges the 160 and 192 stages (both 48 px), so the recipe takes 8-px patches there, and says so.
+    from vitdata.train.config import check_config, parse_config
+    cfg = parse_config(["--recipe", "efficienttrain", "--image-size", str(image_size), *argv])
+    check_config(cfg)
+    assert cfg.patch_size == patch
+    said = capsys.readouterr().err
+    assert ("uses --patch-size 8" in said) == (image_size == 64 and not argv)

@@ -1,10 +1,15 @@
 """How long does each recipe take to reach the baseline's accuracy, same model, optimiser and epoch budget?
 
-Every recipe (``baseline``, ``efficienttrain``, ``1gpu24h``, ``pss``, ``data-centric``, ``drloc``,
-``vitdata``; ``--recipes`` chooses) is one ``vitdata train --recipe R`` run in a child process, with the
-same model (``--patch-size`` overrides the 8-px patches of the EfficientTrain presets), optimiser, peak
-LR, batch size, epochs and data; the recipe only adds its own switches (its warm-up among them, unless
-``--warmup-epochs`` sets one for all). The baseline runs first. Per recipe the record holds:
+Every run is one ``vitdata train --recipe R`` in a child process, with the same model (``--patch-size``
+for every run), optimiser, peak LR, batch size, epochs and data; the recipe (``baseline``,
+``efficienttrain``, ``1gpu24h``, ``pss``, ``data-centric``, ``drloc``, ``vitdata``) only adds its own
+switches (its warm-up among them, unless ``--warmup-epochs`` sets one for all). ``--recipes`` lists the
+runs, each ``RECIPE`` or ``RECIPE:FLAGS`` with more options for that run alone, so ablations and seeds
+are runs of one record: ``1gpu24h:--no-locality`` (the size curriculum alone), ``baseline:--locality``
+(the locality alone), ``baseline:--seed 1``. The baseline's seeds run first; their mean final top-1 is
+every run's target and their spread is recorded. Runs that ``OUT/runs.partial.json`` already holds with
+the same settings are kept, not rerun (``--rerun`` redoes them), so a record can grow over several
+sittings. Per run the record holds:
 
 - ``wall_s``: wall time of the whole child process; ``cpu_s`` (user + sys of the child and its workers):
   the machine may be shared, so both are kept, with the load average before and after the run;
@@ -14,9 +19,9 @@ LR, batch size, epochs and data; the recipe only adds its own switches (its warm
   token and block ``24 D^2 + 4 T D`` (projections, MLP, attention on T tokens);
 - ``evals``: top-1 / top-5 / loss on the validation split after every epoch, with the run's clock;
   ``test_top1`` on ``--test`` at the end (not timed);
-- ``reached``: the first epoch whose top-1 is within ``--tolerance`` (0.3 pt) of the baseline's final
-  top-1, its time, and ``time_ratio`` = that time / the baseline's run time (same clock, the train_s);
-  ``final_top1``.
+- ``reached``: the first epoch whose top-1 is within ``--tolerance`` (0.3 pt) of the baseline's (mean)
+  final top-1, its time, and ``time_ratio`` = that time / the baseline's (mean) run time (same clock, the
+  train_s); ``final_top1``.
 
 It prints a table (time ratio vs the baseline), writes one record (:mod:`vitdata.bench.record`) and a plot
 of top-1 against the run's time, one line per recipe (skipped with a message without matplotlib).
@@ -45,84 +50,22 @@ cores, about 75 minutes in all; the README's "Time to accuracy" states its figur
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
 import time
 
-import numpy as np
 
 from vitdata.bench import record as benchutil
 from vitdata.io import atomic_write
 
+from .splits import split_shards
+
 RECIPES = ("baseline", "efficienttrain", "1gpu24h", "pss", "data-centric", "drloc", "vitdata")
 TOLERANCE_PT = 0.3
-
-
-# --------------------------------------------------------------------------------------------------
-# Data: a fixed-seed train/val split of WebDataset shards, written once into the cache
-
-
-def split_dir(source: str, val_size: int, seed: int, train_size: int = 0) -> str:
-    from vitdata.io import cache_dir
-    tag = hashlib.sha256(f"{os.path.abspath(source)}|{val_size}|{seed}|{train_size}".encode()).hexdigest()[:16]
-    return os.path.join(cache_dir(), "splits", tag)
-
-
-def split_shards(source: str, val_size: int = 5000, seed: int = 0, train_size: int = 0,
-                 per_shard: int = 10000) -> tuple[str, str]:
-    """(train dir, val dir): ``source``'s samples, permuted by ``seed``, the last ``val_size`` for validation
-    and the rest for training (each split in the source's order; ``train_size`` > 0 keeps only the first
-    that many training samples), written as WebDataset shards (the encoded bytes as they are, ``KEY.jpg``
-    + ``KEY.cls``) and classes.json under :func:`split_dir`. Reused when present (a ``DONE`` file marks a
-    complete split)."""
-    import tarfile
-    import io
-    import shutil
-
-    from vitdata.data.reader import SampleReader
-    from vitdata.data.index import open_index
-    out = split_dir(source, val_size, seed, train_size)
-    if os.path.exists(os.path.join(out, "DONE")):
-        return os.path.join(out, "train"), os.path.join(out, "val")
-    idx = open_index(source)
-    n = len(idx)
-    if not 0 < val_size < n:
-        raise SystemExit(f"--val-size {val_size} must lie between 1 and {n - 1} (the samples in {source})")
-    order = np.random.default_rng(seed).permutation(n)
-    parts = {"train": np.sort(order[:n - val_size]), "val": np.sort(order[n - val_size:])}
-    if train_size:
-        parts["train"] = parts["train"][:train_size]
-    tmp = out + f".tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    reader = SampleReader(idx)
-    try:
-        for name, ids in parts.items():
-            os.makedirs(os.path.join(tmp, name))
-            with open(os.path.join(tmp, name, "classes.json"), "w") as f:
-                json.dump(list(idx.classes), f)
-            for s in range(0, len(ids), per_shard):
-                with tarfile.open(os.path.join(tmp, name, f"{name}-{s // per_shard:06d}.tar"), "w") as tar:
-                    for i in ids[s:s + per_shard]:
-                        key = idx.key(int(i))
-                        ext = os.path.splitext(idx.describe(int(i)).split(" (")[-1].rstrip(")"))[1] or ".jpg"
-                        for member, payload in ((key + ext, reader.read(int(i))),
-                                                (key + ".cls", str(int(idx.label[i])).encode())):
-                            info = tarfile.TarInfo(member)
-                            info.size = len(payload)
-                            tar.addfile(info, io.BytesIO(payload))
-        with open(os.path.join(tmp, "DONE"), "w") as f:
-            json.dump({"source": os.path.abspath(source), "val_size": val_size, "seed": seed, "train_size": train_size,
-                       "train": int(len(parts["train"])), "val": int(len(parts["val"]))}, f)
-        reader.close()
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return os.path.join(out, "train"), os.path.join(out, "val")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -190,9 +133,31 @@ def read_log(run_dir: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def run_recipe(recipe: str, common: list[str], run_dir: str, num_train: int, verbose: bool = True) -> dict:
-    """Run ``vitdata train --recipe recipe common...`` in a child process; its times, compute and evals."""
-    argv = ["--recipe", recipe, *common, "--out", run_dir, "--no-progress", "--no-report"]
+def parse_runs(text: str) -> list[dict]:
+    """``--recipes`` -> the runs, baseline runs first: comma-separated ``RECIPE`` or ``RECIPE:FLAGS``, where
+    FLAGS are more ``vitdata train`` options for that run alone (``1gpu24h:--no-locality``,
+    ``baseline:--seed 1``). A run's name is its spec; ``baseline`` runs that differ only in ``--seed`` form
+    the baseline, whose mean final top-1 is every run's target."""
+    runs = []
+    for spec in (s.strip() for s in text.split(",")):
+        if spec:
+            recipe, _, flags = spec.partition(":")
+            runs.append({"name": " ".join([recipe.strip(), *flags.split()]), "recipe": recipe.strip(),
+                         "flags": flags.split()})
+    return sorted(runs, key=lambda r: not is_baseline(r))
+
+
+def is_baseline(run: dict) -> bool:
+    """Whether ``run`` is one of the baseline's seeds: recipe ``baseline`` with no flag but ``--seed N``."""
+    flags = run.get("flags") or []
+    return run["recipe"] == "baseline" and (not flags or (len(flags) == 2 and flags[0] == "--seed"))
+
+
+def run_recipe(recipe: str, common: list[str], run_dir: str, num_train: int, verbose: bool = True,
+               flags: list[str] = (), name: str | None = None) -> dict:
+    """Run ``vitdata train --recipe recipe common... flags...`` in a child process; its times, compute and
+    evals (``flags`` come last, so they win over ``common``)."""
+    argv = ["--recipe", recipe, *common, *flags, "--out", run_dir, "--no-progress", "--no-report"]
     env = dict(os.environ)
     load0 = os.getloadavg()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -202,7 +167,8 @@ def run_recipe(recipe: str, common: list[str], run_dir: str, num_train: int, ver
                           text=True)
     wall = time.perf_counter() - t0
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    rec = {"recipe": recipe, "argv": argv, "returncode": proc.returncode, "wall_s": wall,
+    rec = {"name": name or recipe, "recipe": recipe, "flags": list(flags), "argv": argv,
+           "returncode": proc.returncode, "wall_s": wall,
            "cpu_user_s": ru1.ru_utime - ru0.ru_utime, "cpu_sys_s": ru1.ru_stime - ru0.ru_stime,
            "loadavg_before": list(load0), "loadavg_after": list(os.getloadavg()), "out": run_dir}
     rec["cpu_s"] = rec["cpu_user_s"] + rec["cpu_sys_s"]
@@ -262,11 +228,31 @@ def reached(rec: dict, target: float, tolerance: float) -> dict:
 # Comparisons, recomputation, headline, table and plot
 
 
+def baseline_of(runs: list[dict]) -> dict | None:
+    """The baseline over its seeds (:func:`is_baseline` runs that finished): mean final top-1 (the target),
+    its spread (max - min), and the mean train, wall and CPU seconds and FLOPs; None without one."""
+    seeds = [r for r in map(_named, runs) if is_baseline(r) and not r["returncode"]]
+    if not seeds:
+        return None
+
+    def mean(key):   # None where a run lacks the figure (a record written before it was kept)
+        values = [r.get(key) for r in seeds]
+        return None if None in values else sum(values) / len(values)
+    tops = [r["final_top1"] for r in seeds]
+    return {"runs": [r["name"] for r in seeds], "final_top1": mean("final_top1"), "spread": max(tops) - min(tops),
+            "train_s": mean("train_s"), "wall_s": mean("wall_s"), "cpu_s": mean("cpu_s"), "flops": mean("flops")}
+
+
+def _named(r: dict) -> dict:
+    """A run of a record written before runs had names and flags (one run per recipe)."""
+    return r if "name" in r else dict(r, name=r["recipe"], flags=[])
+
+
 def compare(runs: list[dict], tolerance: float) -> None:
-    """Add to every finished run what follows from the baseline's: ``reached`` (epoch, time and time ratio
-    at which it first came within ``tolerance`` of the baseline's final top-1) and its wall, CPU and FLOP
-    ratios."""
-    base = next((r for r in runs if r["recipe"] == "baseline" and not r["returncode"]), None)
+    """Add to every finished run what follows from the baseline's (:func:`baseline_of`): ``reached``
+    (epoch, time and time ratio at which it first came within ``tolerance`` of the baseline's mean final
+    top-1) and its wall, CPU and FLOP ratios to the baseline's means."""
+    base = baseline_of(runs)
     for r in runs:
         if base is None or r["returncode"]:
             continue
@@ -304,38 +290,39 @@ def recompute(path: str, why: str) -> dict:
 def headline(runs: list[dict], epochs: int, num_train: int) -> list[dict]:
     """The record's headline lines: the baseline's final top-1 (the target), then per recipe the fraction of
     the baseline's time at which it first reached that target (or its own final top-1 if it never did)."""
-    base = next((r for r in runs if r["recipe"] == "baseline" and not r["returncode"]), None)
+    base = baseline_of(runs)
     if base is None:
         return []
-    lines = [{"measured": f"baseline: val top-1 after {epochs} epochs of {num_train:,} images",
+    seeds = f" ({len(base['runs'])} seeds, spread {base['spread']:.2f} pt)" if len(base["runs"]) > 1 else ""
+    lines = [{"measured": f"baseline: val top-1 after {epochs} epochs of {num_train:,} images{seeds}",
               "figure": f"{base['final_top1']:.2f} % in {base['train_s']:.0f} s",
               "compared": "the target of every recipe (within 0.3 pt)"}]
-    for r in runs:
+    for r in map(_named, runs):
         rc = r.get("reached") or {}
-        if r["returncode"] or r["recipe"] == "baseline":
+        if r["returncode"] or is_baseline(r):
             continue
         fig = (f"{rc['time_ratio']:.2f}x the baseline's time (epoch {rc['epoch']})"
                if rc.get("time_ratio") is not None else f"did not reach it (final {r['final_top1']:.2f} %)")
-        name = f"{r['recipe']} ({r['switches']})" if r.get("switches") else r["recipe"]
+        name = f"{r['name']} ({r['switches']})" if r.get("switches") else r["name"]
         lines.append({"measured": f"{name}: time to the baseline's final top-1 ({base['final_top1']:.1f} %)",
                       "figure": fig, "compared": f"baseline {base['train_s']:.0f} s, {epochs} epochs"})
     return lines
 
 
 def table(runs: list[dict]) -> str:
-    head = (f"{'recipe':<14} {'final top-1':>11} {'reached':>8} {'at epoch':>8} {'at s':>8} {'ratio':>6} "
+    head = (f"{'run':<28} {'final top-1':>11} {'reached':>8} {'at epoch':>8} {'at s':>8} {'ratio':>6} "
             f"{'train s':>8} {'wall s':>8} {'cpu s':>8} {'img/s':>7} {'GFLOP':>9}")
     lines = [head, "-" * len(head)]
-    for r in runs:
+    for r in map(_named, runs):
         if r.get("returncode"):
-            lines.append(f"{r['recipe']:<14} failed (exit {r['returncode']})")
+            lines.append(f"{r['name']:<28} failed (exit {r['returncode']})")
             continue
         rc = r.get("reached", {})
         ratio, at = rc.get("time_ratio"), rc.get("time_s")
         yes = "yes" if rc.get("epoch") is not None else "no"
         at_s = "-" if at is None else f"{at:.0f}"
         ratio_s = "-" if ratio is None else f"{ratio:.2f}"
-        lines.append(f"{r['recipe']:<14} {r['final_top1']:>11.2f} {yes:>8} {str(rc.get('epoch') or '-'):>8} "
+        lines.append(f"{r['name']:<28} {r['final_top1']:>11.2f} {yes:>8} {str(rc.get('epoch') or '-'):>8} "
                      f"{at_s:>8} {ratio_s:>6} {r['train_s']:>8.0f} {r['wall_s']:>8.0f} "
                      f"{r['cpu_s']:>8.0f} {r['images_per_s']:>7.0f} {r['flops'] / 1e9:>9.1f}")
     return "\n".join(lines)
@@ -350,11 +337,11 @@ def plot(runs: list[dict], path: str) -> str | None:
         print("time-to-accuracy: matplotlib is not importable; no plot", file=sys.stderr)
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in runs:
+    for r in map(_named, runs):
         if r.get("evals"):
             ax.plot([e["time_s"] for e in r["evals"]], [e["top1"] for e in r["evals"]], marker="o",
-                    label=f"{r['recipe']} ({r['switches']})" if r.get("switches") else r["recipe"])
-    base = next((r for r in runs if r["recipe"] == "baseline" and r.get("final_top1") is not None), None)
+                    label=f"{r['name']} ({r['switches']})" if r.get("switches") else r["name"])
+    base = baseline_of(runs)
     if base:
         ax.axhline(base["final_top1"] - TOLERANCE_PT, color="grey", lw=0.8, ls="--", label="baseline final - 0.3")
     ax.set_xlabel("run time (s, evaluations included)")
@@ -372,6 +359,18 @@ def plot(runs: list[dict], path: str) -> str | None:
 # The benchmark
 
 
+def kept_runs(path: str, common: list[str]) -> dict[str, dict]:
+    """Finished runs of an earlier sitting (``runs.partial.json``) made with the same ``common`` settings,
+    by name."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        old = json.load(f)
+    if old.get("common") != common:
+        return {}
+    return {_named(r)["name"]: r for r in old.get("runs", []) if r.get("returncode") == 0}
+
+
 def parse_args(argv, prog):
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -382,7 +381,11 @@ def parse_args(argv, prog):
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val split")
     p.add_argument("--train-size", type=int, default=0, help="keep the first N training samples of the split "
                    "(0 = all)")
-    p.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated recipes (baseline runs first)")
+    p.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated runs, each RECIPE or RECIPE:FLAGS "
+                   "(more vitdata train options for that run: '1gpu24h:--no-locality', 'baseline:--seed 1'); baseline "
+                   "runs first, and its seeds' mean final top-1 is the target")
+    p.add_argument("--rerun", action="store_true", help="run again the runs OUT/runs.partial.json already holds "
+                   "with the same settings (default: keep them, so a record can grow over several sittings)")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--model", default="vit_tiny_patch16_224")
@@ -421,13 +424,11 @@ def main(argv=None, prog: str = "vitdata bench time-to-accuracy") -> int:
         print(table(rec["runs"]))
         print(f"record: {args.recompute} (recomputed)")
         return 0
-    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
-    bad = sorted(set(recipes) - set(RECIPES))
+    planned = parse_runs(args.recipes)
+    bad = sorted({r["recipe"] for r in planned} - set(RECIPES))
     if bad:
         print(f"{prog}: unknown recipes {bad}; choose from {RECIPES}", file=sys.stderr)
         return 2
-    if "baseline" in recipes:  # the others are measured against it
-        recipes = ["baseline"] + [r for r in recipes if r != "baseline"]
     if args.val:
         train, val = args.train, args.val
         if args.train_size:
@@ -442,10 +443,17 @@ def main(argv=None, prog: str = "vitdata bench time-to-accuracy") -> int:
               "--workers", str(args.workers), "--seed", str(args.seed), "--device", args.device] + \
         (["--warmup-epochs", str(args.warmup_epochs)] if args.warmup_epochs is not None else []) + \
         (["--test", args.test] if args.test else []) + args.extra.split()
+    done = {} if args.rerun else kept_runs(os.path.join(args.out, "runs.partial.json"), common)
     runs = []
-    for recipe in recipes:
-        print(f"{prog}: {recipe} ({len(runs) + 1}/{len(recipes)})", file=sys.stderr, flush=True)
-        runs.append(run_recipe(recipe, common, os.path.join(args.out, recipe), num_train, verbose=not args.quiet))
+    for i, run in enumerate(planned):
+        if run["name"] in done:
+            print(f"{prog}: {run['name']}: kept from {args.out}/runs.partial.json", file=sys.stderr, flush=True)
+            runs.append(done[run["name"]])
+            continue
+        print(f"{prog}: {run['name']} ({i + 1}/{len(planned)})", file=sys.stderr, flush=True)
+        folder = os.path.join(args.out, re.sub(r"[^A-Za-z0-9_.=-]+", "_", run["name"]).strip("_"))
+        runs.append(run_recipe(run["recipe"], common, folder, num_train, verbose=not args.quiet,
+                               flags=run["flags"], name=run["name"]))
         # What finished so far, so a run cut off after hours still leaves its figures.
         os.makedirs(args.out, exist_ok=True)
         atomic_write(os.path.join(args.out, "runs.partial.json"),
@@ -455,7 +463,7 @@ def main(argv=None, prog: str = "vitdata bench time-to-accuracy") -> int:
     plot_path = plot(runs, args.plot or os.path.join(args.out, "top1_vs_time.png"))
     head = headline(runs, args.epochs, num_train)
     settings = {k: v for k, v in vars(args).items() if k not in ("json", "plot", "quiet", "recompute", "why")}
-    settings.update(recipes=recipes, num_train=num_train, train_split=train, val_split=val,
+    settings.update(recipes=[r["name"] for r in planned], num_train=num_train, train_split=train, val_split=val,
                     threads=os.environ.get("OMP_NUM_THREADS"))
     record = {"settings": settings, "runs": runs, "plot": plot_path, "headline": head,
               "budget": f"{args.epochs} epochs of {num_train} images per recipe, batch {args.batch_size}"}

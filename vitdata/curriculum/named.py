@@ -55,8 +55,8 @@ def check_stages_kept(name: str, sizes_224, image_size: int, patch_size: int | N
     got = _stage_sides(sizes_224, image_size, patch_size)
     if not patch_size or len(set(got)) == want:
         return
-    patches = [p for p in range(patch_size - 1, 0, -1)
-               if image_size % p == 0 and len(set(_stage_sides(sizes_224, image_size, p))) == want]
+    patch = patch_keeping_stages(sizes_224, image_size, patch_size)
+    patches = [patch] if patch else []
     images = [n for n in range(image_size + patch_size, 8 * image_size + 1, patch_size)
               if len(set(_stage_sides(sizes_224, n, patch_size))) == want]
     hint = " or ".join([f"--patch-size {patches[0]}"] * bool(patches) + [f"--image-size {images[0]}"] * bool(images))
@@ -64,6 +64,16 @@ def check_stages_kept(name: str, sizes_224, image_size: int, patch_size: int | N
                       f"{_stage_sides(sizes_224, image_size, None)} become {got} on the {patch_size}-px patch grid, "
                       f"merging {want} distinct stages into {len(set(got))}; use {hint or 'a larger image'}",
                       ("image_size", "patch_size"))
+
+
+def patch_keeping_stages(sizes_224, image_size: int, patch_size: int) -> int | None:
+    """The largest patch size ``<= patch_size`` that divides ``image_size`` and keeps every stage of
+    ``sizes_224`` apart on its grid at ``image_size`` (``patch_size`` itself when it does), or None."""
+    want = len(set(_stage_sides(sizes_224, image_size, None)))
+    for p in range(patch_size, 0, -1):
+        if image_size % p == 0 and len(set(_stage_sides(sizes_224, image_size, p))) == want:
+            return p
+    return None
 
 
 def et_stage_starts(epochs: int) -> list[int]:

@@ -91,19 +91,28 @@ _TABLE = {
 # --------------------------------------------------------------------------------------------------
 
 def own_label_p(logits: torch.Tensor, own: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(B,) float32: ``softmax(logits)[own] / target[own]``, clipped to [0, 1].
+    """(B,) float32: ``softmax(logits)[own]`` over the own label's mixing share, clipped to [0, 1].
 
-    logits (B, C); own (B,) int64, each sample's label before Mixup/CutMix; target (B, C) the mixed,
-    label-smoothed soft target. ``target[own]`` is the sample's mixing share of its own label (Mixup
-    lambda or CutMix area, plus the partner's when it has the same class, plus smoothing), so a model
-    that predicts the target exactly scores 1. The dot product ``sum(softmax * target)`` capped such a
-    model near ``sum(target**2)``, so ``DDP_e`` stayed low and a run never left formation.
+    logits (B, C); own (B,) int64, each sample's label before Mixup/CutMix; target (B, C) the soft target
+    actually applied: the mix ``m`` (Mixup lambda or CutMix area on the own label, plus the partner's when
+    it has the same class) with label smoothing folded in, ``(1 - eps) * m + eps / C`` as timm's Mixup
+    builds it. The share is ``m[own]``, smoothing taken out: with C >= 3 classes some class gets the
+    smoothing mass alone, so the row's smallest entry is ``eps / C`` and ``m = (target - eps / C) /
+    (1 - eps)``. An unmixed sample (``m[own] = 1``) then reads its plain softmax probability, as without
+    Mixup: dividing by the smoothed ``target[own]`` (0.91 at eps 0.1, 10 classes) moved the easy cut
+    ``p_y >= 0.8`` to a softmax of 0.73. A mixed sample reads its probability over its share, so a model
+    that predicts the mix scores about 1 whatever lambda is (the dot product ``sum(softmax * target)``
+    capped such a model near ``sum(target**2)``, and a run never left formation).
     """
-    b = own.shape[0]
+    b, c = target.shape
     idx = own.long().reshape(b, 1)
     prob = torch.softmax(logits.float(), dim=-1).gather(1, idx).reshape(b)
-    share = target.float().gather(1, idx).reshape(b).clamp_min(1e-6)
-    return (prob / share).clamp(0.0, 1.0)
+    t = target.float()
+    share = t.gather(1, idx).reshape(b)
+    if c >= 3:
+        floor = t.amin(dim=-1)                       # eps / C: the smoothing mass of a class outside the mix
+        share = (share - floor) / (1.0 - c * floor).clamp_min(1e-6)
+    return (prob / share.clamp_min(1e-6)).clamp(0.0, 1.0)
 
 
 def _default_device() -> torch.device:

@@ -178,7 +178,10 @@ class PruneEasyPolicy(Policy):
     ``p_y >= alpha`` (``criterion="p_y"``). Each is pruned independently with probability ``ratio``; the
     kept well-learned ones get ``loss_weight = 1 / (1 - ratio)``, everything else 1, so for every sample
     E[kept * weight] = 1 and the expected epoch gradient equals the full-data one. When ``epochs`` is
-    given, the plans for epochs ``>= epochs * (1 - anneal)`` are empty (full data, weight 1).
+    given, epoch ``e`` (0-based) is pruned only while ``e + 1 <= (1 - anneal) * epochs``, as InfoBatch's
+    released sampler does (its ``stop_prune = num_epochs * delta``, delta 0.875, compared with an iteration
+    counter that is already ``e + 1`` when epoch ``e`` is drawn); later epochs read the full data with
+    weight 1. So 8 epochs prune 0-6 and read everything in 7; 6 epochs prune 0-4 and read everything in 5.
     """
     name = "prune-easy"
 
@@ -197,6 +200,10 @@ class PruneEasyPolicy(Policy):
     def config(self):
         return {"ratio": self.ratio, "anneal": self.anneal, "epochs": self.epochs, "criterion": self.criterion}
 
+    def annealed(self, epoch: int) -> bool:
+        """Whether ``epoch`` (0-based) reads the full data: past InfoBatch's ``(1 - anneal) * epochs``."""
+        return self.epochs is not None and epoch + 1 > self.epochs * (1.0 - self.anneal)
+
     def well_learned(self, table: OracleTable) -> np.ndarray:
         seen = table.seen > 0
         if self.criterion == "p_y":
@@ -207,7 +214,7 @@ class PruneEasyPolicy(Policy):
         return seen & (table.last_loss < mean)
 
     def plan(self, table, epoch, metrics, rng):
-        if self.epochs is not None and epoch >= self.epochs * (1.0 - self.anneal):
+        if self.annealed(epoch):
             metrics["pruned"] = 0
             return EpochPlan()
         well = self.well_learned(table)

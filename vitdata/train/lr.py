@@ -18,15 +18,19 @@ def build_lr(cfg, schedule, steps_per_epoch: int):
     run warms up over ``--warmup-epochs`` and follows a cosine of its progress through the epochs: in a
     full epoch that is the global step (:func:`lr_at`); an epoch a pruning oracle shortened to ``n_steps``
     covers the same stretch of the cosine in fewer steps (InfoBatch rescales its schedule the same way),
-    so the run still ends at the floor."""
+    so the run still ends at the floor. ``cfg.cosine_span`` below 1 declares the cosine over
+    ``(total - warmup) / span`` steps after the warm-up and cuts it at the run's end (the 1-GPU/24-hour
+    paper's truncated cosine)."""
     if cfg.curriculum == "efficienttrain++":
         from vitdata.train.lr import ComputeLR
         return ComputeLR(schedule, cfg.lr, cfg.min_lr, warmup=0.2)
     total, warmup = cfg.epochs * steps_per_epoch, int(round(cfg.warmup_epochs * steps_per_epoch))
+    span = getattr(cfg, "cosine_span", 1.0)
+    declared = warmup + int(round((total - warmup) / span))
 
     def lr(epoch, i, n_steps, step):
         pos = step if n_steps == steps_per_epoch else int(round((epoch + i / n_steps) * steps_per_epoch))
-        return lr_at(pos, total, warmup, cfg.lr, cfg.min_lr)
+        return lr_at(pos, declared, warmup, cfg.lr, cfg.min_lr)
     return lr
 
 
