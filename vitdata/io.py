@@ -1,6 +1,7 @@
 """Persistence primitives: atomic file writes, and state as plain JSON types.
 
-Atomic writes: a temp file in the target directory, fsync, rename, fsync of the directory.
+Atomic writes: a temp file in the target directory, fsync, rename, fsync of the directory. A new file gets
+the mode ``open(path, "w")`` would give it (0666 minus the umask); a replaced file keeps its permission bits.
 
 A crash leaves the old file or the new one under the final name, never a partial file; a full disk
 (ENOSPC, EFBIG) raises an OSError naming the path and errno and leaves the previous file untouched.
@@ -25,7 +26,7 @@ import base64
 import contextlib
 import errno as _errno
 import os
-import tempfile
+import secrets
 import threading
 from typing import IO, Any, Callable
 
@@ -65,6 +66,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None] | b
             else:
                 f.write(write)
             f.flush()
+            _keep_mode(f.fileno(), path)
             os.fsync(f.fileno())
             os.replace(tmp, path)    # while our lock is held: the clean-up below never takes a live temp
     except OSError as e:
@@ -83,13 +85,39 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None] | b
     _remove_stale_temps(directory, name)
 
 
+def _create_temp(directory: str, name: str) -> tuple[int, str]:
+    """A new, empty ``.NAME.<random>.tmp`` in ``directory``, opened for writing.
+
+    Created with mode 0666 minus the process's umask (and the folder's default ACL), as ``open(path, "w")``
+    would create ``NAME``: ``tempfile.mkstemp`` creates 0600, which the rename would carry to the final file."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise OSError(_errno.EEXIST, f"could not create a temp file for {os.path.join(directory, name)}")
+
+
+def _keep_mode(fd: int, path: str) -> None:
+    """Give the new file the permission bits of the file it replaces, as rewriting that file in place keeps
+    them (a new file keeps the umask's mode from :func:`_create_temp`)."""
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except OSError:
+        return
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, mode)
+
+
 def _locked_temp(directory: str, name: str) -> tuple[int, str]:
     """A new temp file ``.NAME.<random>.tmp`` in ``directory``, open and exclusively locked by us.
 
-    Between ``mkstemp`` and ``flock`` another writer's clean-up may take the lock and remove the file:
+    Between creating it and ``flock`` another writer's clean-up may take the lock and remove the file:
     then the name no longer leads to our descriptor, and we start over with a new name."""
     for _ in range(100):
-        fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".tmp", dir=directory)
+        fd, tmp = _create_temp(directory, name)
         try:
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)

@@ -101,14 +101,33 @@ def test_temporary_files_are_staged_in_the_target_directory_never_in_tmpdir(tmp_
     monkeypatch.setenv("TMPDIR", str(tmpdir))
     monkeypatch.setattr(tempfile, "tempdir", None)
     seen = []
-    real = tempfile.mkstemp
+    real = os.open
 
-    def spy(*a, **kw):
-        fd, p = real(*a, **kw)
-        seen.append(os.path.dirname(p))
-        return fd, p
+    def spy(path, *a, **kw):   # every file the write creates
+        if a and a[0] & os.O_CREAT:
+            seen.append(os.path.dirname(path))
+        return real(path, *a, **kw)
 
-    monkeypatch.setattr(tempfile, "mkstemp", spy)
+    monkeypatch.setattr(os, "open", spy)
     target = tmp_path / "out" / "plan.npz"
     vio.atomic_write(target, lambda f: np.savez(f, a=np.arange(3)))
     assert seen == [str(target.parent)] and list(tmpdir.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_a_new_file_gets_the_users_umask_and_a_replaced_one_keeps_its_mode(tmp_path, monkeypatch, umask, mode):
+    """Every saved file (index, plans, checkpoints) is created as ``open(path, "w")`` would create it."""
+    monkeypatch.setenv("VITDATA_CACHE", str(tmp_path / "cache"))
+    old = os.umask(umask)
+    try:
+        vio.atomic_write(tmp_path / "new.json", b"{}")
+        assert os.stat(tmp_path / "new.json").st_mode & 0o777 == mode
+        selfid.write_imagefolder(str(tmp_path / "data"), 4, num_classes=2, size=16)
+        open_index(str(tmp_path / "data"), verbose=False)
+        cached = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / "cache") for f in fs]
+        assert cached and all(os.stat(p).st_mode & 0o777 == mode for p in cached)
+        os.chmod(tmp_path / "new.json", 0o640)
+        vio.atomic_write(tmp_path / "new.json", b"[]")
+        assert os.stat(tmp_path / "new.json").st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
