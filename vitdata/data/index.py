@@ -20,6 +20,7 @@ processes (each process opens its own descriptors; a pickled reader carries none
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -89,9 +90,15 @@ class SampleIndex:
             return self.path(i)
         return f"{self.path(i)}@{int(self.offset[i])} ({self.key(i)})"
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """sha256 over what defines the samples (sources, offsets, lengths, labels, keys, classes)."""
+        """sha256 over what defines the samples (sources, offsets, lengths, labels, keys, classes).
+
+        Computed once per index object (about 0.9 s at 1.28 M files, and every loader ``state_dict()`` asks
+        for it): an index is not changed after it is built or loaded."""
+        return self._compute_fingerprint()
+
+    def _compute_fingerprint(self) -> str:
         h = hashlib.sha256()
         h.update(json.dumps([self.kind, self.sources, self.classes]).encode())
         for a in (self.file_id, self.offset, self.length, self.label, self.key_offsets):
