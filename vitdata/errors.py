@@ -10,6 +10,8 @@ REASONS = (
     # index time
     "not_found", "unreadable", "empty_dataset", "missing_label", "missing_image", "duplicate_key",
     "non_regular_member", "bad_header", "member_too_large", "bad_key",
+    # index time, ImageFolder links (vitdata.data.folders): passed over and counted
+    "symlink_loop", "symlink_outside", "duplicate_file",
 )
 
 

@@ -89,7 +89,7 @@ def test_index_is_saved_without_pickle_and_loads_identically(tmp_path):
     assert back.fingerprint == idx.fingerprint
     assert np.array_equal(back.checksum, idx.checksum)
     with np.load(tmp_path / "i.npz", allow_pickle=False) as z:  # loads with pickles refused
-        assert json.loads(bytes(z["header"]))["format_version"] == 1
+        assert json.loads(bytes(z["header"]))["format_version"] == 2
 
 
 def test_a_tampered_or_newer_index_file_is_refused(tmp_path):

@@ -11,8 +11,21 @@ Two layouts are read as they are, without conversion:
 
 For sample ``i`` the index stores ``file_id[i]`` (into ``sources``), ``offset[i]`` and ``length[i]``
 of the encoded bytes inside that file, ``label[i]`` and ``key(i)``. It is persisted as one ``.npz``
-(no pickles) holding the arrays and a JSON header (format version, source paths with sizes and
-mtimes), written atomically, and rebuilt with a message when a source has changed since.
+(no pickles) holding the arrays and a JSON header (format version, the source as given, the label member,
+source paths with sizes, mtimes and ctimes, a content probe of each shard), written atomically.
+
+An index proves it belongs to the data it is used for before it is used (:meth:`SampleIndex.mismatch`,
+:meth:`SampleIndex.stale_reason`); otherwise ``open_index`` rebuilds it with a message naming the cause:
+
+* it was built for this source (the path as given, made absolute), label member and class list: a cached
+  index copied from another dataset, or found under another path, is not used;
+* every source file and folder has the size, mtime and *ctime* it had: a file replaced or rewritten with its
+  size and mtime kept (``cp -p``, ``touch -r``) has a new ctime, which no user can set back; a folder whose
+  entries changed (a file added, removed or renamed) has a new mtime and ctime;
+* each tar shard's content probe (:func:`vitdata.data.shards.probe`: its first block and the members around
+  its first and last samples, a few preads) matches, also on filesystems that do not keep ctimes.
+
+Measured at open on the CIFAR-10 shards (5 shards, 50,000 samples): see ``docs/reliability.md``.
 
 ``SampleReader`` returns the bytes of sample ``i`` with ``os.pread``: thread-safe, and safe across
 processes (each process opens its own descriptors; a pickled reader carries none).
@@ -24,7 +37,6 @@ import functools
 import hashlib
 import json
 import os
-import stat
 import sys
 import time
 import zipfile
@@ -34,11 +46,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vitdata.errors import DataError, StateError
-from vitdata.data import shards
+from vitdata.data import folders, shards
 from vitdata.io import atomic_write, cache_dir
-from vitdata.data.shards import IMAGE_EXTS, MEMBER_CAP, is_wds
+from vitdata.data.folders import SPLIT_NAMES  # noqa: F401  (re-exported: where a split name is looked up)
+from vitdata.data.shards import MEMBER_CAP, is_wds
 
-FORMAT_VERSION = 1
+# 2: ctimes beside sizes and mtimes, folder stats as [mtime, ctime], shard probes, the label member.
+FORMAT_VERSION = 2
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -51,14 +65,16 @@ class SampleIndex:
 
     kind: "imagefolder" or "wds". spec: the source as given, resolved to absolute paths.
     sources: file paths by file id (ImageFolder: one per sample; wds: one per shard).
-    classes: class names (ImageFolder: directory names; wds: from classes.json beside the shards, or "0".."C-1").
+    classes: class names (ImageFolder: directory names, classes.json or the training split's list; wds: from
+    classes.json beside the shards, the training split's list, or "0".."C-1").
     skipped: what the scan passed over, as dicts {path, offset, reason, detail} (links, truncated tails...).
     """
 
     kind: str
     spec: str
     sources: list[str]
-    source_stats: np.ndarray            # int64 [F, 2]: size, mtime_ns of each source at build time
+    source_stats: np.ndarray            # int64 [F, 3]: size, mtime_ns, ctime_ns of each source at build time
+                                        # (ctime -1: an index of format 1, which did not keep it)
     classes: list[str]
     file_id: np.ndarray                 # int32 [N]
     offset: np.ndarray                  # int64 [N] byte offset of the encoded image in its file
@@ -68,8 +84,11 @@ class SampleIndex:
     key_blob: bytes                     # UTF-8 keys, concatenated
     checksum: np.ndarray | None = None  # uint32 [N] CRC-32 of the encoded bytes, when built with checksums
     skipped: list[dict] = field(default_factory=list)
-    extra_stats: dict = field(default_factory=dict)  # directory mtimes (ImageFolder staleness)
+    extra_stats: dict = field(default_factory=dict)  # folders and side files: [mtime_ns, ctime_ns] (staleness)
     labels_checked: bool = True         # built with the label cap and gap rule (False: an older vitdata's index)
+    label_member: str = "cls"           # wds: the member the labels were read from
+    probes: list = field(default_factory=list)   # wds: shards.probe() of each shard at build time
+    index_path: str | None = field(default=None, compare=False, repr=False)  # the file it was loaded from or saved to
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
@@ -112,7 +131,7 @@ class SampleIndex:
             "format": "vitdata-index", "format_version": FORMAT_VERSION, "kind": self.kind, "spec": self.spec,
             "sources": self.sources, "classes": self.classes, "skipped": self.skipped,
             "extra_stats": self.extra_stats, "created": time.time(), "fingerprint": self.fingerprint,
-            "labels_checked": self.labels_checked,
+            "labels_checked": self.labels_checked, "label_member": self.label_member, "probes": self.probes,
         }
         arrays = {
             "header": np.frombuffer(json.dumps(header).encode(), np.uint8),
@@ -123,6 +142,7 @@ class SampleIndex:
         if self.checksum is not None:
             arrays["checksum"] = self.checksum
         atomic_write(path, lambda f: np.savez(f, **arrays))
+        self.index_path = path
 
     @classmethod
     def load(cls, path: str) -> "SampleIndex":
@@ -133,13 +153,18 @@ class SampleIndex:
                     raise StateError(f"{path}: not a vitdata index")
                 if header.get("format_version", 0) > FORMAT_VERSION:
                     raise StateError(f"{path}: written by a newer vitdata (format {header['format_version']})")
+                stats = z["source_stats"]
+                if stats.ndim == 2 and stats.shape[1] == 2:   # format 1: no ctimes
+                    stats = np.concatenate([stats, np.full((stats.shape[0], 1), -1, np.int64)], axis=1)
                 idx = cls(kind=header["kind"], spec=header["spec"], sources=header["sources"],
-                          source_stats=z["source_stats"], classes=header["classes"], file_id=z["file_id"],
+                          source_stats=stats, classes=header["classes"], file_id=z["file_id"],
                           offset=z["offset"], length=z["length"], label=z["label"],
                           key_offsets=z["key_offsets"], key_blob=z["key_blob"].tobytes(),
                           checksum=z["checksum"] if "checksum" in z.files else None,
                           skipped=header.get("skipped", []), extra_stats=header.get("extra_stats", {}),
-                          labels_checked=bool(header.get("labels_checked", False)))
+                          labels_checked=bool(header.get("labels_checked", False)),
+                          label_member=str(header.get("label_member", "cls")), probes=list(header.get("probes", [])),
+                          index_path=path)
         except StateError:
             raise
         # zipfile raises NotImplementedError for a damaged compression-method field and RuntimeError for a
@@ -151,22 +176,59 @@ class SampleIndex:
             raise StateError(f"{path}: index content does not match its recorded fingerprint")
         return idx
 
+    def mismatch(self, source: str, label: str = "cls", classes: list[str] | None = None) -> str | None:
+        """Why this index is not the index of ``source`` read with ``label`` and ``classes``, or None."""
+        if self.spec != source_spec(source):
+            return f"the cached index was built for {self.spec}, not {source_spec(source)}"
+        if self.kind == "wds" and self.label_member != label:
+            return f"the cached index read labels from .{self.label_member} members, not {label}"
+        if classes is not None and list(self.classes) != list(classes):
+            return "the cached index has another class list than the one asked for (the training split's)"
+        return None
+
     def stale_reason(self) -> str | None:
-        """Why the sources no longer match this index (a changed, added or removed file), or None."""
-        for p, (size, mtime) in zip(self.sources, self.source_stats.tolist()):
+        """Why the sources no longer match this index, or None: a file gone, or of another size, mtime or ctime
+        (replaced or rewritten, even with its size and mtime kept); a folder whose entries changed; a shard
+        whose content probe differs; an index of format 1, which kept neither ctimes nor probes."""
+        for p, (size, mtime, ctime) in zip(self.sources, self.source_stats.tolist()):
             try:
                 st = os.stat(p)
             except OSError:
                 return f"{p} is gone"
             if st.st_size != size or st.st_mtime_ns != mtime:
                 return f"{p} changed (size or mtime)"
-        for p, mtime in self.extra_stats.items():
+            if ctime < 0:
+                return "built by an older vitdata, which kept no ctimes or content probes"
+            if st.st_ctime_ns != ctime:
+                return f"{p} changed since it was indexed (its ctime: replaced or rewritten with its size and mtime kept, or its permissions changed)"
+        for p, was in self.extra_stats.items():
             try:
-                if os.stat(p).st_mtime_ns != mtime:
-                    return f"{p} changed (a file was added, removed or renamed)"
+                st = os.stat(p)
             except OSError:
                 return f"{p} is gone"
+            if not isinstance(was, list) or [st.st_mtime_ns, st.st_ctime_ns] != was:
+                return f"{p} changed (an entry was added, removed or renamed, or it was replaced)"
+        if self.kind == "wds":
+            if len(self.probes) != len(self.sources):
+                return "built by an older vitdata, which kept no content probes"
+            for p, spans, want in zip(self.sources, self._probe_spans(), self.probes):
+                try:
+                    if shards.probe(p, spans) != want:
+                        return f"{p} has other content than when it was indexed (same size and mtime)"
+                except OSError as e:
+                    return f"{p} cannot be read ({e.strerror})"
         return None
+
+    def _probe_spans(self) -> list[list[tuple[int, int]]]:
+        """(offset, length) of the first and last sample of each shard: where :func:`shards.probe` looks."""
+        out = [[] for _ in self.sources]
+        if len(self):
+            fids, first = np.unique(self.file_id, return_index=True)
+            _, rlast = np.unique(self.file_id[::-1], return_index=True)
+            last = len(self) - 1 - rlast
+            for f, a, z in zip(fids.tolist(), first.tolist(), last.tolist()):
+                out[f] = [(int(self.offset[i]), int(self.length[i])) for i in dict.fromkeys((a, z))]
+        return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -194,61 +256,23 @@ class _Builder:
                            key_offsets=key_offsets, key_blob=b"".join(encoded), **kw)
 
 
-def _ext_of(name: str) -> str:
-    return name.rsplit(".", 1)[-1].lower() if "." in name else ""
-
-
-SPLIT_NAMES = ("train", "val", "validation", "test")
-
-
-def _build_imagefolder(root: str) -> SampleIndex:
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
-    if not classes:
-        raise DataError("empty_dataset", root, detail="no class directories (expected ROOT/<class>/<image>)")
-    splits = [c for c in classes if c in SPLIT_NAMES]
-    if "train" in splits and len(splits) > 1 and any(e.is_dir() for e in os.scandir(os.path.join(root, "train"))):
-        other = next(c for c in splits if c != "train")
-        raise DataError("empty_dataset", root, detail=f"this looks like a dataset root (it holds "
-                        f"{', '.join(s + '/' for s in splits)}), not one split: pass {os.path.join(root, 'train')} "
-                        f"as the data (and {os.path.join(root, other)} as eval.data)")
-    b, sources, stats, dir_mtimes = _Builder(), [], [], {root: os.stat(root).st_mtime_ns}
-    for y, cls in enumerate(classes):
-        cdir = os.path.join(root, cls)
-        for dirpath, dirnames, filenames in os.walk(cdir, followlinks=True):
-            dirnames.sort()
-            dir_mtimes[dirpath] = os.stat(dirpath).st_mtime_ns
-            # a directory named like an image counts as a bad entry, not a folder to walk
-            for d in [d for d in dirnames if _ext_of(d) in IMAGE_EXTS]:
-                raise DataError("unreadable", os.path.join(dirpath, d), detail="a directory where an image file is expected")
-            for name in sorted(filenames):
-                if _ext_of(name) not in IMAGE_EXTS:
-                    continue
-                p = os.path.join(dirpath, name)
-                try:
-                    st = os.stat(p)
-                except OSError as e:
-                    raise DataError("unreadable", p, detail=f"cannot stat ({e.strerror})") from e
-                if not stat.S_ISREG(st.st_mode):
-                    raise DataError("unreadable", p, detail="not a regular file")
-                if not os.access(p, os.R_OK):
-                    raise DataError("unreadable", p, detail="permission denied")
-                b.add(len(sources), 0, st.st_size, y, os.path.relpath(p, root))
-                sources.append(p)
-                stats.append((st.st_size, st.st_mtime_ns))
-    if not sources:
-        raise DataError("empty_dataset", root, detail="no .jpg/.jpeg/.png files under the class directories")
-    return b.finish(kind="imagefolder", spec=root, sources=sources, source_stats=np.asarray(stats, np.int64),
-                    classes=classes, extra_stats=dir_mtimes)
-
-
 def _build_wds(source: str, num_classes: int | None, member_cap: int, mark_bad_labels: bool = False,
-               label: str = "cls") -> SampleIndex:
+               label: str = "cls", classes: list[str] | None = None) -> SampleIndex:
     b = _Builder()
-    return b.finish(kind="wds", spec=source, **shards.scan(source, b, num_classes, member_cap, mark_bad_labels, label))
+    idx = b.finish(kind="wds", spec=source, label_member=label,
+                   **shards.scan(source, b, num_classes, member_cap, mark_bad_labels, label, classes))
+    idx.probes = [shards.probe(p, spans) for p, spans in zip(idx.sources, idx._probe_spans())]
+    return idx
+
+
+def source_spec(source: str) -> str:
+    """``source`` as an index records it: a path made absolute (``~`` expanded), a brace pattern as given."""
+    return source if "{" in source else os.path.abspath(os.path.expanduser(source))
 
 
 def build_index(source: str, *, checksums: bool = False, num_classes: int | None = None,
-                member_cap: int = MEMBER_CAP, bad_labels: str = "raise", label: str = "cls") -> SampleIndex:
+                member_cap: int = MEMBER_CAP, bad_labels: str = "raise", label: str = "cls",
+                classes: list[str] | None = None) -> SampleIndex:
     """Scan ``source`` (ImageFolder root, directory of .tar shards, brace pattern or one .tar).
 
     Raises DataError naming the file for: a path that does not exist, an unreadable file, an empty
@@ -262,19 +286,26 @@ def build_index(source: str, *, checksums: bool = False, num_classes: int | None
     ``label``: the tar member holding the label, ``"cls"`` | ``"class"`` | ``"label"`` | ``"txt"`` (an integer)
     | ``"json:FIELD"`` (same bad-label rules). Gzip shards (``.tar.gz``, ``.tgz``) are inflated once into
     the cache (:mod:`vitdata.data.gzshards`).
+    ``classes``: the dataset's class list when this is one split of it and another split (training) gave the
+    list: labels follow it (:func:`vitdata.data.folders.class_list`; for shards, a label outside it is a bad label).
+    ImageFolder symbolic links: :mod:`vitdata.data.folders` (each real file once, never into a loop or out of
+    its class folder; what is passed over is counted in ``skipped``).
     """
     if bad_labels not in ("raise", "mark"):
         raise ValueError(f"bad_labels must be 'raise' or 'mark', got {bad_labels!r}")
-    source = os.path.abspath(os.path.expanduser(source)) if "{" not in source else source
+    source = source_spec(source)
+    if classes is not None:
+        classes = [str(c) for c in classes]
     if "{" not in source and not os.path.exists(source):
         raise DataError("not_found", source, detail="no such file or directory")
     if is_wds(source):
-        idx = _build_wds(source, num_classes, member_cap, bad_labels == "mark", label)
+        idx = _build_wds(source, num_classes, member_cap, bad_labels == "mark", label, classes)
     elif os.path.exists(source) and not os.path.isdir(source):
         raise DataError("unreadable", source, detail="a file, not a dataset: give an ImageFolder directory "
                         "(ROOT/<class>/<image>), a directory of .tar shards, a brace pattern or one .tar shard")
     else:
-        idx = _build_imagefolder(source)
+        b = _Builder()
+        idx = b.finish(kind="imagefolder", spec=source, **folders.scan(source, b, classes))
         if num_classes is not None and num_classes != idx.num_classes:
             raise DataError("bad_label", source, detail=f"{idx.num_classes} class directories, {num_classes} expected")
     if checksums:
@@ -286,23 +317,29 @@ def build_index(source: str, *, checksums: bool = False, num_classes: int | None
     return idx
 
 
-def default_index_path(source: str, label: str = "cls") -> str:
-    spec = os.path.abspath(source) if "{" not in source else source
+def default_index_path(source: str, label: str = "cls", classes: list[str] | None = None) -> str:
+    """Where the cache keeps the index of ``source`` (read with ``label``, labelled by ``classes``)."""
+    spec = source_spec(source)
     if label != "cls":
         spec += f"\0label={label}"
+    if classes is not None:
+        spec += "\0classes=" + hashlib.sha256(json.dumps([str(c) for c in classes]).encode()).hexdigest()
     return os.path.join(cache_dir(), "index", hashlib.sha256(spec.encode()).hexdigest()[:24] + ".npz")
 
 
 def open_index(source: str, *, path: str | None = None, rebuild: bool = False, checksums: bool = False,
                num_classes: int | None = None, verbose: bool = True, bad_labels: str = "raise",
-               label: str = "cls") -> SampleIndex:
-    """Load the cached index of ``source`` or build it (and cache it atomically). A cached index whose
-    sources changed since (size or mtime of a file, or a directory's entries) is rebuilt, with a message."""
-    path = path or default_index_path(source, label)
+               label: str = "cls", classes: list[str] | None = None) -> SampleIndex:
+    """Load the cached index of ``source`` or build it (and cache it atomically). A cached index that does not
+    prove it belongs to ``source`` (:meth:`SampleIndex.mismatch`: another source, label member or class
+    list) or whose sources changed since (:meth:`SampleIndex.stale_reason`) is rebuilt, with a message.
+    ``classes``: the dataset's class list, for a split other than the one that defines it (see
+    :func:`class_list`)."""
+    path = path or default_index_path(source, label, classes)
     if not rebuild and os.path.exists(path):
         try:
             idx = SampleIndex.load(path)
-            why = idx.stale_reason()
+            why = idx.mismatch(source, label, classes) or idx.stale_reason()
             if why is None and idx.kind == "wds" and not idx.labels_checked:
                 why = "built by an older vitdata, before labels were checked against a cap and for gaps"
             if why is None and (not checksums or idx.checksum is not None):
@@ -312,7 +349,8 @@ def open_index(source: str, *, path: str | None = None, rebuild: bool = False, c
             why = str(e)
         if verbose:
             print(f"vitdata: rebuilding the index of {source}: {why}", file=sys.stderr)
-    idx = build_index(source, checksums=checksums, num_classes=num_classes, bad_labels=bad_labels, label=label)
+    idx = build_index(source, checksums=checksums, num_classes=num_classes, bad_labels=bad_labels, label=label,
+                      classes=classes)
     if verbose and idx.skipped:
         reasons = {}
         for s in idx.skipped:
@@ -325,6 +363,16 @@ def open_index(source: str, *, path: str | None = None, rebuild: bool = False, c
         if verbose:
             print(f"vitdata: could not cache the index: {e}", file=sys.stderr)
     return idx
+
+
+def class_list(source: str, label: str = "cls") -> list[str]:
+    """The class list of the dataset whose training split is ``source``: what every other split of it is
+    labelled by (``open_index(split, classes=class_list(train))``). ImageFolder: ``classes.json`` in the root,
+    else the class folders (no file is walked); shards: ``classes.json`` beside them, else the index's."""
+    spec = source_spec(source)
+    if not is_wds(spec) and os.path.isdir(spec):
+        return folders.class_list(spec)[0]
+    return list(open_index(source, bad_labels="mark", label=label, verbose=False).classes)
 
 
 # ----------------------------------------------------------------------------------------------------------

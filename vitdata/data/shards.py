@@ -7,6 +7,7 @@ keeps the samples before it. :func:`scan` fills an index builder; :mod:`vitdata.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -244,7 +245,8 @@ def _plain_shards(shards: list[str]) -> tuple[list[str], dict]:
     out, extra = [], {}
     for p in shards:
         if is_gz(p):
-            extra[p] = os.stat(p).st_mtime_ns
+            st = os.stat(p)
+            extra[p] = [st.st_mtime_ns, st.st_ctime_ns]
             p = inflate(p)
         out.append(p)
     return out, extra
@@ -315,7 +317,7 @@ def _refuse_labels_beyond_a_gap(b, shards: list[str], skipped: list, mark: bool,
         b.label[i] = BAD_LABEL
 
 
-def _read_classes(path: str) -> list[str]:
+def read_classes(path: str) -> list[str]:
     """classes.json: a list of names, or an object with a "classes" list."""
     try:
         with open(path) as f:
@@ -346,11 +348,14 @@ def parse_label_member(label: str) -> tuple[str, str | None]:
 
 
 def scan(source: str, b, num_classes: int | None, member_cap: int, mark_bad_labels: bool = False,
-         label: str = "cls") -> dict:
+         label: str = "cls", classes: list[str] | None = None) -> dict:
     """Scan the shards of ``source`` into the index builder ``b`` (its ``add`` and its lists) and return the
-    index fields of the layout: ``sources``, ``source_stats``, ``classes``, ``skipped``, ``extra_stats``.
+    index fields of the layout: ``sources``, ``source_stats`` (size, mtime_ns, ctime_ns), ``classes``,
+    ``skipped``, ``extra_stats`` (path: [mtime_ns, ctime_ns]).
     ``label``: the member holding each sample's label (:func:`parse_label_member`). Gzip shards are read
-    from their inflated copies (:mod:`vitdata.data.gzshards`)."""
+    from their inflated copies (:mod:`vitdata.data.gzshards`). ``classes``: the dataset's class list (another
+    split's): a classes.json beside the shards must list the same classes, and a label outside it is a bad
+    label by the usual rule."""
     shards = _find_shards(source)
     if not shards:
         raise DataError("empty_dataset", source, detail="no .tar shards found")
@@ -363,7 +368,7 @@ def scan(source: str, b, num_classes: int | None, member_cap: int, mark_bad_labe
             _scan_shard(fid, p, st.st_size, b, seen, skipped, member_cap, mark_bad_labels, label_ext, label_field)
         except PermissionError as e:
             raise DataError("unreadable", p, detail=str(e.strerror)) from e
-        stats.append((st.st_size, st.st_mtime_ns))
+        stats.append((st.st_size, st.st_mtime_ns, st.st_ctime_ns))
     if not b.label:
         raise DataError("empty_dataset", source, detail=f"the shards hold no KEY.(jpg|jpeg|png) + KEY.{label_ext} "
                         f"samples" + ("" if label != "cls" else " (another label member: LoaderConfig(label_member="
@@ -371,8 +376,15 @@ def scan(source: str, b, num_classes: int | None, member_cap: int, mark_bad_labe
     classes_file = os.path.join(os.path.dirname(_find_shards(source)[0]), "classes.json")
     extra = dict(gz_stats)
     if os.path.isfile(classes_file):
-        classes = _read_classes(classes_file)
-        extra[classes_file] = os.stat(classes_file).st_mtime_ns
+        listed = read_classes(classes_file)
+        if classes is not None and listed != list(classes):
+            raise DataError("bad_label", classes_file, detail=f"lists {len(listed)} classes that differ from the "
+                            f"dataset's class list ({len(classes)} classes, from its training split)")
+        classes = listed
+        st = os.stat(classes_file)
+        extra[classes_file] = [st.st_mtime_ns, st.st_ctime_ns]
+    elif classes is not None:
+        classes = list(classes)
     elif num_classes is not None:
         classes = [str(c) for c in range(num_classes)]
     else:
@@ -394,3 +406,27 @@ def scan(source: str, b, num_classes: int | None, member_cap: int, mark_bad_labe
                         detail=f"sample {b.keys[i]!r} has label {labels[i]}, outside [0, {len(classes)})")
     return {"sources": shards, "source_stats": np.asarray(stats, np.int64), "classes": classes, "skipped": skipped,
             "extra_stats": extra}
+
+
+# Bytes around a probed sample's image member that :func:`probe` hashes: before its data (its 512-byte header
+# and, in the usual KEY.cls-then-KEY.jpg or KEY.jpg-then-KEY.cls order, the label member) and after its
+# padded end (the next member's header and the first bytes of its payload).
+PROBE_BEFORE, PROBE_AFTER = 1536, 1024
+
+
+def probe(path: str, spans: list[tuple[int, int]]) -> str:
+    """A cheap content check of one shard: blake2b-128 (hex) of its first 512 bytes and of the bytes around
+    the image members at ``spans`` ((data offset, length) of its first and last samples), a few preads
+    in all. A shard replaced by another of the same size (its mtime kept) has other names, sizes or labels
+    there; a change elsewhere in a shard also changes its ctime, which the index keeps too."""
+    h = hashlib.blake2b(digest_size=16)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        h.update(os.pread(fd, _BLOCK, 0))
+        for off, n in spans:
+            start = max(0, off - PROBE_BEFORE)
+            h.update(os.pread(fd, off - start, start))
+            h.update(os.pread(fd, PROBE_AFTER, off + (n + _BLOCK - 1) // _BLOCK * _BLOCK))
+    finally:
+        os.close(fd)
+    return h.hexdigest()
