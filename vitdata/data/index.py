@@ -365,6 +365,18 @@ def open_index(source: str, *, path: str | None = None, rebuild: bool = False, c
     return idx
 
 
+def split_classes(split: str, train: str | None, label: str = "cls") -> list[str] | None:
+    """The class list that labels ``split`` when ``train`` is the training split of its dataset: ``train``'s
+    (:func:`class_list`), or None when ``split`` is that training split (or there is none)."""
+    if not train or not split or source_spec(split) == source_spec(train):
+        return None
+    try:
+        return class_list(train, label)
+    except DataError as e:
+        raise DataError(e.reason, e.path, offset=e.offset, detail=f"{e.detail} (the class list of the training "
+                        f"split, which labels {split})") from e
+
+
 def class_list(source: str, label: str = "cls") -> list[str]:
     """The class list of the dataset whose training split is ``source``: what every other split of it is
     labelled by (``open_index(split, classes=class_list(train))``). ImageFolder: ``classes.json`` in the root,

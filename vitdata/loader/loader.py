@@ -105,8 +105,9 @@ class Loader(TrainerAPI):
     """Iterates :class:`Batch` es of one split; see the module docstring. Build with :func:`create_loader`."""
 
     def __init__(self, cfg: LoaderConfig, split: str, oracle=None):
+        from vitdata.data.badfiles import BadFiles
+        from vitdata.data.index import open_index, split_classes
         from vitdata.data.reader import SampleReader
-        from vitdata.data.index import open_index
         from vitdata.data.sampler import Sampler
 
         check_config(cfg, split)
@@ -120,8 +121,10 @@ class Loader(TrainerAPI):
         self.on_error = cfg.on_error if cfg.on_error != "auto" else ("skip" if self.train else "raise")
         data = cfg.eval.data if (not self.train and cfg.eval.data) else cfg.data
         try:
-            # bad_labels="mark": one bad tar label is that sample's bad_label skip (or error), not a dead dataset
-            self.index = open_index(data, checksums=cfg.verify_checksums, bad_labels="mark", label=cfg.label_member)
+            # bad_labels="mark": one bad tar label is that sample's bad_label skip (or error), not a dead dataset.
+            # An evaluation split is labelled by the training split's class list (a class it lacks is refused).
+            self.index = open_index(data, checksums=cfg.verify_checksums, bad_labels="mark", label=cfg.label_member,
+                                    classes=split_classes(data, cfg.data, cfg.label_member))
         except DataError as e:
             which = "eval.data" if not self.train and cfg.eval.data else "data"
             raise ConfigError(f"cannot open data source {data!r}: {e}", (which,)) from e
@@ -131,7 +134,10 @@ class Loader(TrainerAPI):
         self.schedule = self._make_schedule()
         self._check_knobs()
         self.backend_name = backend
-        self.quarantine = Quarantine()   # ids a decoder refused (vitdata.loader.quarantine); part of the state
+        # ids a decoder refused (vitdata.loader.quarantine); part of the state, and kept beside the index for
+        # later runs (vitdata.data.badfiles): this loader starts with the files earlier runs found
+        self.quarantine = Quarantine(BadFiles(self.index))
+        self.quarantine.load_known()
         # A schedule with low-pass steps: DALI delivers uint8 and _kernels normalises in the crop's pass.
         uint8 = self.train and _uses_lowpass(self.schedule)
         self._backend = create_backend(backend, BackendContext(cfg, split, self.rank, self.batch_size, self.device,
@@ -295,12 +301,14 @@ class Loader(TrainerAPI):
             self.sampler.position = self.position
             batch, errors = self._finish(raw, step)
             self.last_batch = batch                      # loader.loss(logits, target) reads it
+            self.quarantine.persist()
             if errors:
                 self._pending = [*errors, batch]
                 yield from self._drain()
             else:
                 yield batch
         self._point = replace(self._point, stage=Stage.FINISHED)
+        self.quarantine.persist(force=True)
         self.last_batch = None                   # its loss was computed before the trainer asked for more
         if self.train and self.oracle is not None:
             # Every report of the epoch precedes this point (the trainer asked for the batch after the last),
@@ -465,6 +473,7 @@ class Loader(TrainerAPI):
         ends the oracle's epoch as the last batch is consumed); mid-epoch, the oracle reports pending on
         other ranks are lost, and reports made after this call are not in it."""
         oracle = self.oracle.state_dict() if self.oracle is not None and hasattr(self.oracle, "state_dict") else None
+        self.quarantine.persist(force=True)
         point = self._point
         if point.loaded is not None:
             return to_json(dict(point.loaded, oracle=oracle))
@@ -558,6 +567,7 @@ class Loader(TrainerAPI):
         if not self._closed:
             self._closed = True
             self._backend.close()
+            self.quarantine.persist(force=True)
 
     def __del__(self):
         try:

@@ -20,6 +20,14 @@ Ranks: a quarantine is rank-local state (each rank's ``state_dict`` carries its 
 A substitution happens at the failing sample's own position of its rank's order, so the other ranks'
 orders, and every rank's step count, are unchanged; a rank that meets the same file in a later epoch
 finds it the same way.
+
+Later runs: what a quarantine finds is also kept beside the index (:class:`vitdata.data.badfiles.BadFiles`,
+keyed by each file's identity), written every few seconds while files are found and at the end of an epoch,
+at ``state_dict()`` and at ``close()``. A loader starts with the entries that still apply to its index, so a
+fresh process, another rank or an evaluation loader of the same data skips those files before reading them,
+and a resumed loader holds the union of its state's quarantine and the kept entries. A file known bad in
+advance is substituted by the same rule at the same position as one found during the step, so the batches
+are the same either way.
 """
 from __future__ import annotations
 
@@ -27,16 +35,43 @@ import contextlib
 import os
 import sys
 import tempfile
+import time
 
 from vitdata.errors import REASONS, StateError
 
 
-class Quarantine:
-    """Ids refused by a decoder: ``id -> (reason, detail)``; ``ids()`` as a frozenset for the sources."""
+# Seconds between two writes of newly quarantined files to the store kept beside the index.
+PERSIST_EVERY_S = 5.0
 
-    def __init__(self):
+
+class Quarantine:
+    """Ids refused by a decoder: ``id -> (reason, detail)``; ``ids()`` as a frozenset for the sources.
+
+    ``store``: a :class:`vitdata.data.badfiles.BadFiles` (or None): where the entries are kept for later runs."""
+
+    def __init__(self, store=None):
         self._entries: dict[int, dict] = {}
         self._frozen: frozenset[int] | None = frozenset()
+        self._store, self._known, self._pending, self._written = store, [], [], time.monotonic()
+
+    def load_known(self) -> int:
+        """Add the store's entries that apply to this index (files refused by an earlier run); their count."""
+        if self._store is None:
+            return 0
+        self._known = self._store.known()
+        for e in self._known:
+            self._entries.setdefault(e["id"], dict(e, epoch=None))
+        self._frozen = None
+        return len(self._known)
+
+    def persist(self, force: bool = False) -> None:
+        """Write the entries added since the last write to the store: now with ``force``, else when
+        ``PERSIST_EVERY_S`` have passed (a file found twice in that window is written once)."""
+        if not self._pending or (not force and time.monotonic() - self._written < PERSIST_EVERY_S):
+            return
+        pending, self._pending = self._pending, []
+        self._store.add(pending)
+        self._written = time.monotonic()
 
     def __contains__(self, sample_id) -> bool:
         return int(sample_id) in self._entries
@@ -52,6 +87,8 @@ class Quarantine:
             return False
         self._entries[sid] = {"id": sid, "reason": reason, "path": path, "detail": detail, "epoch": epoch}
         self._frozen = None
+        if self._store is not None:
+            self._pending.append(self._entries[sid])
         return True
 
     def get(self, sample_id: int) -> dict | None:
@@ -67,7 +104,8 @@ class Quarantine:
         return [dict(self._entries[k]) for k in sorted(self._entries)]
 
     def load(self, entries, num_samples: int) -> None:
-        """Replace the quarantine by a :meth:`state` list; StateError naming the field when it is malformed."""
+        """Replace the quarantine by a :meth:`state` list, plus the store's entries (see the module docstring);
+        StateError naming the field when it is malformed."""
         out = {}
         for i, e in enumerate(entries or []):
             try:
@@ -80,6 +118,8 @@ class Quarantine:
                                  f"dataset's {num_samples} ids or the reason codes (field quarantine[{i}])")
             out[sid] = {"id": sid, "reason": reason, "path": str(e.get("path", "")), "detail": str(e.get("detail", "")),
                         "epoch": e.get("epoch")}
+        for e in self._known:
+            out.setdefault(e["id"], dict(e, epoch=None))
         self._entries, self._frozen = out, None
 
 
