@@ -213,7 +213,7 @@ def train(cfg: TrainConfig) -> dict:
     from vitdata.train import report
     from vitdata.train.log import Logger
     from vitdata.data.sources import resolve_sources
-    from vitdata.data.index import open_index
+    from vitdata.data.index import open_index, split_classes
     from vitdata.loader.loader import create_loader
     from vitdata.train.models import drloc_lambda
     from vitdata.oracle.difficulty import DifficultyOracle
@@ -245,6 +245,9 @@ def train(cfg: TrainConfig) -> dict:
     lcfg = loader_config(cfg, train_src, val_src, rank, world, device, sched)
     train_loader = create_loader(lcfg, split="train", oracle=oracle)
     val_loader = create_loader(lcfg, split="eval")
+    if cfg.test:   # labelled by the training split's classes, and checked now rather than after the run
+        open_index(cfg.test, bad_labels="mark", label=lcfg.label_member,
+                   classes=split_classes(cfg.test, train_src, lcfg.label_member))
     num_classes, steps_per_epoch = index.num_classes, len(train_loader)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
