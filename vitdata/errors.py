@@ -12,7 +12,12 @@ REASONS = (
     "non_regular_member", "bad_header", "member_too_large", "bad_key",
     # index time, ImageFolder links (vitdata.data.folders): passed over and counted
     "symlink_loop", "symlink_outside", "duplicate_file",
+    # read time: a JPEG libjpeg decodes with a "Corrupt JPEG data" warning (vitdata.data.jpegwalk); delivered
+    # and counted by default (Loader.warned()), skipped like a bad sample with LoaderConfig(jpeg_warnings="skip")
+    "corrupt_data",
 )
+# Reasons of samples that are delivered, not skipped, unless the loader is told to skip them.
+WARNINGS = ("corrupt_data",)
 
 
 class VitdataError(Exception):

@@ -12,7 +12,8 @@ import zlib
 
 import numpy as np
 
-from vitdata.errors import REASONS, DataError
+from vitdata.data import jpegwalk
+from vitdata.errors import REASONS, WARNINGS, DataError
 
 
 # vitdata reads JPEG and PNG only (the index picks up .jpg/.jpeg/.png names); Pillow calls some camera
@@ -29,6 +30,10 @@ def reason_code(reason: str) -> int:
     return 1 + REASONS.index(reason)
 
 
+# Statuses of samples delivered with a decoder warning (vitdata.errors.WARNINGS), not substituted.
+WARNING_CODES = np.array([reason_code(r) for r in WARNINGS], np.int32)
+
+
 def code_reason(code: int) -> str | None:
     return None if code == 0 else REASONS[code - 1]
 
@@ -43,6 +48,10 @@ def check_sample(reader, index, sample_id: int, max_pixels: int) -> tuple[bytes 
     marker after its last scan, a PNG whose chunks stop before IEND; decode_error: a PNG chunk CRC
     mismatch). Only the header is parsed (Pillow's lazy open) and the structure walked: no pixels are
     decoded, so a 20000x20000 bomb costs microseconds.
+
+    A JPEG that libjpeg decodes with a ``Corrupt JPEG data`` warning (:mod:`vitdata.data.jpegwalk`) gives
+    (data, "corrupt_data", detail): delivered and counted, or with ``reader.skip_corrupt`` (the loader's
+    ``jpeg_warnings="skip"``) (None, "corrupt_data", detail), a bad sample like any other.
     """
     try:
         data = reader.read(int(sample_id))
@@ -53,7 +62,10 @@ def check_sample(reader, index, sample_id: int, max_pixels: int) -> tuple[bytes 
     label = int(index.label[sample_id])
     if not 0 <= label < max(1, int(index.num_classes)):
         return None, "bad_label", f"label {label} outside [0, {index.num_classes})"
-    return check_bytes(data, max_pixels)
+    data, reason, detail = check_bytes(data, max_pixels)
+    if data is not None and reason is not None and getattr(reader, "skip_corrupt", False):
+        return None, reason, detail
+    return data, reason, detail
 
 
 def check_bytes(data: bytes, max_pixels: int) -> tuple[bytes | None, str | None, str]:
@@ -61,7 +73,8 @@ def check_bytes(data: bytes, max_pixels: int) -> tuple[bytes | None, str | None,
 
     The format comes from the magic bytes and the size from the JPEG frame header (SOFn) or the PNG
     IHDR chunk, read by walking the marker segments: no pixels are decoded and no decoder library is
-    involved (Pillow's lazy open parsed every table in Python and cost 2-3x more per photo)."""
+    involved (Pillow's lazy open parsed every table in Python and cost 2-3x more per photo).
+    (data, "corrupt_data", detail): a JPEG libjpeg decodes with a warning (see :func:`check_sample`)."""
     if not data:
         return None, "truncated", "empty file"
     if data[:2] == b"\xff\xd8":
@@ -79,9 +92,15 @@ def check_bytes(data: bytes, max_pixels: int) -> tuple[bytes | None, str | None,
         return None, "unsupported_format", f"{fmt} header claims {w}x{h}"
     if w * h > max_pixels:
         return None, "too_many_pixels", f"{w}x{h} = {w * h / 1e6:.1f} Mpx > budget {max_pixels / 1e6:.1f} Mpx"
-    reason, detail = _png_structure(data) if fmt == "PNG" else _jpeg_structure(data)
+    warning = None
+    if fmt == "PNG":
+        reason, detail = _png_structure(data)
+    else:
+        reason, detail, warning = jpegwalk.walk(data)
     if reason is not None:
         return None, reason, detail
+    if warning is not None:
+        return data, "corrupt_data", f"libjpeg would decode it with \"Corrupt JPEG data: {warning}\""
     return data, None, ""
 
 
@@ -152,20 +171,6 @@ def _other_format(data: bytes) -> str | None:
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 
 
-def _jpeg_structure(data: bytes) -> tuple[str | None, str]:
-    """A complete JPEG has an EOI marker after its last SOS (entropy-coded bytes never hold 0xFF 0xD9:
-    a 0xFF there is stuffed as 0xFF 0x00). Some decoders fill a cut image with grey; vitdata refuses it."""
-    # Searched from where each marker sits (EOI near the end, the first SOS near the start) so a
-    # complete file costs a few short scans, not a backward pass over all its entropy-coded bytes.
-    if data.find(b"\xff\xda") < 0:
-        return "truncated", "JPEG without a scan (no SOS marker)"
-    eoi = data.rfind(b"\xff\xd9")
-    if eoi < 0 or data.find(b"\xff\xda", eoi) >= 0:
-        sos = data.rfind(b"\xff\xda")
-        return "truncated", f"JPEG ends inside its last scan (no EOI marker after byte {sos})"
-    return None, ""
-
-
 def _png_structure(data: bytes) -> tuple[str | None, str]:
     """Walk the chunks: each must fit in the file and match its CRC-32, and IEND must be reached."""
     pos, n = 8, len(data)
@@ -192,6 +197,8 @@ def resolve_sample(reader, index, ids: np.ndarray, pos: int, max_pixels: int,
     Eval padding (-1) delivers the first valid id of the order; the caller flags it by its id -1.
     ``quarantine``: ids a decoder refused (``vitdata.loader.quarantine``); each fails here as ``decode_error``
     before it is read, like a header-failed id.
+    A sample delivered with a decoder warning (``corrupt_data``, see :func:`check_sample`) keeps its id and
+    gets that reason's status; only a sample without any finding is taken as a substitute.
     Raises DataError when none of the next ``MAX_SUBSTITUTE_ATTEMPTS`` entries is usable.
     """
     orig = int(ids[pos])
@@ -202,6 +209,8 @@ def resolve_sample(reader, index, ids: np.ndarray, pos: int, max_pixels: int,
         data, reason, detail = check_sample(reader, index, want, max_pixels)
     if reason is None:
         return want, 0, data
+    if data is not None:   # delivered with a decoder warning (corrupt_data): the status counts it
+        return want, reason_code(reason), data
     first_status = reason_code(reason)
     for k in range(1, min(MAX_SUBSTITUTE_ATTEMPTS, len(ids)) + 1):
         cand = int(ids[(pos + k) % len(ids)])

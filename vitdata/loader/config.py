@@ -123,6 +123,9 @@ class LoaderConfig:
     max_pixels: int = 64_000_000                    # per-image pixel budget, checked from the header
     verify_checksums: bool = False                  # CRC-32 of every sample checked against the index (built
                                                     # with checksums when missing); catches flipped bytes
+    jpeg_warnings: str = "deliver"                  # a JPEG libjpeg decodes with a "Corrupt JPEG data" warning
+                                                    # (reason corrupt_data): deliver (counted, Loader.warned()) |
+                                                    # skip (substituted like a bad sample, Loader.skipped())
     label_member: str = "cls"                       # tar shards: the member holding the label, cls | class |
                                                     # label | txt (an integer) | json:FIELD (a .json field)
     start_method: str = "auto"                      # worker start: auto (spawn with CUDA, else fork) | spawn | fork
@@ -283,6 +286,8 @@ def check_config(cfg: LoaderConfig, split: str) -> None:
         bad("worker_start_timeout must be > 0 seconds", "worker_start_timeout")
     if cfg.max_pixels < 1:
         bad("max_pixels must be >= 1", "max_pixels")
+    if cfg.jpeg_warnings not in ("deliver", "skip"):
+        bad(f"jpeg_warnings must be deliver | skip, got {cfg.jpeg_warnings!r}", "jpeg_warnings")
     if cfg.start_method not in ("auto", "spawn", "fork"):
         bad(f"start_method must be auto | spawn | fork, got {cfg.start_method!r}", "start_method")
     if cfg.seed < 0:

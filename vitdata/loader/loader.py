@@ -128,7 +128,7 @@ class Loader(TrainerAPI):
         except DataError as e:
             which = "eval.data" if not self.train and cfg.eval.data else "data"
             raise ConfigError(f"cannot open data source {data!r}: {e}", (which,)) from e
-        self.reader = SampleReader(self.index, verify=cfg.verify_checksums)
+        self.reader = SampleReader(self.index, verify=cfg.verify_checksums, skip_corrupt=cfg.jpeg_warnings == "skip")
         self.sampler = Sampler(len(self.index), self.batch_size, seed=cfg.seed, rank=self.rank,
                                world_size=self.world_size, shuffle=self.train, drop_last=self.train)
         self.schedule = self._make_schedule()
@@ -146,6 +146,7 @@ class Loader(TrainerAPI):
         self._affine = None   # (shift, scale) of the uint8 normalisation, built on first use
         self._point = ResumePoint()
         self._skipped: dict[int, list[dict]] = {}
+        self._warned: dict[int, list[dict]] = {}     # delivered with a decoder warning (corrupt_data), by epoch
         self._oracle_ended = None          # (epoch, plan) of the oracle epoch this loader ended last
         self.last_batch: Batch | None = None
         self._pending: list = []   # "raise": the consumed step's DataErrors still to raise, then its batch
@@ -337,8 +338,9 @@ class Loader(TrainerAPI):
         elif self.cfg.output.channels_last and images.dtype != torch.uint8:   # uint8: _kernels writes the layout
             images = images.contiguous(memory_format=torch.channels_last)
         good = ids_np >= 0
-        if errors:
-            good &= status == 0
+        if errors:   # a sample delivered with a decoder warning is no error
+            from vitdata.data.checks import WARNING_CODES
+            good &= (status == 0) | (np.isin(status, WARNING_CODES) & (ids_np == orig))
         keep = np.flatnonzero(good)
         if not len(keep):
             return None, errors
@@ -368,6 +370,7 @@ class Loader(TrainerAPI):
 
     def _account(self, ids: np.ndarray, orig: np.ndarray, status: np.ndarray, step: int) -> list[DataError]:
         from vitdata.data.checks import check_sample, code_reason
+        from vitdata.errors import WARNINGS
 
         # Eval padding (orig -1) borrows the order's first id, and reports that id's status; the id itself
         # is checked, raised or counted at its own position, so the padding slot is never an error.
@@ -377,6 +380,9 @@ class Loader(TrainerAPI):
             o = int(orig[j])
             reason = code_reason(int(status[j]))
             path = self.index.describe(o)
+            if reason in WARNINGS and int(ids[j]) == o:   # delivered as it is (jpeg_warnings="deliver"): counted
+                self._warned.setdefault(self.epoch, []).append({"id": o, "path": path, "reason": reason, "step": step})
+                continue
             if self.on_error == "raise":
                 q = self.quarantine.get(o)
                 if q is not None:   # a decoder refused it: its own words, from the probe or Pillow
@@ -452,6 +458,12 @@ class Loader(TrainerAPI):
         """Forward per-sample losses to the oracle (no host sync here); a no-op without an oracle."""
         if self.oracle is not None:
             self.oracle.report(ids, losses, **kw)
+
+    def warned(self, epoch: int | None = None) -> list[dict]:
+        """Samples delivered in ``epoch`` (default: current) although libjpeg decodes them with a "Corrupt JPEG
+        data" warning (reason ``corrupt_data``, :mod:`vitdata.data.jpegwalk`): dicts id, path, reason, step.
+        ``LoaderConfig(jpeg_warnings="skip")`` substitutes them instead (then they are in :meth:`skipped`)."""
+        return list(self._warned.get(self.epoch if epoch is None else epoch, []))
 
     def skipped(self, epoch: int | None = None) -> list[dict]:
         """Samples skipped in ``epoch`` (default: current): dicts id, path, reason, substitute, step."""
