@@ -25,7 +25,8 @@ An index proves it belongs to the data it is used for before it is used (:meth:`
 * each tar shard's content probe (:func:`vitdata.data.shards.probe`: its first block and the members around
   its first and last samples, a few preads) matches, also on filesystems that do not keep ctimes.
 
-Measured at open on the CIFAR-10 shards (5 shards, 50,000 samples): see ``docs/reliability.md``.
+The whole check costs 0.39 ms at open on the CIFAR-10 shards (5 shards, 50,000 samples; 13 ms to load the
+index, 3.3 s to build it; 2 cores under load).
 
 ``SampleReader`` returns the bytes of sample ``i`` with ``os.pread``: thread-safe, and safe across
 processes (each process opens its own descriptors; a pickled reader carries none).
