@@ -29,9 +29,11 @@ _AFTER_SCAN = frozenset({0xD9, 0xDA, 0xC4, 0xDB, 0xDD, 0xCC, 0xDC, 0xFE, *range(
 _SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 
 
-def _frame(data: bytes, pos: int) -> dict:
-    """The frame header at ``pos`` (after the marker): size and each component's sampling factors."""
-    h, w, nc = (data[pos + 3] << 8) | data[pos + 4], (data[pos + 5] << 8) | data[pos + 6], data[pos + 7]
+def _frame(data: bytes, pos: int, length: int) -> dict:
+    """The frame header at ``pos`` (after the marker; ``length`` its segment's): size and each component's
+    sampling factors (as many components as the segment holds, whatever its count byte claims)."""
+    h, w = (data[pos + 3] << 8) | data[pos + 4], (data[pos + 5] << 8) | data[pos + 6]
+    nc = min(data[pos + 7], (length - 8) // 3)
     comps = {data[pos + 8 + 3 * k]: (data[pos + 9 + 3 * k] >> 4, data[pos + 9 + 3 * k] & 15) for k in range(nc)}
     return {"w": w, "h": h, "comps": comps}
 
@@ -117,14 +119,14 @@ def walk(data: bytes) -> tuple[str | None, str, str | None]:
         if length < 2 or pos + length > n:
             return "truncated", f"JPEG segment 0xff{marker:02x} at byte {pos - 2} runs past the end", warning
         if marker in _SOF and frame is None and length >= 8:
-            frame = _frame(data, pos)
+            frame = _frame(data, pos, length)
         elif marker == 0xDD and length >= 4:
             interval = (data[pos + 2] << 8) | data[pos + 3]
         if marker != 0xDA:
             pos += length
             continue
         scans += 1
-        scan_comps = [data[pos + 3 + 2 * k] for k in range(data[pos + 2])] if length >= 3 else []
+        scan_comps = [data[pos + 3 + 2 * k] for k in range(min(data[pos + 2], (length - 3) // 2))] if length >= 3 else []
         start = pos + length
         if marks is None:
             marks = _Markers(data, start)
