@@ -59,7 +59,8 @@ Checked for the GPU, without one
     ``tests/kernels/test_compile_sm90.py`` compiles the kernel for sm_90 (H100) through Triton's passes
     and its bundled ptxas, with the arguments the launcher passes: uint8 / fp16 / bf16 / fp32 in, fp32 /
     fp16 / bf16 out, NCHW, channels_last and offset views, 224 -> 160, 223 -> 161, 64 -> 33, 512 -> 320,
-    every autotuner candidate. At 224 -> 160 (BLOCK_H 256, 8 warps, 2 stages): bf16 out (tf32 dots)
+    and inputs 32 px high and below (32 -> 16, 32 -> 17, 17x23 -> 9x11, 16 -> 8: BLOCK_H 16 and 32, where
+    stage 1 is mma.sync too, 47-128 registers, at most 16 KB of shared memory), every autotuner candidate. At 224 -> 160 (BLOCK_H 256, 8 warps, 2 stages): bf16 out (tf32 dots)
     124-163 registers NCHW, 232-255 channels_last (strided scalar loads and stores), 66-164 KB of shared
     memory; fp32 / fp16 out (tf32x3) 226-246 registers, 96-160 KB; no spills anywhere. The one config
     that spills is tf32x3 at BLOCK_H 512 (940 bytes per thread; no spill-free config was found there).
@@ -339,7 +340,8 @@ def _next_pow2(n: int, lo: int = 16) -> int:
 #   (the BLOCK_H x BLOCK_N column of T stays in registers) and padding (224 -> 160: 32 pads nothing, 64
 #   pads 160 to 192). Which wins needs a GPU, hence the autotuner.
 # - One MMA family per list, the same in every list: BLOCK_M <= 32, so on sm_90 every candidate compiles
-#   stage 1 to wgmma and stage 2 to mma.sync (test_compile_sm90.py reads the versions from the TTGIR).
+#   stage 1 to wgmma (mma.sync below 64 rows: BLOCK_H 16 and 32) and stage 2 to mma.sync
+#   (test_compile_sm90.py reads the versions from the TTGIR).
 #   BLOCK_M 64 would switch stage 2 to wgmma, whose accumulation order inside a tile differs from
 #   mma.sync's, so the autotuner's pick would change the output bits (and it costs shared memory).
 #   mma.sync rather than wgmma for stage 2 because the tf32x3 and 512-row lists cannot leave it

@@ -138,6 +138,11 @@ LOWPASS = [
     ("64->33 f32->bf16 channels_last", (8, 3, 64, 64), 33, F32, BF16, "channels_last", False),
     ("512->320 bf16->bf16 NCHW", (8, 3, 512, 512), 320, BF16, BF16, "nchw", False),
     ("512->320 f32->f32 NCHW", (8, 3, 512, 512), 320, F32, F32, "nchw", False),
+    # 32 px high and below (BLOCK_H 16 / 32): stage 1's tile is too short for wgmma, so both stages use mma.sync
+    ("32->16 bf16->bf16 NCHW norm", (64, 3, 32, 32), 16, BF16, BF16, "nchw", True),
+    ("32->17 f32->f32 channels_last", (64, 3, 32, 32), 17, F32, F32, "channels_last", False),
+    ("17x23->9x11 u8->f16 noncontig norm", (8, 3, 17, 23), (9, 11), U8, F16, "noncontig", True),
+    ("16->8 u8->bf16 channels_last norm", (256, 3, 16, 16), 8, U8, BF16, "channels_last", True),
 ]
 
 # (case, input (B, C, H, W), patch, dtype, layout, fill, in place)

@@ -101,3 +101,20 @@ def test_the_candidates_of_one_autotune_list_compile_to_one_mma_version(sm90):
             by_case.setdefault(r["case"], {})[r["config"]] = tuple(r["mma"])
     mixed = {case: cfgs for case, cfgs in by_case.items() if len(set(cfgs.values())) > 1}
     assert by_case and not mixed, mixed
+
+
+def test_inputs_32_px_high_and_below_are_compiled_and_use_mma_sync_in_both_stages(sm90):
+    """BLOCK_H 16 and 32 give stage 1 a tile shorter than wgmma's 64 rows: the older mma.sync path, which
+    the larger shapes use in stage 2 only, compiled here for stage 1 too."""
+    small = {}
+    for r in sm90:
+        if r["kernel"] == "_lowpass_crop_kernel":
+            block_h = int(r["config"].split("BLOCK_H=")[1].split()[0])
+            if block_h <= 32:
+                small.setdefault(block_h, []).append(r)
+    assert set(small) == {16, 32}, sorted(small)
+    precisions = {"tf32" if "->bf16" in r["case"] else "tf32x3" for rows in small.values() for r in rows}
+    assert precisions == {"tf32", "tf32x3"}
+    for rows in small.values():
+        for r in rows:
+            assert "error" not in r and r["mma"] == ["2"], (r["case"], r["config"], r.get("mma"), r.get("error"))
