@@ -46,7 +46,7 @@ F3_TEST_TIMEOUT=45
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 plan() {
-  local s sum=0
+  local s nn name budget dali sum=0
   printf 'step\tbudget_s\tneeds_dali\n'
   for s in "${STEPS[@]}"; do
     IFS=: read -r nn name budget dali <<< "$s"
@@ -91,8 +91,13 @@ printf 'step\trc\tseconds\tbudget\tmode\n' > "$WORK/summary.tsv"
 
 pack() { "$PY" benchmarks/gpu_suite.py pack "$WORK" "$OUT" > /dev/null || echo "gpu_suite: packing failed" >&2; }
 trap pack EXIT
-budget_of() { local s; for s in "${STEPS[@]}"; do IFS=: read -r nn name budget dali <<< "$s"
-  [ "$nn" = "$1" ] && { echo "$budget"; return; }; done; }
+budget_of() {
+  local s nn name budget dali
+  for s in "${STEPS[@]}"; do
+    IFS=: read -r nn name budget dali <<< "$s"
+    [ "$nn" = "$1" ] && { echo "$budget"; return; }
+  done
+}
 
 # run_step NN NAME CMD...: the command under `timeout`, cut to what is left of the total budget; then pack.
 run_step() {
@@ -123,7 +128,8 @@ skip_step() {
   printf '%s\tskip\t0\t%s\t%s\n' "$1-$2" "$(budget_of "$1")" "$MODE" >> "$WORK/summary.tsv"
 }
 
-# The photos for the loader and step benchmarks; a tar is unpacked into WORK/photos, never into OUTDIR.
+# The photos for the loader and step benchmarks; a tar is unpacked into WORK/photos (never into OUTDIR), and
+# only when the steps that read it can run.
 find_photos() {
   local d
   if [ -z "$DATA" ]; then
@@ -134,7 +140,7 @@ find_photos() {
   fi
   case "$DATA" in
     *.tar|*.tar.xz|*.txz)
-      mkdir -p "$WORK/photos" && tar -xf "$DATA" -C "$WORK/photos" \
+      [ "$DALI" = 1 ] && mkdir -p "$WORK/photos" && tar -xf "$DATA" -C "$WORK/photos" \
         && DATA="$(find "$WORK/photos" -mindepth 1 -maxdepth 1 -type d | head -n 1)" ;;
   esac
 }
@@ -155,7 +161,7 @@ find_photos
 
 # ---- the commands --------------------------------------------------------------------------------------
 F3_STEPS="${VITDATA_F3_STEPS:-1000}"
-WORKERS=8; [ "$DRY" = 1 ] && WORKERS=$(( CPUS < 8 ? CPUS : 8 ))
+WORKERS=$(( CPUS < 8 ? CPUS : 8 ))
 # -o addopts replaces pytest.ini's, whose --timeout needs pytest-timeout (absent on a bare host: every
 # pytest call would stop at "unrecognized arguments"); our own per-test timeout is added where it exists.
 PYTEST_CMD=("$PY" -m pytest -o "addopts=--import-mode=importlib -ra" -p no:cacheprovider -p result_lines -v)

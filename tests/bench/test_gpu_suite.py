@@ -51,8 +51,10 @@ def _returned(out: Path) -> list[Path]:
 @pytest.mark.timeout(1200)     # about 60 s on an idle 2-core machine; 10 min when it is loaded 7 times over
 def test_dry_run_runs_every_step_body_and_returns_one_archive(tmp_path, tiny_folder):
     out, work = tmp_path / "returned", tmp_path / "work"
+    photos = tmp_path / "photos.tar.xz"           # carried as a tar: unpacked into WORK, never into OUTDIR
+    subprocess.run(["tar", "-cJf", str(photos), "-C", str(tiny_folder.parent), tiny_folder.name], check=True)
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run(["bash", str(SCRIPT), str(out), "--dry-run", "--data", str(tiny_folder), "--work", str(work)],
+    res = subprocess.run(["bash", str(SCRIPT), str(out), "--dry-run", "--data", str(photos), "--work", str(work)],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     files = _returned(out)
@@ -86,6 +88,7 @@ def test_dry_run_runs_every_step_body_and_returns_one_archive(tmp_path, tiny_fol
     assert "-m pytest" in pytest_gpu and "-m gpu" in pytest_gpu and "test_gpu_memory" not in pytest_gpu
     assert "vitdata bench kernels" in kernels and "--device cpu" not in kernels
     assert "vitdata bench loader" in loader and "--batch-size 256" in loader and "--batch-size 4" not in loader
+    assert f"--data {work / 'photos' / tiny_folder.name} " in loader and (work / "photos" / tiny_folder.name).is_dir()
     assert "vit_small_patch16_224" in step and "vit_tiny" not in step
     assert "VITDATA_F3_STEPS=1000" in f3 and f3.rstrip().endswith("tests/reliability/test_gpu_memory.py")
     assert not any(m.startswith(("photos", "work")) for m in packed)
