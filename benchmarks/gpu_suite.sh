@@ -32,14 +32,14 @@
 # --dry-run (CPU, CI): every step runs its real body where a CPU can: step 1 as is, step 2 on the CPU (same
 # spawn workers), steps 3 and 7 the real pytest command (the GPU tests skip; test_gpu_memory.py's CPU test of
 # the F3 plan runs), steps 4-6 the real command line with small sizes appended (argparse keeps the last
-# value). Each gets 150 s in place of its budget (CI machines are shared). commands.txt lists what a real
+# value). Each gets 300 s in place of its budget (CI machines are shared). commands.txt lists what a real
 # run executes. Exit status: 0 when every step passed, else 1; 2 for a bad command line.
 set -u
 
 # name:budget:needs-DALI, in order; the budgets and the total are the plan (--plan prints it)
 STEPS=(01:env:20:0 02:device:30:1 03:pytest-gpu:100:0 04:kernels:45:0 05:loader:80:1 06:step:60:1 07:f3-memory:50:1)
 TOTAL_BUDGET=400      # seconds, start to last pack
-DRY_STEP_LIMIT=150
+DRY_STEP_LIMIT=300      # --dry-run: a hang guard per step (a step is 5-15 s of CPU; CI machines may be loaded 10x)
 GPU_TEST_FILES=(tests/kernels/test_lowpass.py tests/kernels/test_patch_erase.py tests/loader/test_gpu.py)
 GPU_TEST_TIMEOUT=40   # per test, pytest-timeout
 F3_TEST_TIMEOUT=45
@@ -179,7 +179,8 @@ CMD_LOADER=("${BENCH[@]}" loader --data "${DATA:-MISSING-PHOTOS}" --size 224 --b
             --steps 6 --json "$WORK/records/" --plot "$WORK/records/loader.png")
 CMD_STEP=("${BENCH[@]}" step --data "${DATA:-MISSING-PHOTOS}" --model vit_small_patch16_224 --size 224
           --batch-size 256 --warmup 5 --steps 30 --json "$WORK/records/")
-CMD_F3=(env VITDATA_F3_STEPS="$F3_STEPS" "${PYTEST_CMD[@]}" -s "${T_F3[@]}" --result-lines "$WORK/records/pytest-f3.jsonl"
+CMD_F3=(env VITDATA_F3_STEPS="$F3_STEPS" "${PYTEST_CMD[@]}" -s "${T_F3[@]}"
+        --result-lines "$WORK/records/pytest-f3.jsonl"
         --junitxml="$WORK/records/pytest-f3.xml" tests/reliability/test_gpu_memory.py)
 for c in CMD_DEVICE CMD_PYTEST CMD_KERNELS CMD_LOADER CMD_STEP CMD_F3; do
   eval "printf '%q ' \"\${$c[@]}\"" >> "$WORK/commands.txt"; echo >> "$WORK/commands.txt"
