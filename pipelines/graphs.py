@@ -15,7 +15,9 @@ same way but not normalised: the loader's kernel then normalises, crops and cast
 """
 from __future__ import annotations
 
+import threading
 import warnings
+import weakref
 from dataclasses import dataclass
 
 from nvidia.dali import fn, pipeline_def, types
@@ -197,6 +199,55 @@ def _start_workers(pipe, timeout: float) -> list[int] | None:
             killed.append(proc.pid)
     t.join(30)
     return killed
+
+
+# pipeline -> its run() still on a helper thread after the caller stopped waiting for it (see run_watched)
+_PENDING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class _Run:
+    """One ``pipe.run()`` on a daemon thread; ``done`` is set when it returned (``out``) or raised (``err``)."""
+
+    def __init__(self, pipe):
+        self.done = threading.Event()
+        self.out = self.err = None
+        self.thread = threading.Thread(target=self._target, args=(pipe,), name="vitdata-dali-run", daemon=True)
+        self.thread.start()
+
+    def _target(self, pipe):
+        try:
+            self.out = pipe.run()
+        except BaseException as e:   # noqa: B036 -- re-raised in the caller's thread by run_watched
+            self.err = e
+        finally:
+            self.done.set()
+
+
+def run_watched(pipe, dead_workers, poll: float = 0.05):
+    """``pipe.run()`` of a pipeline with source workers: its outputs, or what it raised, or a RuntimeError
+    within ``poll`` seconds of ``dead_workers()`` (the workers that exited, as a non-empty list) reporting
+    one while the run has not returned.
+
+    Why a helper thread: DALI hands each batch's tasks to its workers through a shared-memory queue whose
+    ``multiprocessing.Condition.notify`` waits, with no time limit, for a sleeping worker to wake. A worker
+    killed while it slept (SIGKILL, the OOM killer) is still counted as a sleeper, and DALI's pool observer
+    terminates the other workers as soon as one dies, so a ``run()`` that receives a batch finished before
+    the death and then schedules the next one blocks for ever in ``pool.send``. Under load on 2 cores that
+    happened in about one run in two. Nothing interrupts a wait on a semaphore from outside, so the run goes
+    on a daemon thread and the caller stops waiting: a run stuck that way stays parked on its thread (with
+    its pipeline) until the process exits. A run that a caller stopped waiting for in any other way (an
+    interrupt) is collected by the next call on the same pipeline, so no batch is lost or run twice."""
+    run = _PENDING.pop(pipe, None) or _Run(pipe)
+    _PENDING[pipe] = run
+    while not run.done.wait(poll):
+        dead = dead_workers()
+        if dead:
+            raise RuntimeError(f"source worker {', '.join(str(p) for p, _ in dead)} exited while the step's run() "
+                               f"waited on the workers; the run was abandoned")
+    del _PENDING[pipe]
+    if run.err is not None:
+        raise run.err
+    return run.out
 
 
 def build_probe(spec: GraphSpec, device_id: int | None):

@@ -134,7 +134,12 @@ class DaliBackend(Backend):
         if self.done % CHECKPOINT_EVERY == 0 and self.done and self._ck[2] != self.done:
             self._ck = (bytes(self.pipe.checkpoint()), 0, self.done)
         try:
-            outs = self.pipe.run()
+            if self.ctx.cfg.num_workers:   # a dead source worker can block DALI's run() for ever: watched
+                from vitdata.pipelines.graphs import run_watched
+
+                outs = run_watched(self.pipe, self._dead_workers)
+            else:
+                outs = self.pipe.run()
         except StopIteration:
             raise
         except Exception as e:
