@@ -1,4 +1,4 @@
-"""One gloo rank for test_loader_determinism_ranks_and_shutdown.py (C3, H1, G5). Run as a script:
+"""One gloo rank for test_ddp_ranks.py (C3, H1, G5). Run as a script:
 
     loader_rank_worker.py MODE RANK WORLD INIT_FILE DATA OUT
 

@@ -1,4 +1,4 @@
-"""Child processes for test_loader_costs_memory_and_hangs.py (F2, G5 with a hanging rank). Run as a script:
+"""Child processes for test_resident_memory.py (F2) and test_ddp_ranks.py (G5 with a hanging rank). Run as a script:
 
     rss_and_hang_worker.py f2 DATA STEPS MAX_PIXELS OUT
     rss_and_hang_worker.py g5hang RANK WORLD PORT DATA FIFO OUT
