@@ -8,7 +8,7 @@ What it computes
     the same constant. Kept frequencies per axis are ``k = -(n//2) ... n - n//2 - 1`` for output length
     n, so an even output keeps the unpaired Nyquist bin ``-n/2`` and an odd one is symmetric. No clamp,
     no rounding. This is exactly EfficientTrain's ``freq_crop`` (four corner blocks of the unshifted
-    spectrum, ``../shared/METHODS.md``), extended to odd and non-square sizes.
+    spectrum, docs/methods.md §3.1), extended to odd and non-square sizes.
 
     ``lowpass_filter(x, (h, w))`` keeps (B, C, H, W) and zeroes every frequency outside the same window
     (what the model sees, at the original resolution; for models that need a fixed input size).
@@ -49,7 +49,7 @@ Implementations
 Dispatch default
     CPU tensors: ``lowpass_crop_matmul``. Measured by ``benchmarks/bench_kernels.py`` (2 shared CPU
     threads, 32x3x224x224 -> 160 fp32, median of 5): matmul form 76 ms, torch.fft path (fp32) 296 ms,
-    float64 reference 363 ms (record: benchmarks/results/cpu/); ``../shared/NOTES.md`` has 17 vs 124 ms
+    float64 reference 363 ms (record: benchmarks/results/cpu/); an earlier run measured 17 vs 124 ms
     for 64 images on an idle 2-core machine.
     CUDA tensors: ``lowpass_crop_triton`` (falls back to the matmul form for input heights > 512).
     GPU timings: not yet measured on GPU (no device has been lent yet); the choice of the Triton kernel

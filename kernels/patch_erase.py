@@ -5,11 +5,11 @@ What it computes
     (b, cy, cx) marked in ``params.mask`` has all its C x ph x pw values replaced by the fill; every
     other value is left as it is. Cells are numbered row-major (``g = cy * gw + cx``), the order of
     a ViT's patch tokens. It runs on the normalised batch (float32 / float16 / bfloat16), NCHW,
-    channels_last or any strides, in place or out of place (``../shared/METHODS.md``, the operational
+    channels_last or any strides, in place or out of place (docs/methods.md §1, the operational
     definition: applied per sample after normalisation, before Mixup).
 
 Fill modes
-    ``zero``    0. After normalisation this is the dataset-mean fill of the paper (METHODS.md).
+    ``zero``    0. After normalisation this is the dataset-mean fill of the paper (docs/methods.md §1).
     ``mean``    the per-image, per-channel mean of the image before erasing (accumulated in float32,
                 rounded to x's dtype; one torch reduction ahead of the launch, shared by kernel and
                 reference, so this fill is bit-identical between them).

@@ -132,7 +132,7 @@ class EpochSource:
         """One sample for DALI's ``SampleInfo`` (worker processes, ``batch=False``), or the whole step for a
         ``BatchInfo`` (the in-thread source, ``batch=True``: one call and stacked arrays per step instead of
         a call and eight small arrays per sample, the same values)."""
-        watch_parent_if_worker()   # a DALI worker exits when the trainer dies (issue 13 item 10)
+        watch_parent_if_worker()   # a DALI worker exits when the trainer dies (docs/reliability.md G6)
         batched = not hasattr(info, "idx_in_epoch")
         self._pos = None
         try:

@@ -1,4 +1,4 @@
-"""vitdata without its optional packages (tqdm, matplotlib, pyyaml), and the air-gapped install (issue 14).
+"""vitdata without its optional packages (tqdm, matplotlib, pyyaml), and the air-gapped install.
 
 A package is hidden the way Python sees an uninstalled one: ``sys.modules[name] = None`` makes
 ``import name`` raise ImportError and ``importlib.util.find_spec(name)`` return None (a meta-path finder

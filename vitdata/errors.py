@@ -2,7 +2,7 @@
 id when known, and a reason code from a fixed list, so a failure is never a bare traceback from DALI."""
 from __future__ import annotations
 
-# Reason codes. Read/decode time (RELIABILITY.md A1) and index time (foundation issue, group E).
+# Reason codes. Read/decode time (docs/reliability.md A1) and index time (docs/reliability.md group E).
 REASONS = (
     # read and decode time
     "truncated", "unsupported_format", "too_many_pixels", "checksum_mismatch", "missing",

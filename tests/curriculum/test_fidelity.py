@@ -1,4 +1,4 @@
-"""Issue 16: the curricula follow the papers' (or released code's) numbers at every run length and size."""
+"""The curricula follow the papers' (or released code's) numbers (docs/methods.md) at every run length and size."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""Schedules: the METHODS.md tables, PSS token fractions, composition, size rounding and serialisation."""
+"""Schedules: the docs/methods.md tables, PSS token fractions, composition, size rounding and serialisation."""
 import dataclasses
 import json
 
@@ -45,7 +45,7 @@ def test_efficienttrain_pp_segments_cost_the_same_compute():
     by_size = {}
     for (e, k), nxt in zip(rows, starts[1:]):
         by_size[k.image_size] = by_size.get(k.image_size, 0) + nxt - e
-    # METHODS.md, DeiT-S E=200: 217 @96, 157 @160, 54 @192, 41 @224 real epochs
+    # docs/methods.md §3.3, DeiT-S E=200: 217 @96, 157 @160, 54 @192, 41 @224 real epochs
     for size, epochs in {96: 217, 160: 157, 192: 54, 224: 41}.items():
         assert abs(by_size[size] - epochs) <= 2
 

@@ -1,4 +1,4 @@
-"""Data-path mistakes get a one-line DataError that says what to pass (issue 15 item 9)."""
+"""Data-path mistakes get a one-line DataError that says what to pass."""
 import pytest
 
 from vitdata import DataError, build_index

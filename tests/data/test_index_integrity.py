@@ -25,7 +25,7 @@ def data(tmp_path_factory):
 
 
 def test_a_tampered_truncated_or_newer_index_is_refused_without_pickle(data, tmp_path):
-    """RELIABILITY D3 (corruption), D4 (pickle-free), D5 (versioning)."""
+    """docs/reliability.md D3 (corruption), D4 (pickle-free), D5 (versioning)."""
     idx = build_index(data)
     path = str(tmp_path / "idx.npz")
     idx.save(path)
@@ -70,7 +70,7 @@ def _zip_field_damage(blob: bytes) -> list[bytes]:
 
 
 def test_an_index_or_plan_with_a_damaged_zip_method_or_flags_field_is_refused(data, tmp_path):
-    """RELIABILITY D3 (corruption)."""
+    """docs/reliability.md D3 (corruption)."""
     from vitdata.data.sampler import EpochPlan
 
     idx_path, plan_path = str(tmp_path / "idx.npz"), str(tmp_path / "plan.npz")

@@ -1,4 +1,4 @@
-"""Issue 13 items 3 and 5: ``.cls`` labels that lie. A huge number is that one sample's ``bad_label`` with
+"""docs/reliability.md I5: ``.cls`` labels that lie. A huge number is that one sample's ``bad_label`` with
 memory flat; without classes.json a label far beyond the labels seen is refused (or that sample's
 ``bad_label``), never a class count of a million, while the label sets of real datasets pass."""
 import io

@@ -1,5 +1,5 @@
-"""WebDataset shards as published: gzip-compressed, and labels in .class / .label / .txt / a .json field
-(issue 15 item 12)."""
+"""WebDataset shards as published: gzip-compressed, and labels in .class / .label / .txt / a .json
+field."""
 import gzip
 import io
 import json

@@ -1,4 +1,4 @@
-"""Issue 13 item 7 (RELIABILITY I9): a tar sample whose image (or label) member is a hard link or a symlink
+"""docs/reliability.md I9: a tar sample whose image (or label) member is a hard link or a symlink
 is that one sample's ``non_regular_member``; before, a hard-linked image killed the whole dataset
 (``missing_image``)."""
 import io

@@ -48,7 +48,7 @@ def _resume_tail(data, backend, before, after, stop=5):
 
 @pytest.mark.parametrize("backend,before,after", [("torch", 2, 0), ("torch", 0, 2), ("dali", 2, 1), ("dali", 1, 2)])
 def test_changing_the_worker_count_across_a_mid_epoch_resume_gives_the_identical_tail(data, backend, before, after):
-    """RELIABILITY B5 (worker count across a resume).
+    """docs/reliability.md B5 (worker count across a resume).
 
     torch: DataLoader workers (0 = in process); dali: parallel external-source workers (at least 1)."""
     t = time.perf_counter()
@@ -66,7 +66,7 @@ def test_changing_the_worker_count_across_a_mid_epoch_resume_gives_the_identical
 @pytest.mark.parametrize("backend", ["torch", "dali"])
 def test_the_same_seed_epoch_and_rank_give_identical_ids_params_and_pixels_across_constructions_and_threads(
         data, backend):
-    """RELIABILITY B7 (determinism)."""
+    """docs/reliability.md B7 (determinism)."""
     t = time.perf_counter()
     kw = dict(backend=backend, num_workers=1 if backend == "dali" else 0,
               distributed=DistributedConfig(rank=1, world_size=2), seed=11)
@@ -97,7 +97,7 @@ def test_the_same_seed_epoch_and_rank_give_identical_ids_params_and_pixels_acros
 
 @pytest.mark.parametrize("backend", ["torch", "dali"])
 def test_a_consumer_sleeping_0_2_s_per_step_sees_the_same_sequence_as_one_that_does_no_work(data, backend):
-    """RELIABILITY B8 (timing independence)."""
+    """docs/reliability.md B8 (timing independence)."""
     cfg = _cfg(data, backend=backend, num_workers=2, prefetch=2)
     t = time.perf_counter()
     fast = _run(cfg, steps=4)
@@ -126,7 +126,7 @@ def _documented_rank_ids(n, batch, seed, epoch, rank, world):
 
 @pytest.mark.parametrize("backend", ["torch", "dali"])
 def test_each_ranks_ids_for_epochs_0_to_2_equal_the_documented_assignment_from_seed_and_epoch(data, backend):
-    """RELIABILITY H3 (shard rotation)."""
+    """docs/reliability.md H3 (shard rotation)."""
     t = time.perf_counter()
     checked = 0
     for world, batch in ((2, 8), (3, 5)):

@@ -239,7 +239,7 @@ def test_eval_pixels_agree_between_backends(tiny_data):
         imgs[backend] = torch.cat([b.images for b in loader])
         loader.close()
     diff = (imgs["dali"] - imgs["torch"]).abs() * 0.226 * 255
-    assert float(diff.mean()) <= 4.0  # RELIABILITY A5: mean abs difference <= 4 on the 0..255 scale
+    assert float(diff.mean()) <= 4.0  # docs/reliability.md A5: mean abs difference <= 4 on the 0..255 scale
 
 
 @pytest.mark.parametrize("change, fields", [
@@ -358,7 +358,7 @@ def test_named_schedules_round_every_size_to_the_patch_grid(tmp_path):
 
     selfid.write_shards(str(tmp_path / "d"), 32, num_classes=2, size=32, per_shard=32)
     # 96 px: 160/224 and 192/224 of it (68.6, 82.3) would not tile and round to 64 and 80. At 64 px both
-    # stages would round to 48, and that merge is refused (issue 16 item 1, tests/curriculum/test_fidelity.py).
+    # stages would round to 48, and that merge is refused (docs/methods.md §3.2, tests/curriculum/test_fidelity.py).
     cfg = LoaderConfig(data=str(tmp_path / "d"), batch_size=8, image_size=96, backend="torch", num_workers=0,
                        augment=AugmentConfig(patch_size=16), schedule=ScheduleConfig(name="efficienttrain", epochs=5))
     loader = create_loader(cfg)

@@ -1,5 +1,5 @@
 """The low-pass crop in one pass: with low-pass steps in the schedule, DALI delivers uint8 and the loader's
-kernel crops, normalises and writes the output dtype and layout at once (issue 14).
+kernel crops, normalises and writes the output dtype and layout at once.
 
 The old path (DALI normalises to float32, the crop runs in float32, a cast follows) is rebuilt here by
 turning the schedule check off (``vitdata.loader._uses_lowpass``); both graphs draw the same random

@@ -38,7 +38,7 @@ def _loader(data, rank, world, batch, backend="torch", **kw):
 
 @pytest.mark.parametrize("backend", ["torch", "dali"])
 def test_a_world_size_change_keeping_the_global_batch_keeps_each_global_steps_ids(data, backend):
-    """RELIABILITY B4 (world-size change)."""
+    """docs/reliability.md B4 (world-size change)."""
     ref = [_loader(data, r, 4, 6) for r in range(4)]
     ref_steps = [np.concatenate(s) for s in zip(*[[b.ids.numpy() for b in ld] for ld in ref])]
     four = [_loader(data, r, 4, 6, backend=backend) for r in range(4)]
@@ -67,7 +67,7 @@ def test_a_world_size_change_keeping_the_global_batch_keeps_each_global_steps_id
 
 
 def test_a_mismatched_configuration_is_refused_naming_the_field(data, tmp_path):
-    """RELIABILITY B6 (configuration mismatch on restore)."""
+    """docs/reliability.md B6 (configuration mismatch on restore)."""
     ld = _loader(data, 0, 1, 8)
     next(iter(ld))
     state = ld.state_dict()
@@ -110,7 +110,7 @@ def _b9_cfg(data, backend, workers):
 @pytest.mark.heavy
 @pytest.mark.parametrize("backend", ["dali", "torch"])
 def test_the_first_batch_after_a_resume_at_10_or_90_percent_comes_as_fast_as_a_cold_start(b9_data, backend):
-    """RELIABILITY B9 (resume cost).
+    """docs/reliability.md B9 (resume cost).
 
     An epoch of 8,000 tiny samples (500 steps). States at steps 50 and 450 (JSON round trip). Time to
     first batch: cold = a new loader's first ``next``; resumed = ``load_state_dict`` plus the first ``next``

@@ -33,7 +33,7 @@ def _children():
     ("dali", "del"),
 ])
 def test_abandoning_an_iterator_mid_epoch_leaves_no_children_and_no_extra_file_descriptors(data, backend, how):
-    """RELIABILITY G4 (clean shutdown).
+    """docs/reliability.md G4 (clean shutdown).
 
     ``close``: ``loader.close()`` then drop the iterator. ``del``: ``del iterator, loader`` and nothing
     else (no explicit gc.collect(): what a trainer that just drops the loader does). Both: every child

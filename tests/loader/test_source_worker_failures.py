@@ -58,7 +58,7 @@ def _raised_within(steps, seconds: float) -> BaseException:
 
 @pytest.mark.timeout(120)   # a backstop only: _raised_within fails first, saying where it is stuck
 def test_a_killed_source_worker_is_reported_naming_pid_and_samples_not_a_hang(data):
-    """RELIABILITY G1 (source worker failure).
+    """docs/reliability.md G1 (source worker failure).
 
     Each step waits at most 30 s for the error, on a helper thread, so a hang fails with the stuck stack
     rather than stalling the suite (DALI's ``pool.send`` used to wait for ever on a killed worker; see
@@ -87,7 +87,7 @@ def _hang_forever(*args, **kwargs):
 
 
 def test_source_workers_that_hang_while_starting_are_killed_and_reported_not_waited_on(data, monkeypatch):
-    """RELIABILITY G1 (source worker failure)."""
+    """docs/reliability.md G1 (source worker failure)."""
     # DALI waits for its workers' ready message with no limit; a forked child that deadlocks before sending
     # it (a lock held by another thread at fork time) used to hang the trainer for good.
     import nvidia.dali._multiproc.pool as pool
@@ -118,7 +118,7 @@ def test_source_workers_that_hang_while_starting_are_killed_and_reported_not_wai
 
 @pytest.mark.parametrize("workers", [2, 0], ids=["workers", "in-thread"])
 def test_an_exception_in_the_source_is_re_raised_with_the_sample_id_and_traceback(data, monkeypatch, workers):
-    """RELIABILITY G2 (an exception in the source)."""
+    """docs/reliability.md G2 (an exception in the source)."""
     from vitdata.data.reader import SampleReader
 
     read = SampleReader.read

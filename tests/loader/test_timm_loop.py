@@ -1,4 +1,4 @@
-"""Done-when test of issue 15: a loop shaped like timm's train.py on 2 gloo ranks, checkpointing on rank 0 only
+"""A loop shaped like timm's train.py on 2 gloo ranks, checkpointing on rank 0 only
 with an oracle, resumed with a start epoch, equals the uninterrupted run."""
 import json
 import os

@@ -1,5 +1,5 @@
 """Two CPU processes under gloo report different losses; both hold the same table and plan after every
-epoch (RELIABILITY C3), equal to one process fed the same reports in (step, rank) order, and their next
+epoch (docs/reliability.md C3), equal to one process fed the same reports in (step, rank) order, and their next
 epoch's shards are disjoint parts of the same global order."""
 import importlib.util
 import json

@@ -1,5 +1,5 @@
 """DDP, KAR, the training period and the difficulty histogram on a hand-made history (operational
-definitions of METHODS.md: easy p_y >= 0.8, hard p_y <= 0.3, KAR = mean |change| of DDP_e and DDP_h)."""
+definitions of docs/methods.md §1: easy p_y >= 0.8, hard p_y <= 0.3, KAR = mean |change| of DDP_e and DDP_h)."""
 import json
 
 import pytest

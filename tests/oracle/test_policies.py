@@ -120,7 +120,7 @@ def test_data_centric_controller_moves_strength_toward_the_target_share():
 
 
 def test_the_data_centric_erase_boost_acts_on_top_of_the_recipes_ratio():
-    # Issue 16 item 3: the recipe erases 0.3 of every sample's patches and the policy's boost is at most
+    # docs/methods.md §1: the recipe erases 0.3 of every sample's patches and the policy's boost is at most
     # 0.3 * s; the loader took max(0.3, boost) = 0.3, so the boost never acted. It is now added.
     from vitdata.oracle.policies import MAX_ERASE_RATIO, boosted_erase_ratio
     policy = POLICIES["data-centric"](target_easy=0.5, gain=1.0, max_erase=0.3)

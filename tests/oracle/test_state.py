@@ -1,5 +1,5 @@
 """Oracle state: plain data, exact round trip, refusal of mismatches, and kill-and-resume mid-epoch
-(RELIABILITY C1/C2: reports after the last checkpoint are dropped; the resumed run equals one that never
+(docs/reliability.md C1/C2: reports after the last checkpoint are dropped; the resumed run equals one that never
 saw them)."""
 import io
 import json

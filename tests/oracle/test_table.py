@@ -79,7 +79,7 @@ def test_soft_targets_and_p_true_set_p_y():
 
 
 def test_a_model_that_predicts_the_mixup_target_is_easy_whatever_the_mixing_share():
-    # Issue 16 item 4: DeiT's Mixup 0.8 / CutMix 1.0 with smoothing 0.1. The dot product of the softmax
+    # docs/methods.md §1: DeiT's Mixup 0.8 / CutMix 1.0 with smoothing 0.1. The dot product of the softmax
     # with the mixed target reaches 0.8 for a perfect model only when lambda is near 0 or 1 (or the partner
     # shares the class): a small minority of samples, so DDP_e was capped; the own label's probability
     # over its share is 1 for every sample.

@@ -1,5 +1,5 @@
 """Files whose headers pass every check of ``pipelines.source.check_bytes`` but whose coded data fails in
-the decoder (RELIABILITY.md I1): built here from good self-identifying images."""
+the decoder (docs/reliability.md I1): built here from good self-identifying images."""
 from __future__ import annotations
 
 import struct

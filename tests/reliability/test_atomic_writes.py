@@ -1,4 +1,4 @@
-"""RELIABILITY.md group D for vitdata.io.atomic_write, which every saved file goes through
+"""docs/reliability.md group D (D1, D2, D6) for vitdata.io.atomic_write, which every saved file goes through
 (index, epoch plans, checkpoints): kills mid-save, full disks, staging location."""
 import errno
 import hashlib

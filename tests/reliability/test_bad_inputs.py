@@ -1,4 +1,4 @@
-"""RELIABILITY group A (bad input), G3 (stalled read) and H2 (equal steps with skips).
+"""docs/reliability.md group A (bad input), G3 (stalled read) and H2 (equal steps with skips).
 
 The corpus is ``tests/support/badinputs.py``: 28 kinds, each with a declared outcome. Figures (skip counts,
 bomb refusal time and memory) are printed; run with ``pytest -s`` to see them.
@@ -51,7 +51,7 @@ def _outcome(m, layout, kind, **kw):
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("kind", sorted(badinputs.KINDS))
 def test_each_bad_kind_with_raise_gives_its_declared_outcome_naming_path_id_and_reason(tmp_path_factory, layout, kind):
-    """RELIABILITY A1 (each bad kind with on_error=raise)."""
+    """docs/reliability.md A1 (each bad kind with on_error=raise)."""
     want = badinputs.expected(kind, layout, verify=True)
     if want == "n/a":
         pytest.skip("kind 27 (bad label) has no ImageFolder form: the label is the directory")
@@ -71,7 +71,7 @@ def test_each_bad_kind_with_raise_gives_its_declared_outcome_naming_path_id_and_
 
 
 def test_the_dali_backend_raises_the_same_vitdata_error_as_the_torch_backend(tmp_path_factory):
-    """RELIABILITY A1 (each bad kind with on_error=raise)."""
+    """docs/reliability.md A1 (each bad kind with on_error=raise)."""
     m = mixed(tmp_path_factory, "imagefolder", 8, kinds=[4])
     loader = create_loader(_cfg(m.root, backend="dali", num_workers=1, batch_size=4), split="eval")
     try:
@@ -84,7 +84,7 @@ def test_the_dali_backend_raises_the_same_vitdata_error_as_the_torch_backend(tmp
 
 
 def test_flipped_bytes_decode_silently_without_checksum_verification(tmp_path_factory):
-    """RELIABILITY A1 (each bad kind with on_error=raise)."""
+    """docs/reliability.md A1 (each bad kind with on_error=raise)."""
     m = mixed(tmp_path_factory, "imagefolder", 4, kinds=[6])
     got, ids, target, _ = _outcome(m, "imagefolder", 6, verify_checksums=False)
     assert got == "decode" and target in ids   # documented: no decoder notices; only the checksum does
@@ -94,7 +94,7 @@ def test_flipped_bytes_decode_silently_without_checksum_verification(tmp_path_fa
                                              ("wds", "torch")])
 def test_every_bad_kind_mixed_into_an_epoch_is_skipped_counted_once_and_ranks_stay_in_step(
         tmp_path_factory, layout, backend):
-    """RELIABILITY A2 (bad kinds mixed into an epoch with skip)."""
+    """docs/reliability.md A2 (bad kinds mixed into an epoch with skip)."""
     m = mixed(tmp_path_factory, layout, 512)
     loaders = [create_loader(LoaderConfig(
         data=m.root, batch_size=16, image_size=32, backend=backend, num_workers=2 if backend == "dali" else 0,
@@ -128,7 +128,7 @@ def test_every_bad_kind_mixed_into_an_epoch_is_skipped_counted_once_and_ranks_st
 
 
 def test_dali_and_pillow_decoders_agree_on_every_valid_but_unusual_kind():
-    """RELIABILITY A5 (decoder agreement on unusual files)."""
+    """docs/reliability.md A5 (decoder agreement on unusual files)."""
     from nvidia.dali import fn, pipeline_def, types
 
     from vitdata.loader.backends.torch import decode_rgb
@@ -164,7 +164,7 @@ def _can_opener():
 
 
 def test_exif_orientation_is_applied_and_16_bit_is_scaled_by_1_over_257():
-    """RELIABILITY A5 (decoder agreement on unusual files)."""
+    """docs/reliability.md A5 (decoder agreement on unusual files)."""
     from PIL import Image
     import io
 
@@ -185,7 +185,7 @@ def test_exif_orientation_is_applied_and_16_bit_is_scaled_by_1_over_257():
 
 @pytest.mark.parametrize("backend", ["dali", "torch"])
 def test_eval_pixels_of_the_unusual_kinds_agree_between_backends(tmp_path, backend):
-    """RELIABILITY A5 (decoder agreement on unusual files)."""
+    """docs/reliability.md A5 (decoder agreement on unusual files)."""
     root = tmp_path / "unusual"
     for k in badinputs.UNUSUAL_KINDS:
         os.makedirs(root / "c0", exist_ok=True)
@@ -207,7 +207,7 @@ def test_eval_pixels_of_the_unusual_kinds_agree_between_backends(tmp_path, backe
 
 
 def test_a_pixel_bomb_is_refused_in_under_50_ms_with_under_50_mb_growth(tmp_path):
-    """RELIABILITY A6 (pixel budget)."""
+    """docs/reliability.md A6 (pixel budget)."""
     data = badinputs.make_bytes(19)
     path = tmp_path / "c0" / "bomb.png"
     os.makedirs(path.parent)
@@ -231,7 +231,7 @@ def test_a_pixel_bomb_is_refused_in_under_50_ms_with_under_50_mb_growth(tmp_path
 
 
 def test_the_144_mpx_file_is_refused_by_default_and_passes_a_raised_budget():
-    """RELIABILITY A6 (pixel budget)."""
+    """docs/reliability.md A6 (pixel budget)."""
     data = badinputs.make_bytes(20)
     assert check_bytes(data, 64_000_000)[1] == "too_many_pixels"
     assert check_bytes(data, 150_000_000)[1] is None           # header only: the full decode needs 432 MB
@@ -244,7 +244,7 @@ def test_the_144_mpx_file_is_refused_by_default_and_passes_a_raised_budget():
 
 
 def test_a_thousand_single_byte_flips_are_all_caught_with_verification(tmp_path):
-    """RELIABILITY A7 (silent corruption)."""
+    """docs/reliability.md A7 (silent corruption)."""
     os.makedirs(tmp_path / "c0")
     path = tmp_path / "c0" / "x.jpg"
     good = badinputs.make_bytes(0)
@@ -268,7 +268,7 @@ def test_a_thousand_single_byte_flips_are_all_caught_with_verification(tmp_path)
 
 
 def test_a_fifo_in_place_of_a_file_is_a_read_timeout_not_a_hang(tmp_path):
-    """RELIABILITY G3 (stalled read)."""
+    """docs/reliability.md G3 (stalled read)."""
     os.makedirs(tmp_path / "c0")
     path = tmp_path / "c0" / "x.jpg"
     path.write_bytes(badinputs.make_bytes(0))
@@ -283,7 +283,7 @@ def test_a_fifo_in_place_of_a_file_is_a_read_timeout_not_a_hang(tmp_path):
 
 @pytest.mark.parametrize("fraction", [0.0, 0.01, 0.10])
 def test_every_rank_yields_the_same_number_of_batches_with_skips(tmp_path, fraction):
-    """RELIABILITY H2 (equal steps)."""
+    """docs/reliability.md H2 (equal steps)."""
     root = tmp_path / "train"
     selfid.write_imagefolder(str(root), 203, num_classes=4, size=16)   # 203 is not a multiple of 2 x 8
     idx = open_index(str(root))

@@ -1,4 +1,4 @@
-"""Issue 13 item 8 (RELIABILITY I8): several writers of one file at once. Before, a writer's clean-up removed
+"""docs/reliability.md I8: several writers of one file at once. Before, a writer's clean-up removed
 another writer's temp file (67 of 600 concurrent writes failed with ENOENT). Now no writer fails, the last
 rename wins, every read sees one whole version, and no temp file is left."""
 import hashlib

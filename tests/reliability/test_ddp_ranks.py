@@ -54,7 +54,7 @@ def _reap(procs):
 
 
 def test_two_gloo_ranks_agree_on_table_and_plan_each_epoch_and_deliver_exactly_the_planned_ids(data, tmp_path):
-    """RELIABILITY C3 (oracle rank agreement), H1 (exactly-once)."""
+    """docs/reliability.md C3 (oracle rank agreement), H1 (exactly-once)."""
     t = time.perf_counter()
     procs = _spawn("oracle", 2, tmp_path, lambda r: data)
     try:
@@ -102,7 +102,7 @@ def test_two_gloo_ranks_agree_on_table_and_plan_each_epoch_and_deliver_exactly_t
 
 
 def test_a_data_error_on_rank_1_exits_it_with_the_error_and_rank_0_does_not_hang(data, tmp_path_factory, tmp_path):
-    """RELIABILITY G5 (DDP failure propagation)."""
+    """docs/reliability.md G5 (DDP failure propagation)."""
     root = tmp_path_factory.mktemp("g5")
     m = badinputs.write_imagefolder_mixed(str(root / "train"), 88, kinds=[1, 2, 3, 4, 5, 7, 8, 15], size=16)
     t = time.perf_counter()
@@ -136,7 +136,7 @@ def _free_port() -> int:
 
 def test_a_rank_whose_read_hangs_makes_the_waiting_rank_fail_within_the_collective_timeout(tmp_path_factory,
                                                                                            tmp_path):
-    """RELIABILITY G5 (DDP failure propagation).
+    """docs/reliability.md G5 (DDP failure propagation).
 
     2 gloo ranks set up by ``vitdata.train.setup_distributed`` with ``dist_timeout=10``; rank 1's read of
     its 4th step blocks for good (a blocking open of a FIFO nobody writes), so it never reaches that step's

@@ -34,12 +34,12 @@ def a4_data(tmp_path_factory):
 @pytest.mark.parametrize("backend", ["dali", "torch"])
 @pytest.mark.parametrize("prefetch", [1, 4])
 def test_with_prefetch_1_and_4_each_data_error_names_the_bad_sample_itself(a4_data, backend, prefetch):
-    """RELIABILITY A4 (error attribution under prefetch).
+    """docs/reliability.md A4 (error attribution under prefetch).
 
     on_error="raise", 2 workers: the DataError names the bad sample's id and path and comes at its own
     step, although with prefetch 4 the next bad sample was already read ahead. Iterating on gives the
     second one, again by its own id. The error takes only its own sample: the step's good samples still
-    come, as a smaller batch (RELIABILITY I2), so every step delivers."""
+    come, as a smaller batch (docs/reliability.md I2), so every step delivers."""
     data, targets = a4_data
     ld = create_loader(LoaderConfig(data=data, batch_size=4, image_size=16, backend=backend, num_workers=2,
                                     prefetch=prefetch, on_error="raise", augment=FULL_VIEW))

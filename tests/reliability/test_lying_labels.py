@@ -1,4 +1,4 @@
-"""RELIABILITY I5 through the loader: a tar sample whose ``.cls`` lies (10^6 among labels < 10 without
+"""docs/reliability.md I5 through the loader: a tar sample whose ``.cls`` lies (10^6 among labels < 10 without
 classes.json, 2^24) is that one sample's ``bad_label`` skip, and the model sees the true class count. (The
 10^23 and 2^64 labels are tested in tests/data/test_labels.py under a memory limit: a regression there
 would exhaust this process's memory.)"""

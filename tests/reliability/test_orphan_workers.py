@@ -1,4 +1,4 @@
-"""Issue 13 item 10: ``kill -9`` of a run leaves no worker behind. A trainer process (a small script in a
+"""docs/reliability.md G6: ``kill -9`` of a run leaves no worker behind. A trainer process (a small script in a
 subprocess) iterates a loader with 2 workers; it is SIGKILLed mid-epoch, and every process it had started
 must be gone within seconds: DALI source workers (fork and spawn) and the torch backend's DataLoader workers."""
 import os

@@ -1,6 +1,6 @@
-"""Issue 13 items 6, 2 and 12: a file whose header passes every check but whose coded data fails in the
+"""A file whose header passes every check but whose coded data fails in the
 decoder (a JPEG scan naming a component the frame lacks; a PNG with a corrupt zlib stream or row filters
-under valid CRCs) is quarantined and substituted, never an epoch (RELIABILITY.md I1, I2, I3)."""
+under valid CRCs) is quarantined and substituted, never an epoch (docs/reliability.md I1, I2, I3)."""
 import json
 import os
 import subprocess

@@ -1,4 +1,4 @@
-"""Issue 13 item 11: an ``on_error="raise"`` error keeps the checker's detail. The README promises
+"""docs/reliability.md A1: an ``on_error="raise"`` error keeps the checker's detail. The README promises
 ``[unsupported_format] sample 17: /data/train/cls/x.jpg: format GIF (vitdata reads JPEG and PNG)``;
 the message used to end at ``eval epoch 0 step 0 rank 0``."""
 import pytest

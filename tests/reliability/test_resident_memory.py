@@ -53,7 +53,7 @@ def _tree_mb(proc):
 
 @pytest.mark.parametrize("backend,how", [("dali", "recover"), ("torch", "recover"), ("dali", "recreate")])
 def test_a_hundred_error_and_recover_cycles_leave_resident_memory_flat(a8_data, backend, how):
-    """RELIABILITY A8 (recovery after decode errors).
+    """docs/reliability.md A8 (recovery after decode errors).
 
     One cycle: a DataError from a bad sample (evaluation, on_error="raise"), caught as a user would.
     ``recover``: iterate the same loader on (the error consumed its step), through 10 epochs of 10 errors.
@@ -103,7 +103,7 @@ def test_a_hundred_error_and_recover_cycles_leave_resident_memory_flat(a8_data, 
 
 
 def test_rss_stays_flat_over_2000_cpu_steps_after_200_warm_up_steps(tmp_path_factory):
-    """RELIABILITY F1 (resident memory flat).
+    """docs/reliability.md F1 (resident memory flat).
 
     Training loader (torch backend in process, RandAugment magnitude 9) over 96 samples, batch 4: 2,200
     steps, 92 epochs. RSS after each of the last 2,000 steps: least-squares slope <= 1 MB per 1,000 steps
@@ -156,7 +156,7 @@ def _f2_run(data, steps, max_pixels, out):
 
 
 def test_a_144_mpx_outlier_refused_by_the_pixel_budget_leaves_the_rss_plateau_unchanged(f2_data, tmp_path):
-    """RELIABILITY F2 (a pixel outlier).
+    """docs/reliability.md F2 (a pixel outlier).
 
     Each run is a fresh process (DALI backend, skip, default 64 Mpx budget) for 300 steps (25 epochs);
     the plateau is the median RSS over the second half, for the process (where DALI decodes) and for its

@@ -1,4 +1,4 @@
-"""RELIABILITY B1/B2/B3: kill -9 at chosen points, chained resumes; the resumed tail of (id, augmentation
+"""docs/reliability.md B1/B2/B3: kill -9 at chosen points, chained resumes; the resumed tail of (id, augmentation
 magnitude, image digest) equals the uninterrupted run's. DALI CPU backend, 64 tiny samples, 2 epochs."""
 import json
 import os
@@ -85,7 +85,7 @@ def reference(data, tmp_path_factory):
     pytest.param(["0:boundary"], marks=pytest.mark.slow),  # set_epoch(E+1) done, no batch of it yet
 ])
 def test_kill_9_and_chained_resumes_replay_the_uninterrupted_tail(data, reference, tmp_path, kills):
-    """RELIABILITY B1 (kill -9 and resume), B2 (chained resumes)."""
+    """docs/reliability.md B1 (kill -9 and resume), B2 (chained resumes)."""
     env = dict(os.environ, VITDATA_CACHE=str(tmp_path / "cache"))
     state, log = str(tmp_path / "state.json"), str(tmp_path / "log")
     t = time.perf_counter()
@@ -105,7 +105,7 @@ def test_kill_9_and_chained_resumes_replay_the_uninterrupted_tail(data, referenc
 
 @pytest.mark.slow
 def test_an_outside_sigkill_at_a_random_moment_resumes_exactly(data, reference, tmp_path):
-    """RELIABILITY B1 (kill -9 and resume)."""
+    """docs/reliability.md B1 (kill -9 and resume)."""
     env = dict(os.environ, VITDATA_CACHE=str(tmp_path / "cache"))
     state, log = str(tmp_path / "state.json"), str(tmp_path / "log")
     p = subprocess.Popen([sys.executable, "-P", WORKER, data, state, log, "none"], env=env,
@@ -130,7 +130,7 @@ def test_an_outside_sigkill_at_a_random_moment_resumes_exactly(data, reference, 
 
 
 def test_the_state_counts_consumed_batches_not_prefetched_ones(data):
-    """RELIABILITY B3 (consumed, not prefetched, batches)."""
+    """docs/reliability.md B3 (consumed, not prefetched, batches)."""
     tails = []
     for prefetch in (1, 4):
         cfg = LoaderConfig(data=data, batch_size=8, image_size=24, backend="dali", num_workers=2, prefetch=prefetch,

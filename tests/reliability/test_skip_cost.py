@@ -71,7 +71,7 @@ def _a3_run(data, backend="dali"):
 
 
 def test_a_skipped_sample_costs_well_under_5_ms_beyond_its_failed_read_and_no_sleep(a3_data, monkeypatch):
-    """RELIABILITY A3 (skip cost).
+    """docs/reliability.md A3 (skip cost).
 
     The robust A3 criterion, in CI. For every bad position of 2 epochs' orders, the skip path
     (``resolve_sample``: the failed check, then the substitute's read) is timed against the failed check
@@ -137,7 +137,7 @@ def test_a_skipped_sample_costs_well_under_5_ms_beyond_its_failed_read_and_no_sl
 
 @pytest.mark.slow
 def test_one_percent_bad_samples_keep_97_percent_of_the_all_good_throughput(a3_data):
-    """RELIABILITY A3 (skip cost).
+    """docs/reliability.md A3 (skip cost).
 
     Throughput over 2 epochs (after the first batch) of the 1 %-bad set against the all-good set, DALI
     backend, runs interleaved in one process, median of 3 each. ``slow``: on the shared 2-core CI machine

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.heavy
 
 
 def test_skipped_ids_are_never_reported_to_the_oracle_and_their_table_rows_stay_unchanged(tmp_path_factory):
-    """RELIABILITY C4 (skipped ids and the oracle)."""
+    """docs/reliability.md C4 (skipped ids and the oracle)."""
     from vitdata.oracle.difficulty import DifficultyOracle
 
     cfg, n, bad = skip_corpus(tmp_path_factory, "c4")

@@ -1,4 +1,4 @@
-"""Issue 13 items 4 and 13 (RELIABILITY.md I6): a loader state whose fields disagree, or whose DALI
+"""docs/reliability.md I6: a loader state whose fields disagree, or whose DALI
 checkpoint is damaged, is refused at ``load_state_dict`` with a StateError naming the field."""
 import base64
 import copy

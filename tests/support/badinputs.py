@@ -1,4 +1,4 @@
-"""The bad-input corpus of RELIABILITY.md group A: 28 kinds of awkward files, plus helpers that mix them
+"""The bad-input corpus of docs/reliability.md group A: 28 kinds of awkward files, plus helpers that mix them
 into an ImageFolder tree or tar shards of good self-identifying samples.
 
 Every kind is one file (or one filesystem state) with a declared outcome under vitdata's policy:

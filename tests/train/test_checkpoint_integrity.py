@@ -51,7 +51,7 @@ def _loader_state(data):
 
 
 def test_a_loader_state_in_a_checkpoint_round_trips_and_damaged_parts_are_refused(data, tmp_path):
-    """RELIABILITY D3 (corruption), D4 (pickle-free)."""
+    """docs/reliability.md D3 (corruption), D4 (pickle-free)."""
     state = _loader_state(data)
     d = str(tmp_path / "ck")
     checkpoint.save(d, {"loader": state}, step=1)
@@ -86,7 +86,7 @@ def test_a_loader_state_in_a_checkpoint_round_trips_and_damaged_parts_are_refuse
 
 
 def test_a_damaged_checkpoint_manifest_is_always_refused(data, tmp_path):
-    """RELIABILITY D3 (corruption)."""
+    """docs/reliability.md D3 (corruption)."""
     d = str(tmp_path / "ck")
     checkpoint.save(d, {"loader": _loader_state(data)}, step=1)
     mpath = os.path.join(d, checkpoint.MANIFEST)
@@ -106,7 +106,7 @@ def test_a_damaged_checkpoint_manifest_is_always_refused(data, tmp_path):
 
 
 def test_a_checkpoint_from_a_newer_vitdata_says_so(data, tmp_path):
-    """RELIABILITY D5 (versioning)."""
+    """docs/reliability.md D5 (versioning)."""
     d = str(tmp_path / "ck")
     checkpoint.save(d, {"loader": _loader_state(data)}, step=1)
     mpath = os.path.join(d, checkpoint.MANIFEST)

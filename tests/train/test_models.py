@@ -126,7 +126,7 @@ def test_drloc_lambda_ramps_then_decays():
 
 
 def test_drloc_defaults_follow_the_released_code():
-    # Issue 16 item 6. The shipped loop stops at epoch 100 of a schedule declared for 300 with 20 warm-up
+    # docs/methods.md §4. The shipped loop stops at epoch 100 of a schedule declared for 300 with 20 warm-up
     # epochs: lambda is 0.1 for ViT-like models (0.5 is Swin's), ends at 200 / 280 = 0.714 lambda, never 0.
     assert [drloc_lambda(0.1, e, 100) for e in (0, 10, 20)] == pytest.approx([0.0, 0.05, 0.1])
     assert drloc_lambda(0.1, 100, 100) == pytest.approx(0.1 * 200 / 280)

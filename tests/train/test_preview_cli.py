@@ -1,4 +1,4 @@
-"""vitdata preview shows what the model sees and refuses bad arguments in one line (issue 15 item 11)."""
+"""vitdata preview shows what the model sees and refuses bad arguments in one line."""
 import numpy as np
 import pytest
 

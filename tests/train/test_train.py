@@ -156,7 +156,7 @@ def test_default_run_at_tiny_settings_trains_and_writes_log_checkpoint_and_repor
 @pytest.mark.heavy
 def test_method_switches_reach_the_model_loader_and_oracle(cache, tmp_path):
     run = tmp_path / "run"
-    # patch 4: 8-px patches at 32 px would merge EfficientTrain's stages (refused, issue 16 item 1)
+    # patch 4: 8-px patches at 32 px would merge EfficientTrain's stages (refused, docs/methods.md §3.2)
     main(TINY + ["--epochs", "2", "--out", str(run), "--curriculum", "efficienttrain", "--patch-size", "4",
                  "--pss", "cyclic",
                  "--pss-mode", "random", "--patch-erasing", "0.25", "--oracle", "data-centric", "--drloc", "0.5",

@@ -3,7 +3,7 @@
 Times ``Sampler.epoch_ids`` (the global order plus this rank's slice) for the uniform plan and for a
 weighted plan (systematic resampling of N draws, then a shuffle), at N = 1,281,167 by default. Every call
 builds a new epoch, so nothing is served from the sampler's cache. One warm-up, then the median and spread
-of ``--repeats`` builds. Target (issue 5): well under 1 s on the 2-core CI machine. Writes a JSON record.
+of ``--repeats`` builds. Target: well under 1 s on the 2-core CI machine. Writes a JSON record.
 
     vitdata bench sampler [--num-samples 1281167] [--world-size 8] [--repeats 5]
 """

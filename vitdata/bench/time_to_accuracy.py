@@ -32,7 +32,7 @@ select ids, so the split is written once as shards into the vitdata cache (``$VI
 about the size of the source) and reused. ``--train-size N`` keeps the first N training samples of the
 split (calibration, CI).
 
-Calibration (issue 16; CIFAR-10 split 45,000 / 5,000 by seed 0; model ``vit_tiny_patch16_224`` with 4
+Calibration (CIFAR-10 split 45,000 / 5,000 by seed 0; model ``vit_tiny_patch16_224`` with 4
 blocks, width 192, patch 4, 32 px, 65 tokens; batch 128, AdamW, 1 warm-up epoch, cosine, the train
 defaults otherwise): at lr 2e-3 the baseline's training loss stayed at 2.05-2.15 through epoch 2 and it
 had 30.8 % after two epochs; at 1e-3 (the default here since) 33.3 %. One 45,000-image baseline epoch takes

@@ -14,7 +14,7 @@ from vitdata.curriculum.schedule import (KNOBS, PSS, Constant, EpochTable, Ramp,
 
 # EfficientTrain (ICCV 2023) stages: fraction of the run where each stage starts, Fourier crop B at 224 px,
 # RandAugment magnitude. At 300 epochs: 0-59 160/m1, 60-119 160/m3, 120-179 160/m5, 180-239 192/m7,
-# 240-299 224/m9 (METHODS.md section 3, ET_training.py).
+# 240-299 224/m9 (docs/methods.md §3.2, ET_training.py).
 ET_STAGE_FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8)
 ET_SIZES_224 = (160, 160, 160, 192, 224)
 ET_MAGNITUDES = (1, 3, 5, 7, 9)
@@ -47,7 +47,7 @@ def _stage_sides(sizes_224, image_size: int, patch_size: int | None) -> list[int
 
 def check_stages_kept(name: str, sizes_224, image_size: int, patch_size: int | None) -> None:
     """Refuse (ConfigError naming image_size and patch_size) when rounding the stages' sides to the patch grid
-    merges stages the paper keeps apart (issue 16 item 1: at 64 px with 16-px patches EfficientTrain's 160
+    merges stages the paper keeps apart (docs/methods.md §3.2: at 64 px with 16-px patches EfficientTrain's 160
     and 192 stages both become 48, ratio 0.75, instead of 0.714 and 0.857), and name a patch size and an
     image size that keep them apart. Sides that are not patch multiples are not an option: the ViT's patch
     embedding would drop or pad the remainder, so the tokens, and the saving, are those of a grid side."""

@@ -18,7 +18,7 @@ from vitdata.errors import REASONS, WARNINGS, DataError
 
 # vitdata reads JPEG and PNG only (the index picks up .jpg/.jpeg/.png names); Pillow calls some camera
 # JPEGs "MPO". Everything else -- GIF, WebP, BMP, TIFF named .jpg -- is refused as ``unsupported_format``
-# rather than decoded by whichever decoder happens to accept it (RELIABILITY.md decision: one policy).
+# rather than decoded by whichever decoder happens to accept it (docs/reliability.md, "Decode policy").
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG"})   # by magic bytes (a camera's MPO is a JPEG)
 
 

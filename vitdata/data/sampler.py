@@ -8,7 +8,7 @@ into global steps of ``G = world_size * batch_size`` ids; global step ``s`` hold
 
 - every rank runs the same number of steps, and the ranks' ids are disjoint parts of the epoch;
 - a resume with another world size but the same global batch sees the same ids in every global step
-  (RELIABILITY B4): only the split of a step between ranks changes.
+  (docs/reliability.md B4): only the split of a step between ranks changes.
 
 What the order is made of depends on the :class:`EpochPlan` (``None`` = uniform):
 

@@ -1,4 +1,4 @@
-"""Internal consistency of a loader state, checked when it is loaded (issue 13 items 4 and 13).
+"""Internal consistency of a loader state, checked when it is loaded (docs/reliability.md I6).
 
 A state holds where the loader stands several times over: the top-level ``epoch`` and ``position``, the
 sampler's own ``epoch`` and ``position``, and for DALI the backend's loader epoch, the step its DALI epoch

@@ -25,7 +25,7 @@ Per-sample table (``N`` samples; 25 bytes per sample, 32 MB for ImageNet-1K's 1.
 Operational definitions
 -----------------------
 The data-centric paper (Zhou et al., arXiv 2209.15006) names DDP, KAR and three training periods, but
-its definitions could not be retrieved (UNCONFIRMED; see ``METHODS.md``). vitdata implements its own
+its definitions could not be retrieved (UNCONFIRMED; see docs/methods.md §1). vitdata implements its own
 operational definitions, all configurable:
 
 - difficulty of a sample = ``1 - p_y``. ``p_y`` is the softmax probability of the true class from
@@ -44,7 +44,7 @@ operational definitions, all configurable:
 Skipped ids
 -----------
 A sample the loader skips (a bad file, read by a substitute) is never reported: its table row stays as
-it was (RELIABILITY C4). The loader flags it instead (:meth:`DifficultyOracle.mark_skipped`, called with
+it was (docs/reliability.md C4). The loader flags it instead (:meth:`DifficultyOracle.mark_skipped`, called with
 the epoch's skip list just before ``end_epoch``); the flags of all ranks are gathered at ``end_epoch``.
 An id flagged in the epoch being ended and not reported in that epoch is *skip-flagged* until an epoch
 reports it; ``OracleTable.skipped`` hands the flags to the policy. The weighted policy gives a
@@ -566,7 +566,7 @@ class DifficultyOracle:
         to resume, so a trainer may save on rank 0 only. A rank that loads its own state gets its pending
         reports back and the next ``end_epoch`` equals the uninterrupted run's; a rank that loads another
         rank's state (rank-0-only checkpoints) drops them: those reports are lost, as are reports made
-        after the state was taken (RELIABILITY C2). ``Loader`` ends each epoch as its last batch is
+        after the state was taken (docs/reliability.md C2). ``Loader`` ends each epoch as its last batch is
         consumed, so a state taken between epochs has nothing pending and resumes exactly on every rank.
         """
         plan = None

@@ -24,7 +24,7 @@ MAX_ERASE_RATIO = 0.9   # a boosted PatchErasing ratio never blanks the whole im
 
 def boosted_erase_ratio(schedule_ratio: float, boost: np.ndarray | None, ids: np.ndarray) -> np.ndarray:
     """(B,) float32 PatchErasing ratio of the samples ``ids``: the schedule's ratio plus the plan's
-    per-sample boost (``boost[ids]``; None = no plan), clipped to ``MAX_ERASE_RATIO`` (issue 16 item 3:
+    per-sample boost (``boost[ids]``; None = no plan), clipped to ``MAX_ERASE_RATIO`` (docs/methods.md §1:
     taking the larger of the two left a 0.3 boost on a 0.3 recipe ratio without effect)."""
     erase = np.full(len(ids), schedule_ratio, np.float32)
     if boost is not None:
@@ -121,7 +121,7 @@ class DataCentricPolicy(Policy):
 
     The Mixup/CutMix lever (``mix_lever=True``, off by default): the share of batches that Mixup/CutMix
     mixes follows the same strength, ``mix_prob = s``: no mixing in formation, more mixing as easy samples
-    dominate, so harder (mixed) samples are made late in training. The paper has no code; METHODS.md
+    dominate, so harder (mixed) samples are made late in training. The paper has no code; docs/methods.md §1
     marks this reading of its "difficulty controlled based on MixUp" as UNCONFIRMED. It needs the trainer
     to mix (``vitdata train --mixup/--cutmix ... --oracle-mixing``).
     """

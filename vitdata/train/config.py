@@ -66,7 +66,7 @@ class TrainConfig:
     ema: float = _f(0.0, "model EMA decay (0 = off), e.g. 0.9998")
     clip_grad: float = _f(1.0, "gradient norm clip (0 = off)")
     amp: str = _f("auto", "autocast dtype", choices=("auto", "bf16", "fp16", "off"))
-    # methods (see ../shared/METHODS.md)
+    # methods (see docs/methods.md)
     recipe: Optional[str] = _f(None, "preset combining the switches as each paper did", choices=RECIPES)
     curriculum: Optional[str] = _f(None, "data curriculum: EfficientTrain low-pass + RandAug schedule",
                                    choices=("efficienttrain", "efficienttrain++"))

@@ -6,7 +6,7 @@ any input size works) and turns it into a ``VitdataViT``, a subclass that only o
 ``forward_features`` and ``forward``. Parameter names stay timm's, so a state dict loads into a plain
 timm model of the same name (minus ``drloc_head.*`` when DRLoc is on).
 
-PSS (Patch Sampling Schedule, METHODS.md section 2)
+PSS (Patch Sampling Schedule, docs/methods.md §2)
     After patch embedding, CLS, absolute position embedding and position dropout, keep the prefix
     tokens (CLS) plus ``round(keep_ratio * N) - num_prefix`` patch tokens, N counting CLS. 197 tokens
     at keep ratios .8/.6/.4/.2 give 158/118/79/39 tokens. ``magnitude`` keeps the top-k patch tokens
@@ -16,9 +16,9 @@ PSS (Patch Sampling Schedule, METHODS.md section 2)
     pooling); that relative-position variant is *not* reproduced here: selection runs on the
     standard absolute-position ViT. Mean pooling is available with ``global_pool="avg"``.
 
-DRLoc (dense relative localisation, METHODS.md section 4)
+DRLoc (dense relative localisation, docs/methods.md §4)
     An MLP ``2C -> 512 -> ReLU -> 512 -> ReLU -> 2`` on pairs of output patch tokens (CLS dropped).
-    Defaults follow the released code (issue 16 item 6): tokens taken *before* the final LayerNorm
+    Defaults follow the released code (docs/methods.md §4): tokens taken *before* the final LayerNorm
     (``drloc_tokens="pre-norm"``; ``"post-norm"``: the tokens the classifier sees) and target ``abs``,
     ``|p - q|`` per axis in grid units, unnormalised (what the shipped scripts train with ``--use_abs``).
     The paper's variant: target ``normalized``, signed offsets ``(p - q) / k``, k the grid side.
@@ -27,7 +27,7 @@ DRLoc (dense relative localisation, METHODS.md section 4)
     used. ``drloc_lambda`` gives the weight over epochs (default ``released``: the shipped schedule,
     which never reaches 0).
 
-Locality (LocalViT*, METHODS.md section 5a)
+Locality (LocalViT*, docs/methods.md §5a)
     Every block's MLP becomes an inverted-residual feed-forward: Linear C->4C (no bias), h-swish,
     depth-wise 3x3 conv on the token grid (no bias), h-swish, Linear 4C->C (no bias). The block's
     pre-norm LayerNorm, LayerScale and drop-path stay; the prefix tokens (CLS) skip the feed-forward.
