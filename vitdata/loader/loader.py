@@ -129,7 +129,7 @@ class Loader(TrainerAPI):
             which = "eval.data" if not self.train and cfg.eval.data else "data"
             raise ConfigError(f"cannot open data source {data!r}: {e}", (which,)) from e
         self.reader = SampleReader(self.index, verify=cfg.verify_checksums, skip_corrupt=cfg.jpeg_warnings == "skip")
-        self.sampler = Sampler(len(self.index), self.batch_size, seed=cfg.seed, rank=self.rank,
+        self._sampler = Sampler(len(self.index), self.batch_size, seed=cfg.seed, rank=self.rank,
                                world_size=self.world_size, shuffle=self.train, drop_last=self.train)
         self.schedule = self._make_schedule()
         self._check_knobs()
@@ -190,7 +190,7 @@ class Loader(TrainerAPI):
         if sc.name == "constant":
             kw.setdefault("randaug_magnitude", a.randaug_magnitude)
             kw.setdefault("randaug_num_ops", a.randaug_num_ops)
-        return make_schedule(sc.name, sc.epochs or 1, self.sampler.steps_per_epoch(), self.cfg.image_size, **kw)
+        return make_schedule(sc.name, sc.epochs or 1, self._sampler.steps_per_epoch(), self.cfg.image_size, **kw)
 
     def _check_knobs(self) -> None:
         if not self.train:
@@ -213,13 +213,13 @@ class Loader(TrainerAPI):
 
             return Knobs(image_size=self.cfg.eval.image_size or self.cfg.image_size, randaug_magnitude=0.0,
                          randaug_num_ops=0)
-        return self.schedule(epoch, step, steps_in_epoch=self.sampler.steps_per_epoch())
+        return self.schedule(epoch, step, steps_in_epoch=self._sampler.steps_per_epoch())
 
     # -- epochs --------------------------------------------------------------------------------------
     def __len__(self) -> int:
         """Steps of the current (or next) epoch on this rank; the same on every rank."""
         self._ensure_plan()
-        return self.sampler.steps_per_epoch()
+        return self._sampler.steps_per_epoch()
 
     def set_epoch(self, epoch: int) -> None:
         """Run ``epoch`` next. The epoch in progress (e.g. a restored one) keeps its position."""
@@ -237,8 +237,8 @@ class Loader(TrainerAPI):
         plan = None
         if self.oracle is not None and self.train and self.epoch > 0:
             plan = self._end_oracle_epoch(self.epoch - 1)
-        if self.oracle is not None or self.sampler.plan is None:
-            self.sampler.set_plan(plan)
+        if self.oracle is not None or self._sampler.plan is None:
+            self._sampler.set_plan(plan)
         self._point = replace(self._point, planned=True)
 
     def _end_oracle_epoch(self, epoch: int):
@@ -258,10 +258,10 @@ class Loader(TrainerAPI):
         return plan
 
     def _control(self) -> dict:
-        ids = self.sampler.epoch_ids(self.epoch)
+        ids = self._sampler.epoch_ids(self.epoch)
         steps = ids.shape[0]
         knobs = [self.knobs(self.epoch, s) for s in range(steps)]
-        plan = self.sampler.plan
+        plan = self._sampler.plan
         extra = np.zeros(ids.shape, np.float32)
         if plan is not None and plan.aug_magnitude is not None:
             extra = np.where(ids >= 0, plan.aug_magnitude[np.maximum(ids, 0)], 0.0).astype(np.float32)
@@ -273,7 +273,7 @@ class Loader(TrainerAPI):
         self._ensure_plan()
         if self._point.stage is Stage.RUNNING:
             return
-        self.sampler.set_epoch(self.epoch, self.position)
+        self._sampler.set_epoch(self.epoch, self.position)
         control = self._control()
         steps = len(control["ids"]) // self.batch_size
         self._knobs = [self.knobs(self.epoch, s) for s in range(steps)]
@@ -299,7 +299,7 @@ class Loader(TrainerAPI):
             # step, in step with the backend's queue.
             done = step + 1 == self._steps
             self._point = ResumePoint(self.epoch, step + 1, Stage.FINISHED if done else Stage.RUNNING, planned=True)
-            self.sampler.position = self.position
+            self._sampler.position = self.position
             batch, errors = self._finish(raw, step)
             self.last_batch = batch                      # loader.loss(logits, target) reads it
             self.quarantine.persist()
@@ -356,7 +356,7 @@ class Loader(TrainerAPI):
         if images.dtype != dtype:   # the normalised graph's float32 -> bfloat16; uint8 batches leave _kernels cast
             images = images.to(dtype)
         dev = self.device
-        plan = self.sampler.plan
+        plan = self._sampler.plan
         loss_weight = None
         if plan is not None and plan.loss_weight is not None:
             loss_weight = torch.from_numpy(plan.loss_weight[ids_np].astype(np.float32)).to(dev, non_blocking=True)
@@ -405,7 +405,7 @@ class Loader(TrainerAPI):
         normalised, in the output dtype and memory format: see :meth:`_normalise_uint8`."""
         if not self.train:
             return images
-        plan = self.sampler.plan
+        plan = self._sampler.plan
         from vitdata.oracle.policies import boosted_erase_ratio
         erase = boosted_erase_ratio(knobs.erase_ratio, None if plan is None else plan.erase_ratio, ids)
         crop = knobs.lowpass_size is not None and knobs.lowpass_size < images.shape[-1]
@@ -489,7 +489,7 @@ class Loader(TrainerAPI):
         point = self._point
         if point.loaded is not None:
             return to_json(dict(point.loaded, oracle=oracle))
-        sampler = self.sampler.state_dict()
+        sampler = self._sampler.state_dict()
         sampler["epoch"], sampler["position"] = self.epoch, self.position
         # The backend's state also when the epoch has not started: after set_epoch(e + 1) it holds the
         # finished epoch's pipeline, which a resume moves on from as the uninterrupted run does (the same
@@ -543,10 +543,10 @@ class Loader(TrainerAPI):
                 raise StateError(f"loader state does not match this loader: field {key!r} "
                                  f"(state: {str(theirs.get(key))[:80]}, loader: {str(mine[key])[:80]})")
         try:
-            self.sampler.load_state_dict(state["sampler"])
+            self._sampler.load_state_dict(state["sampler"])
         except ConfigError as e:
             raise StateError(f"loader state does not match this loader's sampler: {e}") from e
-        check_loader_state(state, steps_per_epoch=self.sampler.steps_per_epoch(), batch_size=self.batch_size,
+        check_loader_state(state, steps_per_epoch=self._sampler.steps_per_epoch(), batch_size=self.batch_size,
                            elastic=elastic)
         self.quarantine.load(state.get("quarantine"), len(self.index))
         if self.oracle is not None and state.get("oracle") is not None:
