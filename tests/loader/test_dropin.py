@@ -75,7 +75,7 @@ def test_the_loss_helper_reports_per_sample_losses_and_applies_loss_weights(load
     want = (torch.nn.functional.cross_entropy(logits, batch.labels, reduction="none") * batch.loss_weight).mean()
     assert torch.allclose(loss, want)
     loss.backward()
-    assert loader.oracle._n == 8                         # reported, not yet folded
+    assert loader.oracle.pending_reports == 8            # reported, not yet folded
 
 
 def test_per_sample_loss_follows_the_criterion_and_soft_targets():
