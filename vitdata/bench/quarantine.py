@@ -194,7 +194,8 @@ def _record(a, quiet: dict, failure: dict) -> dict:
     overhead, bound = quiet["overhead"], quiet["bound"]
     return {
         "settings": {"samples": a.samples, "size": a.size, "image_size": a.image_size, "batch_size": a.batch_size,
-                     "threads": a.threads, "repeats": a.repeats, "trials": a.trials, "checkpoint_every": quiet["every"]},
+                     "threads": a.threads, "repeats": a.repeats, "trials": a.trials,
+                     "checkpoint_every": quiet["every"]},
         "no_failure": {"median_epoch_s": quiet["median"], "times_s": quiet["times"], "overhead": overhead,
                        "steps": quiet["steps"], "checkpoint_s": quiet["checkpoint_s"], "overhead_bound": bound},
         "one_failure": failure, "targets": {"overhead": TARGET_OVERHEAD},

@@ -339,8 +339,9 @@ def _check_schedule(cfg: LoaderConfig) -> None:
     constant = sc.schedule is None and sc.name == "constant"
     for knob in ("randaug_magnitude", "randaug_num_ops"):
         if not constant and getattr(a, knob) is not None:
-            _bad(f"augment.{knob} is given, but the schedule ({'a Schedule object' if sc.schedule is not None else repr(sc.name)}) "
-                 f"sets RandAugment itself: leave augment.{knob} unset, or pass it to the schedule", f"augment.{knob}")
+            which = "a Schedule object" if sc.schedule is not None else repr(sc.name)
+            _bad(f"augment.{knob} is given, but the schedule ({which}) sets RandAugment itself: leave "
+                 f"augment.{knob} unset, or pass it to the schedule", f"augment.{knob}")
         if constant and knob in sc.kwargs:
             _bad(f"the constant schedule takes its RandAugment from augment.{knob}, not schedule.kwargs",
                  f"augment.{knob}", "schedule.kwargs")

@@ -72,7 +72,9 @@ from vitdata.loader.backends import BackendContext, create_backend
 from vitdata.loader.backends.base import make_control
 from vitdata.loader.batch import Batch, BatchAssembler, Step
 from vitdata.loader.compat import TrainerAPI
-from vitdata.loader.config import (ERASE_CELL, AugmentConfig, DistributedConfig, EvalConfig, LoaderConfig, OutputConfig, ScheduleConfig, check_config, choose_backend, dist_rank_world, graph_max_ops, resolve_defaults)
+from vitdata.loader.config import (ERASE_CELL, AugmentConfig, DistributedConfig, EvalConfig, LoaderConfig,
+                                   OutputConfig, ScheduleConfig, check_config, choose_backend, dist_rank_world,
+                                   graph_max_ops, resolve_defaults)
 from vitdata.loader.epoch import EpochRun, Stage
 from vitdata.loader.host import resolve_device
 from vitdata.loader.quarantine import Quarantine

@@ -104,8 +104,9 @@ def epoch_metrics(table: dict[str, torch.Tensor], epoch: int, history: list[dict
         k = int(mask.sum())
         return float(x[mask].sum()) / k if k else None
 
-    return {"epoch": epoch, "n_reports": reports, "n_ignored": ignored, "n_visited": n_vis, "ddp_e": ddp_e, "ddp_h": ddp_h,
-            "ddp_m": (1.0 - ddp_e - ddp_h) if n_vis else 0.0, "kar_raw": kar_raw, "kar": kar, "kar_peak": peak,
+    return {"epoch": epoch, "n_reports": reports, "n_ignored": ignored, "n_visited": n_vis,
+            "ddp_e": ddp_e, "ddp_h": ddp_h, "ddp_m": (1.0 - ddp_e - ddp_h) if n_vis else 0.0,
+            "kar_raw": kar_raw, "kar": kar, "kar_peak": peak,
             "period": next_period(period, ddp_e, ddp_h, kar, peak, th), "histogram": hist,
             "mean_loss": float(loss.mean()) if n_vis else None,
             "easy_loss": mean(loss, easy), "moderate_loss": mean(loss, mod), "hard_loss": mean(loss, hard),

@@ -102,7 +102,7 @@ class DaliBackend(Backend):
                               hw_decoder_load=hw_decoder_load if device_id is not None else None)
         self.pipe = None
         self.workers: list = []      # the pipeline's source worker processes (multiprocessing.Process)
-        self.run: DaliEpoch | None = None
+        self.current: DaliEpoch | None = None   # the DALI epoch the pipeline runs
         self._restored = None        # a state from restore(), resumed by the next start()
         self._probe = None           # the one-sample decode pipeline (error path only)
         self.generation = 0          # pipelines built so far; each reads its control files from its own ctl_dir
@@ -118,14 +118,14 @@ class DaliBackend(Backend):
             saved = None
         if saved is not None and int(saved.get("epoch", epoch)) == epoch \
                 and int(saved.get("offset", 0)) + int(saved.get("done", position)) == position:
-            self.run = self._resume_saved(saved, control, epoch, position)
-        elif position == 0 and self.pipe is not None and self.run.at_end(b):
-            self.run = self._continue_by_reset(control, epoch)
+            self.current = self._resume_saved(saved, control, epoch, position)
+        elif position == 0 and self.pipe is not None and self.current.at_end(b):
+            self.current = self._continue_by_reset(control, epoch)
         else:
-            self.run = self._fresh_build(control, epoch, position)
+            self.current = self._fresh_build(control, epoch, position)
 
     def next(self) -> RawBatch:
-        run = self.run
+        run = self.current
         if self.pipe is None and run.failed is not None:
             # Not a DataError: a loop that catches DataError and goes on must not spin on this one.
             raise RuntimeError(f"the DALI pipeline stopped at an earlier failure that no decoder probe could pin on "
@@ -151,13 +151,13 @@ class DaliBackend(Backend):
     def state(self) -> dict:
         if self.pipe is None:
             return dict(self._restored) if self._restored else {}
-        return self.run.state(bytes(self.pipe.checkpoint()))
+        return self.current.state(bytes(self.pipe.checkpoint()))
 
     def restore(self, state: dict | None) -> None:
         if state is not None and not state.get("checkpoint"):
             raise StateError("loader state has no DALI checkpoint (field backend.checkpoint)")
         self.close_pipe()
-        self.run = None
+        self.current = None
         self._restored = None if state is None else dict(state)
 
     def close(self) -> None:
@@ -185,7 +185,7 @@ class DaliBackend(Backend):
             raise RuntimeError("DALI pipeline produced a batch past the end of the epoch")
         except StopIteration:
             pass
-        run = DaliEpoch(epoch, self.run.dali_epoch + 1, 0, control)
+        run = DaliEpoch(epoch, self.current.dali_epoch + 1, 0, control)
         self._write_control(run)
         self.pipe.reset()
         run.replay_from = (bytes(self.pipe.checkpoint()), 0, 0)
@@ -217,7 +217,7 @@ class DaliBackend(Backend):
         self._new_generation()
         self._write_control(run, quarantine=False)
         self._build_saved(_b64(saved["checkpoint"]))
-        self.run = run
+        self.current = run
 
     # -- pipelines -------------------------------------------------------------------------------------
     def close_pipe(self) -> None:
@@ -277,7 +277,7 @@ class DaliBackend(Backend):
     def _recover(self, exc: BaseException):
         """The outputs of the step whose ``run()`` raised ``exc``: quarantine what the decoder refuses and
         replay the step from the last checkpoint; raise when the failure is not a decoder's."""
-        run, b = self.run, self.ctx.batch_size
+        run, b = self.current, self.ctx.batch_size
         step_ids = run.ids[run.done * b:(run.done + 1) * b]
         for _ in range(MAX_REPLAYS):
             dead = self._dead_workers()
@@ -312,7 +312,7 @@ class DaliBackend(Backend):
         from vitdata.data.checks import resolve_sample
         from vitdata.loader.quarantine import capture_stderr, decoder_words
 
-        ctx, b, run = self.ctx, self.ctx.batch_size, self.run
+        ctx, b, run = self.ctx, self.ctx.batch_size, self.current
         refused = []
         for pos in range(run.done * b, min((run.done + 1) * b, run.samples)):
             try:
@@ -343,12 +343,12 @@ class DaliBackend(Backend):
             if isinstance(seen, DataError):
                 return seen
             seen = seen.__cause__ or seen.__context__
-        records = read_error_records(self.ctl_dir, self.run.dali_epoch) if self.ctl_dir else []
+        records = read_error_records(self.ctl_dir, self.current.dali_epoch) if self.ctl_dir else []
         if records:
             # the earliest failed position: prefetch may have asked workers for later samples already
             e = records[0][1]
             return DataError(e.reason, e.path, sample_id=e.sample_id, offset=e.offset,
-                             detail=f"{e.detail} ({self.ctx.split} epoch {self.run.epoch}, rank {self.ctx.rank})")
+                             detail=f"{e.detail} ({self.ctx.split} epoch {self.current.epoch}, rank {self.ctx.rank})")
         return None
 
     def _to_torch(self, tl) -> torch.Tensor:
@@ -368,7 +368,7 @@ class DaliBackend(Backend):
 
     # -- errors ----------------------------------------------------------------------------------------
     def _where(self) -> str:
-        run = self.run
+        run = self.current
         return f"{self.ctx.split} epoch {run.epoch} step {run.offset + run.done} (rank {self.ctx.rank})"
 
     def _dead_workers(self) -> list[tuple[int, str]]:
@@ -397,7 +397,7 @@ class DaliBackend(Backend):
         paths = ", ".join(self.ctx.index.describe(i) for i in ids[:8]) + (" ..." if len(ids) > 8 else "")
         msg = str(exc).strip().splitlines()
         first = next((line for line in msg if "rror" in line), msg[0] if msg else type(exc).__name__)
-        run = self.run
+        run = self.current
         return DataError("decode_error", paths, detail=f"a sample of {self.ctx.split} epoch {run.epoch} step "
                          f"{run.offset + run.done} (rank {self.ctx.rank}, ids {ids}) failed in DALI: {first[:300]}")
 
