@@ -131,6 +131,9 @@ class Loader(TrainerAPI):
         self.reader = SampleReader(self.index, verify=cfg.verify_checksums, skip_corrupt=cfg.jpeg_warnings == "skip")
         self.sampler = Sampler(len(self.index), self.batch_size, seed=cfg.seed, rank=self.rank,
                                world_size=self.world_size, shuffle=self.train, drop_last=self.train)
+        if self.train and self.sampler.steps_per_epoch() < 1:   # the partial last step is dropped
+            raise ConfigError(f"{len(self.index)} training samples in {self.index.spec!r} is less than one step of "
+                              f"{self.batch_size} x {self.world_size} ranks", ("batch_size", "data"))
         self.schedule = self._make_schedule()
         self._check_knobs()
         self.backend_name = backend
@@ -604,13 +607,16 @@ def _uses_lowpass(schedule) -> bool:
     return False
 
 
-def create_loader(cfg: LoaderConfig, split: str = "train", oracle=None) -> Loader:
+def create_loader(cfg: LoaderConfig, split: str = "train", oracle=None,
+                  oracle_options: dict | None = None) -> Loader:
     """Check ``cfg`` (ConfigError naming the fields) and build the loader of ``split`` ("train" | "eval").
 
     ``oracle``: a :class:`vitdata.oracle.difficulty.DifficultyOracle` (or anything with ``report`` and ``end_epoch``)
     that plans each training epoch from the reported losses, or a policy name ("data-centric",
     "prune-easy", "weighted", "uniform"): a DifficultyOracle sized from the index, seeded with ``cfg.seed``.
     An oracle whose ``num_samples`` differs from the index is refused here (ConfigError).
+    ``oracle_options``: keywords of the named policy (``{"mix_lever": True}`` for data-centric's Mixup/CutMix
+    lever; prune-easy's ``epochs`` defaults to ``cfg.schedule.epochs``).
     """
     from vitdata.oracle.difficulty import make_oracle
 
@@ -619,7 +625,8 @@ def create_loader(cfg: LoaderConfig, split: str = "train", oracle=None) -> Loade
     loader = Loader(cfg, split, None)
     try:
         loader.oracle = make_oracle(oracle, len(loader.index), seed=cfg.seed, device=loader.device,
-                                    epochs=cfg.schedule.epochs, source=f"the data source {loader.index.spec!r}")
+                                    epochs=cfg.schedule.epochs, source=f"the data source {loader.index.spec!r}",
+                                    **(oracle_options or {}))
     except BaseException:
         loader.close()
         raise
