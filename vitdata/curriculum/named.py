@@ -1,9 +1,8 @@
 """Named schedules: the seed papers' curricula as :class:`vitdata.curriculum.schedule.Schedule` s.
 
 :func:`make_schedule` builds one by name (``constant``, ``efficienttrain``, ``efficienttrain++``, ``linear``,
-``progressive-size``); :func:`curriculum_schedule` is the schedule of ``vitdata train``'s method switches;
-:func:`compute_lr` is EfficientTrain++'s learning rate indexed by cumulative compute. Re-exported by
-:mod:`vitdata.curriculum.schedule`, where the rules and the Schedule class live.
+``progressive-size``, and ``switches``: :func:`curriculum_schedule`, the schedule of ``vitdata train``'s
+method switches). The rules and the Schedule class live in :mod:`vitdata.curriculum.schedule`.
 """
 from __future__ import annotations
 
@@ -170,7 +169,9 @@ def _constant(epochs, spe, image_size):
 
 _BUILDERS = {"constant": _constant, "efficienttrain": _efficienttrain, "efficienttrain++": _efficienttrain_pp,
              "linear": _linear, "progressive-size": _progressive_size}
-SCHEDULE_NAMES = tuple(_BUILDERS)
+# "switches": the schedule of vitdata train's method switches, composed from the named ones above
+# (:func:`curriculum_schedule`).
+SCHEDULE_NAMES = (*_BUILDERS, "switches")
 
 
 def make_schedule(name: str, epochs: int, steps_per_epoch: int, image_size: int = 224, **kw: Any) -> Schedule:
@@ -188,6 +189,8 @@ def make_schedule(name: str, epochs: int, steps_per_epoch: int, image_size: int 
       end)``; ``per`` "epoch"|"step", ``shape`` "linear"|"cosine", ``ramp_start``/``ramp_end`` epochs.
     - ``progressive-size``: ``init_size`` 32, ``step_px`` 32, ``epoch_step`` (default: the paper's 5, shorter
       when the run is too short for every size to get 5 epochs, see :func:`size_epoch_step`).
+    - ``switches``: ``vitdata train``'s method switches; the keywords of :func:`curriculum_schedule`
+      (``curriculum``, ``size_curriculum``, ``pss``, ``erase_ratio``, ``randaug_magnitude``, ...).
 
     ``efficienttrain`` and ``efficienttrain++`` refuse a ``patch_size`` whose grid would merge their stages
     (:func:`check_stages_kept`).
@@ -196,11 +199,16 @@ def make_schedule(name: str, epochs: int, steps_per_epoch: int, image_size: int 
     "linear" | "cosine") with ``pss_start`` 0.8, ``pss_end`` -0.1, ``pss_cooldown`` for the keep ratio; and
     any Knobs field the schedule does not set itself, as a constant or a Rule (e.g. ``erase_ratio=0.3``).
     """
-    if name not in _BUILDERS:
-        raise ConfigError(f"unknown schedule {name!r}; known: {list(_BUILDERS)}", ("schedule",))
+    if name not in SCHEDULE_NAMES:
+        raise ConfigError(f"unknown schedule {name!r}; known: {list(SCHEDULE_NAMES)}", ("schedule",))
     epochs = _int(epochs, "epochs", 1)
     steps_per_epoch = _int(steps_per_epoch, "steps_per_epoch", 1)
     image_size = _int(image_size, "image_size", 1)
+    if name == "switches":
+        try:
+            return curriculum_schedule(epochs, steps_per_epoch, image_size, **kw)
+        except TypeError as e:
+            raise ConfigError(f"bad keywords for schedule {name!r}: {e}", tuple(kw)) from e
     common = {k: kw.pop(k) for k in ("patch_size", "round_sizes") if k in kw}
     pss = kw.pop("pss", None)
     pss_kw = {k: kw.pop(f"pss_{k}") for k in ("start", "end", "cooldown") if f"pss_{k}" in kw}
@@ -226,11 +234,12 @@ def make_schedule(name: str, epochs: int, steps_per_epoch: int, image_size: int 
     return Schedule(epochs=epochs, steps_per_epoch=steps_per_epoch, name=label, **common, **rules)
 
 
-def curriculum_schedule(epochs: int, steps_per_epoch: int, image_size: int, *, patch_size: int,
+def curriculum_schedule(epochs: int, steps_per_epoch: int, image_size: int, *, patch_size: int = 16,
                         curriculum: str | None = None, size_curriculum: bool = False, pss: str | None = None,
                         erase_ratio: float = 0.0, randaug_magnitude: float = 5.0,
                         size_epoch_step: int | None = None, curriculum_magnitude: str = "paper") -> Schedule:
-    """The schedule of ``vitdata train``'s method switches: a data ``curriculum`` (a named schedule;
+    """The schedule of ``vitdata train``'s method switches (``make_schedule("switches", ...)``, which the
+    loader builds from ``ScheduleConfig(name="switches", kwargs=...)``): a data ``curriculum`` (a named schedule;
     None = constant at ``randaug_magnitude``), with the 1-GPU/24 h progressive size on top when
     ``size_curriculum`` (from 2 patches, growing by 2 patches every ``size_epoch_step`` epochs, default
     :func:`size_epoch_step`: 32 -> 224 px at patch 16), the PSS keep ratio ``pss`` and a constant

@@ -16,7 +16,7 @@ Rules (all JSON-serialisable dataclasses):
 - :class:`PSS` ``(kind, start, end, cooldown)``: the patch-sampling schedule's keep ratio
   (:func:`pss_keep_ratio`), per iteration.
 
-Named schedules (:mod:`vitdata.curriculum.named`, re-exported here) come from :func:`make_schedule`
+Named schedules come from :func:`vitdata.curriculum.named.make_schedule`
 (``constant``, ``efficienttrain``, ``efficienttrain++``, ``linear``, ``progressive-size``); :func:`combine`
 stacks them, e.g. EfficientTrain's magnitudes with the
 1-GPU/24 h size curriculum and PSS::
@@ -49,8 +49,8 @@ import numpy as np
 
 from vitdata.errors import ConfigError, StateError, check_format
 
-__all__ = ["Knobs", "KNOBS", "Schedule", "Rule", "Constant", "EpochTable", "Ramp", "PSS", "make_schedule",
-           "combine", "pss_drop_ratio", "pss_keep_ratio", "pss_num_tokens", "SCHEDULE_NAMES", "SCHEDULE_FORMAT"]
+__all__ = ["Knobs", "KNOBS", "Schedule", "Rule", "Constant", "EpochTable", "Ramp", "PSS", "combine",
+           "pss_drop_ratio", "pss_keep_ratio", "pss_num_tokens", "SCHEDULE_FORMAT"]
 
 SCHEDULE_FORMAT = 1
 
