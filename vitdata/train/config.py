@@ -2,7 +2,7 @@
 the recipe presets, and how a run's settings are merged and checked.
 
 Precedence, lowest first: the defaults < a resumed run's config.json < ``--recipe`` < ``--config`` YAML
-(or JSON) < the command line. :func:`check_config` refuses impossible combinations before any data is read.
+(or JSON) < the command line. :func:`check_train_config` refuses impossible combinations before any data is read.
 """
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ class TrainConfig:
 # EfficientTrain's stages need a patch grid fine enough to keep its 160/192/224 sides apart: the recipe keeps
 # the run's patch where the grid already does (16 px at 112 px and above) and takes the largest smaller one
 # that does otherwise (8 px at the default 64 px), saying so (parse_config); a patch given explicitly that
-# merges the stages is refused (check_config).
+# merges the stages is refused (check_train_config).
 RECIPE_SETTINGS = {
     "baseline": {},
     "efficienttrain": {"curriculum": "efficienttrain"},
@@ -198,13 +198,13 @@ def _recipe_patch(cfg: TrainConfig) -> TrainConfig:
 
     patch = patch_keeping_stages(ET_SIZES_224, cfg.image_size, cfg.patch_size)
     if patch is None or patch == cfg.patch_size:
-        return cfg                              # kept, or left for check_config to refuse with a hint
+        return cfg                              # kept, or left for check_train_config to refuse with a hint
     print(f"vitdata train: recipe efficienttrain uses --patch-size {patch}: at --image-size {cfg.image_size} the "
           f"{cfg.patch_size}-px grid merges its stages", file=sys.stderr)
     return dataclasses.replace(cfg, patch_size=patch)
 
 
-def check_config(cfg: TrainConfig) -> None:
+def check_train_config(cfg: TrainConfig) -> None:
     """Refuse bad combinations before any data is read (ConfigError naming the options)."""
     if cfg.locality and cfg.pss:
         raise ConfigError("--locality and --pss cannot be combined: the locality feed-forward convolves the full "
