@@ -61,10 +61,11 @@ import time
 
 from vitdata.bench import record as benchutil
 from vitdata.io import atomic_write
+from vitdata.train.config import RECIPES
+from vitdata.train.log import read_log
 
 from .splits import split_shards
 
-RECIPES = ("baseline", "efficienttrain", "1gpu24h", "pss", "data-centric", "drloc", "vitdata")
 TOLERANCE_PT = 0.3
 
 
@@ -128,11 +129,6 @@ def _width_depth(cfg) -> tuple[int, int]:
 # One recipe
 
 
-def read_log(run_dir: str) -> list[dict]:
-    with open(os.path.join(run_dir, "log.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def parse_runs(text: str) -> list[dict]:
     """``--recipes`` -> the runs, baseline runs first: comma-separated ``RECIPE`` or ``RECIPE:FLAGS``, where
     FLAGS are more ``vitdata train`` options for that run alone (``1gpu24h:--no-locality``,
@@ -177,9 +173,9 @@ def run_recipe(recipe: str, common: list[str], run_dir: str, num_train: int, ver
         return rec
     with open(os.path.join(run_dir, "result.json")) as f:
         result = json.load(f)
-    log = read_log(run_dir)
+    evals = read_log(os.path.join(run_dir, "log.jsonl")).get("eval", [])
     rec["evals"] = [{"epoch": r["epoch"], "time_s": r["time"], "top1": r["top1"], "top5": r["top5"],
-                     "loss": r["loss"], "step": r.get("step")} for r in log if r.get("kind") == "eval"]
+                     "loss": r["loss"], "step": r.get("step")} for r in evals]
     rec["train_s"] = result["wall_s"]
     rec["steps"] = result["step"]
     batch = next((int(a) for k, a in zip(argv, argv[1:]) if k == "--batch-size"), 128)
