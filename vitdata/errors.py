@@ -70,6 +70,17 @@ class StateError(VitdataError):
     """A checkpoint or index file that cannot be loaded: wrong version, checksum, truncation or mismatch."""
 
 
+def check_int(value, field: str, minimum: int = 0, error: type[VitdataError] = ConfigError) -> int:
+    """``value`` as an int: an integer (not a bool) >= ``minimum``, else ``error`` saying so and naming
+    ``field`` (a ConfigError also lists it in its ``fields``)."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        message = f"{field} must be an integer >= {minimum}, got {value!r}"
+        raise ConfigError(message, (field,)) if error is ConfigError else error(message)
+    return int(value)
+
+
 def check_format(what: str, fmt, current: int) -> int:
     """The format version ``fmt`` of a saved ``what`` (a plan, a sampler state...), checked against the
     version this vitdata writes: StateError when it is missing or invalid, or newer than ``current``."""

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vitdata.errors import ConfigError
-from vitdata.curriculum.schedule import (KNOBS, PSS, Constant, EpochTable, Ramp, Rule, Schedule, _int, _round_half_up, combine)
+from vitdata.errors import ConfigError, check_int
+from vitdata.curriculum.schedule import (KNOBS, PSS, Constant, EpochTable, Ramp, Rule, Schedule, _round_half_up, combine)
 
 # EfficientTrain (ICCV 2023) stages: fraction of the run where each stage starts, Fourier crop B at 224 px,
 # RandAugment magnitude. At 300 epochs: 0-59 160/m1, 60-119 160/m3, 120-179 160/m5, 180-239 192/m7,
@@ -138,7 +138,7 @@ def size_epoch_step(epochs: int, stages: int, epoch_step: int | None = None) -> 
     (ConfigError) when the last size would start after the run."""
     if epoch_step is None:
         return max(1, min(PAPER_SIZE_EPOCH_STEP, epochs // stages))
-    epoch_step = _int(epoch_step, "size_epoch_step", 1)
+    epoch_step = check_int(epoch_step, "size_epoch_step", 1)
     if (stages - 1) * epoch_step >= epochs:
         raise ConfigError(f"size epoch step {epoch_step}: the last of {stages} sizes would start at epoch "
                           f"{(stages - 1) * epoch_step} of a {epochs}-epoch run and never be trained on; use "
@@ -149,8 +149,8 @@ def size_epoch_step(epochs: int, stages: int, epoch_step: int | None = None) -> 
 def _progressive_size(epochs, spe, image_size, *, init_size=32, step_px=32, epoch_step=None):
     # 1-GPU/24 h curriculum: init_size, +step_px every epoch_step epochs, capped at image_size; the last size
     # runs to the end (the paper: 30 epochs of ramp, then 224 px until the 24 h budget ends).
-    init_size = _int(init_size, "init_size", 1)
-    step_px = _int(step_px, "step_px", 1)
+    init_size = check_int(init_size, "init_size", 1)
+    step_px = check_int(step_px, "step_px", 1)
     if init_size > image_size:
         raise ConfigError(f"init_size {init_size} exceeds image_size {image_size}", ("init_size", "image_size"))
     stages = -(-(image_size - init_size) // step_px) + 1
@@ -201,9 +201,9 @@ def make_schedule(name: str, epochs: int, steps_per_epoch: int, image_size: int 
     """
     if name not in SCHEDULE_NAMES:
         raise ConfigError(f"unknown schedule {name!r}; known: {list(SCHEDULE_NAMES)}", ("schedule",))
-    epochs = _int(epochs, "epochs", 1)
-    steps_per_epoch = _int(steps_per_epoch, "steps_per_epoch", 1)
-    image_size = _int(image_size, "image_size", 1)
+    epochs = check_int(epochs, "epochs", 1)
+    steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch", 1)
+    image_size = check_int(image_size, "image_size", 1)
     if name == "switches":
         try:
             return curriculum_schedule(epochs, steps_per_epoch, image_size, **kw)

@@ -12,25 +12,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import numbers
 import re
 
-from vitdata.errors import StateError
+from vitdata.errors import StateError, check_int
 
 _PIPELINE_DATA = re.compile(rb'\{"iter": (\d+), "epoch_idx": (\d+)\}')
-
-
-def _int(value, field: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise StateError(f"loader state field {field} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def check_loader_state(state: dict, *, steps_per_epoch: int, batch_size: int, elastic: bool) -> None:
     """Refuse (StateError naming the field) a state whose fields disagree. ``steps_per_epoch`` and
     ``batch_size``: this loader's, after the state's sampler (and plan) were loaded."""
-    epoch = _int(state.get("epoch"), "epoch")
-    position = _int(state.get("position"), "position")
+    epoch = check_int(state.get("epoch"), "loader state field epoch", error=StateError)
+    position = check_int(state.get("position"), "loader state field position", error=StateError)
     sampler = state.get("sampler")
     if not isinstance(sampler, dict):
         raise StateError("loader state has no sampler state (field sampler)")
@@ -59,7 +52,8 @@ def check_dali_state(b: dict, *, epoch: int, position: int, started: bool, batch
                      steps_per_epoch: int) -> None:
     """The DALI backend's part: its fields, its checkpoint, and both against the top-level point."""
     ck = checkpoint_bytes(b.get("checkpoint"))
-    fields = {k: _int(b.get(k), f"backend.{k}") for k in ("dali_epoch", "epoch", "offset", "done", "samples")}
+    fields = {k: check_int(b.get(k), f"loader state field backend.{k}", error=StateError)
+              for k in ("dali_epoch", "epoch", "offset", "done", "samples")}
     found = _PIPELINE_DATA.findall(ck)
     if len(found) != 1:
         raise StateError("loader state's DALI checkpoint is damaged: it does not hold DALI's iteration record "
