@@ -157,15 +157,21 @@ class LoaderConfig:
                                         patch_size=patch or None),
                   output=OutputConfig(mean=tuple(float(x) for x in dc["mean"]), std=tuple(float(x) for x in dc["std"])),
                   eval=EvalConfig(crop_pct=float(dc.get("crop_pct", 0.875))))
-        for name, value in list(overrides.items()):
-            base = getattr(cfg, name, None)
+        cfg = cfg.with_overrides(**overrides)
+        check_model_sizes(cfg, model)
+        return cfg
+
+    def with_overrides(self, **overrides) -> "LoaderConfig":
+        """A copy with top-level fields replaced. A nested section given (``output=OutputConfig(dtype=
+        "bfloat16")``) is merged over this config's: its fields left at None keep this config's values, and
+        every field given wins, also one equal to the default."""
+        for name, value in overrides.items():
+            base = getattr(self, name, None)
             if dataclasses.is_dataclass(base) and type(value) is type(base):
                 given = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)
                          if getattr(value, f.name) is not None}
                 overrides[name] = dataclasses.replace(base, **given)
-        cfg = dataclasses.replace(cfg, **overrides)
-        check_model_sizes(cfg, model)
-        return cfg
+        return dataclasses.replace(self, **overrides)
 
     @classmethod
     def from_timm_args(cls, args, model=None, **overrides) -> "LoaderConfig":

@@ -157,10 +157,4 @@ def config_from_timm_args(cls, args, model=None, **overrides):
                   schedule=sched, batch_size=int(_get(args, "batch_size", cfg.batch_size)), seed=int(_get(args, "seed", 0)))
     if _get(args, "workers") is not None:
         fields["num_workers"] = int(args.workers)
-    for name, value in overrides.items():        # a nested section given merges over the one built here
-        base = fields.get(name, getattr(cfg, name, None))
-        if dataclasses.is_dataclass(base) and type(value) is type(base):
-            given = {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if getattr(value, f.name) is not None}
-            value = dataclasses.replace(base, **given)
-        fields[name] = value
-    return dataclasses.replace(cfg, **fields)
+    return dataclasses.replace(cfg, **fields).with_overrides(**overrides)   # a nested section given is merged
