@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 import torch
 
@@ -107,21 +106,6 @@ def _parser(prog=None):
 
 
 # ------------------------------------------------------------------------------------------------
-def _time(fn, device, warmup, repeats, iters):
-    """Seconds per call of each repeat; the calls run on the current stream, synced at both ends."""
-    for _ in range(warmup):
-        fn()
-    benchutil.sync()
-    per_call = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        benchutil.sync()
-        per_call.append((time.perf_counter() - t0) / iters)
-    return per_call
-
-
 def _summary(name, times, batch, nbytes, note):
     q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
     med = statistics.median(times)
@@ -160,7 +144,7 @@ def bench_lowpass(args, device, dtype, timing):
     rows = []
     for name, fn, note in impls:
         err = (fn()[:8].double() - exact).abs().max().item()
-        row = _summary(name, _time(fn, device, **timing), B, nbytes, note)
+        row = _summary(name, benchutil.measure(fn, **timing)["times_s"], B, nbytes, note)
         row["max_abs_err"] = float(f"{err:.3g}")
         rows.append(row)
     del x
@@ -203,7 +187,7 @@ def bench_erase(args, device, dtype, timing):
     del ref
     rows = []
     for name, fn, note, nbytes in impls:
-        row = _summary(name, _time(fn, device, **timing), B, nbytes, note)
+        row = _summary(name, benchutil.measure(fn, **timing)["times_s"], B, nbytes, note)
         if name in errs:
             row["max_abs_err"] = errs[name]
         rows.append(row)

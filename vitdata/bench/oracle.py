@@ -1,9 +1,10 @@
 """How much does the difficulty oracle cost a training run?
 
 Two figures, each against its target:
-1. ``report()`` overhead per step: batch 256 on CPU; batch 1024 on CUDA when there is a GPU (CUDA events,
-   synchronised; target < 0.5 ms on an H100). Baseline measured in the same run: the per-sample
-   cross-entropy the trainer computes anyway for that batch (``reduction="none"``, 1000 classes).
+1. ``report()`` overhead per step: batch 256 on CPU; batch 1024 on CUDA when there is a GPU (host clock over
+   ``--steps`` calls, the device synchronised before and after; target < 0.5 ms on an H100). Baseline
+   measured in the same run: the per-sample cross-entropy the trainer computes anyway for that batch
+   (``reduction="none"``, 1000 classes).
 2. Building the next epoch for N = 1.28 M samples with the ``weighted`` policy: ``end_epoch`` (fold of a
    full epoch of pending reports, metrics, plan) plus the sampler's order for this rank (target < 1 s
    on the 2-core CPU box).
@@ -36,23 +37,6 @@ def _stats(xs: list[float]) -> dict:
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "raw": xs}
 
 
-def _timed(fn, device: torch.device, steps: int) -> float:
-    """Seconds per call of ``fn`` over ``steps`` calls, the device drained before and after."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(steps):
-            fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3 / steps
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    return (time.perf_counter() - t0) / steps
-
-
 def bench_report(device: torch.device, batch: int, num_samples: int, steps: int, repeats: int) -> dict:
     """Per-step report() time: losses only, with logits + labels, and the cross-entropy baseline."""
     gen = torch.Generator(device=device).manual_seed(0)
@@ -71,7 +55,7 @@ def bench_report(device: torch.device, batch: int, num_samples: int, steps: int,
         for _ in range(repeats + 1):                      # the first repeat is warm-up
             o = DifficultyOracle(num_samples, "uniform", device=device)
             o.reserve(batch * steps)                      # buffer growth is amortised; time the steady state
-            times.append(_timed(lambda: case(o), device, steps) * 1e3)
+            times.append(benchutil.measure(lambda: case(o), warmup=0, repeats=1, iters=steps)["median_s"] * 1e3)
             del o
         out[name] = _stats(times[1:])
     return out

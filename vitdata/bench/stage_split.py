@@ -25,35 +25,16 @@ to the wall time per batch; nothing here is derived by subtraction.
 """
 from __future__ import annotations
 
-import statistics
-import time
-from typing import Callable
-
 import numpy as np
 from nvidia.dali import fn, pipeline_def, types
+
+from vitdata.bench import record
 
 from .common import Settings, quiet_dali
 from .feeds import dali_to_torch
 
-def _sync() -> None:
-    import torch
-
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()   # DALI's stream as well as torch's: each stage is timed alone
-
-
-def time_calls(fn_: Callable[[], object], repeats: int, warmup: int = 1) -> dict:
-    """Median and all of ``repeats`` host-timed calls of ``fn_``, each ending in a device sync."""
-    for _ in range(warmup):
-        fn_()
-    _sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn_()
-        _sync()
-        times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "times_s": times}
+# Each stage is timed alone: the sync waits for the whole device, DALI's streams as well as torch's.
+ALONE = dict(warmup=1, device_wide=True)
 
 
 @pipeline_def(enable_conditionals=True)
@@ -94,7 +75,7 @@ def _graph_stage(spec, source: _BatchSource, s: Settings, device_id: int | None,
         pipe = _stage_pipeline(source, spec, "cpu" if device_id is None else "mixed", batch_size=s.batch_size,
                                num_threads=threads, device_id=device_id, seed=s.seed + 11, prefetch_queue_depth=1)
         pipe.build()
-    timed = time_calls(lambda: pipe.run(), repeats)
+    timed = record.measure(lambda: pipe.run(), repeats=repeats, **ALONE)
     last = pipe.run()[0]
     return {**timed, "how": how}, pipe, last
 
@@ -125,7 +106,8 @@ def stage_split(s: Settings, loader, delivered_ids: list, wall_s_per_batch: floa
 
     encoded = [[reader.read(i) for i in b] for b in batches]
     k = iter(range(10 ** 9))
-    out["read"] = {**time_calls(lambda: [reader.read(i) for i in batches[next(k) % len(batches)]], repeats),
+    out["read"] = {**record.measure(lambda: [reader.read(i) for i in batches[next(k) % len(batches)]], repeats=repeats,
+                                      **ALONE),
                    "how": "SampleReader.read of the batch's ids, one thread (page cache warm)"}
 
     spec = loader.graph_spec                     # row 1's graph, as its backend built it
@@ -144,7 +126,7 @@ def stage_split(s: Settings, loader, delivered_ids: list, wall_s_per_batch: floa
         f"train_graph as row 1 builds it: + RandAugment (n={cfg.augment.randaug_num_ops}, "
         f"m={cfg.augment.randaug_magnitude}) + flip; {where}, {threads} threads")
     dtype = torch.uint8 if not spec.normalize else torch.float16 if spec.float16 else torch.float32
-    out["hand_over"] = {**time_calls(lambda: dali_to_torch(result, s, dtype), repeats),
+    out["hand_over"] = {**record.measure(lambda: dali_to_torch(result, s, dtype), repeats=repeats, **ALONE),
                         "how": "one copy of the graph's output batch into a torch tensor on the device"}
     del result, pipe
 
@@ -166,7 +148,7 @@ def stage_split(s: Settings, loader, delivered_ids: list, wall_s_per_batch: floa
                                                    device=y.device)
         return kernels.patch_erase(y, params, p, "zero")
 
-    out["kernels"] = {**time_calls(run_kernels, repeats),
+    out["kernels"] = {**record.measure(run_kernels, repeats=repeats, **ALONE),
                       "how": f"vitdata.kernels lowpass_crop {dali_size}->{s.size} + PatchErasing (0.25) on {what} "
                              f"on {x.device}"}
     out["loader_wall"] = {"median_s": wall_s_per_batch, "how": "row 1's median window time / steps"}
