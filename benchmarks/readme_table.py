@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from vitdata.bench import record as benchutil
+from vitdata.bench import record
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 START, END = "<!-- perf-table:start -->", "<!-- perf-table:end -->"
@@ -26,7 +26,7 @@ def load_records(results: str, link_base: str | None = None) -> list[dict]:
     with ``_path`` made relative to ``link_base`` (default the repository root, where README.md is). Files
     that are not records are named on stderr and left out."""
     link_base = link_base or os.path.dirname(HERE)
-    out = benchutil.load_records(results, on_error=lambda e: print(f"readme_table: skipping {e}", file=sys.stderr))
+    out = record.load_records(results, on_error=lambda e: print(f"readme_table: skipping {e}", file=sys.stderr))
     for rec in out:
         rec["_path"] = os.path.relpath(rec["_path"], os.path.abspath(link_base))
     return out

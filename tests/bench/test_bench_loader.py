@@ -6,7 +6,7 @@ import statistics
 import pytest
 
 from vitdata import bench
-from vitdata.bench import record as benchutil
+from vitdata.bench.record import ENVIRONMENT_FIELDS, RECORD_FORMAT, read_record
 from vitdata.bench import common, feeds
 from vitdata.bench import loader as bench_loader
 
@@ -76,8 +76,8 @@ def test_dali_rows_record_the_device_id_their_graph_ran_with_and_are_gpu_only_wi
 def test_record_holds_environment_settings_and_raw_timings(full_run):
     record, _ = full_run
     assert record["what"] == "loader" and record["date"]
-    assert record["format"] == benchutil.RECORD_FORMAT
-    for f in benchutil.ENVIRONMENT_FIELDS:
+    assert record["format"] == RECORD_FORMAT
+    for f in ENVIRONMENT_FIELDS:
         assert f in record["environment"], f
     for f in SETTINGS_FIELDS:
         assert f in record["settings"], f
@@ -178,7 +178,7 @@ def test_json_without_a_path_writes_under_the_current_directory_not_the_checkout
     monkeypatch.delenv("VITDATA_RESULTS", raising=False)
     assert bench.main(["loader", "--data", str(tiny_folder), *TINY, "--rows", "6"]) == 0
     written = list((tmp_path / "benchmarks" / "results" / "cpu").glob("*-loader.json"))
-    assert len(written) == 1 and benchutil.read_record(str(written[0]))["what"] == "loader"
+    assert len(written) == 1 and read_record(str(written[0]))["what"] == "loader"
     (tmp_path / "out").mkdir()
     assert bench.main(["loader", "--data", str(tiny_folder), *TINY, "--rows", "6", "--json", "out"]) == 0
     assert len(list((tmp_path / "out").glob("*-loader.json"))) == 1

@@ -16,7 +16,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 
-from vitdata.bench import record as benchutil
+from vitdata.bench import record
 from vitdata.loader.config import DTYPES as _DTYPES
 from vitdata.loader.config import IMAGENET_MEAN, IMAGENET_STD, torch_dtype  # noqa: F401 (the rows' normalisation)
 
@@ -45,7 +45,7 @@ class Parallelism:
         workers share the cores half and half (16 cores: 8 + 8); on CPU the source runs in the pipeline's
         thread (decoding, not reading, is the cost there) and DALI gets every core. DataLoader workers get
         every core: they are the only parallelism of the torch feeds."""
-        cpus = cpus or benchutil.usable_cpus()
+        cpus = cpus or record.usable_cpus()
         gpu = device.startswith("cuda")
         if source_workers is None:
             source_workers = cpus // 2 if gpu else 0

@@ -29,7 +29,7 @@ import sys
 
 import torch
 
-from vitdata.bench import record as benchutil
+from vitdata.bench import record
 from vitdata.loader.config import DTYPE_ALIASES, torch_dtype
 
 DTYPES = tuple(DTYPE_ALIASES)       # fp32 | bf16 | fp16
@@ -69,7 +69,7 @@ def peak_bandwidth_gbs(gpu_name: str | None) -> float | None:
     return None
 
 
-def annotate_bandwidth(record: dict, gpu: str | None) -> int:
+def annotate_bandwidth(rec: dict, gpu: str | None) -> int:
     """Add ``gb_per_s_pct_of_peak`` beside every ``gb_per_s`` in the record's sections (in place) and
     ``peak_bandwidth_gbs``; returns how many figures were annotated. Without a known GPU nothing is added."""
     peak = peak_bandwidth_gbs(gpu)
@@ -77,11 +77,11 @@ def annotate_bandwidth(record: dict, gpu: str | None) -> int:
         return 0
     n = 0
     for section in ("lowpass_crop", "patch_erase"):
-        for row in record.get(section, []):
+        for row in rec.get(section, []):
             if isinstance(row.get("gb_per_s"), (int, float)):
                 row["gb_per_s_pct_of_peak"] = 100.0 * row["gb_per_s"] / peak
                 n += 1
-    record["peak_bandwidth_gbs"] = peak
+    rec["peak_bandwidth_gbs"] = peak
     return n
 
 
@@ -144,7 +144,7 @@ def bench_lowpass(args, device, dtype, timing):
     rows = []
     for name, fn, note in impls:
         err = (fn()[:8].double() - exact).abs().max().item()
-        row = _summary(name, benchutil.measure(fn, **timing)["times_s"], B, nbytes, note)
+        row = _summary(name, record.measure(fn, **timing)["times_s"], B, nbytes, note)
         row["max_abs_err"] = float(f"{err:.3g}")
         rows.append(row)
     del x
@@ -187,7 +187,7 @@ def bench_erase(args, device, dtype, timing):
     del ref
     rows = []
     for name, fn, note, nbytes in impls:
-        row = _summary(name, benchutil.measure(fn, **timing)["times_s"], B, nbytes, note)
+        row = _summary(name, record.measure(fn, **timing)["times_s"], B, nbytes, note)
         if name in errs:
             row["max_abs_err"] = errs[name]
         rows.append(row)
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
               "iters": args.iters or (2 if small else 20)}
     if args.size % args.patch:
         raise SystemExit(f"--patch {args.patch} must divide --size {args.size}")
-    env = dict(benchutil.environment(), torch_threads=torch.get_num_threads())
+    env = dict(record.environment(), torch_threads=torch.get_num_threads())
     if device.type == "cuda":
         env["gpu_memory_gib"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
     settings = {"device": str(device), "small": small, "batch": args.batch, "size": args.size, "crop": args.crop,
@@ -223,19 +223,19 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     erase = bench_erase(args, device, dtype, timing)
     _print_table(f"PatchErasing {args.batch}x3x{args.size}x{args.size}, patch {args.patch}, ratio {args.ratio} "
                  f"({settings['dtype']})", erase, "timm RandomErasing (pixel)")
-    record = {"environment": env, "settings": settings, "lowpass_crop": low, "patch_erase": erase}
+    rec = {"environment": env, "settings": settings, "lowpass_crop": low, "patch_erase": erase}
     if env["gpu"] is None:
         print("\nno GPU: GB/s above are host-memory figures; no percentage of a GPU's bandwidth")
-    elif annotate_bandwidth(record, env["gpu"]) == 0:
+    elif annotate_bandwidth(rec, env["gpu"]) == 0:
         print(f"\n{env['gpu']}: peak memory bandwidth not in PEAK_BANDWIDTH_GBS; no percentages")
     else:
-        print(f"\npercent of {env['gpu']}'s peak memory bandwidth ({record['peak_bandwidth_gbs']:,.0f} GB/s):")
+        print(f"\npercent of {env['gpu']}'s peak memory bandwidth ({rec['peak_bandwidth_gbs']:,.0f} GB/s):")
         for section in ("lowpass_crop", "patch_erase"):
-            for row in record[section]:
+            for row in rec[section]:
                 print(f"  {section:<13} {row['name']:<32} {row['gb_per_s']:>9.1f} GB/s  "
                       f"{row['gb_per_s_pct_of_peak']:>5.1f}%")
     if not args.no_save:
-        print(f"\nrecord: {benchutil.write_record('kernels', record, args.json)}")
+        print(f"\nrecord: {record.write_record('kernels', rec, args.json)}")
     return 0
 
 

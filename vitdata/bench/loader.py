@@ -29,7 +29,7 @@ import sys
 import time
 from typing import Callable, Iterator
 
-from vitdata.bench import record as benchutil
+from vitdata.bench import record
 from vitdata.optional import install_hint, optional_import, require
 
 from .common import DTYPES, Parallelism, RowSkipped, Settings, dali_importable, default_device, load_avg, \
@@ -43,7 +43,7 @@ def time_windows(it: Iterator, *, batch_size: int, warmup: int, windows: int, st
     the current stream. Returns raw window seconds, per-window images/s, median, min, max and spread."""
     for _ in range(warmup):
         next(it)
-    benchutil.sync()
+    record.sync()
     window_s = []
     for w in range(windows):
         if on_window:
@@ -51,7 +51,7 @@ def time_windows(it: Iterator, *, batch_size: int, warmup: int, windows: int, st
         t0 = time.perf_counter()
         for _ in range(steps):
             next(it)
-        benchutil.sync()
+        record.sync()
         window_s.append(time.perf_counter() - t0)
     return summarize(window_s, steps * batch_size)
 
@@ -283,7 +283,7 @@ def _run(a: argparse.Namespace) -> int:
                      steps=a.steps, seed=a.seed, cycle=cycle, patch_size=a.patch_size)
         if not s.gpu:
             s.extra["note"] = "no CUDA device: runs the CPU path"
-        s.extra["cpus_usable"] = benchutil.usable_cpus()
+        s.extra["cpus_usable"] = record.usable_cpus()
         s.extra["load_avg_1m_start"] = load_avg()
         print(f"vitdata bench loader: {a.data} ({idx.kind}, {len(idx) // cycle} samples"
               f"{f', cycled x{cycle}' if cycle > 1 else ''}), {a.size}px, batch {a.batch_size}, {a.dtype} on {device}, "
@@ -296,19 +296,19 @@ def _run(a: argparse.Namespace) -> int:
                   "cores, so CPU figures are low and noisy (each row records the load after it ran)")
         result = run_loader_bench(s, a.rows, skip, log=(lambda m: print("  " + m, flush=True)))
         settings = s.record()
-    record = {"settings": settings, **result, "baseline_row": BASELINE_ROW,
+    rec = {"settings": settings, **result, "baseline_row": BASELINE_ROW,
               "rows_requested": a.rows, "row_labels": {str(k): v[1] for k, v in ROWS.items()}}
     print()
     print(format_table(result))
     if result["stage_split_row1"]:
         print()
         print(format_split(result["stage_split_row1"]))
-    path = benchutil.write_record("loader", record, a.json)
+    path = record.write_record("loader", rec, a.json)
     print(f"\nrecord: {path}")
     if a.plot and optional_import("matplotlib") is None:
         print(f"plot: skipped, matplotlib is not installed ({install_hint('matplotlib')})")
     elif a.plot:
-        env = record["environment"]
+        env = rec["environment"]
         title = (f"vitdata bench loader: {env.get('gpu') or 'CPU'} ({env.get('cpus_usable')} CPUs), {a.size}px, "
                  f"batch {a.batch_size}, {a.dtype}")
         print(f"plot: {plot_rows(result, a.plot, title)}")

@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from vitdata.bench import record as benchutil
+from vitdata.bench import record
 from vitdata.oracle.difficulty import DifficultyOracle
 from vitdata.data.sampler import Sampler
 
@@ -55,7 +55,7 @@ def bench_report(device: torch.device, batch: int, num_samples: int, steps: int,
         for _ in range(repeats + 1):                      # the first repeat is warm-up
             o = DifficultyOracle(num_samples, "uniform", device=device)
             o.reserve(batch * steps)                      # buffer growth is amortised; time the steady state
-            times.append(benchutil.measure(lambda: case(o), warmup=0, repeats=1, iters=steps)["median_s"] * 1e3)
+            times.append(record.measure(lambda: case(o), warmup=0, repeats=1, iters=steps)["median_s"] * 1e3)
             del o
         out[name] = _stats(times[1:])
     return out
@@ -101,11 +101,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = ap.parse_args(argv)
 
     cpu = torch.device("cpu")
-    record = {"settings": {"samples": args.samples, "repeats": args.repeats, "steps": args.steps,
+    rec = {"settings": {"samples": args.samples, "repeats": args.repeats, "steps": args.steps,
                            "batch_for_order": args.batch, "num_classes": NUM_CLASSES, "policy": "weighted"},
               "targets": {"report_ms_cuda_1024": REPORT_TARGET_MS, "plan_and_order_s": PLAN_TARGET_S}}
     cuda = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
-    record["environment"] = dict(benchutil.environment(), torch_threads=torch.get_num_threads(),
+    rec["environment"] = dict(record.environment(), torch_threads=torch.get_num_threads(),
                                  load_average_1m=os.getloadavg()[0])
     results = {"report_cpu_256": bench_report(cpu, 256, args.samples, args.steps, args.repeats)}
     if cuda is not None:
@@ -113,12 +113,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     results["plan_cpu"] = bench_plan(args.samples, args.batch, args.repeats, cpu)
     if cuda is not None:
         results["plan_cuda_table"] = bench_plan(args.samples, args.batch, args.repeats, cuda)
-    record["results"] = results
-    record["environment"]["load_average_1m_after"] = os.getloadavg()[0]   # other work on the box skews CPU timings
+    rec["results"] = results
+    rec["environment"]["load_average_1m_after"] = os.getloadavg()[0]   # other work on the box skews CPU timings
 
     print(f"oracle benchmark, N = {args.samples:,}, {args.repeats} repeats (median [min, max]); "
-          f"load average {record['environment']['load_average_1m']:.1f} -> "
-          f"{record['environment']['load_average_1m_after']:.1f} on {os.cpu_count()} CPUs")
+          f"load average {rec['environment']['load_average_1m']:.1f} -> "
+          f"{rec['environment']['load_average_1m_after']:.1f} on {os.cpu_count()} CPUs")
     for key, res in results.items():
         if key.startswith("report"):
             base = res["baseline_cross_entropy"]["median"]
@@ -135,14 +135,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                   f"[{t['min']:.3f}, {t['max']:.3f}]; {t['median'] / PLAN_TARGET_S:.2f}x the {PLAN_TARGET_S} s target")
 
     plan = results["plan_cpu"]["total_s"]["median"]
-    record["headline"] = [
+    rec["headline"] = [
         {"measured": f"oracle report(), batch 256, losses only ({args.steps} steps)",
          "figure": f"{results['report_cpu_256']['report_losses']['median']:.3f} ms/step",
          "compared": f"{results['report_cpu_256']['report_losses']['median'] / results['report_cpu_256']['baseline_cross_entropy']['median']:.2f}x cross-entropy"},
         {"measured": f"oracle end_epoch + next order, weighted, N={args.samples:,}",
          "figure": f"{plan:.3f} s", "compared": f"{plan / PLAN_TARGET_S:.2f}x the {PLAN_TARGET_S:g} s target"}]
     if not args.no_save:
-        print(f"wrote {benchutil.write_record('oracle', record, args.json)}")
+        print(f"wrote {record.write_record('oracle', rec, args.json)}")
     return 0
 
 

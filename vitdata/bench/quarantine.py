@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from PIL import Image
 
     from vitdata.loader import LoaderConfig, create_loader
-    from vitdata.bench import record as benchutil
+    from vitdata.bench import record
     from vitdata.loader.backends import dali as dali_backend
     from vitdata.data import selfid
 
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                   f"graph: {(m['one_failure'] - m['clean']) * 1e3:.0f} ms "
                   f"(epoch {m['one_failure'] * 1e3:.0f} ms vs {m['clean'] * 1e3:.0f} ms clean; median of "
                   f"{len(runs['clean'])})")
-        path = benchutil.write_record("quarantine", {
+        path = record.write_record("quarantine", {
             "settings": {"samples": a.samples, "size": a.size, "image_size": a.image_size, "batch_size": a.batch_size,
                          "threads": a.threads, "repeats": a.repeats, "checkpoint_every": every},
             "no_failure": {"median_epoch_s": med, "times_s": times, "overhead": overhead, "steps": steps,
