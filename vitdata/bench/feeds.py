@@ -157,8 +157,9 @@ def row_vitdata(s: Settings, curriculum: bool) -> Feed:
     return gen(), loader.close, details
 
 
-def dali_device_id(s: Settings) -> int | None:
-    """The device id a DALI pipeline of this run is built with: torch's current device with a GPU, else None."""
+def plain_pipeline_device_id(s: Settings) -> int | None:
+    """The device id the plain DALI pipeline (row 3) is built with: torch's current device with a GPU, else
+    None. The vitdata rows use the id their loader reports (``Loader.dali_device_id``)."""
     if not s.gpu:
         return None
     import torch
@@ -210,7 +211,7 @@ def row_dali(s: Settings) -> Feed:
         raise RowSkipped(why)
     import torch
 
-    dev_id = dali_device_id(s)
+    dev_id = plain_pipeline_device_id(s)
     # With a GPU the plain pipeline's reader runs in DALI's threads, so it gets the cores vitdata splits
     # between its threads and source workers: both sides use every usable CPU.
     threads = s.threads + s.source_workers if s.gpu else s.threads
