@@ -14,13 +14,12 @@ if __name__ != "vitdata.pipelines":
 
 from .source import OUTPUTS, EpochSource, control_path, write_control
 
-__all__ = ["OUTPUTS", "EpochSource", "control_path", "write_control", "GraphSpec", "build_pipeline",
-           "INTERPOLATIONS"]
+__all__ = ["OUTPUTS", "EpochSource", "control_path", "write_control", "GraphSpec", "build_pipeline"]
 
 
 def __getattr__(name):
     # The graph builders import DALI; the source does not.
-    if name in ("GraphSpec", "build_pipeline", "INTERPOLATIONS", "train_graph", "eval_graph"):
+    if name in ("GraphSpec", "build_pipeline", "train_graph", "eval_graph"):
         from . import graphs
         return getattr(graphs, name)
     raise AttributeError(f"module 'vitdata.pipelines' has no attribute {name!r}")

@@ -25,9 +25,9 @@ from nvidia.dali import fn, pipeline_def, types
 from . import randaug
 from vitdata.curriculum.schedule import NUM_MAG_BINS
 
+# DALI's filter for each name of vitdata.loader.config.INTERPOLATIONS (the names a config may give).
 _INTERP = {"bilinear": types.INTERP_LINEAR, "bicubic": types.INTERP_CUBIC, "nearest": types.INTERP_NN,
            "lanczos": types.INTERP_LANCZOS3, "triangular": types.INTERP_TRIANGULAR}
-INTERPOLATIONS = tuple(_INTERP)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ def torch_dtype(name: str) -> torch.dtype:
     """The torch dtype of ``name``: float32 | bfloat16 | float16, or fp32 | bf16 | fp16."""
     return DTYPES[DTYPE_ALIASES.get(name, name)]
 
+# Resize filters a config may name; each backend maps the names to its own (pipelines.graphs for DALI,
+# backends.torch.torchvision_interpolation).
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "triangular")
 RANDAUG_INTERPOLATIONS = ("nearest", "bilinear")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

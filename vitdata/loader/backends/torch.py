@@ -27,8 +27,12 @@ from vitdata.errors import DataError
 from vitdata.data.checks import MAX_SUBSTITUTE_ATTEMPTS, resolve_sample
 from vitdata.curriculum.schedule import NUM_MAG_BINS, magnitude_to_bin
 
-_PIL_INTERP = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEAREST", "lanczos": "LANCZOS",
-               "triangular": "BILINEAR"}
+def torchvision_interpolation(name: str):
+    """torchvision's ``InterpolationMode`` for a filter of ``vitdata.loader.config.INTERPOLATIONS``: the same name,
+    except "triangular" (DALI's antialiased linear filter), which torchvision lacks: its antialiased bilinear."""
+    from torchvision.transforms import InterpolationMode
+
+    return InterpolationMode[{"triangular": "bilinear"}.get(name, name).upper()]
 
 
 def decode_rgb(data: bytes) -> Image.Image:
@@ -47,14 +51,12 @@ class EpochDataset(torch.utils.data.Dataset):
     """Map-style dataset over positions of one epoch; ``control`` is set by the loader before each epoch."""
 
     def __init__(self, reader, index, batch_size: int, cfg, train: bool, rank: int):
-        from torchvision.transforms import InterpolationMode
-
         self.reader, self.index, self.batch_size, self.train, self.rank = reader, index, batch_size, train, rank
         a = cfg.augment
         self.scale, self.ratio, self.hflip = tuple(a.scale), tuple(a.ratio), a.hflip
         self.randaug = a.randaug and train
-        self.interp = getattr(InterpolationMode, _PIL_INTERP[a.interpolation])
-        self.randaug_interp = getattr(InterpolationMode, _PIL_INTERP[a.randaug_interpolation])
+        self.interp = torchvision_interpolation(a.interpolation)
+        self.randaug_interp = torchvision_interpolation(a.randaug_interpolation)
         self.eval_size = cfg.eval.image_size or cfg.image_size
         self.eval_resize = int(round(self.eval_size / cfg.eval.crop_pct))
         self.seed, self.max_pixels = cfg.seed, cfg.max_pixels
