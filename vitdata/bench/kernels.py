@@ -32,7 +32,6 @@ import torch
 from vitdata.bench import record
 from vitdata.loader.config import DTYPE_ALIASES, torch_dtype
 
-DTYPES = tuple(DTYPE_ALIASES)       # fp32 | bf16 | fp16
 
 # Peak memory bandwidth (GB/s, 1e9 bytes/s) by GPU name; the first key found in the name wins.
 PEAK_BANDWIDTH_GBS = (
@@ -91,7 +90,7 @@ def _parser(prog=None):
     p.add_argument("--batch", type=int, default=None, help="images per batch (default 256 GPU, 32 CPU)")
     p.add_argument("--size", type=int, default=224, help="input side (pixels)")
     p.add_argument("--crop", type=int, default=160, help="low-pass crop output side (pixels)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+    p.add_argument("--dtype", choices=sorted(DTYPE_ALIASES), default=None,
                    help="input/output dtype of both ops (default bf16 GPU, fp32 CPU)")
     p.add_argument("--patch", type=int, default=16, help="PatchErasing patch size (pixels)")
     p.add_argument("--ratio", type=float, default=0.25, help="PatchErasing fraction of cells erased")
