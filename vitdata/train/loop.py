@@ -103,7 +103,8 @@ def loader_config(cfg: TrainConfig, train_src: str, val_src: str, rank: int, wor
     source runs in the loader's own thread) and the DALI threads, which must be at least 1. ``schedule``:
     a ready Schedule (the preview's), else the switches' :func:`schedule_config`."""
     sc = schedule_config(cfg) if schedule is None else ScheduleConfig(schedule=schedule)
-    return LoaderConfig(data=train_src, eval=EvalConfig(data=val_src), batch_size=cfg.batch_size, image_size=cfg.image_size,
+    return LoaderConfig(data=train_src, eval=EvalConfig(data=val_src), batch_size=cfg.batch_size,
+                        image_size=cfg.image_size,
                         augment=AugmentConfig(scale=(cfg.crop_scale, 1.0), patch_size=cfg.patch_size),
                         output=OutputConfig(device=str(device)), schedule=sc,
                         distributed=DistributedConfig(rank=rank, world_size=world), backend=cfg.backend,
@@ -239,10 +240,11 @@ class StepTimer:
 def train(cfg: TrainConfig) -> dict:
     """Run ``cfg``; returns {step, wall_s, out, val_top1, ...} (also written to OUT/result.json).
 
-    Sync points (where the host waits for the device), all deliberate: :meth:`StepTimer.read` and
-    ``loss.item()`` on log steps; the copy of a few sample images on the first step of the report's epochs
-    (rank 0); evaluation's totals; checkpoints (state to host memory); GradScaler's inf check with fp16
-    only. Every other step queues its work and moves on to the next batch."""
+    Sync points (where the host waits for the device), all deliberate and commented where they happen:
+    ``set_epoch`` with an oracle (it folds the epoch's reports into its plan, across ranks);
+    :meth:`StepTimer.read` and ``loss.item()`` on log steps; the copy of a few sample images on the first
+    step of the report's epochs (rank 0); evaluation's totals; checkpoints (state to host memory);
+    GradScaler's inf check with fp16 only. Every other step queues its work and moves on to the next batch."""
     from timm.data import Mixup
     from timm.optim import param_groups_weight_decay
     from timm.utils import ModelEmaV3
@@ -262,7 +264,7 @@ def train(cfg: TrainConfig) -> dict:
     # ---- data: the loaders (curriculum schedule and difficulty oracle inside), and what the run needs of them
     train_loader, val_loader = build_loaders(cfg, rank, world, device)
     sched, oracle, num_classes = train_loader.schedule, train_loader.oracle, train_loader.num_classes
-    planned = train_loader.planned_steps()  # per epoch; a pruning oracle's epochs run fewer (the LR follows)
+    planned = train_loader.planned_steps()  # per epoch; prune-easy's: the full count, its epochs run fewer
     steps_per_epoch, total_steps = planned[0], sum(planned)
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
     lr_of = build_lr(cfg, sched, steps_per_epoch)
@@ -290,7 +292,7 @@ def train(cfg: TrainConfig) -> dict:
     step, start_epoch, wall0 = checkpoint.restore_run(resumed, state, train_loader, rank) if resumed else (0, 0, 0.0)
     del resumed  # the tensors now live in the model and optimiser
 
-    def save(epoch: int):
+    def save(epoch: int):  # sync: the state is copied to host memory
         checkpoint.save_run(os.path.join(out_dir, "checkpoint"), state, train_loader, step=step, epoch=epoch,
                             elapsed=time.perf_counter() - t_start, config=dataclasses.asdict(cfg), rank=rank,
                             world=world, scheduler={"step": step, "total": total_steps, "warmup": warmup_steps})
@@ -309,7 +311,7 @@ def train(cfg: TrainConfig) -> dict:
 
     # ---- the loop
     for epoch in range(start_epoch, cfg.epochs):
-        train_loader.set_epoch(epoch)  # with an oracle: folds epoch - 1's reports and plans this epoch
+        train_loader.set_epoch(epoch)  # sync with an oracle: folds epoch - 1's reports and plans this epoch
         log.oracle(oracle, epoch - 1, time.perf_counter() - t_start)
         if mixup is not None and oracle is not None and oracle.mix_prob() is not None:
             mixup.mix_prob = oracle.mix_prob()  # the Mixup/CutMix lever (--oracle-mixing)
@@ -358,7 +360,7 @@ def train(cfg: TrainConfig) -> dict:
             if step % cfg.log_every == 0 or step == total_steps:
                 data_ms, step_ms = timer.read()  # sync point: waits for this step on the current stream
                 rec = {"step": step - 1, "epoch": epoch + (i + 1) / n_steps,
-                       "time": time.perf_counter() - t_start, "loss": loss.item(), "lr": lr,
+                       "time": time.perf_counter() - t_start, "loss": loss.item(), "lr": lr,  # ready: no wait
                        "img_s": cfg.batch_size * world / max(1e-9, (data_ms + step_ms) / 1000),
                        "data_ms": data_ms, "step_ms": step_ms,
                        "knobs": {**dataclasses.asdict(knobs), "drloc_lambda": lam_drloc}}
