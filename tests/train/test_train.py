@@ -112,6 +112,22 @@ def test_patch_erasing_sets_the_erase_ratio():
     assert {k.erase_ratio for row in ks for k in row} == {0.25}
 
 
+def test_the_train_loader_lays_out_the_switches_as_the_preview_and_the_compute_estimate_do(cache, tmp_path):
+    from vitdata.data import selfid
+    from vitdata.loader.loader import create_loader
+    from vitdata.train.loop import loader_config
+    root = tmp_path / "d"
+    selfid.write_imagefolder(str(root), 64, num_classes=4, size=32)
+    cfg = parse_config(["--recipe", "data-centric", "--size-curriculum", "--epochs", "4", "--image-size", "32",
+                        "--patch-size", "8", "--batch-size", "8", "--backend", "torch", "--workers", "0"])
+    loader = create_loader(loader_config(cfg, str(root), str(root), 0, 1, "cpu"))
+    try:
+        assert loader.schedule == build_schedule(cfg, len(loader)) and loader.schedule.epochs == 4
+        assert loader.schedule(0, 0).image_size == 16 and loader.schedule(0, 0).erase_ratio == 0.3
+    finally:
+        loader.close()
+
+
 def test_the_loops_criterion_is_timms_soft_target_loss_under_mixup_and_smoothed_cross_entropy_otherwise():
     from timm.loss import SoftTargetCrossEntropy
 

@@ -131,9 +131,6 @@ class Loader(TrainerAPI):
         self.reader = SampleReader(self.index, verify=cfg.verify_checksums, skip_corrupt=cfg.jpeg_warnings == "skip")
         self.sampler = Sampler(len(self.index), self.batch_size, seed=cfg.seed, rank=self.rank,
                                world_size=self.world_size, shuffle=self.train, drop_last=self.train)
-        if self.train and self.sampler.steps_per_epoch() < 1:   # the partial last step is dropped
-            raise ConfigError(f"{len(self.index)} training samples in {self.index.spec!r} is less than one step of "
-                              f"{self.batch_size} x {self.world_size} ranks", ("batch_size", "data"))
         self.schedule = self._make_schedule()
         self._check_knobs()
         self.backend_name = backend
