@@ -81,7 +81,7 @@ def run_dir(cfg: TrainConfig) -> str:
     return os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
 
 
-def schedule_config(cfg: TrainConfig):
+def schedule_config(cfg: TrainConfig) -> ScheduleConfig:
     """The curriculum of ``cfg``'s switches as the loader's ScheduleConfig: the named schedule "switches"
     (:func:`vitdata.curriculum.named.curriculum_schedule`), which the loader lays out over its own steps
     per epoch."""
@@ -140,7 +140,7 @@ def create_model(cfg: TrainConfig, num_classes: int, device):
                       drloc_tokens=cfg.drloc_tokens, **timm_kw).to(device)
 
 
-def autocast(cfg: TrainConfig, device):
+def mixed_precision(cfg: TrainConfig, device):
     """(``amp_ctx``, dtype): a factory of the forward's autocast context (a null context with ``--amp off``;
     "auto" is bf16 on CUDA, off on CPU) and its dtype (None when off)."""
     amp = {"auto": "bf16" if device.type == "cuda" else "off"}.get(cfg.amp, cfg.amp)
@@ -281,7 +281,7 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.mixup > 0 or cfg.cutmix > 0:
         mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
                       num_classes=num_classes)
-    amp_ctx, amp_dtype = autocast(cfg, device)
+    amp_ctx, amp_dtype = mixed_precision(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     # Evaluated per sample by loader.loss. Mixup's soft targets carry the smoothing already; with soft
     # targets the criterion's own label_smoothing is not applied.
