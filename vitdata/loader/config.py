@@ -75,7 +75,8 @@ class OutputConfig:
 @dataclass
 class EvalConfig:
     """Evaluation data and view: resize the shorter side to image_size / crop_pct, centre-crop image_size."""
-    data: str | None = None                         # evaluation data, as LoaderConfig.data (None: ``data``)
+    data: str | None = None                         # evaluation data, as LoaderConfig.data (None: ``data``;
+                                                    # "": no evaluation split, split="eval" is refused)
     image_size: int | None = None                   # None: the top-level image_size
     crop_pct: float | None = None                   # timm's crop_pct (None: the model's with from_timm_model,
                                                     # else 0.875)
@@ -131,6 +132,9 @@ class LoaderConfig:
     label_member: str = "cls"                       # tar shards: the member holding the label, cls | class |
                                                     # label | txt (an integer) | json:FIELD (a .json field)
     start_method: str = "auto"                      # worker start: auto (spawn with CUDA, else fork) | spawn | fork
+    # The command-line option each field was set from (from_timm_args fills it: "schedule.epochs" ->
+    # "--epochs"): configuration and state errors name these, so a user reads their own flags.
+    flags: dict = field(default_factory=dict)
 
     @classmethod
     def from_timm_model(cls, model, **overrides) -> "LoaderConfig":
@@ -182,8 +186,13 @@ class LoaderConfig:
         from vitdata.loader.timm_args import config_from_timm_args
 
         cfg = config_from_timm_args(cls, args, model, **overrides)
-        if model is not None:
-            check_model_sizes(cfg, model)
+        try:        # now, while the user's flags are known (create_loader checks again with the real data)
+            check_config(cfg, "train")
+            check_schedule_layout(cfg)
+            if model is not None:
+                check_model_sizes(cfg, model)
+        except ConfigError as e:
+            raise e.named_as(cfg.flags) from None
         return cfg
 
 
@@ -195,11 +204,35 @@ def check_model_sizes(cfg: LoaderConfig, model) -> None:
     pe = getattr(model, "patch_embed", None)
     if pe is None or getattr(model, "dynamic_img_size", False) or not getattr(pe, "strict_img_size", False):
         return
+    own = getattr(pe, "img_size", None)
+    own = int(own[-1] if isinstance(own, (tuple, list)) else own) if own is not None else None
+    if own is not None and own != cfg.image_size:
+        raise ConfigError(f"image_size {cfg.image_size} but the model accepts {own} px only: build the model for "
+                          f"that size (timm.create_model(..., img_size={cfg.image_size})) or make it dynamic "
+                          f"(dynamic_img_size=True)", ("image_size", "model.dynamic_img_size"))
     sizes = scheduled_sizes(cfg)
     if sizes and sizes != {cfg.image_size}:
         raise ConfigError(f"the schedule {cfg.schedule.name!r} feeds image sizes {sorted(sizes)} but the model accepts "
                           f"{cfg.image_size} px only: create it with timm.create_model(..., dynamic_img_size=True) "
                           f"(or use a schedule that keeps the size)", ("schedule", "model.dynamic_img_size"))
+
+
+def check_schedule_layout(cfg: LoaderConfig) -> None:
+    """Lay the configured curriculum out once (one step per epoch) so a bad name, keyword or patch grid is
+    refused at configuration time, naming its fields."""
+    from vitdata.curriculum.named import make_schedule
+
+    sc, a = cfg.schedule, cfg.augment
+    if sc.schedule is not None:
+        return
+    kw = dict(sc.kwargs)
+    patch = a.patch_size or (ERASE_CELL if cfg.image_size % ERASE_CELL == 0 else None)
+    if patch:
+        kw.setdefault("patch_size", patch)
+    if sc.name == "constant":
+        kw.setdefault("randaug_magnitude", 9.0 if a.randaug_magnitude is None else a.randaug_magnitude)
+        kw.setdefault("randaug_num_ops", 2 if a.randaug_num_ops is None else a.randaug_num_ops)
+    make_schedule(sc.name, sc.epochs or 1, 1, cfg.image_size, **kw)
 
 
 def scheduled_sizes(cfg: LoaderConfig) -> set[int]:
@@ -244,6 +277,9 @@ def check_config(cfg: LoaderConfig, split: str) -> None:
     if cfg.eval_data is not None and cfg.eval.data is not None and cfg.eval_data != cfg.eval.data:
         bad("eval_data is a deprecated alias of eval.data and they differ; give eval=EvalConfig(data=...) only",
             "eval_data", "eval.data")
+    if split == "eval" and cfg.eval.data == "":
+        bad("no evaluation data: eval.data is '' (the run has no validation split); give eval.data, or do not "
+            "build an eval loader", "eval.data")
     if not cfg.data and not (split == "eval" and (cfg.eval.data or cfg.eval_data)):
         bad("no data source given", "data")
     if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
