@@ -12,15 +12,21 @@
 - ``loader.num_samples`` / ``loader.num_classes``: from the index, known before the first batch.
 - ``loader.loss(logits, batch, target=None, criterion=None, own_labels=None)``: per-sample losses -> oracle
   report -> ``batch.loss_weight`` applied -> the mean, in one call (see :func:`per_sample_loss`).
+- ``loader.criterion(fn)``: ``fn`` with the loader in its path, for trainers whose loss is computed where the
+  user does not edit it (timm's ``task.criterion``, DeiT's ``DistillationLoss``): see
+  :class:`~vitdata.loader.loss.LoaderCriterion`.
 - ``loader.planned_steps(epochs)``: steps of every epoch, for an LR schedule sized at start-up.
-- ``loader.save(path)`` / ``loader.load(path)``: the state as a JSON file, rank-local.
+- ``loader.save(path)`` / ``loader.load(path)``: the state as a JSON file, rank-local;
+  ``loader.resume(checkpoint, epoch)``: the state a trainer saved inside its own checkpoint
+  (:mod:`vitdata.loader.resume`).
+- ``loader.mixup_enabled``: False (timm's ``train.py`` asks its prefetching loader; vitdata's never mixes).
 """
 from __future__ import annotations
 
 import torch
 
 from vitdata.errors import ConfigError
-from vitdata.loader.loss import per_sample_loss, weighted_loss
+from vitdata.loader.loss import LoaderCriterion, per_sample_loss, weighted_loss
 
 __all__ = ["TrainerAPI", "LoaderDataset", "LoaderSampler", "BatchSampler", "per_sample_loss", "weighted_loss"]
 
@@ -174,6 +180,24 @@ class TrainerAPI:
             self.report(batch.ids, losses.detach(), logits=logits.detach(), labels=target.detach(),
                         own_labels=own_labels)
         return weighted_loss(losses, batch)
+
+    def criterion(self, criterion=None) -> LoaderCriterion:
+        """``criterion`` (a ``(output, target) -> loss`` callable; None: cross-entropy) with this loader in its
+        path: per-sample losses of the last batch to the oracle, loss weights applied (see
+        :class:`~vitdata.loader.loss.LoaderCriterion`). ``task.criterion = loader.criterion(task.criterion)``."""
+        return LoaderCriterion(self, criterion)
+
+    @property
+    def mixup_enabled(self) -> bool:
+        """False: this loader never mixes (timm's ``train.py`` reads it from a loader that mixes in its collate)."""
+        return False
+
+    def resume(self, checkpoint, epoch: int | None) -> bool:
+        """Resume at ``epoch`` from the state saved inside a trainer's ``checkpoint`` (path or loaded dict) as
+        ``args.vitdata_loader``; see :func:`vitdata.loader.resume.resume_from_checkpoint`."""
+        from vitdata.loader.resume import resume_from_checkpoint
+
+        return resume_from_checkpoint(self, checkpoint, epoch)
 
     def save(self, path) -> None:
         """Write :meth:`state_dict` as JSON to ``path`` atomically (temp file, fsync, rename). Rank-local: call it

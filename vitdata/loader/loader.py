@@ -73,9 +73,10 @@ from vitdata.loader.config import (DTYPES, ERASE_CELL, IMAGENET_MEAN, IMAGENET_S
 from vitdata.errors import ConfigError, DataError, StateError
 from vitdata.io import from_json, to_json
 from vitdata.loader.compat import TrainerAPI
+from vitdata.loader.loss import warn_unreported
 from vitdata.loader.epoch import ResumePoint, Stage
 from vitdata.loader.quarantine import Quarantine
-from vitdata.loader.state import check_loader_state
+from vitdata.loader.state import check_loader_state, fingerprint_mismatch
 
 __all__ = ["LoaderConfig", "AugmentConfig", "OutputConfig", "EvalConfig", "ScheduleConfig", "DistributedConfig",
            "Batch", "Loader", "create_loader"]
@@ -150,6 +151,7 @@ class Loader(TrainerAPI):
         self._oracle_ended = None          # (epoch, plan) of the oracle epoch this loader ended last
         self.last_batch: Batch | None = None
         self._pending: list = []   # "raise": the consumed step's DataErrors still to raise, then its batch
+        self._reported, self._warned_unreported = None, False   # epoch of the last report; warned once
         self._closed = False
 
     @property
@@ -312,6 +314,7 @@ class Loader(TrainerAPI):
         self.quarantine.persist(force=True)
         self.last_batch = None                   # its loss was computed before the trainer asked for more
         if self.train and self.oracle is not None:
+            self._check_reported()
             # Every report of the epoch precedes this point (the trainer asked for the batch after the last),
             # so the table is merged here and a state taken between epochs is whole on any one rank.
             self._end_oracle_epoch(self.epoch)
@@ -457,6 +460,7 @@ class Loader(TrainerAPI):
     def report(self, ids: torch.Tensor, losses: torch.Tensor, **kw) -> None:
         """Forward per-sample losses to the oracle (no host sync here); a no-op without an oracle."""
         if self.oracle is not None:
+            self._reported = self.epoch
             self.oracle.report(ids, losses, **kw)
 
     def warned(self, epoch: int | None = None) -> list[dict]:
@@ -464,6 +468,13 @@ class Loader(TrainerAPI):
         data" warning (reason ``corrupt_data``, :mod:`vitdata.data.jpegwalk`): dicts id, path, reason, step.
         ``LoaderConfig(jpeg_warnings="skip")`` substitutes them instead (then they are in :meth:`skipped`)."""
         return list(self._warned.get(self.epoch if epoch is None else epoch, []))
+
+    def _check_reported(self) -> None:
+        """Warn once when a whole epoch was iterated with an oracle and no loss reached it through :meth:`report`
+        (or :meth:`loss`): the oracle would plan the next epoch from nothing, silently."""
+        if not self._warned_unreported and self._reported != self.epoch:
+            self._warned_unreported = True
+            warn_unreported(self.epoch, self.oracle)
 
     def skipped(self, epoch: int | None = None) -> list[dict]:
         """Samples skipped in ``epoch`` (default: current): dicts id, path, reason, substitute, step."""
@@ -536,12 +547,10 @@ class Loader(TrainerAPI):
                                  + (f"use batch_size={saved_g // self.world_size}" if saved_g % self.world_size == 0
                                     else f"{saved_g} is not divisible by world_size {self.world_size}")
                                  + " [fields: global_batch_size, world_size]")
-        for key in mine:
-            if elastic and key in ("world_size", "rank", "batch_size"):
-                continue
-            if theirs.get(key) != mine[key]:
-                raise StateError(f"loader state does not match this loader: field {key!r} "
-                                 f"(state: {str(theirs.get(key))[:80]}, loader: {str(mine[key])[:80]})")
+        mismatch = fingerprint_mismatch(theirs, mine, skip=("world_size", "rank", "batch_size") if elastic else (),
+                                        flags=self.cfg.flags)
+        if mismatch:
+            raise StateError(mismatch)
         try:
             self.sampler.load_state_dict(state["sampler"])
         except ConfigError as e:
@@ -619,7 +628,10 @@ def create_loader(cfg: LoaderConfig, split: str = "train", oracle=None,
 
     if not isinstance(cfg, LoaderConfig):
         raise ConfigError(f"cfg must be a LoaderConfig, got {type(cfg).__name__}", ("cfg",))
-    loader = Loader(cfg, split, None)
+    try:
+        loader = Loader(cfg, split, None)
+    except ConfigError as e:       # spoken in the user's options when the config came from a command line
+        raise e.named_as(cfg.flags) from None
     try:
         loader.oracle = make_oracle(oracle, len(loader.index), seed=cfg.seed, device=loader.device,
                                     epochs=cfg.schedule.epochs, source=f"the data source {loader.index.spec!r}",

@@ -1,4 +1,5 @@
-"""Internal consistency of a loader state, checked when it is loaded (docs/reliability.md I6).
+"""Internal consistency of a loader state, checked when it is loaded (docs/reliability.md I6), and whether a
+saved state fits a loader (:func:`fingerprint_mismatch`).
 
 A state holds where the loader stands several times over: the top-level ``epoch`` and ``position``, the
 sampler's own ``epoch`` and ``position``, and for DALI the backend's loader epoch, the step its DALI epoch
@@ -135,3 +136,53 @@ def _is_message(data: bytes) -> bool:
     except ValueError:
         return False
     return True
+
+
+def fingerprint_mismatch(theirs: dict, mine: dict, *, skip=(), flags: dict | None = None) -> str | None:
+    """None when a saved state's fingerprint fits this loader's, else a message naming what differs (fields
+    spoken as the user's options when ``flags`` maps them, see :class:`vitdata.loader.config.LoaderConfig`).
+
+    The schedule fits when its knobs are the same at every step: a schedule whose every rule is constant (the
+    ``constant`` schedule) fits any run length, so a resume with a longer ``epochs`` goes on. A curriculum laid
+    out over another length does not: its stages move with the run's length."""
+    from vitdata.errors import name_options
+
+    for key in mine:
+        a, b = theirs.get(key), mine[key]
+        if key in skip or a == b:
+            continue
+        if key == "schedule" and isinstance(a, dict) and isinstance(b, dict):
+            why = _schedule_difference(a, b)
+            if why is None:
+                continue
+            msg = f"loader state does not fit this loader: its curriculum {why}"
+        else:
+            msg = f"loader state does not fit this loader: field {key!r} (state: {_short(a)}, loader: {_short(b)})"
+        return name_options(msg, flags or {})
+    return None
+
+
+def _short(v) -> str:
+    text = str(v)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _schedule_difference(a: dict, b: dict) -> str | None:
+    rules_a, rules_b = a.get("rules") or {}, b.get("rules") or {}
+    shape = ("patch_size", "round_sizes")
+    constant = all(isinstance(r, dict) and r.get("type") == "constant" for r in [*rules_a.values(), *rules_b.values()])
+    if constant and rules_a == rules_b and all(a.get(k) == b.get(k) for k in shape):
+        return None
+    name = a.get("name")
+    if a.get("name") != b.get("name"):
+        return f"is {b.get('name')!r} here but was {name!r} in the saved run (schedule.name)"
+    if a.get("epochs") != b.get("epochs"):
+        return (f"{name!r} was laid out over {a.get('epochs')} epochs in the saved run and over {b.get('epochs')} "
+                f"here (schedule.epochs): a curriculum's stages move with the run's length, so the resumed epochs "
+                f"would not continue the saved run; resume with schedule.epochs {a.get('epochs')}, or start a new run")
+    if a.get("steps_per_epoch") != b.get("steps_per_epoch"):
+        return (f"{name!r} has {b.get('steps_per_epoch')} steps per epoch here and had {a.get('steps_per_epoch')} in "
+                f"the saved run (the data, batch_size or world size changed)")
+    knobs = sorted(k for k in {**rules_a, **rules_b} if rules_a.get(k) != rules_b.get(k))
+    knobs += [k for k in shape if a.get(k) != b.get(k)]
+    return f"{name!r} differs from the saved run's in {', '.join(knobs)} (schedule.kwargs, augment)"
