@@ -24,7 +24,7 @@ from vitdata.errors import ConfigError, DataError, StateError, VitdataError
 from vitdata.version import __version__
 
 _LOADER = ("create_loader", "Loader", "Batch", "LoaderConfig", "AugmentConfig", "OutputConfig", "ScheduleConfig",
-           "EvalConfig", "DistributedConfig")
+           "EvalConfig", "DistributedConfig", "loaders_from_args", "timm_factories")
 _DATA = ("SampleIndex", "SampleReader", "open_index", "build_index")
 
 __all__ = ["__version__", "ConfigError", "DataError", "StateError", "VitdataError", *_LOADER, "DifficultyOracle",
