@@ -134,7 +134,7 @@ class Runner:
                 "train_loss": _train_losses(lines),
                 "vitdata_warnings": sorted({ln.split("UserWarning: ", 1)[1][:400] for ln in lines
                                             if "UserWarning: " in ln and "vitdata" in ln.lower()}),
-                "error": next((ln[:500] for ln in reversed(lines) if re.match(r"^[\w.]*(Error|Exception)\b", ln)), None),
+                "error": _root_error(lines),
                 "checks": {}}
         step["checks"]["exit status as expected"] = (rc == 0) == expect_ok
         self.steps.append(step)
@@ -142,6 +142,14 @@ class Runner:
 
     def check(self, step: dict, what: str, ok: bool) -> None:
         step["checks"][what] = bool(ok)
+
+
+def _root_error(lines) -> str | None:
+    """The last exception line of the log (a rank's own, ``[rank0]: ValueError: ...``, before torchrun's
+    ChildFailedError)."""
+    found = [ln for ln in lines if re.match(r"^(\[rank\d+\]: )?[\w.]*(Error|Exception): ", ln)
+             and "ChildFailedError" not in ln]
+    return found[-1][:500] if found else None
 
 
 def _train_losses(lines) -> dict:
