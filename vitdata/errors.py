@@ -37,9 +37,10 @@ class ConfigError(VitdataError, ValueError):
         """The same error in the words of a command line: each field that ``options`` maps (``"schedule.epochs"``
         -> ``"--epochs"``) is named by its option, in the field list and in the message (:func:`name_options`).
         The fields themselves are kept, so code that tests ``fields`` is unaffected."""
-        if not options or not any(f in options for f in self.fields) and name_options(self.message, options) == self.message:
+        text = name_options(self.message, options or {})
+        if not any(f in (options or {}) for f in self.fields) and text == self.message:
             return self
-        err = ConfigError(name_options(self.message, options), self.fields)
+        err = ConfigError(text, self.fields)
         named = list(dict.fromkeys(_option_word(options.get(f, f)) for f in self.fields))
         err.args = ((f"[{', '.join(named)}] " if named else "") + err.message,)
         return err

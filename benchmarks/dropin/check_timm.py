@@ -94,7 +94,8 @@ def make_teacher_cache(hf_home: Path) -> str:
     (repo / "refs" / "main").write_text(rev)
     torch.manual_seed(0)
     model = timm.create_model("test_vit", pretrained=False)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(repo / "snapshots" / rev / "model.safetensors"))
+    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(repo / "snapshots" / rev / "model.safetensors"))
     return "test_vit"
 
 
@@ -129,7 +130,7 @@ class Runner:
         lines = log.splitlines()
         step = {"name": name, "command": " ".join(["python -P", *cmd[2:]]).replace(str(self.work) + "/", ""),
                 "env": env or {}, "ranks": ranks, "returncode": rc, "seconds": round(time.perf_counter() - t0, 1),
-                "epochs_trained": sorted({int(m.group(1)) for ln in lines for m in [re.match(r"Train: (\d+) ", ln)] if m}),
+                "epochs_trained": sorted({int(m.group(1)) for m in map(re.compile(r"Train: (\d+) ").match, lines) if m}),
                 "eval_lines": sum(ln.startswith("Test:") for ln in lines),
                 "train_loss": _train_losses(lines),
                 "vitdata_warnings": sorted({ln.split("UserWarning: ", 1)[1][:400] for ln in lines
@@ -189,9 +190,11 @@ def steps_train_and_resume(r: Runner) -> None:
     states = [loader_state(ck / f"checkpoint-{e}.pth.tar") for e in (0, 1)]
     r.check(s, "checkpoint-0 and checkpoint-1 each hold their epoch's finished loader state",
             [(st or {}).get("epoch") for st in states] == [0, 1] and all((st or {}).get("finished") for st in states))
-    r.check(s, "the oracle received every sample of both epochs (64 reports each)", reports(states[1]) == [[0, 64], [1, 64]])
+    r.check(s, "the oracle received every sample of both epochs (64 reports each)",
+            reports(states[1]) == [[0, 64], [1, 64]])
     r.check(s, "no unreported-loss warning", not warned(s, UNREPORTED))
-    s = r.run("resume-longer-epochs", "train.py", r.base("b", 3) + ["--resume", str(ck / "checkpoint-1.pth.tar")], ORACLE)
+    s = r.run("resume-longer-epochs", "train.py", r.base("b", 3) + ["--resume", str(ck / "checkpoint-1.pth.tar")],
+              ORACLE)
     r.check(s, "resumed at epoch 2 only", s["epochs_trained"] == [2])
     r.check(s, "the loader state was loaded (no start-afresh warning)", not warned(s, "afresh"))
     r.check(s, "oracle reports continue: epochs 0, 1, 2", reports(loader_state(r.out / "b" / "last.pth.tar"))
@@ -289,7 +292,8 @@ def prepare_scripts(timm: Path, work: Path, diff: str) -> dict:
     shutil.copy(timm / "train.py", work / "train.py")
     shutil.copy(timm / "train.py", work / "train_unmodified.py")
     (work / "timm_train.diff").write_text(diff)
-    check = subprocess.run(["git", "apply", "--check", "-v", "timm_train.diff"], cwd=work, capture_output=True, text=True)
+    check = subprocess.run(["git", "apply", "--check", "-v", "timm_train.diff"], cwd=work, capture_output=True,
+                           text=True)
     applied = check.returncode == 0 and subprocess.run(["git", "apply", "timm_train.diff"], cwd=work).returncode == 0
     if not applied:
         return {"applied": False, "git_apply": check.stderr.strip()}
@@ -318,7 +322,8 @@ def diff_facts(diff: str, timm: Path) -> dict:
         probe.mkdir()
         (probe / "train.py").write_bytes(blob)
         (probe / "p.diff").write_text(diff)
-        tags[tag] = subprocess.run(["git", "apply", "--check", "p.diff"], cwd=probe, capture_output=True).returncode == 0
+        probed = subprocess.run(["git", "apply", "--check", "p.diff"], cwd=probe, capture_output=True)
+        tags[tag] = probed.returncode == 0
         shutil.rmtree(probe)
     return {"pinned_commit": pinned, "checkout_head": head, "train_py_blob": git("hash-object", str(timm / "train.py")),
             "pinned_train_py_blob": pre, "lines_added": sum(ln[0] == "+" for ln in body),
@@ -353,7 +358,8 @@ def main(argv=None) -> int:
                             "checks": {"git apply accepts the README's diff": applied["applied"],
                                        "the checkout's train.py is the pinned commit's blob":
                                            facts["train_py_blob"] == facts["pinned_train_py_blob"],
-                                       "at most 15 changed lines": facts["lines_added"] + facts["lines_removed"] <= 15}})
+                                       "at most 15 changed lines":
+                                           facts["lines_added"] + facts["lines_removed"] <= 15}})
     if applied["applied"]:
         record["settings"]["data"] = make_photos(Path(a.photos), work / "data")
         r = Runner(work, work / "data", work / "hf")

@@ -160,7 +160,8 @@ def test_the_criterion_reports_per_sample_losses_and_a_distillation_task_keeps_i
         before = task(images, labels)
         task.criterion = ld.criterion(task.criterion)          # the README's line for timm's train.py
         after = task(images, labels)
-        assert torch.allclose(after["task_loss"], before["task_loss"]) and torch.allclose(after["kd_loss"], before["kd_loss"])
+        assert torch.allclose(after["task_loss"], before["task_loss"])
+        assert torch.allclose(after["kd_loss"], before["kd_loss"])
         assert torch.allclose(after["loss"], before["loss"]) and float(after["kd_loss"]) > 0
         assert ld.oracle._n == 8                                   # the task loss, per sample, reached the oracle
         ld.last_batch.loss_weight = torch.full((8,), 2.0)          # a plan's loss weights scale the task term only

@@ -26,8 +26,8 @@ KEY = "vitdata_loader"
 
 
 def checkpoint_loader_state(checkpoint) -> dict | None:
-    """The loader state in ``checkpoint`` (a path, or the dict ``torch.load`` gave): ``checkpoint["args"].vitdata_loader``
-    or a top-level ``checkpoint["vitdata_loader"]``; None when it holds none."""
+    """The loader state in ``checkpoint`` (a path, or the dict ``torch.load`` gave):
+    ``checkpoint["args"].vitdata_loader`` or a top-level ``checkpoint["vitdata_loader"]``; None when it holds none."""
     ck = _load(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
     if not isinstance(ck, dict):
         return None

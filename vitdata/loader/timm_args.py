@@ -187,8 +187,8 @@ def _shards(root: str, split: str, flag: str) -> str:
                 pattern = _brace_range([os.path.basename(x) for x in files])
                 if pattern:
                     return os.path.join(root, os.path.dirname(files[0]), pattern)
-                raise ConfigError(f"{flag} {split!r}: the shards {path} lists for it are not one numbered run; give them "
-                                  f"as a brace pattern, e.g. {flag} 'name-{{0000..0099}}.tar'", (flag,))
+                raise ConfigError(f"{flag} {split!r}: the shards {path} lists for it are not one numbered run; "
+                                  f"give them as a brace pattern, e.g. {flag} 'name-{{0000..0099}}.tar'", (flag,))
     raise ConfigError(f"{flag} {split!r}: no shard pattern and no {root}/_info.json naming that split; give the "
                       f"shards, e.g. {flag} 'imagenet-train-{{0000..1023}}.tar'", (flag,))
 
@@ -256,7 +256,8 @@ def _warn_unsupported(args, interp, aa, no_aug, out: list[str]) -> None:
     if not aa and not no_aug:
         off("color_jitter", "no colour jitter")
     if hasattr(args, "interpolation") and _get(args, "train_interpolation", "") not in ("", interp):
-        out.append(f"train_interpolation {args.train_interpolation!r} (the resize uses {interp or 'the model default'})")
+        used = interp or "the model default"
+        out.append(f"train_interpolation {args.train_interpolation!r} (the resize uses {used})")
     for name in ("aug_repeats", "repeated_aug", "epoch_repeats"):
         off(name, "each sample once per epoch")
     for name in ("train_num_samples", "val_num_samples", "train_batches_per_epoch"):
@@ -299,8 +300,8 @@ def config_from_timm_args(cls, args, model=None, **overrides):
 def _config(cls, args, model, opts, flags, overrides):
     _refuse(args)
     if _get(args, "bce_loss", False) and opts["oracle"]:
-        raise ConfigError(f"--bce-loss with the oracle ({opts['sources']['oracle']}={opts['oracle']}): the oracle needs "
-                          f"a loss per sample, which timm's BinaryCrossEntropy does not give", ("--bce-loss", "oracle"))
+        raise ConfigError(f"--bce-loss with the oracle ({opts['sources']['oracle']}={opts['oracle']}): the oracle "
+                          f"needs a loss per sample, which timm's BinaryCrossEntropy does not give", ("--bce-loss", "oracle"))
     train, evaluation = _data(args)
     cfg = cls.from_timm_model(model) if model is not None else cls()
     a, o, e = cfg.augment, cfg.output, cfg.eval
@@ -331,7 +332,8 @@ def _config(cls, args, model, opts, flags, overrides):
     o = dataclasses.replace(o, mean=tuple(mean) if mean else o.mean, std=tuple(std) if std else o.std,
                             channels_last=bool(_get(args, "channels_last", False)), dtype=str(dtype),
                             device=str(_get(args, "device", "auto")))
-    e = dataclasses.replace(e, data=evaluation, crop_pct=_get(args, "crop_pct", _get(args, "eval_crop_ratio", e.crop_pct)),
+    crop_pct = _get(args, "crop_pct", _get(args, "eval_crop_ratio", e.crop_pct))
+    e = dataclasses.replace(e, data=evaluation, crop_pct=crop_pct,
                             batch_size=_get(args, "validation_batch_size"))
     epochs = _get(args, "epochs")
     sched = type(cfg.schedule)(name=curriculum or "constant", epochs=int(epochs) if epochs else None,
