@@ -11,7 +11,8 @@ installed timm package (the record names its version), never the checkout's.
 
 Each step is one run of the patched train.py (or torchrun of it) with its own outcome and checks:
 the diff applies; 2 epochs with the oracle; resumes (a longer ``--epochs``, an older checkpoint, a checkpoint
-without loader state); a curriculum from ``VITDATA_CURRICULUM`` and its refusals in the user's flags;
+without loader state); a curriculum from ``VITDATA_CURRICULUM`` or from keys of timm's ``--config`` file, and
+its refusals in the user's flags;
 ``--val-split ''``; ``--model-dtype bfloat16``; ``--dataset wds/...``; distillation (``--kd-model-name``, a
 randomly initialised teacher served from a local Hugging Face cache); refused options; the warning when the
 criterion line is left out; 2 gloo ranks. The record goes to ``benchmarks/results/cpu/<date>-dropin-timm.json``.
@@ -223,6 +224,12 @@ def steps_curriculum(r: Runner) -> None:
     st = loader_state(r.out / "e" / "last.pth.tar") or {}
     r.check(s, "the saved state runs the efficienttrain curriculum",
             st.get("fingerprint", {}).get("schedule", {}).get("name") == "efficienttrain")
+    (r.work / "vitdata.yaml").write_text("vitdata_curriculum: efficienttrain\nvitdata_oracle: data-centric\n")
+    s = r.run("curriculum-and-oracle-from-timm-config-file", "train.py", ["-c", str(r.work / "vitdata.yaml")]
+              + r.base("e2", 1, dyn))
+    st = loader_state(r.out / "e2" / "last.pth.tar") or {}
+    r.check(s, "the keys of timm's --config file set the curriculum and the oracle",
+            st.get("fingerprint", {}).get("schedule", {}).get("name") == "efficienttrain" and reports(st) == [[0, 64]])
     s = r.run("curriculum-resume-longer-epochs", "train.py", r.base("f", 4, dyn)
               + ["--resume", str(r.out / "e" / "last.pth.tar")], cur, expect_ok=False)
     r.check(s, "refused naming --epochs and the saved length", "--epochs" in (s["error"] or "")
