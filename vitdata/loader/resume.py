@@ -10,8 +10,9 @@ state is JSON types only, so timm's ``torch.load(..., weights_only=True)`` reads
 On resume, :func:`resume_from_checkpoint` loads it when it is the state of the epoch before the one the
 trainer resumes at. A checkpoint without a loader state (written before the switch to vitdata) or with the
 state of another epoch (a mid-epoch recovery file carries the previous epoch's) is not refused: the loader
-starts the resumed epoch afresh, with a warning naming the file and what is lost. The epoch's order is a
-pure function of (seed, epoch, rank, world, plan), so only the oracle's table and plan are lost.
+starts the resumed epoch afresh, with a warning naming the file and what is lost: the epoch's order is a
+pure function of (seed, epoch, rank, world, plan), so without an oracle the same samples come in the same
+order; the augmentation draws start anew, and an oracle's table and plan are empty.
 """
 from __future__ import annotations
 
