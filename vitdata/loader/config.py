@@ -278,8 +278,7 @@ def check_config(cfg: LoaderConfig, split: str) -> None:
         bad("eval_data is a deprecated alias of eval.data and they differ; give eval=EvalConfig(data=...) only",
             "eval_data", "eval.data")
     if split == "eval" and cfg.eval.data == "":
-        bad("no evaluation data: eval.data is '' (the run has no validation split); give eval.data, or do not "
-            "build an eval loader", "eval.data")
+        bad("no evaluation data: eval.data is '' (the run has no validation split)", "eval.data")
     if not cfg.data and not (split == "eval" and (cfg.eval.data or cfg.eval_data)):
         bad("no data source given", "data")
     if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
