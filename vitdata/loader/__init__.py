@@ -9,7 +9,7 @@ DataLoader-shaped face that trainers read (:mod:`.compat`, used from outside onl
 DALI graphs of ``vitdata.pipelines``, or a torch DataLoader).
 
 May import: ``vitdata.errors``, ``vitdata.io``, ``vitdata.optional``, ``vitdata.data``,
-``vitdata.curriculum``, ``vitdata.oracle``, ``vitdata.kernels``, ``vitdata.pipelines`` (in the DALI
+``vitdata.decode``, ``vitdata.curriculum``, ``vitdata.oracle``, ``vitdata.kernels``, ``vitdata.pipelines`` (in the DALI
 backend only). Only the backend factory knows which backend runs.
 """
 from vitdata.loader.config import (AugmentConfig, DistributedConfig, EvalConfig, LoaderConfig, OutputConfig, ScheduleConfig)

@@ -119,6 +119,9 @@ class LoaderConfig:
     hw_decoder_load: float | None = None            # DALI mixed decoder's share of JPEGs on the hardware decoder
                                                     # (None: 0.65 on A100/H100/H200-class GPUs, else DALI's)
     prefetch: int = 2                               # batches prepared ahead (DALI queue depth)
+    decode_scale: bool = True                       # train: decode a plain JPEG at 1/2, 1/4 or 1/8 scale when
+                                                    # its crop window stays >= the step's size across (CPU
+                                                    # decode only: the torch backend, DALI without a GPU)
     worker_start_timeout: float = 120.0             # s for DALI source workers to start (killed, retried once)
     seed: int = 0                                   # order and augmentation seed
     on_error: str = "auto"                          # auto (skip for train, raise for eval) | skip | raise
