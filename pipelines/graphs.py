@@ -59,23 +59,46 @@ class GraphSpec:
 
 def train_graph(encoded, size, mag_bin, active, spec: GraphSpec, decode_device: str, window=None):
     """Decode the crop window, resize it to ``size``, RandAugment, flip + normalise (flip only, uint8 out,
-    with ``spec.normalize`` False).
+    with ``spec.normalize`` False): :func:`decode_window`, :func:`resize_window`, :func:`augment_graph`.
 
     ``window``: the source's crop outputs by name (``anchor``, ``shape``, and with ``spec.decode_scale``
     ``decoded``, ``hwc``, ``roi_start``, ``roi_end``; see ``pipelines.source``): the window drawn outside
     the graph, decoded by ``decoders.image_slice``, or already decoded at reduced scale by the source. None:
     DALI draws the window itself (``decoders.image_random_crop``, its own random stream)."""
-    interp = _INTERP[spec.interpolation]
     if window is None:
         images = fn.decoders.image_random_crop(encoded, device=decode_device, output_type=types.RGB,
                                                random_area=list(spec.scale), random_aspect_ratio=list(spec.ratio),
                                                num_attempts=10, **_decoder_kw(spec, decode_device))
-        images = fn.resize(images, size=size, interp_type=interp, antialias=True)
-    elif spec.decode_scale:
-        images = _decoded_or_sliced(encoded, size, window, spec, decode_device)
+        images = fn.resize(images, size=size, interp_type=_INTERP[spec.interpolation], antialias=True)
+    else:
+        images = resize_window(decode_window(encoded, window, spec, decode_device), size, window, spec)
+    return augment_graph(images, size, mag_bin, active, spec)
+
+
+def decode_window(encoded, window, spec: GraphSpec, decode_device: str):
+    """The window's pixels (HWC uint8): DALI's ROI decode of the window (absolute pixels, after EXIF
+    orientation), or, per sample with ``spec.decode_scale``, the pixels the source decoded at reduced scale
+    around it (a conditional: the two branches merge into one batch)."""
+    if not spec.decode_scale:
+        return _slice(encoded, window, spec, decode_device)
+    if window["decoded"] == 1:
+        images = fn.reshape(encoded, shape=window["hwc"], layout="HWC")
     else:
         images = _slice(encoded, window, spec, decode_device)
-        images = fn.resize(images, size=size, interp_type=interp, antialias=True)
+    return images
+
+
+def resize_window(images, size, window, spec: GraphSpec):
+    """Resize :func:`decode_window`'s pixels to ``size``; with ``spec.decode_scale`` over each sample's
+    ``roi_start``..``roi_end`` (the window's fractional bounds in a reduced decode, the whole slice else)."""
+    roi = {}
+    if spec.decode_scale:
+        roi = {"roi_start": window["roi_start"], "roi_end": window["roi_end"], "roi_relative": False}
+    return fn.resize(images, size=size, interp_type=_INTERP[spec.interpolation], antialias=True, **roi)
+
+
+def augment_graph(images, size, mag_bin, active, spec: GraphSpec):
+    """RandAugment (with ``spec.randaug``), flip and normalise (or flip only, uint8) of resized images."""
     if spec.randaug:
         images = randaug.apply(images, mag_bin, active, size, max_ops=spec.max_ops, num_bins=NUM_MAG_BINS,
                                exclude=spec.exclude_ops, interp_type=_INTERP[spec.randaug_interpolation])
@@ -84,24 +107,9 @@ def train_graph(encoded, size, mag_bin, active, spec: GraphSpec, decode_device: 
 
 
 def _slice(encoded, window, spec: GraphSpec, decode_device: str):
-    """DALI's ROI decode of the window (absolute pixels, after EXIF orientation)."""
     return fn.decoders.image_slice(encoded, window["anchor"], window["shape"], device=decode_device,
                                    output_type=types.RGB, normalized_anchor=False, normalized_shape=False,
                                    **_decoder_kw(spec, decode_device))
-
-
-def _decoded_or_sliced(encoded, size, window, spec: GraphSpec, decode_device: str):
-    """Per sample: resize the source's reduced decode over the window's exact (fractional) bounds, or decode
-    the window here and resize it. Both branches end in the same resize op signature, then merge."""
-    interp = _INTERP[spec.interpolation]
-    if window["decoded"] == 1:
-        pixels = fn.reshape(encoded, shape=window["hwc"], layout="HWC")
-        images = fn.resize(pixels, size=size, roi_start=window["roi_start"], roi_end=window["roi_end"],
-                           roi_relative=False, interp_type=interp, antialias=True)
-    else:
-        images = fn.resize(_slice(encoded, window, spec, decode_device), size=size, interp_type=interp,
-                           antialias=True)
-    return images
 
 
 def eval_graph(encoded, spec: GraphSpec, decode_device: str):

@@ -249,42 +249,46 @@ class EpochSource:
         return tuple(out[k] for k in self.outputs)
 
     def _windows(self, datas: list[bytes], positions, epoch: int, size: int) -> dict:
-        """The crop outputs (and ``encoded``) of samples ``datas`` at loader-epoch ``positions`` for a step of
-        ``size`` px: each window drawn, and the plain JPEGs whose window allows it decoded at 1/r here
-        (on ``CropSpec.threads`` threads); the rest go to DALI as encoded bytes."""
-        c = self.crop
-        plans = [_plan(d, p, epoch, size, c) for d, p in zip(datas, positions)]
-        jobs = [(k, box, r) for k, (box, r) in enumerate(plans) if r > 1]
-        if len(jobs) > 1 and c.threads > 1:
-            if self._pool is None:
-                from concurrent.futures import ThreadPoolExecutor
+        if self._pool is None and self.crop.threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
 
-                self._pool = ThreadPoolExecutor(c.threads, thread_name_prefix="vitdata-decode")
-            # Pillow releases the GIL while libjpeg decodes, so the threads decode in parallel.
-            done = list(self._pool.map(lambda job: _reduced(datas[job[0]], job[1], job[2]), jobs))
-        else:
-            done = [_reduced(datas[k], box, r) for k, box, r in jobs]
-        reduced = {k: d for (k, _, _), d in zip(jobs, done) if d is not None}
-        n = len(datas)
-        out = {"encoded": [], "anchor": np.empty((n, 2), np.int32), "shape": np.empty((n, 2), np.int32),
-               "decoded": np.zeros(n, np.int32), "hwc": np.tile(np.array([1, 1, 3], np.int32), (n, 1)),
-               "roi_start": np.zeros((n, 2), np.float32), "roi_end": np.zeros((n, 2), np.float32)}
-        for k, (box, _) in enumerate(plans):
-            out["anchor"][k], out["shape"][k] = (box.x, box.y), (box.w, box.h)
-            if k in reduced:
-                pixels, roi = reduced[k]
-                out["encoded"].append(pixels.reshape(-1))
-                out["decoded"][k], out["hwc"][k] = 1, pixels.shape
-                out["roi_start"][k], out["roi_end"][k] = roi[:2], roi[2:]
-            else:
-                out["encoded"].append(np.frombuffer(datas[k], np.uint8))
-                out["roi_end"][k] = (box.h, box.w)
-        return out
+            self._pool = ThreadPoolExecutor(self.crop.threads, thread_name_prefix="vitdata-decode")
+        return crop_windows(datas, positions, epoch, size, self.crop, self._pool)
 
     def _resolve(self, ids: np.ndarray, pos: int, orig: int) -> tuple[int, int, bytes]:
         return resolve_sample(self.reader, self.index, ids, pos, self.max_pixels, self._quarantine)
 
 
+
+
+def crop_windows(datas: list[bytes], positions, epoch: int, size: int, crop: CropSpec, pool=None) -> dict:
+    """The crop outputs (and ``encoded``) of samples ``datas`` at loader-epoch ``positions`` for a step of
+    ``size`` px: each window drawn, and the plain JPEGs whose window allows it decoded at 1/r here (on
+    ``pool``, a ``concurrent.futures`` executor, when given); the rest go to DALI as encoded bytes. Values
+    are lists / stacked arrays over the samples, by the names of :data:`OUTPUTS`."""
+    plans = [_plan(d, p, epoch, size, crop) for d, p in zip(datas, positions)]
+    jobs = [(k, box, r) for k, (box, r) in enumerate(plans) if r > 1]
+    if pool is not None and len(jobs) > 1:
+        # Pillow releases the GIL while libjpeg decodes, so the threads decode in parallel.
+        done = list(pool.map(lambda job: _reduced(datas[job[0]], job[1], job[2]), jobs))
+    else:
+        done = [_reduced(datas[k], box, r) for k, box, r in jobs]
+    reduced = {k: d for (k, _, _), d in zip(jobs, done) if d is not None}
+    n = len(datas)
+    out = {"encoded": [], "anchor": np.empty((n, 2), np.int32), "shape": np.empty((n, 2), np.int32),
+           "decoded": np.zeros(n, np.int32), "hwc": np.tile(np.array([1, 1, 3], np.int32), (n, 1)),
+           "roi_start": np.zeros((n, 2), np.float32), "roi_end": np.zeros((n, 2), np.float32)}
+    for k, (box, _) in enumerate(plans):
+        out["anchor"][k], out["shape"][k] = (box.x, box.y), (box.w, box.h)
+        if k in reduced:
+            pixels, roi = reduced[k]
+            out["encoded"].append(pixels.reshape(-1))
+            out["decoded"][k], out["hwc"][k] = 1, pixels.shape
+            out["roi_start"][k], out["roi_end"][k] = roi[:2], roi[2:]
+        else:
+            out["encoded"].append(np.frombuffer(datas[k], np.uint8))
+            out["roi_end"][k] = (box.h, box.w)
+    return out
 
 
 def _plan(data: bytes, position: int, epoch: int, size: int, crop: CropSpec):
