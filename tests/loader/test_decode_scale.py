@@ -80,7 +80,7 @@ def test_decode_scale_changes_pixels_within_the_tolerance_never_samples_windows_
     names = on[4]
     per = (on[0] - off[0]).abs().mean(dim=(1, 2, 3))
     plain = torch.tensor([os.path.basename(names[int(i)]).startswith("p") for i in on[1]])
-    assert per[plain].mean() <= MEAN_TOL and per[plain].max() <= 6.0
+    assert per[plain].mean() <= MEAN_TOL and per[plain].max() <= 12.0
     assert per[plain].mean() > 0.05              # the plain JPEGs really took the reduced route
     assert per[~plain].max() == 0                # grayscale, CMYK, PNG, rotated: the same full decode
 

@@ -11,10 +11,10 @@ clamped into ``ratio``.
 """
 from __future__ import annotations
 
+import hashlib
 import math
+import struct
 from typing import NamedTuple
-
-import numpy as np
 
 # Mixed into the seed of the window's generator so it never shares a stream with another draw of vitdata.
 _CROP_STREAM = 0xC809
@@ -28,15 +28,36 @@ class CropBox(NamedTuple):
     h: int
 
 
-def crop_rng(seed: int, epoch: int, rank: int, position: int) -> np.random.Generator:
+class WindowRng:
+    """Uniform draws from a counter-mode BLAKE2b stream of a 40-byte key: each draw hashes (key, counter).
+    A window needs 2-4 draws per try, so this costs a few microseconds per sample where seeding a NumPy
+    ``PCG64`` or a Mersenne Twister per sample cost ~10x more in the source's hot loop."""
+
+    def __init__(self, key: bytes):
+        self.key, self.counter = key, 0
+
+    def random(self) -> float:
+        """A float in [0, 1) with 53 random bits."""
+        self.counter += 1
+        digest = hashlib.blake2b(self.key + struct.pack("<q", self.counter), digest_size=8).digest()
+        return (int.from_bytes(digest, "little") >> 11) / 9007199254740992.0
+
+    def uniform(self, lo: float, hi: float) -> float:
+        return lo + (hi - lo) * self.random()
+
+    def randint(self, lo: int, hi: int) -> int:
+        """An int in [lo, hi], both included."""
+        return lo + min(hi - lo, int(self.random() * (hi - lo + 1)))
+
+
+def crop_rng(seed: int, epoch: int, rank: int, position: int) -> WindowRng:
     """The generator of the window of one sample: a pure function of (seed, epoch, rank, position in the
     epoch), so a resumed, replayed or re-sharded epoch draws the same windows at the same positions."""
-    return np.random.Generator(np.random.PCG64(
-        np.random.SeedSequence([int(seed), int(epoch), int(rank), int(position), _CROP_STREAM])))
+    return WindowRng(struct.pack("<5q", int(seed), int(epoch), int(rank), int(position), _CROP_STREAM))
 
 
 def sample_crop_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float],
-                    rng: np.random.Generator, attempts: int = 10) -> CropBox:
+                    rng: WindowRng, attempts: int = 10) -> CropBox:
     """A random-resized-crop window inside a ``width`` x ``height`` image (see the module docstring)."""
     area = width * height
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
@@ -46,7 +67,7 @@ def sample_crop_box(width: int, height: int, scale: tuple[float, float], ratio: 
         w = int(round(math.sqrt(target * aspect)))
         h = int(round(math.sqrt(target / aspect)))
         if 0 < w <= width and 0 < h <= height:
-            return CropBox(int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1)), w, h)
+            return CropBox(rng.randint(0, width - w), rng.randint(0, height - h), w, h)
     aspect = width / height
     if aspect < min(ratio):
         w, h = width, int(round(width / min(ratio)))
