@@ -119,7 +119,8 @@ def _loader_sizes_rows(rec: dict) -> list[tuple[str, str, str]]:
     sizes, top = sorted(s["sizes"]), max(s["sizes"])
     data = os.path.basename(os.path.normpath(s.get("data") or ""))
     how = (f"{data} ({s.get('samples')} photos{', cycled' if s.get('cycled', 1) > 1 else ''}), batch "
-           f"{s.get('batch_size')}, {s.get('dtype')}; load {s.get('load_avg_1m_start') or 0:.1f} at start")
+           f"{s.get('batch_size')}, {s.get('dtype')}; load {s.get('load_avg_1m_start') or 0:.1f} at start"
+           + (f"; data: {s['data_note']}" if s.get("data_note") else ""))
     lines = []
     for row in sorted({r["row"] for r in rec["rows"]}):
         by = {r["size"]: r for r in rec["rows"] if r["row"] == row}

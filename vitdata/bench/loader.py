@@ -301,6 +301,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     lo.add_argument("--size", type=int, default=224, help="output side in pixels (default 224)")
     lo.add_argument("--sizes", type=_parse_sizes, default=None,
                     help="comma-separated output sides, each run in turn on the same data (e.g. 64,112,160,224)")
+    lo.add_argument("--data-note", default=None,
+                    help="how the data was obtained (recorded in the settings, e.g. for data outside the repo)")
     lo.add_argument("--no-decode-scale", action="store_true",
                     help="rows 1-2 decode every JPEG in full (LoaderConfig.decode_scale=False)")
     lo.add_argument("--batch-size", type=int, default=256)
@@ -358,6 +360,8 @@ def _run(a: argparse.Namespace) -> int:
         s.extra["cpus_usable"] = benchutil.usable_cpus()
         s.extra["sizes"] = sizes
         s.extra["decode_scale"] = not a.no_decode_scale
+        if a.data_note:
+            s.extra["data_note"] = a.data_note
         s.extra["load_avg_1m_start"] = load_avg()
         print(f"vitdata bench loader: {a.data} ({idx.kind}, {len(idx) // cycle} samples"
               f"{f', cycled x{cycle}' if cycle > 1 else ''}), {'/'.join(map(str, sizes))} px, batch {a.batch_size}, {a.dtype} on {device}, "
