@@ -105,3 +105,19 @@ def test_both_backends_crop_the_same_window_at_the_same_position(photos):
     plain = torch.tensor([os.path.basename(names[int(i)]).startswith("p") for i in t[1]])
     # different decoders and resize kernels (Pillow vs DALI), the same window: small differences only
     assert (t[0] - d[0]).abs().mean(dim=(1, 2, 3))[plain].max() < 4.0
+
+
+def test_dali_source_workers_deliver_the_same_reduced_decodes_as_the_in_thread_source(photos):
+    data, _ = photos
+    runs = {}
+    for workers in (0, 2):
+        cfg = LoaderConfig(data=data, batch_size=6, image_size=24, backend="dali", num_workers=workers,
+                           num_threads=2, seed=5, augment=AugmentConfig(randaug=False, hflip=0.0, patch_size=1))
+        loader = create_loader(cfg)
+        try:
+            loader.set_epoch(0)
+            runs[workers] = [(b.images.clone(), b.ids.clone()) for b in loader]
+        finally:
+            loader.close()
+    for (a, ia), (b, ib) in zip(runs[0], runs[2]):
+        assert torch.equal(ia, ib) and torch.equal(a, b)
