@@ -55,9 +55,11 @@ def photos(tmp_path_factory):
 
 
 def _run(data, backend, decode_scale, size=24, epochs=1):
-    cfg = LoaderConfig(data=data, batch_size=6, image_size=size, backend=backend, decode_scale=decode_scale,
-                       num_workers=0, num_threads=2, seed=5,
-                       augment=AugmentConfig(randaug=False, hflip=0.0, patch_size=1))
+    """(images on the 0..255 scale, ids, skips, quarantine, index paths); ``decode_scale`` a mode or True/False
+    for "on"/"off"."""
+    mode = decode_scale if isinstance(decode_scale, str) else "on" if decode_scale else "off"
+    cfg = LoaderConfig(data=data, batch_size=6, image_size=size, backend=backend, num_workers=0, num_threads=2,
+                       seed=5, decode_scale=mode, augment=AugmentConfig(randaug=False, hflip=0.0, patch_size=1))
     loader = create_loader(cfg)
     out = []
     try:
@@ -67,7 +69,8 @@ def _run(data, backend, decode_scale, size=24, epochs=1):
                 out.append((b.images * STD, b.ids.clone()))
             skipped = sorted((r["id"], r["reason"]) for r in loader.skipped(epoch))
         names = {i: loader.index.path(i) for i in range(len(loader.index))}
-        return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out]), skipped, sorted(loader.quarantine.ids()), names
+        images, ids = torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+        return images, ids, skipped, sorted(loader.quarantine.ids()), names
     finally:
         loader.close()
 
@@ -112,7 +115,8 @@ def test_dali_source_workers_deliver_the_same_reduced_decodes_as_the_in_thread_s
     runs = {}
     for workers in (0, 2):
         cfg = LoaderConfig(data=data, batch_size=6, image_size=24, backend="dali", num_workers=workers,
-                           num_threads=2, seed=5, augment=AugmentConfig(randaug=False, hflip=0.0, patch_size=1))
+                           num_threads=2, seed=5, decode_scale="on",
+                           augment=AugmentConfig(randaug=False, hflip=0.0, patch_size=1))
         loader = create_loader(cfg)
         try:
             loader.set_epoch(0)
@@ -121,3 +125,11 @@ def test_dali_source_workers_deliver_the_same_reduced_decodes_as_the_in_thread_s
             loader.close()
     for (a, ia), (b, ib) in zip(runs[0], runs[2]):
         assert torch.equal(ia, ib) and torch.equal(a, b)
+
+
+def test_auto_reduces_in_the_torch_backend_and_leaves_dali_its_roi_decode(photos):
+    data, _ = photos
+    auto, on, off = (_run(data, "torch", mode) for mode in ("auto", True, False))
+    assert torch.equal(auto[0], on[0]) and not torch.equal(auto[0], off[0])
+    dali_auto, dali_off = (_run(data, "dali", mode) for mode in ("auto", False))
+    assert torch.equal(dali_auto[0], dali_off[0])

@@ -28,7 +28,8 @@ row   name                  what it runs
 ====  ====================  =====================================================================
 
 Rows 1 and 2 decode plain JPEGs at 1/2, 1/4 or 1/8 scale where the crop window allows it
-(``LoaderConfig.decode_scale``, on by default); ``--no-decode-scale`` runs them with full decodes.
+(``LoaderConfig.decode_scale``): "auto" by default (DALI's own ROI decode on CPU), ``--decode-scale on``
+runs the source's reduced decode, ``off`` full decodes everywhere.
 """
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ def vitdata_config(s: Settings, curriculum: bool):
     out = OutputConfig(dtype=s.dtype, device=s.device)
     workers, threads = vitdata_workers(s)
     common = dict(data=s.root, batch_size=s.batch_size, output=out, num_workers=workers, num_threads=threads,
-                  seed=s.seed, decode_scale=bool(s.extra.get("decode_scale", True)))
+                  seed=s.seed, decode_scale=s.extra.get("decode_scale", "auto"))
     if not curriculum:
         return LoaderConfig(image_size=s.size, augment=AugmentConfig(randaug=False, patch_size=s.patch_size),
                             **common)

@@ -16,7 +16,7 @@ source workers with a GPU, and all of them as DataLoader workers for the torch r
 (:class:`~vitdata.bench.common.Parallelism`), so no row oversubscribes the machine.
 
     python -P benchmarks/bench_loader.py --data ../shared/data/imagenet-samples [--size 224 | --sizes 64,112,160,224]
-        [--batch-size 256] [--steps 10] [--windows 5] [--rows 1,2,3,4,5,6,7] [--no-decode-scale] [--json PATH]
+        [--batch-size 256] [--steps 10] [--windows 5] [--rows 1,2,3,4,5,6,7] [--decode-scale auto|on|off] [--json PATH]
         [--plot OUT.png]
 
 The record goes to ``--json`` (a file, or a directory for ``<date>-loader.json``), else to
@@ -303,8 +303,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                     help="comma-separated output sides, each run in turn on the same data (e.g. 64,112,160,224)")
     lo.add_argument("--data-note", default=None,
                     help="how the data was obtained (recorded in the settings, e.g. for data outside the repo)")
-    lo.add_argument("--no-decode-scale", action="store_true",
-                    help="rows 1-2 decode every JPEG in full (LoaderConfig.decode_scale=False)")
+    lo.add_argument("--decode-scale", choices=("auto", "on", "off"), default="auto",
+                    help="rows 1-2: LoaderConfig.decode_scale (default auto: DALI's ROI decode on CPU)")
     lo.add_argument("--batch-size", type=int, default=256)
     lo.add_argument("--steps", type=int, default=10, help="batches per timed window (default 10)")
     lo.add_argument("--windows", type=int, default=5, help="timed windows per row (default 5)")
@@ -359,7 +359,7 @@ def _run(a: argparse.Namespace) -> int:
             s.extra["note"] = "no CUDA device: runs the CPU path"
         s.extra["cpus_usable"] = benchutil.usable_cpus()
         s.extra["sizes"] = sizes
-        s.extra["decode_scale"] = not a.no_decode_scale
+        s.extra["decode_scale"] = a.decode_scale
         if a.data_note:
             s.extra["data_note"] = a.data_note
         s.extra["load_avg_1m_start"] = load_avg()

@@ -64,9 +64,9 @@ class DaliBackend(Backend):
                               float16=o.dtype == "float16", layout="HWC" if o.channels_last else "CHW",
                               normalize=not (ctx.train and ctx.uint8_images),
                               hw_decoder_load=hw_decoder_load if device_id is not None else None,
-                              # DALI 2.4 decodes at full scale only: the source decodes reduced JPEGs on a
-                              # CPU-only host; with a GPU nvJPEG decodes everything ("mixed")
-                              decode_scale=bool(cfg.decode_scale) and ctx.train and device_id is None)
+                              # DALI 2.4 decodes at full scale only: with decode_scale "on" the source decodes
+                              # reduced JPEGs on a CPU-only host; with a GPU nvJPEG decodes everything
+                              decode_scale=cfg.decode_scale == "on" and ctx.train and device_id is None)
         self.pipe = None
         self.epoch = 0          # the loader epoch the pipeline serves
         self.dali_epoch = 0     # DALI's SampleInfo.epoch_idx of it

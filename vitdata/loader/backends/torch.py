@@ -11,8 +11,8 @@ grayscale / CMYK / palette / RGBA converted to RGB, 16-bit images scaled to 8 bi
 
 Train crop: the window is drawn from the image's size before decoding (:mod:`vitdata.decode.crop`, the same
 draw as the DALI graph's source at the same (seed, epoch, rank, position)), then resized to the step's size
-with Pillow's ``resize(box=...)``. With ``LoaderConfig.decode_scale`` a plain JPEG whose window is at least
-twice the step's size across is decoded at 1/2, 1/4 or 1/8 scale (:mod:`vitdata.decode.scaled`) and the
+with Pillow's ``resize(box=...)``. With ``LoaderConfig.decode_scale`` "auto" or "on", a plain JPEG whose window
+is at least twice the step's size across is decoded at 1/2, 1/4 or 1/8 scale (:mod:`vitdata.decode.scaled`) and the
 same window is read from the smaller image.
 
 Decoder failures (``vitdata.loader.quarantine``): a sample whose header passes but whose data Pillow refuses on
@@ -53,7 +53,7 @@ class EpochDataset(torch.utils.data.Dataset):
         self.randaug = a.randaug and train
         self.interp = getattr(InterpolationMode, _PIL_INTERP[a.interpolation])
         self.resample = getattr(Image.Resampling, _PIL_INTERP[a.interpolation])
-        self.decode_scale = bool(getattr(cfg, "decode_scale", True))
+        self.decode_scale = getattr(cfg, "decode_scale", "auto") != "off"
         self.randaug_interp = getattr(InterpolationMode, _PIL_INTERP[a.randaug_interpolation])
         self.eval_size = cfg.eval.image_size or cfg.image_size
         self.eval_resize = int(round(self.eval_size / cfg.eval.crop_pct))
