@@ -33,11 +33,11 @@ def load_records(results: str, link_base: str | None = None) -> list[dict]:
 
 
 def newest(records: list[dict]) -> list[dict]:
-    """The newest record of each (device, benchmark); loader records also per data set (its folder's name)."""
+    """The newest record of each (device, benchmark); loader and decode records also per data set (its folder)."""
     best: dict[tuple, dict] = {}
     for r in records:
-        data = os.path.basename(os.path.normpath(r.get("settings", {}).get("data") or "")) if r.get("what") == "loader" \
-            else ""
+        data = os.path.basename(os.path.normpath(r.get("settings", {}).get("data") or "")) \
+            if r.get("what") in ("loader", "decode") else ""
         key = (r["_device"], r.get("what"), data)
         if key not in best or (r.get("date") or "") >= (best[key].get("date") or ""):
             best[key] = r
