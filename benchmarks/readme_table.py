@@ -112,12 +112,18 @@ def rows_of(rec: dict) -> list[tuple[str, str, str]]:
     return lines
 
 
+def _data_name(path: str | None) -> str:
+    """A data set's folder name; a split folder (train, val) is named with its parent (imagenette/train)."""
+    parts = os.path.normpath(path or "").split(os.sep)
+    return "/".join(parts[-2:]) if parts[-1] in ("train", "val", "test") and len(parts) > 1 else parts[-1]
+
+
 def _loader_sizes_rows(rec: dict) -> list[tuple[str, str, str]]:
     """A loader record run at several sizes: per row, its figure at the largest size against row 4 (row 1 also
     against row 7), and its cost per image at each size against its cost at the largest."""
     s = rec["settings"]
     sizes, top = sorted(s["sizes"]), max(s["sizes"])
-    data = os.path.basename(os.path.normpath(s.get("data") or ""))
+    data = _data_name(s.get("data"))
     how = (f"{data} ({s.get('samples')} photos{', cycled' if s.get('cycled', 1) > 1 else ''}), batch "
            f"{s.get('batch_size')}, {s.get('dtype')}; load {s.get('load_avg_1m_start') or 0:.1f} at start"
            + (f"; data: {s['data_note']}" if s.get("data_note") else ""))
