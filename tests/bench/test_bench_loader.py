@@ -166,7 +166,7 @@ def test_shards_run_through_the_webdataset_reader_and_the_tar_dataset(tiny_shard
     assert record["rows"][1]["details"]["dataset"] == "TarDataset"
 
 
-def test_small_data_is_cycled_through_links_so_every_row_reads_long_epochs(tiny_folder, tiny_shards):
+def test_small_data_is_cycled_through_copies_so_every_row_reads_long_epochs(tiny_folder, tiny_shards):
     from vitdata.data.index import open_index
 
     with common.prepared_data(str(tiny_folder), 24 * 3 + 1) as (root, idx, cycle):
