@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from vitdata.bench import record as benchutil
+from vitdata.bench import record
 
 from .common import load_avg, quiet_dali, scratch_dir
 
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             + f" {r['dali_reduced_vs_roi']:>13.2f} {r['pillow_reduced_vs_full']:>15.2f}")
     settings["load_avg_1m_end"] = load_avg()
     data = os.path.basename(os.path.normpath(a.data))
-    path = benchutil.write_record("decode", {"settings": settings, "sizes": {str(k): v for k, v in rows.items()},
+    path = record.write_record("decode", {"settings": settings, "sizes": {str(k): v for k, v in rows.items()},
                                              "headline": _headline(rows, top, data)}, a.json)
     print(f"record: {path}")
     return 0

@@ -357,7 +357,7 @@ def _run(a: argparse.Namespace) -> int:
                      steps=a.steps, seed=a.seed, cycle=cycle, patch_size=a.patch_size)
         if not s.gpu:
             s.extra["note"] = "no CUDA device: runs the CPU path"
-        s.extra["cpus_usable"] = benchutil.usable_cpus()
+        s.extra["cpus_usable"] = record.usable_cpus()
         s.extra["sizes"] = sizes
         s.extra["decode_scale"] = a.decode_scale
         if a.data_note:
@@ -385,12 +385,12 @@ def _run(a: argparse.Namespace) -> int:
         if r.get("stage_split"):
             print()
             print(format_split(r["stage_split"], f"row {r['row']} ({r['name']}) at {r['size']} px"))
-    path = benchutil.write_record("loader", record, a.json)
+    path = record.write_record("loader", rec, a.json)
     print(f"\nrecord: {path}")
     if a.plot and optional_import("matplotlib") is None:
         print(f"plot: skipped, matplotlib is not installed ({install_hint('matplotlib')})")
     elif a.plot:
-        env = record["environment"]
+        env = rec["environment"]
         title = (f"vitdata bench loader: {env.get('gpu') or 'CPU'} ({env.get('cpus_usable')} CPUs), {max(sizes)}px, "
                  f"batch {a.batch_size}, {a.dtype}")
         top = {"rows": [r for r in result["rows"] if r["size"] == max(sizes)],

@@ -36,25 +36,8 @@ from .common import Settings, quiet_dali
 from .feeds import dali_to_torch
 
 
-def _sync() -> None:
-    import torch
-
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()   # DALI's stream as well as torch's: each stage is timed alone
-
-
-def time_calls(fn_: Callable[[], object], repeats: int, warmup: int = 1) -> dict:
-    """Median and all of ``repeats`` host-timed calls of ``fn_``, each ending in a device sync."""
-    for _ in range(warmup):
-        fn_()
-    _sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn_()
-        _sync()
-        times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "times_s": times}
+# Each stage is timed alone: the sync waits for the whole device, DALI's streams as well as torch's.
+ALONE = dict(warmup=1, device_wide=True)
 
 
 _WINDOW = ("encoded", "anchor", "shape", "decoded", "hwc", "roi_start", "roi_end")
@@ -101,7 +84,7 @@ def _run_stage(stage, names, batches, spec, s: Settings, device_id, threads: int
                                batch_size=s.batch_size, num_threads=threads, device_id=device_id, seed=s.seed + 11,
                                prefetch_queue_depth=1)
         pipe.build()
-    timed = time_calls(lambda: pipe.run(), repeats)
+    timed = record.measure(lambda: pipe.run(), repeats=repeats, **ALONE)
     outs = [pipe.run()[0] for _ in range(len(batches))]   # one more pass: the next stage's input, in order
     del pipe
     return {**timed, "how": how}, outs
@@ -191,7 +174,7 @@ def _augment_and_after(s, loader, spec, resized, size_arr, device_id, threads, r
         "augment", anames, aug_in, spec, s, device_id, threads, repeats,
         f"augment_graph alone: {ra}flip + {'normalise' if spec.normalize else 'uint8 out'}; {where}, {threads} threads")
     dtype = torch.uint8 if not spec.normalize else torch.float16 if spec.float16 else torch.float32
-    out["hand_over"] = {**time_calls(lambda: dali_to_torch(results[0], s, dtype), repeats),
+    out["hand_over"] = {**record.measure(lambda: dali_to_torch(results[0], s, dtype), repeats=repeats, **ALONE),
                         "how": "one copy of the graph's output batch into a torch tensor on the device"}
     return out
 
@@ -219,5 +202,5 @@ def _kernels(s: Settings, cfg, spec, repeats: int) -> dict:
                                                    device=y.device)
         return kernels.patch_erase(y, params, p, "zero")
 
-    return {**time_calls(run_kernels, repeats),
+    return {**record.measure(run_kernels, repeats=repeats, **ALONE),
             "how": f"vitdata.kernels lowpass_crop {size}->{s.size} + PatchErasing (0.25) on {what} on {x.device}"}

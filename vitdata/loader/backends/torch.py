@@ -35,6 +35,7 @@ from vitdata.decode import crop_rng, decode_rgb, open_scaled, probe, reduction_f
 
 __all__ = ["TorchBackend", "EpochDataset", "decode_rgb"]
 
+
 def torchvision_interpolation(name: str):
     """torchvision's ``InterpolationMode`` for a filter of ``vitdata.loader.config.INTERPOLATIONS``: the same name,
     except "triangular" (DALI's antialiased linear filter), which torchvision lacks: its antialiased bilinear."""
@@ -51,10 +52,11 @@ class EpochDataset(torch.utils.data.Dataset):
         a = cfg.augment
         self.scale, self.ratio, self.hflip = tuple(a.scale), tuple(a.ratio), a.hflip
         self.randaug = a.randaug and train
-        self.interp = getattr(InterpolationMode, _PIL_INTERP[a.interpolation])
-        self.resample = getattr(Image.Resampling, _PIL_INTERP[a.interpolation])
+        self.interp = torchvision_interpolation(a.interpolation)
+        # the window's resize runs in Pillow (resize(box=...) reads a fractional window of a reduced decode)
+        self.resample = Image.Resampling[{"triangular": "bilinear"}.get(a.interpolation, a.interpolation).upper()]
         self.decode_scale = getattr(cfg, "decode_scale", "auto") != "off"
-        self.randaug_interp = getattr(InterpolationMode, _PIL_INTERP[a.randaug_interpolation])
+        self.randaug_interp = torchvision_interpolation(a.randaug_interpolation)
         self.eval_size = cfg.eval.image_size or cfg.image_size
         self.eval_resize = int(round(self.eval_size / cfg.eval.crop_pct))
         self.seed, self.max_pixels = cfg.seed, cfg.max_pixels
