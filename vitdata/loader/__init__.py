@@ -10,7 +10,7 @@ trainer's own script (:mod:`.dropin`, :mod:`.resume`: loaders from its args, its
 DALI graphs of ``vitdata.pipelines``, or a torch DataLoader).
 
 May import: ``vitdata.errors``, ``vitdata.io``, ``vitdata.optional``, ``vitdata.data``,
-``vitdata.curriculum``, ``vitdata.oracle``, ``vitdata.kernels``, ``vitdata.pipelines`` (in the DALI
+``vitdata.decode``, ``vitdata.curriculum``, ``vitdata.oracle``, ``vitdata.kernels``, ``vitdata.pipelines`` (in the DALI
 backend only). Only the backend factory knows which backend runs.
 """
 from vitdata.loader.config import (AugmentConfig, DistributedConfig, EvalConfig, LoaderConfig, OutputConfig, ScheduleConfig)

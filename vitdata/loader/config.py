@@ -28,6 +28,7 @@ def torch_dtype(name: str) -> torch.dtype:
 # Resize filters a config may name; each backend maps the names to its own (pipelines.graphs for DALI,
 # backends.torch.torchvision_interpolation).
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "triangular")
+DECODE_SCALE = ("auto", "on", "off")
 RANDAUG_INTERPOLATIONS = ("nearest", "bilinear")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -120,6 +121,12 @@ class LoaderConfig:
     hw_decoder_load: float | None = None            # DALI mixed decoder's share of JPEGs on the hardware decoder
                                                     # (None: 0.65 on A100/H100/H200-class GPUs, else DALI's)
     prefetch: int = 2                               # batches prepared ahead (DALI queue depth)
+    # Train: decode a plain JPEG at 1/2, 1/4 or 1/8 scale when its crop window stays >= the step's size across.
+    # "auto": the torch backend does (Pillow decodes whole images, so the reduced IDCT saves ~15-20 %);
+    # DALI keeps its own ROI decode, which on CPU cost less than the source's reduced decode on full-size
+    # photos (Huffman decoding dominates them and the ROI decode stops below the window; nvJPEG on a GPU).
+    # "on": also DALI on a CPU-only host (its source decodes those JPEGs); "off": full decodes everywhere.
+    decode_scale: str = "auto"
     worker_start_timeout: float = 120.0             # s for DALI source workers to start (killed, retried once)
     seed: int = 0                                   # order and augmentation seed
     on_error: str = "auto"                          # auto (skip for train, raise for eval) | skip | raise
@@ -327,6 +334,8 @@ def check_config(cfg: LoaderConfig, split: str) -> None:
         bad(f"on_error must be auto | skip | raise, got {cfg.on_error!r}", "on_error")
     if not cfg.worker_start_timeout > 0:
         bad("worker_start_timeout must be > 0 seconds", "worker_start_timeout")
+    if cfg.decode_scale not in DECODE_SCALE:
+        bad(f"decode_scale must be one of {DECODE_SCALE}, got {cfg.decode_scale!r}", "decode_scale")
     if cfg.max_pixels < 1:
         bad("max_pixels must be >= 1", "max_pixels")
     if cfg.jpeg_warnings not in ("deliver", "skip"):

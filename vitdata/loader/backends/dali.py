@@ -63,7 +63,10 @@ class DaliBackend(Backend):
                               mean=tuple(255.0 * m for m in o.mean), std=tuple(255.0 * s for s in o.std),
                               float16=o.dtype == "float16", layout="HWC" if o.channels_last else "CHW",
                               normalize=not (ctx.train and ctx.uint8_images),
-                              hw_decoder_load=hw_decoder_load if device_id is not None else None)
+                              hw_decoder_load=hw_decoder_load if device_id is not None else None,
+                              # DALI 2.4 decodes at full scale only: with decode_scale "on" the source decodes
+                              # reduced JPEGs on a CPU-only host; with a GPU nvJPEG decodes everything
+                              decode_scale=cfg.decode_scale == "on" and ctx.train and device_id is None)
         self.pipe = None
         self.epoch = 0          # the loader epoch the pipeline serves
         self.dali_epoch = 0     # DALI's SampleInfo.epoch_idx of it
@@ -180,13 +183,16 @@ class DaliBackend(Backend):
         os.makedirs(self.ctl_dir, exist_ok=True)
 
     def _build(self, checkpoint: bytes | None, seed_epoch: int) -> None:
-        from vitdata.pipelines.graphs import build_pipeline, num_source_outputs
-        from vitdata.pipelines.source import EpochSource
+        from vitdata.pipelines.graphs import build_pipeline, source_outputs
+        from vitdata.pipelines.source import CropSpec, EpochSource
 
         self.close_pipe()
         ctx, cfg = self.ctx, self.ctx.cfg
+        a = cfg.augment
+        crop = CropSpec(tuple(a.scale), tuple(a.ratio), cfg.seed, ctx.rank, self.spec.decode_scale,
+                        cfg.num_threads) if ctx.train else None
         source = EpochSource(ctx.reader, ctx.index, self.ctl_dir, ctx.batch_size, self.max_ops, cfg.max_pixels,
-                             num_source_outputs(self.spec))
+                             source_outputs(self.spec), crop)
         seed = int(np.random.SeedSequence([cfg.seed, ctx.rank, seed_epoch, 0x0DA1]).generate_state(1)[0] & 0x7FFFFFFF)
         self.pipe = build_pipeline(source, self.spec, batch_size=ctx.batch_size, num_threads=cfg.num_threads,
                                    device_id=self.device_id, py_num_workers=cfg.num_workers,
