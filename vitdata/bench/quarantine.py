@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                                    "./benchmarks/results/<device>/<date>-quarantine.json)")
     a = p.parse_args(argv)
 
-    from vitdata.bench import record as benchutil
+    from vitdata.bench import record
     from vitdata.data import selfid
 
     from .common import scratch_dir
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         quiet = _no_failure_overhead(a, clean)
         victim = _break_one_file(a, bad, quiet["steps"])
         failure = _one_failure_costs(a, clean, bad, quiet["steps"], victim)
-        path = benchutil.write_record("quarantine", _record(a, quiet, failure), a.json)
+        path = record.write_record("quarantine", _record(a, quiet, failure), a.json)
         print(f"record: {path}")
     return 0
 

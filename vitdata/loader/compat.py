@@ -10,17 +10,23 @@
   ``loader.set_epoch(e)``: the plan, order and augmentation of epoch ``e`` (not silently ignored).
 - ``loader.batch_sampler``: ``len()`` steps; iterating gives this rank's remaining id lists.
 - ``loader.num_samples`` / ``loader.num_classes``: from the index, known before the first batch.
-- ``loader.loss(logits, batch, target=None, criterion=None)``: per-sample losses -> oracle report ->
-  ``batch.loss_weight`` applied -> the mean, in one call (see :func:`per_sample_loss`).
+- ``loader.loss(logits, batch, target=None, criterion=None, own_labels=None)``: per-sample losses -> oracle
+  report -> ``batch.loss_weight`` applied -> the mean, in one call (see :func:`per_sample_loss`).
+- ``loader.criterion(fn)``: ``fn`` with the loader in its path, for trainers whose loss is computed where the
+  user does not edit it (timm's ``task.criterion``, DeiT's ``DistillationLoss``): see
+  :class:`~vitdata.loader.loss.LoaderCriterion`.
 - ``loader.planned_steps(epochs)``: steps of every epoch, for an LR schedule sized at start-up.
-- ``loader.save(path)`` / ``loader.load(path)``: the state as a JSON file, rank-local.
+- ``loader.save(path)`` / ``loader.load(path)``: the state as a JSON file, rank-local;
+  ``loader.resume(checkpoint, epoch)``: the state a trainer saved inside its own checkpoint
+  (:mod:`vitdata.loader.resume`).
+- ``loader.mixup_enabled``: False (timm's ``train.py`` asks its prefetching loader; vitdata's never mixes).
 """
 from __future__ import annotations
 
 import torch
 
 from vitdata.errors import ConfigError
-from vitdata.loader.loss import per_sample_loss, weighted_loss
+from vitdata.loader.loss import LoaderCriterion, per_sample_loss, weighted_loss
 
 __all__ = ["TrainerAPI", "LoaderDataset", "LoaderSampler", "BatchSampler", "per_sample_loss", "weighted_loss"]
 
@@ -148,11 +154,16 @@ class TrainerAPI:
         return self.index.num_classes
 
     def loss(self, logits: torch.Tensor, batch=None, target: torch.Tensor | None = None,
-             criterion=None) -> torch.Tensor:
+             criterion=None, own_labels: torch.Tensor | None = None) -> torch.Tensor:
         """The step's loss in one call: per-sample losses (:func:`per_sample_loss`; ``target`` defaults to
         ``batch.labels``, pass timm Mixup's soft targets when mixing) are reported to the oracle with the
         logits (so ``p_y`` is exact, also for soft targets), weighted by ``batch.loss_weight`` and averaged.
         No host sync. Returns the scalar to call ``backward`` on.
+
+        ``own_labels`` (B,): with soft targets, each sample's label before mixing (``batch.labels`` under
+        Mixup/CutMix); the oracle's ``p_y`` is then the own label's probability over its share of the
+        target (:meth:`vitdata.oracle.difficulty.DifficultyOracle.report`). Without it the label with the
+        most mass stands in.
 
         ``batch`` defaults to the batch this loader handed over last, and a tensor in its place is the
         target, so timm's ``loss_fn(output, target)`` becomes ``loader.loss(output, target, criterion=loss_fn)``
@@ -168,8 +179,27 @@ class TrainerAPI:
         target = batch.labels if target is None else target
         losses = per_sample_loss(logits, target, criterion)
         if getattr(self, "oracle", None) is not None and self.train:
-            self.report(batch.ids, losses.detach(), logits=logits.detach(), labels=target.detach())
+            self.report(batch.ids, losses.detach(), logits=logits.detach(), labels=target.detach(),
+                        own_labels=own_labels)
         return weighted_loss(losses, batch)
+
+    def criterion(self, criterion=None) -> LoaderCriterion:
+        """``criterion`` (a ``(output, target) -> loss`` callable; None: cross-entropy) with this loader in its
+        path: per-sample losses of the last batch to the oracle, loss weights applied (see
+        :class:`~vitdata.loader.loss.LoaderCriterion`). ``task.criterion = loader.criterion(task.criterion)``."""
+        return LoaderCriterion(self, criterion)
+
+    @property
+    def mixup_enabled(self) -> bool:
+        """False: this loader never mixes (timm's ``train.py`` reads it from a loader that mixes in its collate)."""
+        return False
+
+    def resume(self, checkpoint, epoch: int | None) -> bool:
+        """Resume at ``epoch`` from the state saved inside a trainer's ``checkpoint`` (path or loaded dict) as
+        ``args.vitdata_loader``; see :func:`vitdata.loader.resume.resume_from_checkpoint`."""
+        from vitdata.loader.resume import resume_from_checkpoint
+
+        return resume_from_checkpoint(self, checkpoint, epoch)
 
     def save(self, path) -> None:
         """Write :meth:`state_dict` as JSON to ``path`` atomically (temp file, fsync, rename). Rank-local: call it

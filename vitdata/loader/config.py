@@ -25,7 +25,10 @@ def torch_dtype(name: str) -> torch.dtype:
     """The torch dtype of ``name``: float32 | bfloat16 | float16, or fp32 | bf16 | fp16."""
     return DTYPES[DTYPE_ALIASES.get(name, name)]
 
+# Resize filters a config may name; each backend maps the names to its own (pipelines.graphs for DALI,
+# backends.torch.torchvision_interpolation).
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "triangular")
+DECODE_SCALE = ("auto", "on", "off")
 RANDAUG_INTERPOLATIONS = ("nearest", "bilinear")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -73,7 +76,8 @@ class OutputConfig:
 @dataclass
 class EvalConfig:
     """Evaluation data and view: resize the shorter side to image_size / crop_pct, centre-crop image_size."""
-    data: str | None = None                         # evaluation data, as LoaderConfig.data (None: ``data``)
+    data: str | None = None                         # evaluation data, as LoaderConfig.data (None: ``data``;
+                                                    # "": no evaluation split, split="eval" is refused)
     image_size: int | None = None                   # None: the top-level image_size
     crop_pct: float | None = None                   # timm's crop_pct (None: the model's with from_timm_model,
                                                     # else 0.875)
@@ -117,6 +121,12 @@ class LoaderConfig:
     hw_decoder_load: float | None = None            # DALI mixed decoder's share of JPEGs on the hardware decoder
                                                     # (None: 0.65 on A100/H100/H200-class GPUs, else DALI's)
     prefetch: int = 2                               # batches prepared ahead (DALI queue depth)
+    # Train: decode a plain JPEG at 1/2, 1/4 or 1/8 scale when its crop window stays >= the step's size across.
+    # "auto": the torch backend does (Pillow decodes whole images, so the reduced IDCT saves ~15-20 %);
+    # DALI keeps its own ROI decode, which on CPU cost less than the source's reduced decode on full-size
+    # photos (Huffman decoding dominates them and the ROI decode stops below the window; nvJPEG on a GPU).
+    # "on": also DALI on a CPU-only host (its source decodes those JPEGs); "off": full decodes everywhere.
+    decode_scale: str = "auto"
     worker_start_timeout: float = 120.0             # s for DALI source workers to start (killed, retried once)
     # DALI: steps between the pipeline checkpoints that a step failing in the decoder is replayed from
     # (vitdata.loader.quarantine). A failure replays at most this many steps; a step that does not fail
@@ -133,6 +143,9 @@ class LoaderConfig:
     label_member: str = "cls"                       # tar shards: the member holding the label, cls | class |
                                                     # label | txt (an integer) | json:FIELD (a .json field)
     start_method: str = "auto"                      # worker start: auto (spawn with CUDA, else fork) | spawn | fork
+    # The command-line option each field was set from (from_timm_args fills it: "schedule.epochs" ->
+    # "--epochs"): configuration and state errors name these, so a user reads their own flags.
+    flags: dict = field(default_factory=dict)
 
     @classmethod
     def from_timm_model(cls, model, **overrides) -> "LoaderConfig":
@@ -161,15 +174,21 @@ class LoaderConfig:
                                         patch_size=patch or None),
                   output=OutputConfig(mean=tuple(float(x) for x in dc["mean"]), std=tuple(float(x) for x in dc["std"])),
                   eval=EvalConfig(crop_pct=float(dc.get("crop_pct", 0.875))))
-        for name, value in list(overrides.items()):
-            base = getattr(cfg, name, None)
+        cfg = cfg.with_overrides(**overrides)
+        check_model_sizes(cfg, model)
+        return cfg
+
+    def with_overrides(self, **overrides) -> "LoaderConfig":
+        """A copy with top-level fields replaced. A nested section given (``output=OutputConfig(dtype=
+        "bfloat16")``) is merged over this config's: its fields left at None keep this config's values, and
+        every field given wins, also one equal to the default."""
+        for name, value in overrides.items():
+            base = getattr(self, name, None)
             if dataclasses.is_dataclass(base) and type(value) is type(base):
                 given = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)
                          if getattr(value, f.name) is not None}
                 overrides[name] = dataclasses.replace(base, **given)
-        cfg = dataclasses.replace(cfg, **overrides)
-        check_model_sizes(cfg, model)
-        return cfg
+        return dataclasses.replace(self, **overrides)
 
     @classmethod
     def from_timm_args(cls, args, model=None, **overrides) -> "LoaderConfig":
@@ -178,8 +197,13 @@ class LoaderConfig:
         from vitdata.loader.timm_args import config_from_timm_args
 
         cfg = config_from_timm_args(cls, args, model, **overrides)
-        if model is not None:
-            check_model_sizes(cfg, model)
+        try:        # now, while the user's flags are known (create_loader checks again with the real data)
+            check_config(cfg, "train")
+            check_schedule_layout(cfg)
+            if model is not None:
+                check_model_sizes(cfg, model)
+        except ConfigError as e:
+            raise e.named_as(cfg.flags) from None
         return cfg
 
 
@@ -191,11 +215,35 @@ def check_model_sizes(cfg: LoaderConfig, model) -> None:
     pe = getattr(model, "patch_embed", None)
     if pe is None or getattr(model, "dynamic_img_size", False) or not getattr(pe, "strict_img_size", False):
         return
+    own = getattr(pe, "img_size", None)
+    own = int(own[-1] if isinstance(own, (tuple, list)) else own) if own is not None else None
+    if own is not None and own != cfg.image_size:
+        raise ConfigError(f"image_size {cfg.image_size} but the model accepts {own} px only: build the model for "
+                          f"that size (timm.create_model(..., img_size={cfg.image_size})) or make it dynamic "
+                          f"(dynamic_img_size=True)", ("image_size", "model.dynamic_img_size"))
     sizes = scheduled_sizes(cfg)
     if sizes and sizes != {cfg.image_size}:
         raise ConfigError(f"the schedule {cfg.schedule.name!r} feeds image sizes {sorted(sizes)} but the model accepts "
                           f"{cfg.image_size} px only: create it with timm.create_model(..., dynamic_img_size=True) "
                           f"(or use a schedule that keeps the size)", ("schedule", "model.dynamic_img_size"))
+
+
+def check_schedule_layout(cfg: LoaderConfig) -> None:
+    """Lay the configured curriculum out once (one step per epoch) so a bad name, keyword or patch grid is
+    refused at configuration time, naming its fields."""
+    from vitdata.curriculum.named import make_schedule
+
+    sc, a = cfg.schedule, cfg.augment
+    if sc.schedule is not None:
+        return
+    kw = dict(sc.kwargs)
+    patch = a.patch_size or (ERASE_CELL if cfg.image_size % ERASE_CELL == 0 else None)
+    if patch:
+        kw.setdefault("patch_size", patch)
+    if sc.name == "constant":
+        kw.setdefault("randaug_magnitude", 9.0 if a.randaug_magnitude is None else a.randaug_magnitude)
+        kw.setdefault("randaug_num_ops", 2 if a.randaug_num_ops is None else a.randaug_num_ops)
+    make_schedule(sc.name, sc.epochs or 1, 1, cfg.image_size, **kw)
 
 
 def scheduled_sizes(cfg: LoaderConfig) -> set[int]:
@@ -254,6 +302,8 @@ def _check_data_and_sizes(cfg: LoaderConfig, split: str) -> None:
     if cfg.eval_data is not None and cfg.eval.data is not None and cfg.eval_data != cfg.eval.data:
         _bad("eval_data is a deprecated alias of eval.data and they differ; give eval=EvalConfig(data=...) only",
              "eval_data", "eval.data")
+    if split == "eval" and cfg.eval.data == "":
+        _bad("no evaluation data: eval.data is '' (the run has no validation split)", "eval.data")
     if not cfg.data and not (split == "eval" and (cfg.eval.data or cfg.eval_data)):
         _bad("no data source given", "data")
     if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
@@ -315,6 +365,8 @@ def _check_runtime(cfg: LoaderConfig) -> None:
         _bad("worker_start_timeout must be > 0 seconds", "worker_start_timeout")
     if isinstance(cfg.checkpoint_every, bool) or not isinstance(cfg.checkpoint_every, int) or cfg.checkpoint_every < 1:
         _bad(f"checkpoint_every must be an int >= 1 (steps), got {cfg.checkpoint_every!r}", "checkpoint_every")
+    if cfg.decode_scale not in DECODE_SCALE:
+        _bad(f"decode_scale must be one of {DECODE_SCALE}, got {cfg.decode_scale!r}", "decode_scale")
     if cfg.max_pixels < 1:
         _bad("max_pixels must be >= 1", "max_pixels")
     if cfg.jpeg_warnings not in ("deliver", "skip"):

@@ -77,6 +77,7 @@ from vitdata.loader.config import (ERASE_CELL, AugmentConfig, DistributedConfig,
                                    graph_max_ops, resolve_defaults)
 from vitdata.loader.epoch import EpochRun, Stage
 from vitdata.loader.host import resolve_device
+from vitdata.loader.loss import warn_unreported
 from vitdata.loader.quarantine import Quarantine
 from vitdata.loader.state import STATE_FORMAT, check_point, current_format, match_fingerprint, read_state
 
@@ -136,6 +137,7 @@ class Loader(TrainerAPI):
         self._warned: dict[int, list[dict]] = {}    # delivered with a decoder warning (corrupt_data), by epoch
         self._oracle_ended = None          # (epoch, plan) of the oracle epoch this loader ended last
         self.last_batch: Batch | None = None
+        self._reported, self._warned_unreported = None, False   # epoch of the last report; warned once
         self._closed = False
 
     @property
@@ -293,6 +295,7 @@ class Loader(TrainerAPI):
         self.quarantine.persist(force=True)
         self.last_batch = None                   # its loss was computed before the trainer asked for more
         if self.train and self.oracle is not None:
+            self._check_reported()
             # Every report of the epoch precedes this point (the trainer asked for the batch after the last),
             # so the table is merged here and a state taken between epochs is whole on any one rank.
             self._end_oracle_epoch(run.epoch)
@@ -301,6 +304,7 @@ class Loader(TrainerAPI):
     def report(self, ids, losses, **kw) -> None:
         """Forward per-sample losses to the oracle (no host sync here); a no-op without an oracle."""
         if self.oracle is not None:
+            self._reported = self.epoch
             self.oracle.report(ids, losses, **kw)
 
     def warned(self, epoch: int | None = None) -> list[dict]:
@@ -308,6 +312,13 @@ class Loader(TrainerAPI):
         data" warning (reason ``corrupt_data``, :mod:`vitdata.data.jpegwalk`): dicts id, path, reason, step.
         ``LoaderConfig(jpeg_warnings="skip")`` substitutes them instead (then they are in :meth:`skipped`)."""
         return list(self._warned.get(self.epoch if epoch is None else epoch, []))
+
+    def _check_reported(self) -> None:
+        """Warn once when a whole epoch was iterated with an oracle and no loss reached it through :meth:`report`
+        (or :meth:`loss`): the oracle would plan the next epoch from nothing, silently."""
+        if not self._warned_unreported and self._reported != self.epoch:
+            self._warned_unreported = True
+            warn_unreported(self.epoch, self.oracle)
 
     def skipped(self, epoch: int | None = None) -> list[dict]:
         """Samples skipped in ``epoch`` (default: current): dicts id, path, reason, substitute, step."""
@@ -356,7 +367,7 @@ class Loader(TrainerAPI):
         state = read_state(state)
         # Another rank's state (a checkpoint saved on rank 0 only) resumes like a world-size change: at
         # the same global step, with this rank's own fresh augmentation draws.
-        elastic = match_fingerprint(state.get("fingerprint", {}), self._fingerprint())
+        elastic = match_fingerprint(state.get("fingerprint", {}), self._fingerprint(), flags=self.cfg.flags)
         epoch, position = int(state["epoch"]), int(state["position"])
         try:
             self._sampler.load_state_dict(dict(state["sampler"], epoch=epoch, position=0))
@@ -415,22 +426,29 @@ def _uses_lowpass(schedule) -> bool:
     return False
 
 
-def create_loader(cfg: LoaderConfig, split: str = "train", oracle=None) -> Loader:
+def create_loader(cfg: LoaderConfig, split: str = "train", oracle=None,
+                  oracle_options: dict | None = None) -> Loader:
     """Check ``cfg`` (ConfigError naming the fields) and build the loader of ``split`` ("train" | "eval").
 
     ``oracle``: a :class:`vitdata.oracle.difficulty.DifficultyOracle` (or anything with ``report`` and ``end_epoch``)
     that plans each training epoch from the reported losses, or a policy name ("data-centric",
     "prune-easy", "weighted", "uniform"): a DifficultyOracle sized from the index, seeded with ``cfg.seed``.
     An oracle whose ``num_samples`` differs from the index is refused here (ConfigError).
+    ``oracle_options``: keywords of the named policy (``{"mix_lever": True}`` for data-centric's Mixup/CutMix
+    lever; prune-easy's ``epochs`` defaults to ``cfg.schedule.epochs``).
     """
     from vitdata.oracle.difficulty import make_oracle
 
     if not isinstance(cfg, LoaderConfig):
         raise ConfigError(f"cfg must be a LoaderConfig, got {type(cfg).__name__}", ("cfg",))
-    loader = Loader(cfg, split, None)
+    try:
+        loader = Loader(cfg, split, None)
+    except ConfigError as e:       # spoken in the user's options when the config came from a command line
+        raise e.named_as(cfg.flags) from None
     try:
         loader.oracle = make_oracle(oracle, len(loader.index), seed=cfg.seed, device=loader.device,
-                                    epochs=cfg.schedule.epochs, source=f"the data source {loader.index.spec!r}")
+                                    epochs=cfg.schedule.epochs, source=f"the data source {loader.index.spec!r}",
+                                    **(oracle_options or {}))
     except BaseException:
         loader.close()
         raise

@@ -1,4 +1,5 @@
-"""A loader's saved state: what it holds, the checks made when it is loaded, and states of format 1.
+"""A loader's saved state: what it holds, the checks made when it is loaded, states of format 1, and
+whether a saved state fits a loader (:func:`fingerprint_mismatch`).
 
 Format 2 (written by :meth:`vitdata.loader.Loader.state_dict`), plain JSON data:
 
@@ -29,21 +30,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import numbers
 import re
 
-from vitdata.errors import StateError
+from vitdata.errors import StateError, check_int
 from vitdata.io import from_json
 
 STATE_FORMAT = 2
 _PIPELINE_DATA = re.compile(rb'\{"iter": (\d+), "epoch_idx": (\d+)\}')
 _FINGERPRINT_ELASTIC = ("world_size", "rank", "batch_size")
-
-
-def _int(value, field: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise StateError(f"loader state field {field} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def read_state(state) -> dict:
@@ -56,8 +50,8 @@ def read_state(state) -> dict:
         raise StateError(f"loader state has no valid format version (field format: {fmt!r})")
     if fmt > STATE_FORMAT:
         raise StateError(f"loader state written by a newer vitdata (format {fmt}; this one reads {STATE_FORMAT})")
-    _int(state.get("epoch"), "epoch")
-    _int(state.get("position"), "position")
+    check_int(state.get("epoch"), "loader state field epoch", error=StateError)
+    check_int(state.get("position"), "loader state field position", error=StateError)
     if not isinstance(state.get("sampler"), dict):
         raise StateError("loader state has no sampler state (field sampler)")
     if fmt == 1:
@@ -68,10 +62,10 @@ def read_state(state) -> dict:
     return state
 
 
-def match_fingerprint(theirs, mine: dict) -> bool:
+def match_fingerprint(theirs, mine: dict, flags: dict | None = None) -> bool:
     """Refuse a state of another dataset index, batch size, seed, split, backend or schedule (StateError
-    naming the field); returns whether it comes from another rank or world size (an elastic resume),
-    which must keep the global batch size."""
+    naming the field, or the command-line option in ``flags``); returns whether it comes from another rank
+    or world size (an elastic resume), which must keep the global batch size."""
     if not isinstance(theirs, dict):
         raise StateError("loader state has no fingerprint (field fingerprint)")
     elastic = any(theirs.get(k) != mine[k] for k in ("world_size", "rank"))
@@ -86,12 +80,9 @@ def match_fingerprint(theirs, mine: dict) -> bool:
                              + (f"use batch_size={saved_g // world}" if saved_g % world == 0
                                 else f"{saved_g} is not divisible by world_size {world}")
                              + " [fields: global_batch_size, world_size]")
-    for key in mine:
-        if elastic and key in _FINGERPRINT_ELASTIC:
-            continue
-        if theirs.get(key) != mine[key]:
-            raise StateError(f"loader state does not match this loader: field {key!r} "
-                             f"(state: {str(theirs.get(key))[:80]}, loader: {str(mine[key])[:80]})")
+    mismatch = fingerprint_mismatch(theirs, mine, skip=_FINGERPRINT_ELASTIC if elastic else (), flags=flags)
+    if mismatch:
+        raise StateError(mismatch)
     return elastic
 
 
@@ -131,7 +122,8 @@ def check_dali_state(b: dict, *, epoch: int, position: int, batch_size: int, ste
     serving ``epoch`` stands at ``position``; any other is the previous epoch's, consumed to its end, with
     ``epoch`` not begun yet."""
     ck = checkpoint_bytes(b.get("checkpoint"))
-    fields = {k: _int(b.get(k), f"backend.{k}") for k in ("dali_epoch", "epoch", "offset", "done", "samples")}
+    fields = {k: check_int(b.get(k), f"loader state field backend.{k}", error=StateError)
+              for k in ("dali_epoch", "epoch", "offset", "done", "samples")}
     found = _PIPELINE_DATA.findall(ck)
     if len(found) != 1:
         raise StateError("loader state's DALI checkpoint is damaged: it does not hold DALI's iteration record "
@@ -209,3 +201,53 @@ def _is_message(data: bytes) -> bool:
     except ValueError:
         return False
     return True
+
+
+def fingerprint_mismatch(theirs: dict, mine: dict, *, skip=(), flags: dict | None = None) -> str | None:
+    """None when a saved state's fingerprint fits this loader's, else a message naming what differs (fields
+    spoken as the user's options when ``flags`` maps them, see :class:`vitdata.loader.config.LoaderConfig`).
+
+    The schedule fits when its knobs are the same at every step: a schedule whose every rule is constant (the
+    ``constant`` schedule) fits any run length, so a resume with a longer ``epochs`` goes on. A curriculum laid
+    out over another length does not: its stages move with the run's length."""
+    from vitdata.errors import name_options
+
+    for key in mine:
+        a, b = theirs.get(key), mine[key]
+        if key in skip or a == b:
+            continue
+        if key == "schedule" and isinstance(a, dict) and isinstance(b, dict):
+            why = _schedule_difference(a, b)
+            if why is None:
+                continue
+            msg = f"loader state does not fit this loader: its curriculum {why}"
+        else:
+            msg = f"loader state does not fit this loader: field {key!r} (state: {_short(a)}, loader: {_short(b)})"
+        return name_options(msg, flags or {})
+    return None
+
+
+def _short(v) -> str:
+    text = str(v)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _schedule_difference(a: dict, b: dict) -> str | None:
+    rules_a, rules_b = a.get("rules") or {}, b.get("rules") or {}
+    shape = ("patch_size", "round_sizes")
+    constant = all(isinstance(r, dict) and r.get("type") == "constant" for r in [*rules_a.values(), *rules_b.values()])
+    if constant and rules_a == rules_b and all(a.get(k) == b.get(k) for k in shape):
+        return None
+    name = a.get("name")
+    if a.get("name") != b.get("name"):
+        return f"is {b.get('name')!r} here but was {name!r} in the saved run (schedule.name)"
+    if a.get("epochs") != b.get("epochs"):
+        return (f"{name!r} was laid out over {a.get('epochs')} epochs in the saved run and over {b.get('epochs')} "
+                f"here (schedule.epochs): a curriculum's stages move with the run's length, so the resumed epochs "
+                f"would not continue the saved run; resume with schedule.epochs {a.get('epochs')}, or start a new run")
+    if a.get("steps_per_epoch") != b.get("steps_per_epoch"):
+        return (f"{name!r} has {b.get('steps_per_epoch')} steps per epoch here and had {a.get('steps_per_epoch')} in "
+                f"the saved run (the data, batch_size or world size changed)")
+    knobs = sorted(k for k in {**rules_a, **rules_b} if rules_a.get(k) != rules_b.get(k))
+    knobs += [k for k in shape if a.get(k) != b.get(k)]
+    return f"{name!r} differs from the saved run's in {', '.join(knobs)} (schedule.kwargs, augment)"

@@ -99,7 +99,10 @@ class DaliBackend(Backend):
                               mean=tuple(255.0 * m for m in o.mean), std=tuple(255.0 * s for s in o.std),
                               float16=o.dtype == "float16", layout="HWC" if o.channels_last else "CHW",
                               normalize=not (ctx.train and ctx.uint8_images),
-                              hw_decoder_load=hw_decoder_load if device_id is not None else None)
+                              hw_decoder_load=hw_decoder_load if device_id is not None else None,
+                              # DALI 2.4 decodes at full scale only: with decode_scale "on" the source decodes
+                              # reduced JPEGs on a CPU-only host; with a GPU nvJPEG decodes everything
+                              decode_scale=cfg.decode_scale == "on" and ctx.train and device_id is None)
         self.pipe = None
         self.workers: list = []      # the pipeline's source worker processes (multiprocessing.Process)
         self.current: DaliEpoch | None = None   # the DALI epoch the pipeline runs
@@ -234,13 +237,16 @@ class DaliBackend(Backend):
     def _build(self, checkpoint: bytes | None, seed_epoch: int) -> None:
         import multiprocessing
 
-        from vitdata.pipelines.graphs import build_pipeline, num_source_outputs
-        from vitdata.pipelines.source import EpochSource
+        from vitdata.pipelines.graphs import build_pipeline, source_outputs
+        from vitdata.pipelines.source import CropSpec, EpochSource
 
         self.close_pipe()
         ctx, cfg = self.ctx, self.ctx.cfg
+        a = cfg.augment
+        crop = CropSpec(tuple(a.scale), tuple(a.ratio), cfg.seed, ctx.rank, self.spec.decode_scale,
+                        cfg.num_threads) if ctx.train else None
         source = EpochSource(ctx.reader, ctx.index, self.ctl_dir, ctx.batch_size, self.max_ops, cfg.max_pixels,
-                             num_source_outputs(self.spec))
+                             source_outputs(self.spec), crop)
         seed = int(np.random.SeedSequence([cfg.seed, ctx.rank, seed_epoch, 0x0DA1]).generate_state(1)[0] & 0x7FFFFFFF)
         # The source workers are the children this process gains while the pipeline is built.
         before = set(multiprocessing.active_children())
