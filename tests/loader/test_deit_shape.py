@@ -147,7 +147,7 @@ def test_with_an_oracle_the_distillation_loss_keeps_its_teacher_term(data_path, 
         soft = F.one_hot(targets, 4).float() * 0.9 + 0.025
         outputs = model(samples)
         assert torch.allclose(switched(samples, outputs, soft), plain(samples, outputs, soft))
-        assert train.oracle._n == len(targets)                  # the base loss, per sample, reached the oracle
+        assert train.oracle.pending_reports == len(targets)                  # the base loss, per sample, reached the oracle
         assert val is not None and len(val.dataset) == 16
     finally:
         train.close()

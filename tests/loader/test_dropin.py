@@ -75,7 +75,7 @@ def test_the_loss_helper_reports_per_sample_losses_and_applies_loss_weights(load
     want = (torch.nn.functional.cross_entropy(logits, batch.labels, reduction="none") * batch.loss_weight).mean()
     assert torch.allclose(loss, want)
     loss.backward()
-    assert loader.oracle._n == 8                         # reported, not yet folded
+    assert loader.oracle.pending_reports == 8            # reported, not yet folded
 
 
 def test_per_sample_loss_follows_the_criterion_and_soft_targets():
@@ -163,7 +163,7 @@ def test_the_criterion_reports_per_sample_losses_and_a_distillation_task_keeps_i
         assert torch.allclose(after["task_loss"], before["task_loss"])
         assert torch.allclose(after["kd_loss"], before["kd_loss"])
         assert torch.allclose(after["loss"], before["loss"]) and float(after["kd_loss"]) > 0
-        assert ld.oracle._n == 8                                   # the task loss, per sample, reached the oracle
+        assert ld.oracle.pending_reports == 8                                  # the task loss, per sample, reached the oracle
         ld.last_batch.loss_weight = torch.full((8,), 2.0)          # a plan's loss weights scale the task term only
         weighted = task(images, labels)
         assert torch.allclose(weighted["loss"], 2 * before["task_loss"] + 0.5 * before["kd_loss"])

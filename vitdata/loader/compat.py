@@ -75,16 +75,16 @@ class BatchSampler:
 
     def __iter__(self):
         len(self._loader)                 # the epoch's plan is on the sampler before its order is read
-        return (row.tolist() for row in self._loader.sampler.remaining_ids(self._loader.epoch,
-                                                                             self._loader.position))
+        return (row.tolist() for row in self._loader._sampler.remaining_ids(self._loader.epoch,
+                                                                              self._loader.position))
 
 
 class LoaderSampler:
     """``loader.sampler``: the loader's :class:`~vitdata.data.sampler.Sampler` (every attribute forwarded) with
     PyTorch's sampler meaning on top: ``len()`` the ids this rank reads per epoch (padding excluded, as
-    ``DistributedSampler``), iteration over them (the remaining ones, as ints), and a one-argument
-    ``set_epoch(e)`` that is ``loader.set_epoch(e)``. With a position (the loader's own call) it moves the
-    sampler itself."""
+    ``DistributedSampler``), iteration over them (the remaining ones, as ints), ``set_epoch(e)`` that is
+    ``loader.set_epoch(e)``, and ``epoch`` / ``position`` that are the loader's. For trainers only: the
+    loader's own code talks to its Sampler directly."""
 
     __slots__ = ("_loader", "_inner")
 
@@ -100,12 +100,16 @@ class LoaderSampler:
     def __setattr__(self, name, value):
         setattr(self._inner, name, value)
 
-    def set_epoch(self, epoch: int, position: int | None = None) -> None:
-        if position is not None:
-            self._inner.set_epoch(epoch, position)
-            return
+    @property
+    def epoch(self) -> int:
+        return self._loader.epoch
+
+    @property
+    def position(self) -> int:
+        return self._loader.position
+
+    def set_epoch(self, epoch: int) -> None:
         self._loader.set_epoch(epoch)
-        self._inner.epoch, self._inner.position = self._loader.epoch, self._loader.position
 
     def __len__(self) -> int:
         len(self._loader)                 # the epoch's plan first: it sets how many ids there are
@@ -124,14 +128,12 @@ class TrainerAPI:
     """Mixed into :class:`~vitdata.loader.Loader`: the DataLoader-shaped attributes and the loss helper."""
 
     # The wrappers are made on access and never stored on the loader: a stored one would point back at it,
-    # and that cycle would keep the loader (and its worker processes) alive after ``del loader``.
+    # and that cycle would keep the loader (and its worker processes) alive after ``del loader``. They
+    # face outward only (as timm's PrefetchLoader forwards ``sampler`` and ``dataset``): the loader's own
+    # code uses ``self._sampler``.
     @property
     def sampler(self) -> "LoaderSampler":
         return LoaderSampler(self, self._sampler)
-
-    @sampler.setter
-    def sampler(self, sampler) -> None:
-        self._sampler = sampler._inner if isinstance(sampler, LoaderSampler) else sampler
 
     @property
     def dataset(self) -> LoaderDataset:
@@ -231,7 +233,7 @@ class TrainerAPI:
         epochs = self.cfg.schedule.epochs if epochs is None else int(epochs)
         if epochs is None or epochs < 1:
             raise ConfigError("planned_steps needs epochs (argument, or schedule.epochs)", ("schedule.epochs",))
-        g = self.sampler.global_batch_size
+        g = self._sampler.global_batch_size
         draws = self.num_samples
         policy = getattr(getattr(self, "oracle", None), "policy", None)
         if getattr(policy, "num_draws", None):

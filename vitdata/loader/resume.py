@@ -16,10 +16,12 @@ order; the augmentation draws start anew, and an oracle's table and plan are emp
 """
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 
-from vitdata.errors import StateError, user_stacklevel
+from vitdata.errors import ConfigError, StateError, user_stacklevel
+from vitdata.loader.state import read_state
 
 __all__ = ["checkpoint_loader_state", "resume_from_checkpoint"]
 
@@ -72,8 +74,7 @@ def resume_from_checkpoint(loader, checkpoint, epoch: int | None) -> bool:
         _fresh(loader, epoch, f"{name} holds no vitdata loader state (args.{KEY}, set just before the trainer "
                               f"saves)")
         return False
-    saved = state.get("epoch")
-    finished, started = bool(state.get("finished")), bool(state.get("started"))
+    saved, started, finished = _saved_point(loader, state)
     if not ((finished and saved == epoch - 1) or (not started and not finished and saved == epoch)):
         where = f"after epoch {saved}" if finished else f"in epoch {saved}"
         _fresh(loader, epoch, f"{name} holds the loader state {where}, not the end of epoch {epoch - 1} where the "
@@ -82,6 +83,22 @@ def resume_from_checkpoint(loader, checkpoint, epoch: int | None) -> bool:
     loader.load_state_dict(state)
     loader.set_epoch(epoch)
     return True
+
+
+def _saved_point(loader, state: dict) -> tuple[int, bool, bool]:
+    """(epoch, started, finished) of a loader state of either format. Format 2 says where it stands once:
+    its epoch is finished when the position is that epoch's step count under the state's own plan."""
+    state = read_state(state)
+    epoch, position = int(state["epoch"]), int(state["position"])
+    if state["format"] == 1:
+        finished = bool(state.get("finished"))
+        return epoch, bool(state.get("started")) or finished, finished
+    sampler = copy.deepcopy(loader._sampler)
+    try:
+        sampler.load_state_dict(dict(state["sampler"], epoch=epoch, position=0))
+    except ConfigError:   # not this loader's sampler: load_state_dict refuses it, naming what differs
+        return epoch, position > 0, position > 0
+    return epoch, position > 0, position > 0 and position == sampler.steps_per_epoch()
 
 
 def _fresh(loader, epoch: int, why: str) -> None:
