@@ -5,6 +5,7 @@ backend of ``vitdata.loader`` is the only intended user; import the pieces from 
 graph around vitdata's sampler and source.
 
 May import: ``vitdata.errors``, ``vitdata.io``, ``vitdata.data`` (the sample checks the source applies),
+``vitdata.decode`` (the crop window the source draws, the reduced JPEG decode on a CPU-only host),
 ``vitdata.curriculum`` (RandAugment's magnitude bins). Holds no training logic, and no non-DALI backend
 imports it.
 """

@@ -27,7 +27,7 @@ def test_under_mixup_the_oracle_gets_each_samples_own_label_probability(tiny_dat
         partner = own.flip(0)
         soft = 0.7 * torch.nn.functional.one_hot(own, 4).float() + 0.3 * torch.nn.functional.one_hot(partner, 4).float()
         ld.loss(logits, batch, target=soft, own_labels=own)
-        reported = ld.oracle._buf["p"][:8]
+        reported = ld.oracle._pending._buf["p"][:8]
         assert torch.allclose(reported, own_label_p(logits, own, soft))
     finally:
         ld.close()

@@ -58,8 +58,9 @@ def check_stages_kept(name: str, sizes_224, image_size: int, patch_size: int | N
     patches = [patch] if patch else []
     images = [n for n in range(image_size + patch_size, 8 * image_size + 1, patch_size)
               if len(set(_stage_sides(sizes_224, n, patch_size))) == want]
-    hint = " or ".join([f"--patch-size {patches[0]}"] * bool(patches) + [f"--image-size {images[0]}"] * bool(images))
-    raise ConfigError(f"{name} at --image-size {image_size} with --patch-size {patch_size}: the stages' sides "
+    # Fields, not flags: a caller names its own options (ConfigError.named_as: --image-size, timm's --img-size).
+    hint = " or ".join([f"patch_size {patches[0]}"] * bool(patches) + [f"image_size {images[0]}"] * bool(images))
+    raise ConfigError(f"{name} at image_size {image_size} with patch_size {patch_size}: the stages' sides "
                       f"{_stage_sides(sizes_224, image_size, None)} become {got} on the {patch_size}-px patch grid, "
                       f"merging {want} distinct stages into {len(set(got))}; use {hint or 'a larger image'}",
                       ("image_size", "patch_size"))

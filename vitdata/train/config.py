@@ -221,7 +221,10 @@ def check_train_config(cfg: TrainConfig) -> None:
     if cfg.curriculum:  # a patch grid that merges EfficientTrain's stages is refused, naming a fix
         from vitdata.curriculum.named import ET_SIZES_224, ETPP_SIZES_224, check_stages_kept
         sizes = ET_SIZES_224 if cfg.curriculum == "efficienttrain" else ETPP_SIZES_224
-        check_stages_kept(cfg.curriculum, sizes, cfg.image_size, cfg.patch_size)
+        try:
+            check_stages_kept(cfg.curriculum, sizes, cfg.image_size, cfg.patch_size)
+        except ConfigError as e:
+            raise e.named_as({"image_size": "--image-size", "patch_size": "--patch-size"}) from None
     if not 0.0 < cfg.cosine_span <= 1.0:
         raise ConfigError(f"--cosine-span must be in (0, 1], got {cfg.cosine_span}", ("cosine_span",))
     if cfg.cosine_span < 1.0 and cfg.curriculum == "efficienttrain++":
