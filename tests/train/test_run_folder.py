@@ -152,7 +152,9 @@ def test_a_checkpoint_of_another_model_is_one_line_naming_the_options_that_diffe
                            f"96); num_heads 0 (this run: 3). Resume with the options it was saved with"), line
     # Other data with another number of classes: named as such.
     selfid.write_imagefolder(str(data / "train3"), 48, num_classes=3, size=16)
-    line = one_error_line(capsys, cli.main(["train", "--resume", str(run), "--train", str(data / "train3")]))
+    selfid.write_imagefolder(str(data / "val3"), 12, num_classes=3, size=16)
+    line = one_error_line(capsys, cli.main(["train", "--resume", str(run), "--train", str(data / "train3"),
+                                            "--val", str(data / "val3")]))
     assert "holds another model: 4 classes (this run's data: 3)" in line, line
 
 

@@ -252,9 +252,6 @@ def run_training(cfg: TrainConfig, rank: int, world: int, device, stop: StopSign
     out_dir = cfg.out
     # A damaged checkpoint, or one of another world size, fails here, before anything is written.
     ck_dir, resumed = checkpoint.load_run(cfg.resume, world) if cfg.resume else (None, None)
-    if rank == 0:
-        checkpoint.write_file(os.path.join(out_dir, "config.json"),
-                              json.dumps(dataclasses.asdict(cfg), indent=1).encode())
     torch.manual_seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)
 
@@ -290,6 +287,11 @@ def run_training(cfg: TrainConfig, rank: int, world: int, device, stop: StopSign
                                 fresh_loader=cfg.fresh_loader) if resumed else checkpoint.Resumed(0, 0, 0.0, False)
     step, start_epoch, wall0 = at.step, at.epoch, at.elapsed
     del resumed  # the tensors now live in the model and optimiser
+    # Written once the resume checks passed: a refused resume (another model, data that changed) leaves the
+    # folder's config.json as it was.
+    if rank == 0:
+        checkpoint.write_file(os.path.join(out_dir, "config.json"),
+                              json.dumps(dataclasses.asdict(cfg), indent=1).encode())
 
     def save(epoch: int, eval_pending: bool = False):  # sync: the state is copied to host memory
         checkpoint.save_run(os.path.join(out_dir, "checkpoint"), state, train_loader, step=step, epoch=epoch,
