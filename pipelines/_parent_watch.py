@@ -25,6 +25,8 @@ import signal
 import sys
 import threading
 
+from .worker_signals import follow_trainer_signals
+
 POLL_S = 0.5                    # watchdog period: a dead parent is noticed within this many seconds
 EXIT_CODE = 70                  # the worker's exit status after its parent died (EX_SOFTWARE)
 _PR_SET_PDEATHSIG = 1
@@ -51,6 +53,7 @@ def watch_parent_if_worker() -> None:
         parent = _dali_worker_parent()
         if parent is not None:
             start_parent_watch(parent)
+            follow_trainer_signals()   # SIGTERM/SIGINT are left to a trainer that stops cleanly on them
         _done_pid = pid
 
 

@@ -108,6 +108,15 @@ class StateError(VitdataError):
     """A checkpoint or index file that cannot be loaded: wrong version, checksum, truncation or mismatch."""
 
 
+class OutputError(VitdataError):
+    """A file vitdata must write cannot be written: a full disk, a read-only or missing folder. The message
+    names the file (or folder) and the cause; ``errno`` is the operating system's error number, when known."""
+
+    def __init__(self, message: str, errno: int | None = None):
+        self.errno = errno
+        super().__init__(message)
+
+
 def check_int(value, field: str, minimum: int = 0, error: type[VitdataError] = ConfigError) -> int:
     """``value`` as an int: an integer (not a bool) >= ``minimum``, else ``error`` saying so and naming
     ``field`` (a ConfigError also lists it in its ``fields``)."""

@@ -58,7 +58,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None] | b
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     name = os.path.basename(path)
-    fd, tmp = _locked_temp(directory, name)
+    try:
+        fd, tmp = _locked_temp(directory, name)
+    except OSError as e:   # a read-only or full folder: name the file being written, not the temp file
+        code = _errno.errorcode.get(e.errno, str(e.errno)) if e.errno else "?"
+        raise OSError(e.errno, f"could not write {path} ({code}): {e.strerror or e}", path) from e
     try:
         with os.fdopen(fd, "wb") as f:
             if callable(write):

@@ -312,7 +312,9 @@ def test_sigkill_mid_run_then_resume_matches_the_uninterrupted_run(cache, tmp_pa
 
 
 def snapshot(folder):
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """The run's files; not ``run.lock``, which names whichever run last held the folder (J6)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "run.lock"}
 
 
 @pytest.mark.heavy

@@ -114,6 +114,11 @@ class TrainConfig:
     log_every: int = _f(10, "log every N steps")
     max_steps: int = _f(0, "stop (with a checkpoint) after this many steps in total (0 = run all epochs)")
     resume: Optional[str] = _f(None, "resume from a run directory or its checkpoint directory")
+    fresh_loader: bool = _f(False, "with --resume: keep the model, optimiser, EMA and step count but not the loader's "
+                                   "position or the oracle's table; start at the next epoch (after the training "
+                                   "files changed)")
+    strict_eval: bool = _f(False, "a validation file that cannot be read, decoded or labelled ends the run (after "
+                                  "the checkpoint); default: it is skipped and counted (result.json val_skipped)")
     seed: int = _f(0, "random seed")
     device: str = _f("auto", "auto | cpu | cuda")
     dist_timeout: float = _f(600.0, "seconds a collective waits for the other ranks before the run fails "
@@ -181,7 +186,7 @@ def parse_config(argv=None, prog="vitdata train") -> TrainConfig:
             # run writes where it was resumed from (or where --out says), never there.
             with open(path) as fh:
                 saved = {k: v for k, v in json.load(fh).items()
-                         if k not in ("max_steps", "resume", "config", "out") and hasattr(defaults, k)}
+                         if k not in ("max_steps", "resume", "config", "out", "fresh_loader") and hasattr(defaults, k)}
     merged = {**saved, **RECIPE_SETTINGS.get(recipe, {}), **from_yaml, **given}
     cfg = dataclasses.replace(defaults, **merged)
     if recipe == "efficienttrain" and "patch_size" not in {**saved, **from_yaml, **given}:
@@ -240,6 +245,8 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"--dist-timeout must be > 0 seconds, got {cfg.dist_timeout}", ("dist_timeout",))
     if cfg.patch_erasing > 1 or cfg.ema >= 1:
         raise ConfigError("--patch-erasing must be <= 1 and --ema < 1", ("patch_erasing", "ema"))
+    if cfg.fresh_loader and not cfg.resume:
+        raise ConfigError("--fresh-loader applies to a resumed run; give --resume too", ("fresh_loader", "resume"))
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.eval_every < 1 or cfg.log_every < 1:
         raise ConfigError("--epochs, --batch-size, --eval-every and --log-every must be >= 1",
                           ("epochs", "batch_size", "eval_every", "log_every"))

@@ -30,25 +30,27 @@ import dataclasses
 import datetime
 import json
 import os
+import signal
 import sys
 import time
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from vitdata.curriculum.named import make_schedule
 from vitdata.data.index import open_index, split_classes
 from vitdata.data.sources import resolve_sources
-from vitdata.io import atomic_write
 from vitdata.loader.config import (AugmentConfig, DistributedConfig, EvalConfig, LoaderConfig, OutputConfig,
                                    ScheduleConfig, torch_dtype)
 from vitdata.loader.loader import create_loader
 from vitdata.train import checkpoint, report
+from vitdata.train.evaluate import evaluate
 from vitdata.train.config import TrainConfig, check_train_config, parse_config, resumed_run_dir
 from vitdata.train.log import Logger
 from vitdata.train.lr import build_lr
+from vitdata.train.runlock import lock_run
+from vitdata.train.stop import StopSignal, exit_status, stop_group
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -156,30 +158,6 @@ def unpack(out):
     return out if isinstance(out, tuple) else (out, None)
 
 
-@torch.no_grad()
-def evaluate(model, loader, device, amp_ctx) -> dict:
-    """Top-1/top-5 (%) and mean loss over the validation split, summed across ranks (padding ids < 0 skipped)."""
-    model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss, count
-    for batch in loader:
-        with amp_ctx():
-            logits = model(batch.images)
-        logits, labels = logits.float(), batch.labels.long()
-        valid = batch.ids >= 0
-        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        hit = top5 == labels[:, None]
-        sums[0] += (hit[:, 0] & valid).sum()
-        sums[1] += (hit.any(1) & valid).sum()
-        sums[2] += (F.cross_entropy(logits, labels, reduction="none") * valid).sum()
-        sums[3] += valid.sum()
-    if dist.is_initialized():
-        dist.all_reduce(sums)
-    model.train()
-    n = max(1.0, sums[3].item())  # sync: once per evaluation, the figures are read here
-    return {"top1": 100 * sums[0].item() / n, "top5": 100 * sums[1].item() / n, "loss": sums[2].item() / n,
-            "count": int(n)}
-
-
 class StepTimer:
     """Splits each step's time into data wait and compute, without synchronising every step.
 
@@ -238,26 +216,42 @@ class StepTimer:
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Run ``cfg``; returns {step, wall_s, out, val_top1, ...} (also written to OUT/result.json).
+    """Run ``cfg``; returns {step, wall_s, out, val_top1, ...} (also written to OUT/result.json), and
+    ``stopped_by`` (a signal's name) when a SIGTERM or SIGINT stopped it with a checkpoint.
+
+    Before anything is written: the run folder is locked (:mod:`vitdata.train.runlock`: a second run on it is
+    refused naming the first's pid; a folder that cannot be written is refused naming it), and SIGTERM and
+    SIGINT become a stop at the next step boundary (:mod:`vitdata.train.stop`); both are undone on return."""
+    check_train_config(cfg)
+    rank, world, device = setup_distributed(cfg)
+    out_dir = run_dir(cfg)
+    lock = lock_run(out_dir, rank, world)
+    stop = StopSignal(stop_group(world, datetime.timedelta(seconds=cfg.dist_timeout)), world).install()
+    try:
+        return run_training(dataclasses.replace(cfg, out=out_dir), rank, world, device, stop)
+    finally:
+        stop.close()
+        if lock is not None:
+            lock.release()
+
+
+def run_training(cfg: TrainConfig, rank: int, world: int, device, stop: StopSignal) -> dict:
+    """The run of :func:`train`, in ``cfg.out`` (locked), read top to bottom.
 
     Sync points (where the host waits for the device), all deliberate and commented where they happen:
     ``set_epoch`` with an oracle (it folds the epoch's reports into its plan, across ranks);
     :meth:`StepTimer.read` and ``loss.item()`` on log steps; the copy of a few sample images on the first
     step of the report's epochs (rank 0); evaluation's totals; checkpoints (state to host memory);
-    GradScaler's inf check with fp16 only. Every other step queues its work and moves on to the next batch."""
+    GradScaler's inf check with fp16 only. Every other step queues its work and moves on to the next batch.
+    The stop agreement at each step boundary is a host-side collective (gloo), not a device sync."""
     from timm.data import Mixup
     from timm.optim import param_groups_weight_decay
     from timm.utils import ModelEmaV3
     from vitdata.train.models import drloc_lambda
 
-    check_train_config(cfg)
-    rank, world, device = setup_distributed(cfg)
-    out_dir = run_dir(cfg)
-    cfg = dataclasses.replace(cfg, out=out_dir)
+    out_dir = cfg.out
     # A damaged checkpoint, or one of another world size, fails here, before anything is written.
-    resumed = checkpoint.load_run(cfg.resume, world) if cfg.resume else None
-    if rank == 0:
-        atomic_write(os.path.join(out_dir, "config.json"), json.dumps(dataclasses.asdict(cfg), indent=1).encode())
+    ck_dir, resumed = checkpoint.load_run(cfg.resume, world) if cfg.resume else (None, None)
     torch.manual_seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)
 
@@ -289,25 +283,46 @@ def train(cfg: TrainConfig) -> dict:
     state = checkpoint.TrainState(model, optimizer, scaler, ema)
 
     # ---- resume: model, optimiser, scaler, EMA, loader (its position inside the epoch), oracle, RNGs
-    step, start_epoch, wall0 = checkpoint.restore_run(resumed, state, train_loader, rank) if resumed else (0, 0, 0.0)
+    at = checkpoint.restore_run(ck_dir, resumed, state, train_loader, rank, config=dataclasses.asdict(cfg),
+                                fresh_loader=cfg.fresh_loader) if resumed else checkpoint.Resumed(0, 0, 0.0, False)
+    step, start_epoch, wall0 = at.step, at.epoch, at.elapsed
     del resumed  # the tensors now live in the model and optimiser
+    # Written once the resume checks passed: a refused resume (another model, data that changed) leaves the
+    # folder's config.json as it was.
+    if rank == 0:
+        checkpoint.write_file(os.path.join(out_dir, "config.json"),
+                              json.dumps(dataclasses.asdict(cfg), indent=1).encode())
 
-    def save(epoch: int):  # sync: the state is copied to host memory
+    def save(epoch: int, eval_pending: bool = False):  # sync: the state is copied to host memory
         checkpoint.save_run(os.path.join(out_dir, "checkpoint"), state, train_loader, step=step, epoch=epoch,
                             elapsed=time.perf_counter() - t_start, config=dataclasses.asdict(cfg), rank=rank,
-                            world=world, scheduler={"step": step, "total": total_steps, "warmup": warmup_steps})
+                            world=world, scheduler={"step": step, "total": total_steps, "warmup": warmup_steps},
+                            eval_pending=eval_pending)
 
     log = Logger(out_dir, rank, total_steps, cfg.progress and sys.stderr.isatty(), start_step=step,
                  resume_time=wall0 if cfg.resume else None)
     log.message(f"vitdata train: {cfg.model} depth={cfg.depth or 'default'} patch={cfg.patch_size} "
                 f"{num_classes} classes, {train_loader.num_samples} train samples, {steps_per_epoch} steps/epoch x "
                 f"{cfg.epochs} epochs, world={world}, device={device}, schedule={sched.name}, out={out_dir}")
+
+    def run_eval(epochs_done: int) -> dict:  # the epoch's evaluation: bad files are counted, listed and skipped
+        res = evaluate(ema.module if ema is not None else model, val_loader, device, amp_ctx, strict=cfg.strict_eval)
+        log.write("eval", epoch=epochs_done, step=step, time=time.perf_counter() - t_start, **res)
+        for b in res["bad_files"][:20]:
+            log.message(f"vitdata train: evaluation skipped {b['path']}: [{b['reason']}] {b['detail'][:160]}")
+        skipped = f", {res['skipped']} bad files skipped (log.jsonl)" if res["skipped"] else ""
+        log.message(f"epoch {epochs_done}/{cfg.epochs}: val top-1 {res['top1']:.2f} % "
+                    f"top-5 {res['top5']:.2f} %{skipped} ({time.perf_counter() - t_start:.0f} s)")
+        return res
+
     samples = []  # (label, images) as the model saw them, a few epochs, for the report
     sample_epochs = sorted({0, cfg.epochs // 3, (2 * cfg.epochs) // 3, cfg.epochs - 1})
     last_eval = {}
     timer = StepTimer(device)
     t_start = time.perf_counter() - wall0
-    stop, epoch, epoch_done = False, start_epoch - 1, True
+    stop_max, signum, epoch, epoch_done = False, 0, start_epoch - 1, True
+    if at.eval_pending:  # the checkpoint was taken at an epoch's end, before its evaluation
+        last_eval = run_eval(start_epoch)
 
     # ---- the loop
     for epoch in range(start_epoch, cfg.epochs):
@@ -370,38 +385,44 @@ def train(cfg: TrainConfig) -> dict:
                 log.progress(cfg.log_every if step % cfg.log_every == 0 else step % cfg.log_every,
                              loss=f"{rec['loss']:.3f}", img_s=f"{rec['img_s']:.0f}", wait_ms=f"{data_ms:.0f}",
                              size=knobs.image_size)
-            if cfg.ckpt_every and step % cfg.ckpt_every == 0:
+            if cfg.ckpt_every and step % cfg.ckpt_every == 0 and not epoch_done:  # an epoch's end saves below
                 save(epoch)
-            if cfg.max_steps and step >= cfg.max_steps:
-                stop = True
+            stop_max = bool(cfg.max_steps and step >= cfg.max_steps)
+            signum = stop.agreed()  # a collective under torchrun (gloo, host side): every rank, every step
+            if stop_max or signum:
                 break
-        if stop and not epoch_done:
+        if (stop_max or signum) and not epoch_done:
             save(epoch)  # mid-epoch: the loader keeps its position
             break
 
-        # ---- end of epoch: evaluation, checkpoint (the next set_epoch hands the oracle's plan on)
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            last_eval = evaluate(ema.module if ema is not None else model, val_loader, device, amp_ctx)
-            log.write("eval", epoch=epoch + 1, step=step, time=time.perf_counter() - t_start, **last_eval)
-            log.message(f"epoch {epoch + 1}/{cfg.epochs}: val top-1 {last_eval['top1']:.2f} % "
-                        f"top-5 {last_eval['top5']:.2f} % ({time.perf_counter() - t_start:.0f} s)")
-        save(epoch + 1)
-        if stop:
+        # ---- end of epoch: checkpoint, then evaluation (the next set_epoch hands the oracle's plan on)
+        due = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+        save(epoch + 1, eval_pending=due)  # first: a failing or stopped evaluation costs no training
+        signum = signum or stop.agreed()
+        if due and not signum:  # on a stop the resumed run evaluates (the checkpoint says it is pending)
+            last_eval = run_eval(epoch + 1)
+            signum = stop.agreed()
+        if stop_max or signum:
             break
 
     # ---- end of run: the last epoch's oracle metrics, the report, result.json
-    complete = step >= total_steps or (epoch + 1 == cfg.epochs and epoch_done)
-    if not complete:
+    complete = not signum and (step >= total_steps or (epoch + 1 == cfg.epochs and epoch_done))
+    if signum:
+        log.message(f"vitdata train: stopped by {signal.Signals(signum).name} at step {step} with a checkpoint in "
+                    f"{os.path.join(out_dir, 'checkpoint')}; resume with: vitdata train --resume {out_dir}")
+    elif not complete:
         log.message(f"stopped at step {step} (--max-steps); resume with --resume {out_dir}")
     elif oracle is not None:
         oracle.end_epoch(cfg.epochs - 1)  # the last epoch's DDP/KAR (no next epoch asks for it)
         log.oracle(oracle, cfg.epochs - 1, time.perf_counter() - t_start)
     wall = time.perf_counter() - t_start
     result = {"step": step, "wall_s": wall, "out": out_dir, **{f"val_{k}": v for k, v in last_eval.items()}}
+    if signum:
+        result["stopped_by"] = signal.Signals(signum).name
     if cfg.test and complete:  # after wall_s: the test split is not part of the run's time
         test_loader = create_loader(loader_config(cfg, train_loader.cfg.data, cfg.test, rank, world, device),
                                     split="eval")
-        test = evaluate(ema.module if ema is not None else model, test_loader, device, amp_ctx)
+        test = evaluate(ema.module if ema is not None else model, test_loader, device, amp_ctx, strict=cfg.strict_eval)
         log.write("test", epoch=cfg.epochs, step=step, **test)
         result.update({f"test_{k}": v for k, v in test.items()})
     log.close()
@@ -412,18 +433,21 @@ def train(cfg: TrainConfig) -> dict:
             source=train_loader.cfg.data, epochs=sample_epochs, patch_size=cfg.patch_size, seed=cfg.seed)
         print(f"report: {result['report']}")
     if rank == 0:
-        atomic_write(os.path.join(out_dir, "result.json"), json.dumps(result, indent=1).encode())
+        checkpoint.write_file(os.path.join(out_dir, "result.json"), json.dumps(result, indent=1).encode())
     return result
 
 
 def main(argv=None, prog: str = "vitdata train") -> int:
+    """``vitdata train``: 0 when the run ended (or stopped at --max-steps), ``128 + N`` when signal N stopped
+    it with a checkpoint (143 for SIGTERM, 130 for Ctrl-C; :func:`vitdata.train.stop.exit_status`)."""
     cfg = parse_config(argv, prog)
     try:
-        train(cfg)
+        result = train(cfg)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    return 0
+    stopped = result.get("stopped_by")
+    return exit_status(signal.Signals[stopped]) if stopped else 0
 
 
 if __name__ == "__main__":

@@ -145,6 +145,13 @@ class EpochDataset(torch.utils.data.Dataset):
         return im, scaled_box(box, 1)
 
 
+def _worker_init(worker_id: int) -> None:
+    """Each DataLoader worker leaves SIGTERM/SIGINT to a trainer that stops cleanly on them
+    (``vitdata.pipelines.worker_signals``)."""
+    from vitdata.pipelines.worker_signals import follow_trainer_signals
+    follow_trainer_signals()
+
+
 class TorchBackend(Backend):
     """A DataLoader over the positions of one epoch from a start step; workers get the control with the
     dataset."""
@@ -171,6 +178,7 @@ class TorchBackend(Backend):
             import multiprocessing as mp
 
             kw = dict(prefetch_factor=cfg.prefetch, multiprocessing_context=mp.get_context(start_method(cfg)))
+            kw["worker_init_fn"] = _worker_init
         dl = DataLoader(self.dataset, batch_sampler=batches, num_workers=cfg.num_workers,
                         collate_fn=_collate, pin_memory=self.ctx.device.type == "cuda", **kw)
         self.it = iter(dl)
