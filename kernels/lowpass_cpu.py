@@ -1,0 +1,136 @@
+"""The low-frequency crop's CPU route: ``lowpass_crop`` on CPU tensors, by FFT or GEMMs, one chunk at a time.
+
+What it computes
+    Exactly ``lowpass.lowpass_crop`` (same signature, same result up to float32 rounding, within the bound
+    the tests pin against the float64 reference): see ``kernels/lowpass.py`` for the operation, the
+    matrix form and the GPU kernel. Imported by ``vitdata.kernels``, which registers
+    :func:`lowpass_crop_chunked` as the CPU kernel of ``torch.ops.vitdata.lowpass_crop``; CUDA keeps the
+    Triton kernel.
+
+Why not the matrix form over the whole batch on CPU
+    ``lowpass_crop_matmul`` on a 256 x 3 x 256 x 256 uint8 batch (-> 224, normalised, float32) allocates a
+    float copy of the input, T, Y, and two more for the normalisation and the cast, about 1 GB: the first
+    touch of fresh pages costs about 0.5 ms per MB here, as much as the GEMMs; the Nyquist ``einsum`` and
+    the separate normalisation add two passes over the batch. On one image the GEMMs themselves cost
+    2.5x an FFT route (below).
+
+The route
+    Per chunk of ``chunk_bytes`` of float input (default one 256 x 256 RGB image, whose temporaries
+    stay in a core's L2 and below glibc's mmap threshold, so no call page-faults): one ``addcmul``
+    converts to float and normalises, ``(x - mean) / std``, with the factor ``(h/H) (w/W)`` of the FFT
+    route folded in (normalising first is exact up to rounding: the crop is linear and keeps constants);
+    then the crop by :func:`_chunk_fft` or :func:`_chunk_gemm`, written once into the output in its dtype
+    and layout. The only full-size allocation is the output.
+
+    FFT or GEMMs, by shape: per channel the GEMMs cost ``H W w + h H w`` multiply-adds and the FFTs about
+    ``H W log2(H W)`` butterflies. One thread, per 3-channel image (2 shared cores, loaded): 256 -> 224 FFT
+    0.75 ms, GEMMs 1.9 ms (ratio of the two counts 26); 128 -> 112 both 0.22 ms (13); 80 -> 64 FFT
+    0.11 ms, GEMMs 0.06 ms (6.5). ``FFT_ABOVE`` = 14 splits them. The choice depends on the shape only,
+    never on a timing, so a run is reproducible bit for bit.
+
+Threads
+    Every call is a torch op on one chunk; with several intra-op threads each is a parallel region, and
+    on a host whose cores are busy with DALI's threads the regions' barriers stall (measured: 2 threads
+    on one-image chunks under load ran 5x slower than one thread). The loader therefore runs this route
+    on one intra-op thread while DALI decodes the next batch (``vitdata/loader/loader.py``).
+
+Timings
+    ``vitdata bench kernels`` (rows ``matmul``, ``chunked``) in one process; the record says the load.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from .lowpass import _axis_factors, _check, _checkerboard, _fmt
+
+CHUNK_BYTES = 1 << 20
+FFT_ABOVE = 14.0
+
+
+def crop_route(H: int, W: int, h: int, w: int) -> str:
+    """"fft" or "gemm": the cheaper way to crop one (H, W) channel to (h, w) on CPU (module docstring)."""
+    return "fft" if (H * W * w + h * H * w) > FFT_ABOVE * H * W * math.log2(max(2, H * W)) else "gemm"
+
+
+def lowpass_crop_chunked(x, size, *, mean=None, std=None, out_dtype=None, memory_format=None,
+                         chunk_bytes: int = CHUNK_BYTES, route: Optional[str] = None):
+    """``lowpass_crop`` over chunks of ``chunk_bytes`` of float input (at least one image), each cropped by
+    ``route`` "fft" or "gemm" (default :func:`crop_route`). Same arguments and result as ``lowpass_crop``."""
+    (h, w), mean, std, out_dtype, cl = _check(x, size, mean, std, out_dtype, memory_format)
+    B, C, H, W = x.shape
+    dev = x.device
+    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    y = torch.empty((B, C, h, w), dtype=out_dtype, device=dev, memory_format=_fmt(cl))
+    if y.numel() == 0:
+        return y
+    route = route or crop_route(H, W, h, w)
+    if route not in ("fft", "gemm"):
+        raise ValueError(f"route must be 'fft' or 'gemm', got {route!r}")
+    gain = (h / H) * (w / W) if route == "fft" else 1.0
+    rstd = torch.tensor([gain] * C if std is None else [gain / v for v in std], dtype=torch.float64)
+    shift = torch.zeros(C, dtype=torch.float64) if mean is None else -torch.tensor(mean, dtype=torch.float64) * rstd
+    rstd, shift = (t.view(1, C, 1, 1).to(dev, cdt) for t in (rstd, shift))
+    k = max(1, min(B, chunk_bytes // max(1, C * H * W * (8 if cdt == torch.float64 else 4))))
+    xb = torch.empty((k, C, H, W), dtype=cdt, device=dev)
+    direct = out_dtype == cdt and not cl        # the output chunk itself is a contiguous buffer to write
+    yb = None if direct else torch.empty((k, C, h, w), dtype=cdt, device=dev)
+    crop = _chunk_fft if route == "fft" else _chunk_gemm
+    for b0 in range(0, B, k):
+        n = min(k, B - b0)
+        torch.addcmul(shift, x[b0:b0 + n], rstd, out=xb[:n])
+        yc = y[b0:b0 + n] if direct else yb[:n]
+        crop(xb[:n], yc, h, w)
+        if not direct:
+            y[b0:b0 + n].copy_(yc)
+    return y
+
+
+def _chunk_fft(x: torch.Tensor, out: torch.Tensor, h: int, w: int) -> None:
+    """``out`` (n, C, h, w) = the crop of real ``x`` (n, C, H, W) without the factor (h/H)(w/W).
+
+    rfft along W, keeping the column frequencies 0..w//2; fft along H; the kept rows (0..h-h//2-1 and
+    H-h//2..H-1); ifft along H (length h) and irfft along W (length w). The kept negative column
+    frequencies are the conjugate mirrors of the positive ones taken with the row window negated, which
+    for even h moves the unpaired row -h/2 to +h/2. irfft counts columns 1..(w-1)//2 twice (each with
+    its mirror), so their row h/2 holds the mean of rows -h/2 and +h/2 (for column 0 that mean has the
+    same real part), and counts the Nyquist column w/2 of an even w once, so its row h/2 holds row +h/2."""
+    H = x.shape[-2]
+    f = torch.fft.fft(torch.fft.rfft(x, dim=-1)[..., :w // 2 + 1], dim=-2)
+    z = torch.cat([f[..., :h - h // 2, :], f[..., H - h // 2:, :]], dim=-2)
+    if h % 2 == 0 and h < H:
+        plus = f[..., h // 2, :]
+        z[..., h // 2, :] += plus
+        z[..., h // 2, :] *= 0.5
+        if w % 2 == 0:
+            z[..., h // 2, w // 2] = plus[..., w // 2]
+    torch.fft.irfft(torch.fft.ifft(z, dim=-2), n=w, dim=-1, out=out)
+
+
+def _chunk_gemm(x: torch.Tensor, out: torch.Tensor, h: int, w: int) -> None:
+    """``out`` = ``Ar_h x Ar_w^T - s (-1)^(m+j)``: one mm over all rows of the chunk, one bmm, and for even
+    sizes the Nyquist sum ``s = v_h^T x v_w`` as two matrix-vector products (``kernels/lowpass.py``)."""
+    n, C, H, W = x.shape
+    ar_h, _, v_h = _axis_factors(H, h, x.dtype, x.device)
+    _, art_w, v_w = _axis_factors(W, w, x.dtype, x.device)
+    t = torch.mm(x.view(-1, W), art_w)
+    torch.bmm(ar_h.expand(n * C, h, H), t.view(n * C, H, w), out=out.view(n * C, h, w))
+    if v_h is not None and v_w is not None:
+        s = torch.mv(torch.mv(x.view(-1, W), v_w).view(n * C, H), v_h)
+        out.view(n * C, h, w).addcmul_(s.view(n * C, 1, 1), _checkerboard(h, w, x.dtype, x.device), value=-1.0)
+
+
+def _register() -> None:
+    """Make :func:`lowpass_crop_chunked` the CPU kernel of ``torch.ops.vitdata.lowpass_crop`` (the op's
+    default, the matmul form, stays for devices without a kernel of their own)."""
+    from .lowpass import _lowpass_crop_op
+
+    @_lowpass_crop_op.register_kernel("cpu")
+    def _(x, h, w, mean, std, out_dtype, channels_last):
+        return lowpass_crop_chunked(x, (h, w), mean=mean, std=std, out_dtype=out_dtype,
+                                    memory_format=_fmt(channels_last))
+
+
+_register()
