@@ -68,7 +68,7 @@ import torch
 
 from vitdata.loader.backends import BackendContext, create_backend
 from vitdata.loader.backends.base import make_control
-from vitdata.loader.host import resolve_device
+from vitdata.loader.host import intra_op_threads, kernel_threads, resolve_device
 from vitdata.loader.config import (DTYPES, ERASE_CELL, IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, EvalConfig, LoaderConfig, OutputConfig, ScheduleConfig, check_config, choose_backend, dist_rank_world, graph_max_ops, resolve_defaults)
 from vitdata.errors import ConfigError, DataError, StateError
 from vitdata.io import from_json, to_json
@@ -351,7 +351,9 @@ class Loader(TrainerAPI):
             ids_np, labels_np = ids_np[keep], raw.labels.reshape(-1)[keep]
         else:
             labels_np = raw.labels.reshape(-1)
-        images = self._kernels(images, ids_np, knobs, step)
+        cfg = self.cfg
+        with intra_op_threads(images.device, kernel_threads(cfg.num_threads, cfg.num_workers, self.backend_name)):
+            images = self._kernels(images, ids_np, knobs, step)
         dtype = DTYPES[self.cfg.output.dtype]
         if images.dtype != dtype:   # the normalised graph's float32 -> bfloat16; uint8 batches leave _kernels cast
             images = images.to(dtype)
