@@ -23,23 +23,31 @@ The route
     and layout. The only full-size allocation is the output.
 
     FFT or GEMMs, by shape: per channel the GEMMs cost ``H W w + h H w`` multiply-adds and the FFTs about
-    ``H W log2(H W)`` butterflies. One thread, per 3-channel image (2 shared cores, loaded): 256 -> 224 FFT
-    0.75 ms, GEMMs 1.9 ms (ratio of the two counts 26); 128 -> 112 both 0.22 ms (13); 80 -> 64 FFT
-    0.11 ms, GEMMs 0.06 ms (6.5). ``FFT_ABOVE`` = 14 splits them. The choice depends on the shape only,
-    never on a timing, so a run is reproducible bit for bit.
+    ``H W log2(H W)`` butterflies. CPU time on one thread per 3-channel image, FFT against GEMMs (ratio of
+    the two counts): 256 -> 224 0.81 / 1.84 ms (26), 224 -> 160 0.48 / 0.86 (18), 192 -> 160 0.44 /
+    0.66 (19), 128 -> 112 0.23 / 0.23 (13), 80 -> 64 0.085 / 0.055 (6.5). ``FFT_ABOVE`` = 14 splits
+    them. The choice depends on the shape only, never on a timing, so a run is reproducible bit for bit.
 
 Threads
-    Every call is a torch op on one chunk; with several intra-op threads each is a parallel region, and
-    on a host whose cores are busy with DALI's threads the regions' barriers stall (measured: 2 threads
-    on one-image chunks under load ran 5x slower than one thread). The loader therefore runs this route
-    on one intra-op thread while DALI decodes the next batch (``vitdata/loader/loader.py``).
+    A call's chunks are shared among ``torch.get_num_threads()`` threads of a private pool (torch ops
+    release the GIL), each running its chunks' ops on one intra-op thread; the result does not depend
+    on the thread count (bit for bit; a test). Splitting every small op over the cores instead puts a
+    barrier in each, and where the cores are busy (DALI's threads decoding beside it, other processes)
+    each barrier waits for a thread the scheduler has put aside: 32 x 3 x 224 x 224 -> 160 on 2 threads
+    at load 15 took 10.7 s split op by op against 0.72 s for the whole-batch matmul form. The loader
+    calls this route on the cores decoding leaves (``vitdata.loader.host.kernel_threads``; one on a
+    2-core host).
 
 Timings
-    ``vitdata bench kernels`` (rows ``matmul``, ``chunked``) in one process; the record says the load.
+    ``vitdata bench kernels`` on CPU: rows ``chunked CPU route (fft)`` / ``(gemm)`` beside the matmul form
+    and torch.fft, and the loader's step (uint8 -> normalised crop + PatchErasing) against the path this
+    route replaced, in one process; the record gives the load.
 """
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import torch
@@ -74,18 +82,53 @@ def lowpass_crop_chunked(x, size, *, mean=None, std=None, out_dtype=None, memory
     shift = torch.zeros(C, dtype=torch.float64) if mean is None else -torch.tensor(mean, dtype=torch.float64) * rstd
     rstd, shift = (t.view(1, C, 1, 1).to(dev, cdt) for t in (rstd, shift))
     k = max(1, min(B, chunk_bytes // max(1, C * H * W * (8 if cdt == torch.float64 else 4))))
-    xb = torch.empty((k, C, H, W), dtype=cdt, device=dev)
     direct = out_dtype == cdt and not cl        # the output chunk itself is a contiguous buffer to write
-    yb = None if direct else torch.empty((k, C, h, w), dtype=cdt, device=dev)
     crop = _chunk_fft if route == "fft" else _chunk_gemm
-    for b0 in range(0, B, k):
-        n = min(k, B - b0)
-        torch.addcmul(shift, x[b0:b0 + n], rstd, out=xb[:n])
-        yc = y[b0:b0 + n] if direct else yb[:n]
-        crop(xb[:n], yc, h, w)
-        if not direct:
-            y[b0:b0 + n].copy_(yc)
+
+    def run(starts):
+        xb = torch.empty((k, C, H, W), dtype=cdt, device=dev)
+        yb = None if direct else torch.empty((k, C, h, w), dtype=cdt, device=dev)
+        for b0 in starts:
+            n = min(k, B - b0)
+            torch.addcmul(shift, x[b0:b0 + n], rstd, out=xb[:n])
+            yc = y[b0:b0 + n] if direct else yb[:n]
+            crop(xb[:n], yc, h, w)
+            if not direct:
+                y[b0:b0 + n].copy_(yc)
+
+    starts = list(range(0, B, k))
+    threads = min(torch.get_num_threads(), len(starts))
+    if threads <= 1:
+        run(starts)
+        return y
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)     # the pool's threads start (and stay) on one intra-op thread each
+    try:
+        list(_pool(threads).map(run, [starts[i::threads] for i in range(threads)]))
+    finally:
+        torch.set_num_threads(before)
     return y
+
+
+_POOL: dict = {"executor": None, "workers": 0}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The threads that share a call's chunks (torch ops release the GIL), grown on demand. A thread takes
+    its intra-op thread count from the process setting when it first runs a torch op, which every
+    call sets to 1 while it uses the pool, so each chunk's ops run serially, without barriers."""
+    if _POOL["workers"] < workers:
+        if _POOL["executor"] is not None:
+            _POOL["executor"].shutdown(wait=False)
+        _POOL.update(executor=ThreadPoolExecutor(workers, thread_name_prefix="vitdata-lowpass"), workers=workers)
+    return _POOL["executor"]
+
+
+def _forget_pool() -> None:
+    _POOL.update(executor=None, workers=0)    # a forked child has none of the parent's threads
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _chunk_fft(x: torch.Tensor, out: torch.Tensor, h: int, w: int) -> None:

@@ -108,3 +108,17 @@ def test_the_dispatcher_runs_the_chunked_route_on_cpu_and_keeps_the_layout():
 def test_an_empty_batch_gives_an_empty_output():
     y = lowpass_crop_chunked(torch.zeros(0, 3, 16, 16, dtype=torch.uint8), 8)
     assert y.shape == (0, 3, 8, 8) and y.dtype == torch.float32
+
+
+def test_chunks_shared_among_threads_give_the_same_bits_and_the_thread_setting_comes_back():
+    x = _input(7, (40, 36), torch.uint8, "channels_last", seed=5)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = lowpass_crop_chunked(x, (20, 18), mean=MEAN, std=STD, chunk_bytes=1)
+        torch.set_num_threads(3)
+        shared = lowpass_crop_chunked(x, (20, 18), mean=MEAN, std=STD, chunk_bytes=1)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, shared)
