@@ -45,8 +45,10 @@ Timings
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
@@ -74,6 +76,7 @@ def lowpass_crop_chunked(x, size, *, mean=None, std=None, out_dtype=None, memory
     y = torch.empty((B, C, h, w), dtype=out_dtype, device=dev, memory_format=_fmt(cl))
     if y.numel() == 0:
         return y
+    huge_pages(y)
     route = route or crop_route(H, W, h, w)
     if route not in ("fft", "gemm"):
         raise ValueError(f"route must be 'fft' or 'gemm', got {route!r}")
@@ -129,6 +132,30 @@ def _forget_pool() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_pool)
+
+
+_LIBC: dict = {}
+
+
+def huge_pages(t: torch.Tensor, min_bytes: int = 4 << 20) -> None:
+    """Ask Linux to back a fresh CPU tensor's memory with transparent huge pages before it is first written
+    (``madvise(MADV_HUGEPAGE)``; the hosts here run THP in ``madvise`` mode). The first write of a fresh
+    allocation page-faults every 4 KB: 154 MB (a 256 x 3 x 224 x 224 float32 batch) took 74 ms of CPU
+    to allocate and fill against 10 ms for a buffer already touched, 17 ms with huge pages. Nothing happens
+    off Linux, for small tensors or if the call fails: it only changes how fast the first write is."""
+    nbytes = t.numel() * t.element_size()
+    if t.device.type != "cpu" or nbytes < min_bytes or not sys.platform.startswith("linux"):
+        return
+    if "madvise" not in _LIBC:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            _LIBC["madvise"] = libc.madvise
+        except (OSError, AttributeError):
+            _LIBC["madvise"] = None
+    if _LIBC["madvise"] is not None:
+        start = (t.data_ptr() + 4095) & ~4095          # whole pages inside the allocation
+        _LIBC["madvise"](start, (t.data_ptr() + nbytes - start) & ~4095, 14)   # 14: MADV_HUGEPAGE
 
 
 def _chunk_fft(x: torch.Tensor, out: torch.Tensor, h: int, w: int) -> None:

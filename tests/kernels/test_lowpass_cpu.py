@@ -122,3 +122,16 @@ def test_chunks_shared_among_threads_give_the_same_bits_and_the_thread_setting_c
     finally:
         torch.set_num_threads(before)
     assert torch.equal(one, shared)
+
+
+def test_asking_for_huge_pages_changes_no_value_and_skips_small_tensors():
+    from vitdata.kernels.lowpass_cpu import huge_pages
+
+    big = torch.arange(3 << 20, dtype=torch.float32)      # 12 MB
+    huge_pages(big)
+    assert torch.equal(big, torch.arange(3 << 20, dtype=torch.float32))
+    big.fill_(2.0)
+    assert big.sum().item() == 2.0 * (3 << 20)
+    small = torch.ones(4)
+    huge_pages(small)
+    assert small.sum().item() == 4.0
