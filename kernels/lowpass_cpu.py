@@ -23,10 +23,12 @@ The route
     and layout. The only full-size allocation is the output.
 
     FFT or GEMMs, by shape: per channel the GEMMs cost ``H W w + h H w`` multiply-adds and the FFTs about
-    ``H W log2(H W)`` butterflies. CPU time on one thread per 3-channel image, FFT against GEMMs (ratio of
-    the two counts): 256 -> 224 0.81 / 1.84 ms (26), 224 -> 160 0.48 / 0.86 (18), 192 -> 160 0.44 /
-    0.66 (19), 128 -> 112 0.23 / 0.23 (13), 80 -> 64 0.085 / 0.055 (6.5). ``FFT_ABOVE`` = 14 splits
-    them. The choice depends on the shape only, never on a timing, so a run is reproducible bit for bit.
+    ``H W log2(H W)`` butterflies. CPU time of the whole route on one thread (64 uint8 images, normalised
+    float32 out, ms per image), FFT against GEMMs (ratio of the two counts): 256 -> 224 0.84 / 2.35 (26),
+    224 -> 160 0.65 / 1.45 (18), 192 -> 160 0.58 / 0.98 (19), 160 -> 128 0.32 / 0.53 (16), 128 -> 112
+    0.23 / 0.33 (15), 112 -> 96 0.17 / 0.22 (13), 96 -> 80 0.13 / 0.13 (11), 80 -> 64 0.090 / 0.084 (9).
+    ``FFT_ABOVE`` = 11 splits them. The choice depends on the shape only, never on a timing, so a run is
+    reproducible bit for bit.
 
 Threads
     A call's chunks are shared among ``torch.get_num_threads()`` threads of a private pool (torch ops
@@ -46,6 +48,7 @@ Timings
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import os
 import sys
@@ -57,7 +60,7 @@ import torch
 from .lowpass import _axis_factors, _check, _checkerboard, _fmt
 
 CHUNK_BYTES = 1 << 20
-FFT_ABOVE = 14.0
+FFT_ABOVE = 11.0
 
 
 def crop_route(H: int, W: int, h: int, w: int) -> str:
@@ -83,10 +86,18 @@ def lowpass_crop_chunked(x, size, *, mean=None, std=None, out_dtype=None, memory
     gain = (h / H) * (w / W) if route == "fft" else 1.0
     rstd = torch.tensor([gain] * C if std is None else [gain / v for v in std], dtype=torch.float64)
     shift = torch.zeros(C, dtype=torch.float64) if mean is None else -torch.tensor(mean, dtype=torch.float64) * rstd
-    rstd, shift = (t.view(1, C, 1, 1).to(dev, cdt) for t in (rstd, shift))
+    rstd, shift = rstd.view(1, C, 1, 1), shift.view(1, C, 1, 1)
+    centred = route == "fft" and H % 2 == 0 and h % 2 == 0 and h < H
+    if centred:     # x (-1)^i along H: the kept rows become one block of the spectrum (see _chunk_fft)
+        alt = torch.tensor([1.0, -1.0], dtype=torch.float64).repeat(H // 2).view(1, 1, H, 1)
+        rstd, shift = rstd * alt, shift * alt
+    rstd, shift = rstd.to(dev, cdt), shift.to(dev, cdt)
     k = max(1, min(B, chunk_bytes // max(1, C * H * W * (8 if cdt == torch.float64 else 4))))
     direct = out_dtype == cdt and not cl        # the output chunk itself is a contiguous buffer to write
-    crop = _chunk_fft if route == "fft" else _chunk_gemm
+    if route == "fft":
+        crop = functools.partial(_chunk_fft, centred=centred)
+    else:
+        crop = _chunk_gemm
 
     def run(starts):
         xb = torch.empty((k, C, H, W), dtype=cdt, device=dev)
@@ -158,25 +169,39 @@ def huge_pages(t: torch.Tensor, min_bytes: int = 4 << 20) -> None:
         _LIBC["madvise"](start, (t.data_ptr() + nbytes - start) & ~4095, 14)   # 14: MADV_HUGEPAGE
 
 
-def _chunk_fft(x: torch.Tensor, out: torch.Tensor, h: int, w: int) -> None:
+def _chunk_fft(x: torch.Tensor, out: torch.Tensor, h: int, w: int, centred: bool = False) -> None:
     """``out`` (n, C, h, w) = the crop of real ``x`` (n, C, H, W) without the factor (h/H)(w/W).
 
-    rfft along W, keeping the column frequencies 0..w//2; fft along H; the kept rows (0..h-h//2-1 and
-    H-h//2..H-1); ifft along H (length h) and irfft along W (length w). The kept negative column
-    frequencies are the conjugate mirrors of the positive ones taken with the row window negated, which
-    for even h moves the unpaired row -h/2 to +h/2. irfft counts columns 1..(w-1)//2 twice (each with
-    its mirror), so their row h/2 holds the mean of rows -h/2 and +h/2 (for column 0 that mean has the
-    same real part), and counts the Nyquist column w/2 of an even w once, so its row h/2 holds row +h/2."""
+    rfft along W, keeping the column frequencies 0..w//2; fft along H; the kept rows; ifft along H
+    (length h) and irfft along W (length w). The kept rows are 0..h-h//2-1 and H-h//2..H-1, gathered by a
+    copy; or, ``centred`` (even H and h < H, x multiplied by (-1)^i along H beforehand, which moves row
+    frequency k to k + H/2), the block H/2-h/2 .. H/2+h/2-1 taken as it lies, whose ifft is the wanted
+    one times (-1)^m, undone on the output rows. The kept negative column frequencies are the conjugate
+    mirrors of the positive ones taken with the row window negated, which for even h moves the unpaired
+    row -h/2 to +h/2. irfft counts columns 1..(w-1)//2 twice (each with its mirror), so their row -h/2
+    holds the mean of rows -h/2 and +h/2 (for column 0 that mean has the same real part), and counts the
+    Nyquist column w/2 of an even w once, so its row -h/2 holds row +h/2's value."""
     H = x.shape[-2]
     f = torch.fft.fft(torch.fft.rfft(x, dim=-1)[..., :w // 2 + 1], dim=-2)
-    z = torch.cat([f[..., :h - h // 2, :], f[..., H - h // 2:, :]], dim=-2)
+    if centred:
+        r0 = H // 2 - h // 2
+        z, row, plus = f[..., r0:r0 + h, :], 0, f[..., r0 + h, :]
+    else:
+        z, row, plus = torch.cat([f[..., :h - h // 2, :], f[..., H - h // 2:, :]], dim=-2), h // 2, f[..., h // 2, :]
     if h % 2 == 0 and h < H:
-        plus = f[..., h // 2, :]
-        z[..., h // 2, :] += plus
-        z[..., h // 2, :] *= 0.5
+        z[..., row, :] += plus
+        z[..., row, :] *= 0.5
         if w % 2 == 0:
-            z[..., h // 2, w // 2] = plus[..., w // 2]
+            z[..., row, w // 2] = plus[..., w // 2]
     torch.fft.irfft(torch.fft.ifft(z, dim=-2), n=w, dim=-1, out=out)
+    if centred:
+        out.mul_(_alternating(h, out.dtype, out.device))
+
+
+@functools.lru_cache(maxsize=16)
+def _alternating(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(n, 1) column of 1, -1, 1, ..."""
+    return torch.tensor([1.0, -1.0], dtype=dtype, device=device).repeat((n + 1) // 2)[:n].view(n, 1)
 
 
 def _chunk_gemm(x: torch.Tensor, out: torch.Tensor, h: int, w: int) -> None:

@@ -6,9 +6,11 @@ import torch
 from vitdata.kernels import lowpass_crop, lowpass_crop_chunked, lowpass_crop_fft, lowpass_crop_matmul, lowpass_crop_ref
 from vitdata.kernels.lowpass_cpu import crop_route
 
-# odd / even, non-square, Nyquist on one or both axes, identity on one axis, 1-pixel outputs
+# odd / even, non-square, Nyquist on one or both axes, identity on one axis, 1-pixel outputs; the FFT
+# route takes the kept rows as one block for even H and h < H, and gathers them otherwise
 SHAPES = [((17, 23), (9, 11)), ((33, 33), (16, 16)), ((40, 36), (20, 18)), ((20, 18), (10, 18)),
-          ((18, 20), (18, 10)), ((33, 34), (32, 33)), ((31, 30), (1, 2)), ((24, 24), (24, 24))]
+          ((18, 20), (18, 10)), ((33, 34), (32, 33)), ((31, 30), (1, 2)), ((24, 24), (24, 24)),
+          ((40, 36), (21, 17)), ((64, 48), (2, 47))]
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 
 
