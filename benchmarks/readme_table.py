@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from vitdata.bench import record as benchutil
+from vitdata.bench import record
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 START, END = "<!-- perf-table:start -->", "<!-- perf-table:end -->"
@@ -26,16 +26,19 @@ def load_records(results: str, link_base: str | None = None) -> list[dict]:
     with ``_path`` made relative to ``link_base`` (default the repository root, where README.md is). Files
     that are not records are named on stderr and left out."""
     link_base = link_base or os.path.dirname(HERE)
-    out = benchutil.load_records(results, on_error=lambda e: print(f"readme_table: skipping {e}", file=sys.stderr))
+    out = record.load_records(results, on_error=lambda e: print(f"readme_table: skipping {e}", file=sys.stderr))
     for rec in out:
         rec["_path"] = os.path.relpath(rec["_path"], os.path.abspath(link_base))
     return out
 
 
 def newest(records: list[dict]) -> list[dict]:
+    """The newest record of each (device, benchmark); loader and decode records also per data set (its folder)."""
     best: dict[tuple, dict] = {}
     for r in records:
-        key = (r["_device"], r.get("what"))
+        data = os.path.basename(os.path.normpath(r.get("settings", {}).get("data") or "")) \
+            if r.get("what") in ("loader", "decode") else ""
+        key = (r["_device"], r.get("what"), data)
         if key not in best or (r.get("date") or "") >= (best[key].get("date") or ""):
             best[key] = r
     return list(best.values())
@@ -67,6 +70,8 @@ def rows_of(rec: dict) -> list[tuple[str, str, str]]:
     lines = []
     if what not in WHATS and rec.get("headline"):  # any other benchmark states its own lines
         lines = [(h["measured"], h["figure"], h.get("compared", "")) for h in rec["headline"]]
+    elif what == "loader" and len(s.get("sizes") or []) > 1:
+        lines = _loader_sizes_rows(rec)
     elif what == "loader":
         setup = (f"{s.get('size')} px, batch {s.get('batch_size')}, {s.get('dtype')}, {s.get('workers')} workers / "
                  f"{s.get('threads')} threads")
@@ -104,6 +109,41 @@ def rows_of(rec: dict) -> list[tuple[str, str, str]]:
                 lines.append((f"{title}: {k['name']}; batch {st.get('batch')}, {st.get('dtype')}",
                               f"{k['gb_per_s']:,.1f} GB/s" + (f" ({pct:.0f}% of peak)" if pct is not None else ""),
                               f"{speed:.2f}x baseline" if isinstance(speed, (int, float)) else ""))
+    return lines
+
+
+def _data_name(path: str | None) -> str:
+    """A data set's folder name; a split folder (train, val) is named with its parent (imagenette/train)."""
+    parts = os.path.normpath(path or "").split(os.sep)
+    return "/".join(parts[-2:]) if parts[-1] in ("train", "val", "test") and len(parts) > 1 else parts[-1]
+
+
+def _loader_sizes_rows(rec: dict) -> list[tuple[str, str, str]]:
+    """A loader record run at several sizes: per row, its figure at the largest size against row 4 (row 1 also
+    against row 7), and its cost per image at each size against its cost at the largest."""
+    s = rec["settings"]
+    sizes, top = sorted(s["sizes"]), max(s["sizes"])
+    data = _data_name(s.get("data"))
+    how = (f"{data} ({s.get('samples')} photos{', cycled' if s.get('cycled', 1) > 1 else ''}), batch "
+           f"{s.get('batch_size')}, {s.get('dtype')}; load {s.get('load_avg_1m_start') or 0:.1f} at start"
+           + (f"; data: {s['data_note']}" if s.get("data_note") else ""))
+    lines = []
+    for row in sorted({r["row"] for r in rec["rows"]}):
+        by = {r["size"]: r for r in rec["rows"] if r["row"] == row}
+        if top not in by or row == 6:
+            continue
+        r = by[top]
+        vs = [f"{r['ratio_to_row4']:.2f}x row (4)" if r.get("ratio_to_row4") is not None else "n/a"]
+        if r.get("ratio_to_row7") is not None:
+            vs.append(f"{r['ratio_to_row7']:.2f}x row (7)")
+        costs = " / ".join(f"{by[z]['cost_vs_largest']:.2f}" if z in by else "-" for z in sizes)
+        lines.append((f"loader ({row}) {r['name']}; {how}",
+                      f"{_fmt(r['images_per_s'])} images/s at {top} px (spread {r['spread_pct']:.0f}%)",
+                      f"{', '.join(vs)} at {top} px; cost per image at {'/'.join(map(str, sizes))} px: {costs} "
+                      f"of {top} px"))
+    for r in sorted(rec.get("skipped", []), key=lambda r: r["row"]):
+        if r.get("size") == top:
+            lines.append((f"loader ({r['row']}) {r['name']}", "skipped", r["reason"]))
     return lines
 
 

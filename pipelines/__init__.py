@@ -5,6 +5,7 @@ backend of ``vitdata.loader`` is the only intended user; import the pieces from 
 graph around vitdata's sampler and source.
 
 May import: ``vitdata.errors``, ``vitdata.io``, ``vitdata.data`` (the sample checks the source applies),
+``vitdata.decode`` (the crop window the source draws, the reduced JPEG decode on a CPU-only host),
 ``vitdata.curriculum`` (RandAugment's magnitude bins). Holds no training logic, and no non-DALI backend
 imports it.
 """
@@ -14,13 +15,12 @@ if __name__ != "vitdata.pipelines":
 
 from .source import OUTPUTS, EpochSource, control_path, write_control
 
-__all__ = ["OUTPUTS", "EpochSource", "control_path", "write_control", "GraphSpec", "build_pipeline",
-           "INTERPOLATIONS"]
+__all__ = ["OUTPUTS", "EpochSource", "control_path", "write_control", "GraphSpec", "build_pipeline"]
 
 
 def __getattr__(name):
     # The graph builders import DALI; the source does not.
-    if name in ("GraphSpec", "build_pipeline", "INTERPOLATIONS", "train_graph", "eval_graph"):
+    if name in ("GraphSpec", "build_pipeline", "train_graph", "eval_graph"):
         from . import graphs
         return getattr(graphs, name)
     raise AttributeError(f"module 'vitdata.pipelines' has no attribute {name!r}")

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from nvidia.dali import fn, pipeline_def, types
 
 from . import randaug
+from .source import CROP_OUTPUTS, OUTPUTS, SCALED_OUTPUTS
 from vitdata.curriculum.schedule import NUM_MAG_BINS
 
+# DALI's filter for each name of vitdata.loader.config.INTERPOLATIONS (the names a config may give).
 _INTERP = {"bilinear": types.INTERP_LINEAR, "bicubic": types.INTERP_CUBIC, "nearest": types.INTERP_NN,
            "lanczos": types.INTERP_LANCZOS3, "triangular": types.INTERP_TRIANGULAR}
-INTERPOLATIONS = tuple(_INTERP)
 
 
 @dataclass(frozen=True)
@@ -52,20 +53,63 @@ class GraphSpec:
     layout: str = "CHW"                          # "CHW" or "HWC" (channels_last after a permute)
     hw_decoder_load: float | None = None         # mixed decoder: share of JPEGs sent to the hardware
                                                  # decoder (None: DALI's default); ignored on CPU
+    decode_scale: bool = False                   # train, CPU decode only: the source decodes plain JPEGs at
+                                                 # 1/2, 1/4, 1/8 scale where the window allows, DALI the rest
 
 
-def train_graph(encoded, size, mag_bin, active, spec: GraphSpec, decode_device: str):
-    """Decode with the random-resized crop fused in, resize to ``size``, RandAugment, flip + normalise
-    (flip only, uint8 out, with ``spec.normalize`` False)."""
-    images = fn.decoders.image_random_crop(encoded, device=decode_device, output_type=types.RGB,
-                                           random_area=list(spec.scale), random_aspect_ratio=list(spec.ratio),
-                                           num_attempts=10, **_decoder_kw(spec, decode_device))
-    images = fn.resize(images, size=size, interp_type=_INTERP[spec.interpolation], antialias=True)
+def train_graph(encoded, size, mag_bin, active, spec: GraphSpec, decode_device: str, window=None):
+    """Decode the crop window, resize it to ``size``, RandAugment, flip + normalise (flip only, uint8 out,
+    with ``spec.normalize`` False): :func:`decode_window`, :func:`resize_window`, :func:`augment_graph`.
+
+    ``window``: the source's crop outputs by name (``anchor``, ``shape``, and with ``spec.decode_scale``
+    ``decoded``, ``hwc``, ``roi_start``, ``roi_end``; see ``pipelines.source``): the window drawn outside
+    the graph, decoded by ``decoders.image_slice``, or already decoded at reduced scale by the source. None:
+    DALI draws the window itself (``decoders.image_random_crop``, its own random stream)."""
+    if window is None:
+        images = fn.decoders.image_random_crop(encoded, device=decode_device, output_type=types.RGB,
+                                               random_area=list(spec.scale), random_aspect_ratio=list(spec.ratio),
+                                               num_attempts=10, **_decoder_kw(spec, decode_device))
+        images = fn.resize(images, size=size, interp_type=_INTERP[spec.interpolation], antialias=True)
+    else:
+        images = resize_window(decode_window(encoded, window, spec, decode_device), size, window, spec)
+    return augment_graph(images, size, mag_bin, active, spec)
+
+
+def decode_window(encoded, window, spec: GraphSpec, decode_device: str):
+    """The window's pixels (HWC uint8): DALI's ROI decode of the window (absolute pixels, after EXIF
+    orientation), or, per sample with ``spec.decode_scale``, the pixels the source decoded at reduced scale
+    around it (a conditional: the two branches merge into one batch)."""
+    if not spec.decode_scale:
+        return _slice(encoded, window, spec, decode_device)
+    if window["decoded"] == 1:
+        images = fn.reshape(encoded, shape=window["hwc"], layout="HWC")
+    else:
+        images = _slice(encoded, window, spec, decode_device)
+    return images
+
+
+def resize_window(images, size, window, spec: GraphSpec):
+    """Resize :func:`decode_window`'s pixels to ``size``; with ``spec.decode_scale`` over each sample's
+    ``roi_start``..``roi_end`` (the window's fractional bounds in a reduced decode, the whole slice else)."""
+    roi = {}
+    if spec.decode_scale:
+        roi = {"roi_start": window["roi_start"], "roi_end": window["roi_end"], "roi_relative": False}
+    return fn.resize(images, size=size, interp_type=_INTERP[spec.interpolation], antialias=True, **roi)
+
+
+def augment_graph(images, size, mag_bin, active, spec: GraphSpec):
+    """RandAugment (with ``spec.randaug``), flip and normalise (or flip only, uint8) of resized images."""
     if spec.randaug:
         images = randaug.apply(images, mag_bin, active, size, max_ops=spec.max_ops, num_bins=NUM_MAG_BINS,
                                exclude=spec.exclude_ops, interp_type=_INTERP[spec.randaug_interpolation])
     mirror = fn.random.coin_flip(probability=spec.hflip) if spec.hflip > 0 else 0
     return _normalise(images, spec, mirror)
+
+
+def _slice(encoded, window, spec: GraphSpec, decode_device: str):
+    return fn.decoders.image_slice(encoded, window["anchor"], window["shape"], device=decode_device,
+                                   output_type=types.RGB, normalized_anchor=False, normalized_shape=False,
+                                   **_decoder_kw(spec, decode_device))
 
 
 def eval_graph(encoded, spec: GraphSpec, decode_device: str):
@@ -92,27 +136,42 @@ def _normalise(images, spec: GraphSpec, mirror, crop=None):
                                     mirror=mirror, **kw)
 
 
+_DTYPES = {"encoded": types.UINT8, "label": types.INT64, "id": types.INT64, "orig_id": types.INT64,
+           "status": types.INT32, "size": types.FLOAT, "mag_bin": types.INT32, "active": types.INT32,
+           "anchor": types.INT32, "shape": types.INT32, "decoded": types.INT32, "hwc": types.INT32,
+           "roi_start": types.FLOAT, "roi_end": types.FLOAT}
+_NDIM = {"label": 0, "id": 0, "orig_id": 0, "status": 0, "decoded": 0}   # every other output is 1-D
+
+
 @pipeline_def(enable_conditionals=True, enable_checkpointing=True)
 def _pipeline(source, spec: GraphSpec, decode_device: str, parallel: bool):
-    k = num_source_outputs(spec)
+    names = source_outputs(spec)
     outs = fn.external_source(
-        source=source, num_outputs=k, batch=not parallel, parallel=parallel,
+        source=source, num_outputs=len(names), batch=not parallel, parallel=parallel,
         **({} if parallel else {"batch_info": True}),
-        dtype=[types.UINT8, types.INT64, types.INT64, types.INT64, types.INT32, types.FLOAT, types.INT32,
-               types.INT32][:k],
-        ndim=[1, 0, 0, 0, 0, 1, 1, 1][:k])
-    encoded, label, sid, orig, status = outs[:5]
-    size, mag_bin, active = (list(outs[5:]) + [None, None, None])[:3]
+        dtype=[_DTYPES[n] for n in names], ndim=[_NDIM.get(n, 1) for n in names])
+    node = dict(zip(names, outs))
     if spec.train:
-        images = train_graph(encoded, size, mag_bin, active, spec, decode_device)
+        window = {k: node[k] for k in CROP_OUTPUTS + SCALED_OUTPUTS if k in node}
+        images = train_graph(node["encoded"], node["size"], node.get("mag_bin"), node.get("active"), spec,
+                             decode_device, window)
     else:
-        images = eval_graph(encoded, spec, decode_device)
-    return images, label, sid, orig, status
+        images = eval_graph(node["encoded"], spec, decode_device)
+    return images, node["label"], node["id"], node["orig_id"], node["status"]
+
+
+def source_outputs(spec: GraphSpec) -> tuple[str, ...]:
+    """Names of ``source.OUTPUTS`` the graph reads, in order (the source returns only those): eval the first
+    five; train adds the step's size, RandAugment's knobs when it runs, the crop window, and the reduced
+    decode's outputs with ``spec.decode_scale``."""
+    if not spec.train:
+        return OUTPUTS[:5]
+    return (OUTPUTS[:8] if spec.randaug else OUTPUTS[:6]) + CROP_OUTPUTS + (SCALED_OUTPUTS if spec.decode_scale else ())
 
 
 def num_source_outputs(spec: GraphSpec) -> int:
-    """How many of ``source.OUTPUTS`` the graph reads (the source returns only those)."""
-    return (8 if spec.randaug else 6) if spec.train else 5
+    """How many outputs the source returns for ``spec`` (see :func:`source_outputs`)."""
+    return len(source_outputs(spec))
 
 
 def build_pipeline(source, spec: GraphSpec, *, batch_size: int, num_threads: int, device_id: int | None,

@@ -21,12 +21,27 @@ status       int32     ()       0 = ok, else 1 + position of the reason in ``err
 size         float32   (2,)     output (H, W) of this step (the schedule's image size)
 mag_bin      int32     (n,)     RandAugment magnitude bin per op level (0..NUM_MAG_BINS-1)
 active       int32     (n,)     1 where op level i < this step's number of ops, else 0
+anchor       int32     (2,)     crop window's left, top in source pixels (after EXIF orientation)
+shape        int32     (2,)     crop window's width, height in source pixels
+decoded      int32     ()       1 when ``encoded`` holds pixels the source decoded at reduced scale
+hwc          int32     (3,)     shape of those pixels (``encoded`` is them flattened); (1, 1, 3) otherwise
+roi_start    float32   (2,)     the window inside those pixels: top, left (fractional)
+roi_end      float32   (2,)     bottom, right
 ===========  ========  =======  ==========================================================
+
+The graph reads the outputs it names (``outputs``): the crop window (``anchor``, ``shape``) with a
+:class:`CropSpec`, the reduced decode's four only where the source may decode (``CropSpec.decode_scale``,
+a CPU-only graph). The window is drawn here (:mod:`vitdata.decode.crop`) from (seed, epoch, rank,
+position in the loader's epoch) and the image's size: the same window whether DALI decodes the file
+(``decoders.image_slice``) or the source decodes it at 1/2, 1/4 or 1/8 scale (:mod:`vitdata.decode.scaled`),
+and the same as the torch backend's. A reduced decode that fails hands the encoded bytes to DALI instead,
+so DALI's full decoder gives its verdict on a bad file exactly as without ``decode_scale``.
 """
 from __future__ import annotations
 
 import os
 import traceback
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,7 +51,21 @@ from vitdata.errors import DataError
 
 from ._parent_watch import watch_parent_if_worker
 
-OUTPUTS = ("encoded", "label", "id", "orig_id", "status", "size", "mag_bin", "active")
+OUTPUTS = ("encoded", "label", "id", "orig_id", "status", "size", "mag_bin", "active", "anchor", "shape", "decoded",
+           "hwc", "roi_start", "roi_end")
+CROP_OUTPUTS = ("anchor", "shape")
+SCALED_OUTPUTS = ("decoded", "hwc", "roi_start", "roi_end")
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """The random-resized-crop window the source draws per sample, and whether it may decode reduced JPEGs."""
+    scale: tuple[float, float]
+    ratio: tuple[float, float]
+    seed: int
+    rank: int
+    decode_scale: bool = False    # decode plain JPEGs at 1/2, 1/4, 1/8 here (CPU graphs only)
+    threads: int = 1              # the in-thread (per-step) source decodes a step's reduced JPEGs on this many threads
 
 
 def write_control(path: str, control: dict[str, np.ndarray]) -> None:
@@ -105,19 +134,25 @@ class EpochSource:
     """
 
     def __init__(self, reader, index, control_dir: str, batch_size: int, max_ops: int, max_pixels: int,
-                 num_outputs: int = len(OUTPUTS)):
-        # num_outputs: 8 (train with RandAugment), 6 (train without: no mag_bin/active), 5 (eval: no size)
-        self.num_outputs = int(num_outputs)
+                 outputs: tuple[str, ...] | int = OUTPUTS[:8], crop: CropSpec | None = None):
+        # outputs: names of OUTPUTS in the graph's order (an int k: the first k of the first eight: 8 train with
+        # RandAugment, 6 without, 5 eval); the crop window's outputs need ``crop``
+        self.outputs = tuple(OUTPUTS[:int(outputs)] if isinstance(outputs, int) else outputs)
+        unknown = [n for n in self.outputs if n not in OUTPUTS]
+        if unknown or (crop is None and set(self.outputs) & set(CROP_OUTPUTS + SCALED_OUTPUTS)):
+            raise ValueError(f"source outputs {self.outputs}: unknown {unknown}, or a crop output without a CropSpec")
+        self.crop = crop
         self.reader, self.index, self.control_dir = reader, index, control_dir
         self.batch_size, self.max_ops, self.max_pixels = int(batch_size), max(1, int(max_ops)), int(max_pixels)
         self._epoch_key = None
         self._ctl = None
         self._quarantine = None   # ids of the control's ``quarantine`` array (decoder-refused), or None
         self._pos = None      # epoch position being read (names the sample in an error)
+        self._pool = None     # threads of the per-step reduced decodes (made on first use, never pickled)
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_epoch_key"], state["_ctl"], state["_quarantine"] = None, None, None
+        state["_epoch_key"], state["_ctl"], state["_quarantine"], state["_pool"] = None, None, None, None
         return state
 
     def _control(self, dali_epoch: int) -> dict[str, np.ndarray]:
@@ -164,24 +199,27 @@ class EpochSource:
         start = step * b
         if start >= len(ids):
             raise StopIteration
-        encoded, sids, status = [], np.empty(b, np.int64), np.empty(b, np.int32)
+        datas, sids, status = [], np.empty(b, np.int64), np.empty(b, np.int32)
         for j in range(b):
             self._pos = start + j
             sids[j], status[j], data = self._resolve(ids, start + j, int(ids[start + j]))
-            encoded.append(np.frombuffer(data, np.uint8))
+            datas.append(data)
         orig = np.ascontiguousarray(ids[start:start + b], np.int64)
         pad = orig < 0
         n = self.max_ops
+        size = float(ctl["step_size"][step])
         mag = float(ctl["step_magnitude"][step]) + ctl["extra_magnitude"][start:start + b].astype(np.float64)
-        out = (encoded,
-               np.where(pad, -1, np.asarray(self.index.label)[sids]).astype(np.int64),
-               np.where(pad, -1, sids),
-               orig,
-               status,
-               np.full((b, 2), float(ctl["step_size"][step]), np.float32),
-               np.repeat(magnitude_to_bin(mag)[:, None], n, axis=1),
-               np.repeat((np.arange(n) < int(ctl["step_num_ops"][step])).astype(np.int32)[None], b, axis=0))
-        return out[:self.num_outputs]
+        out = {"label": np.where(pad, -1, np.asarray(self.index.label)[sids]).astype(np.int64),
+               "id": np.where(pad, -1, sids), "orig_id": orig, "status": status,
+               "size": np.full((b, 2), size, np.float32),
+               "mag_bin": np.repeat(magnitude_to_bin(mag)[:, None], n, axis=1),
+               "active": np.repeat((np.arange(n) < int(ctl["step_num_ops"][step])).astype(np.int32)[None], b, axis=0)}
+        if self.crop is not None and "anchor" in self.outputs:
+            first = int(ctl.get("first_position", 0)) + start
+            out.update(self._windows(datas, range(first, first + b), int(ctl["epoch"]), int(size)))
+        else:
+            out["encoded"] = [np.frombuffer(d, np.uint8) for d in datas]
+        return tuple(out[k] for k in self.outputs)
 
     def _sample(self, info):
         ctl = self._control(info.epoch_idx)
@@ -195,18 +233,83 @@ class EpochSource:
         n = self.max_ops
         mag = float(ctl["step_magnitude"][step]) + float(ctl["extra_magnitude"][pos])
         size = float(ctl["step_size"][step])
-        active = (np.arange(n) < int(ctl["step_num_ops"][step])).astype(np.int32)
-        out = (np.frombuffer(data, np.uint8),
-                np.array(int(self.index.label[sid]) if orig >= 0 else -1, np.int64),
-                np.array(sid if orig >= 0 else -1, np.int64),
-                np.array(orig, np.int64),
-                np.array(status, np.int32),
-                np.array([size, size], np.float32),
-                np.full(n, magnitude_to_bin(mag), np.int32),
-                active)
-        return out[:self.num_outputs]
+        out = {"label": np.array(int(self.index.label[sid]) if orig >= 0 else -1, np.int64),
+               "id": np.array(sid if orig >= 0 else -1, np.int64),
+               "orig_id": np.array(orig, np.int64),
+               "status": np.array(status, np.int32),
+               "size": np.array([size, size], np.float32),
+               "mag_bin": np.full(n, magnitude_to_bin(mag), np.int32),
+               "active": (np.arange(n) < int(ctl["step_num_ops"][step])).astype(np.int32)}
+        if self.crop is not None and "anchor" in self.outputs:
+            first = int(ctl.get("first_position", 0)) + pos
+            window = self._windows([data], [first], int(ctl["epoch"]), int(size))
+            out.update({k: np.asarray(v[0]) for k, v in window.items()})
+        else:
+            out["encoded"] = np.frombuffer(data, np.uint8)
+        return tuple(out[k] for k in self.outputs)
+
+    def _windows(self, datas: list[bytes], positions, epoch: int, size: int) -> dict:
+        if self._pool is None and self.crop.threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.crop.threads, thread_name_prefix="vitdata-decode")
+        return crop_windows(datas, positions, epoch, size, self.crop, self._pool)
 
     def _resolve(self, ids: np.ndarray, pos: int, orig: int) -> tuple[int, int, bytes]:
         return resolve_sample(self.reader, self.index, ids, pos, self.max_pixels, self._quarantine)
 
 
+
+
+def crop_windows(datas: list[bytes], positions, epoch: int, size: int, crop: CropSpec, pool=None) -> dict:
+    """The crop outputs (and ``encoded``) of samples ``datas`` at loader-epoch ``positions`` for a step of
+    ``size`` px: each window drawn, and the plain JPEGs whose window allows it decoded at 1/r here (on
+    ``pool``, a ``concurrent.futures`` executor, when given); the rest go to DALI as encoded bytes. Values
+    are lists / stacked arrays over the samples, by the names of :data:`OUTPUTS`."""
+    plans = [_plan(d, p, epoch, size, crop) for d, p in zip(datas, positions)]
+    jobs = [(k, box, r) for k, (box, r) in enumerate(plans) if r > 1]
+    if pool is not None and len(jobs) > 1:
+        # Pillow releases the GIL while libjpeg decodes, so the threads decode in parallel.
+        done = list(pool.map(lambda job: _reduced(datas[job[0]], job[1], job[2]), jobs))
+    else:
+        done = [_reduced(datas[k], box, r) for k, box, r in jobs]
+    reduced = {k: d for (k, _, _), d in zip(jobs, done) if d is not None}
+    n = len(datas)
+    out = {"encoded": [], "anchor": np.empty((n, 2), np.int32), "shape": np.empty((n, 2), np.int32),
+           "decoded": np.zeros(n, np.int32), "hwc": np.tile(np.array([1, 1, 3], np.int32), (n, 1)),
+           "roi_start": np.zeros((n, 2), np.float32), "roi_end": np.zeros((n, 2), np.float32)}
+    for k, (box, _) in enumerate(plans):
+        out["anchor"][k], out["shape"][k] = (box.x, box.y), (box.w, box.h)
+        if k in reduced:
+            pixels, roi = reduced[k]
+            out["encoded"].append(pixels.reshape(-1))
+            out["decoded"][k], out["hwc"][k] = 1, pixels.shape
+            out["roi_start"][k], out["roi_end"][k] = roi[:2], roi[2:]
+        else:
+            out["encoded"].append(np.frombuffer(datas[k], np.uint8))
+            out["roi_end"][k] = (box.h, box.w)
+    return out
+
+
+def _plan(data: bytes, position: int, epoch: int, size: int, crop: CropSpec):
+    """(window, reduction factor) of one sample; factor 1: DALI decodes it (``decoders.image_slice``)."""
+    from vitdata.data.checks import image_size
+    from vitdata.decode import crop_rng, probe, reduction_factor, sample_crop_box
+
+    try:
+        head = probe(data)
+        w, h, reducible = head.width, head.height, head.reducible
+    except Exception:   # Pillow cannot open it: DALI decodes it as without decode_scale (and refuses it, or not)
+        (w, h), reducible = image_size(data) or (1, 1), False
+    box = sample_crop_box(w, h, crop.scale, crop.ratio, crop_rng(crop.seed, epoch, crop.rank, position))
+    return box, (reduction_factor(box.w, box.h, size, size) if crop.decode_scale and reducible else 1)
+
+
+def _reduced(data: bytes, box, factor: int):
+    """(pixels, roi) of a reduced decode, or None when Pillow fails: DALI then decodes the bytes in full."""
+    from vitdata.decode import decode_region
+
+    try:
+        return decode_region(data, box, factor)
+    except Exception:
+        return None

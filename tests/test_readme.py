@@ -2,7 +2,8 @@
 substitution: the UPPER-CASE assignment lines (DATA, EPOCHS, BATCH, MODEL) are replaced by a small
 self-identifying dataset (train/ and val/), 2 epochs, batch 4 and vit_tiny_patch16_224, and the working
 directory is a temporary one. The functions a block leaves to the reader (``evaluate(batch)``, ``log(error)``)
-are bound to recorders. The timm diff block stays within its stated size."""
+are bound to recorders. The timm diff block is the file benchmarks/dropin/check_timm.py applies, a unified diff
+pinned to a timm commit, within its stated size."""
 import os
 import re
 from pathlib import Path
@@ -52,7 +53,32 @@ def test_every_python_block_of_the_readme_runs(tmp_path, monkeypatch):
     assert evaluated and not logged                  # the eval loop ran; the small dataset has no bad file
 
 
-def test_the_timm_diff_changes_at_most_15_lines():
+def test_the_timm_diff_is_the_checked_file_a_unified_diff_with_line_numbers_pinned_to_a_timm_commit():
+    """CI has no timm checkout: benchmarks/dropin/check_timm.py applies the diff to one; here the block must be
+    that script's file, name its timm commit and the pinned train.py's blob, and parse as a unified diff whose
+    hunk headers carry line numbers that agree with the hunks' own lines (what ``git apply`` checks first)."""
     (diff,) = blocks("diff")
-    changed = [ln for ln in diff.splitlines() if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
-    assert 0 < len(changed) <= 15, changed
+    assert diff == (README.parent / "benchmarks" / "dropin" / "timm_train.diff").read_text()
+    lines = diff.splitlines()
+    assert re.fullmatch(r"timm's train.py at huggingface/pytorch-image-models commit [0-9a-f]{40} \(\d{4}-\d\d-\d\d\)",
+                        lines[0]), lines[0]
+    assert lines[1] == "diff --git a/train.py b/train.py"
+    assert re.fullmatch(r"index [0-9a-f]{40}\.\.[0-9a-f]{40} 100755", lines[2])
+    assert lines[3:5] == ["--- a/train.py", "+++ b/train.py"]
+    hunks, i, shift = 0, 5, 0
+    while i < len(lines):
+        m = re.match(r"@@ -(\d+),(\d+) \+(\d+),(\d+) @@", lines[i])
+        assert m, f"line {i + 1} is not a hunk header: {lines[i]!r}"
+        old_start, old_n, new_start, new_n = map(int, m.groups())
+        assert new_start == old_start + shift
+        i, old, new = i + 1, 0, 0
+        while i < len(lines) and not lines[i].startswith("@@"):
+            assert lines[i][:1] in (" ", "+", "-"), f"line {i + 1}: {lines[i]!r}"
+            old += lines[i][:1] in " -"
+            new += lines[i][:1] in " +"
+            i += 1
+        assert (old, new) == (old_n, new_n), f"hunk {hunks + 1}: header says {old_n},{new_n}, body has {old},{new}"
+        shift += new_n - old_n
+        hunks += 1
+    changed = [ln for ln in lines[5:] if ln[:1] in "+-"]
+    assert hunks >= 1 and 0 < len(changed) <= 15, changed

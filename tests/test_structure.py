@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # package -> layer; a module's package is the longest prefix listed here
 LAYERS = {
     "vitdata.errors": 0, "vitdata.version": 0, "vitdata.io": 0.5, "vitdata.optional": 0.5,
-    "vitdata.data": 1, "vitdata.kernels": 1,
+    "vitdata.data": 1, "vitdata.kernels": 1, "vitdata.decode": 1,
     "vitdata.curriculum": 2,
     "vitdata.oracle": 3,
     "vitdata.pipelines": 4,
@@ -149,7 +149,7 @@ def test_functions_stay_readable_in_size():
 
 
 def test_every_folder_says_what_it_owns_and_what_it_may_import():
-    for pkg in ("data", "curriculum", "oracle", "loader", "train", "bench"):
+    for pkg in ("data", "decode", "curriculum", "oracle", "loader", "train", "bench"):
         doc = ast.get_docstring(ast.parse((ROOT / "vitdata" / pkg / "__init__.py").read_text())) or ""
         assert len(doc) > 200, f"vitdata/{pkg}/__init__.py needs a docstring saying what it owns"
         assert "May import" in doc or "may import" in doc, f"vitdata/{pkg}/__init__.py: say what it may import"

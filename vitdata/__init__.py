@@ -9,6 +9,7 @@ The package's folders are its subsystems, each importing only those above it in 
 - ``errors``, ``io``, ``optional``: plumbing (error types and reason codes, atomic files and JSON state,
   optional dependencies);
 - ``data/``: the sample index, reading and checking samples, the epoch order per rank;
+- ``decode/``: encoded bytes -> pixels: the colour policy, the crop window, JPEG decode at reduced scale;
 - ``curriculum/``: (epoch, step) -> the knobs of a batch;
 - ``oracle/``: per-sample difficulty -> the next epoch's plan;
 - ``kernels/`` and ``pipelines/`` (top-level folders of the repository, installed here): Triton ops and
@@ -24,7 +25,7 @@ from vitdata.errors import ConfigError, DataError, StateError, VitdataError
 from vitdata.version import __version__
 
 _LOADER = ("create_loader", "Loader", "Batch", "LoaderConfig", "AugmentConfig", "OutputConfig", "ScheduleConfig",
-           "EvalConfig", "DistributedConfig")
+           "EvalConfig", "DistributedConfig", "loaders_from_args", "timm_factories")
 _DATA = ("SampleIndex", "SampleReader", "open_index", "build_index")
 
 __all__ = ["__version__", "ConfigError", "DataError", "StateError", "VitdataError", *_LOADER, "DifficultyOracle",

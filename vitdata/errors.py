@@ -29,8 +29,46 @@ class ConfigError(VitdataError, ValueError):
 
     def __init__(self, message: str, fields: tuple[str, ...] | list[str] = ()):
         self.fields = tuple(fields)
+        self.message = message
         prefix = f"[{', '.join(self.fields)}] " if self.fields else ""
         super().__init__(prefix + message)
+
+    def named_as(self, options: dict[str, str]) -> "ConfigError":
+        """The same error in the words of a command line: each field that ``options`` maps (``"schedule.epochs"``
+        -> ``"--epochs"``) is named by its option, in the field list and in the message (:func:`name_options`).
+        The fields themselves are kept, so code that tests ``fields`` is unaffected."""
+        text = name_options(self.message, options or {})
+        if not any(f in (options or {}) for f in self.fields) and text == self.message:
+            return self
+        err = ConfigError(text, self.fields)
+        named = list(dict.fromkeys(_option_word(options.get(f, f)) for f in self.fields))
+        err.args = ((f"[{', '.join(named)}] " if named else "") + err.message,)
+        return err
+
+
+def _option_word(option: str) -> str:
+    return option.replace("={}", "").replace(" {}", "")
+
+
+def name_options(message: str, options: dict[str, str]) -> str:
+    """``message`` with each field of ``options`` replaced by its option wherever it stands as a word. An option
+    holding ``{}`` takes the number that follows the field (``"patch_size 8"`` with ``{"patch_size":
+    "--model-kwargs patch_size={}"}`` -> ``"--model-kwargs patch_size=8"``). A field that could be an English
+    word (no ``_`` or ``.``: ``schedule``, ``data``) is left in the text (ConfigError renames it in its field list)."""
+    import re
+
+    for field in sorted(options, key=len, reverse=True):     # "eval.batch_size" before "batch_size"
+        if "_" not in field and "." not in field:
+            continue
+        option = options[field]
+
+        def swap(m, option=option):
+            if "{}" in option:
+                return option.format(m.group(1)) if m.group(1) else _option_word(option)
+            return option + (f" {m.group(1)}" if m.group(1) else "")
+
+        message = re.sub(rf"(?<![\w.\-]){re.escape(field)}(?![\w.])(?: (-?\d[\d.]*))?", swap, message)
+    return message
 
 
 class DataError(VitdataError):
@@ -70,6 +108,17 @@ class StateError(VitdataError):
     """A checkpoint or index file that cannot be loaded: wrong version, checksum, truncation or mismatch."""
 
 
+def check_int(value, field: str, minimum: int = 0, error: type[VitdataError] = ConfigError) -> int:
+    """``value`` as an int: an integer (not a bool) >= ``minimum``, else ``error`` saying so and naming
+    ``field`` (a ConfigError also lists it in its ``fields``)."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        message = f"{field} must be an integer >= {minimum}, got {value!r}"
+        raise ConfigError(message, (field,)) if error is ConfigError else error(message)
+    return int(value)
+
+
 def check_format(what: str, fmt, current: int) -> int:
     """The format version ``fmt`` of a saved ``what`` (a plan, a sampler state...), checked against the
     version this vitdata writes: StateError when it is missing or invalid, or newer than ``current``."""
@@ -80,3 +129,16 @@ def check_format(what: str, fmt, current: int) -> int:
     if fmt > current:
         raise StateError(f"{what} written by a newer vitdata (format {fmt}; this one reads {current})")
     return int(fmt)
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` for ``warnings.warn`` that points at the first caller outside vitdata (the trainer's
+    line), however deep inside vitdata the warning is given."""
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -6,7 +6,7 @@ import statistics
 import pytest
 
 from vitdata import bench
-from vitdata.bench import record as benchutil
+from vitdata.bench.record import ENVIRONMENT_FIELDS, RECORD_FORMAT, read_record
 from vitdata.bench import common, feeds
 from vitdata.bench import loader as bench_loader
 
@@ -36,7 +36,7 @@ def test_every_row_runs_or_is_listed_as_skipped_with_a_reason(full_run):
     assert not ran & set(skipped)
     assert all(reason for reason in skipped.values())
     # rows that depend on nothing but DALI, torch and timm always run here
-    assert {2, 3, 4, 5, 6} <= ran, skipped
+    assert {2, 3, 4, 5, 6, 7} <= ran, skipped
     for r in record["rows"]:
         assert r["images_per_s"] > 0
         assert all(t > 0 for t in r["window_s"])   # every window timed something
@@ -52,10 +52,13 @@ def test_curriculum_row_runs_and_reports_a_measured_stage_split(full_run):
     for stage in bench_loader.STAGES:
         assert split[stage]["median_s"] > 0, stage     # each stage timed something
         assert split[stage]["how"], stage
-    for stage in ("read", "decode", "graph", "kernels", "hand_over"):
+    for stage in ("read", "decode", "crop_resize", "augment", "kernels", "hand_over"):
         assert len(split[stage]["times_s"]) == 3 and min(split[stage]["times_s"]) > 0, stage
-    assert "train_graph" in split["decode"]["how"] and "train_graph" in split["graph"]["how"]
-    assert "remainder" not in split and "augment" not in split   # nothing is derived by subtraction
+    assert "image_slice" in split["decode"]["how"] and "resize_window" in split["crop_resize"]["how"]
+    assert "augment_graph" in split["augment"]["how"] and "RandAugment" in split["augment"]["how"]
+    assert "remainder" not in split   # every stage is timed alone, nothing is derived by subtraction
+    plain = next(r for r in record["rows"] if r["row"] == 2)["stage_split"]
+    assert "kernels" not in plain and all(plain[k]["median_s"] > 0 for k in ("decode", "crop_resize", "augment"))
 
 
 @pytest.mark.heavy
@@ -76,8 +79,8 @@ def test_dali_rows_record_the_device_id_their_graph_ran_with_and_are_gpu_only_wi
 def test_record_holds_environment_settings_and_raw_timings(full_run):
     record, _ = full_run
     assert record["what"] == "loader" and record["date"]
-    assert record["format"] == benchutil.RECORD_FORMAT
-    for f in benchutil.ENVIRONMENT_FIELDS:
+    assert record["format"] == RECORD_FORMAT
+    for f in ENVIRONMENT_FIELDS:
         assert f in record["environment"], f
     for f in SETTINGS_FIELDS:
         assert f in record["settings"], f
@@ -91,6 +94,8 @@ def test_record_holds_environment_settings_and_raw_timings(full_run):
         assert len(r["window_s"]) == 2 and r["images_per_window"] == 2 * 4
     assert record["baseline_row"] == 4
     assert set(record["row_labels"]) == {str(k) for k in feeds.ROWS}
+    rows = {r["row"]: r for r in record["rows"]}
+    assert rows[1]["ratio_to_row7"] == pytest.approx(rows[1]["images_per_s"] / rows[7]["images_per_s"])
 
 
 @pytest.mark.heavy
@@ -125,7 +130,7 @@ def test_a_row_skipped_by_flag_says_so_and_ratios_without_the_baseline_are_none(
     assert bench.main(["loader", "--data", str(tiny_folder), *TINY, "--rows", "4,6", "--skip", "4",
                        "--json", str(path)]) == 0
     record = json.loads(path.read_text())
-    assert record["skipped"] == [{"row": 4, "name": "torch-dataloader", "reason": "skipped with --skip"}]
+    assert record["skipped"] == [{"row": 4, "name": "torch-dataloader", "reason": "skipped with --skip", "size": 32}]
     assert [r["row"] for r in record["rows"]] == [6]
     assert record["rows"][0]["ratio_to_row4"] is None
     assert "skipped with --skip" in capsys.readouterr().out
@@ -137,7 +142,8 @@ def test_without_dali_the_dali_row_is_skipped_with_the_reason(tiny_folder, tmp_p
     path = tmp_path / "r.json"
     assert bench.main(["loader", "--data", str(tiny_folder), *TINY, "--rows", "3,6", "--json", str(path)]) == 0
     record = json.loads(path.read_text())
-    assert record["skipped"] == [{"row": 3, "name": "dali", "reason": "nvidia.dali cannot be imported (simulated)"}]
+    assert record["skipped"] == [{"row": 3, "name": "dali", "reason": "nvidia.dali cannot be imported (simulated)",
+                                  "size": 32}]
 
 
 def test_without_the_vitdata_loader_its_rows_are_skipped_with_the_reason(tiny_folder, tmp_path, monkeypatch):
@@ -160,7 +166,7 @@ def test_shards_run_through_the_webdataset_reader_and_the_tar_dataset(tiny_shard
     assert record["rows"][1]["details"]["dataset"] == "TarDataset"
 
 
-def test_small_data_is_cycled_through_links_so_every_row_reads_long_epochs(tiny_folder, tiny_shards):
+def test_small_data_is_cycled_through_copies_so_every_row_reads_long_epochs(tiny_folder, tiny_shards):
     from vitdata.data.index import open_index
 
     with common.prepared_data(str(tiny_folder), 24 * 3 + 1) as (root, idx, cycle):
@@ -178,7 +184,7 @@ def test_json_without_a_path_writes_under_the_current_directory_not_the_checkout
     monkeypatch.delenv("VITDATA_RESULTS", raising=False)
     assert bench.main(["loader", "--data", str(tiny_folder), *TINY, "--rows", "6"]) == 0
     written = list((tmp_path / "benchmarks" / "results" / "cpu").glob("*-loader.json"))
-    assert len(written) == 1 and benchutil.read_record(str(written[0]))["what"] == "loader"
+    assert len(written) == 1 and read_record(str(written[0]))["what"] == "loader"
     (tmp_path / "out").mkdir()
     assert bench.main(["loader", "--data", str(tiny_folder), *TINY, "--rows", "6", "--json", "out"]) == 0
     assert len(list((tmp_path / "out").glob("*-loader.json"))) == 1
@@ -205,3 +211,22 @@ def test_a_vitdata_row_is_labelled_gpu_exactly_when_the_loader_reports_a_dali_de
     (row,) = json.loads(path.read_text())["rows"]
     assert row["details"]["runs_on"] == "GPU" and row["details"]["config"]["dali_device_id"] == 0
     assert "GPU 0" in bench_loader.format_table({"rows": [row], "skipped": []})
+
+
+def test_a_run_at_several_sizes_records_each_rows_cost_per_image_against_its_largest_size(tiny_folder, tmp_path):
+    path = tmp_path / "r.json"
+    args = [a for a in TINY if a not in ("--size", "32")]
+    assert bench.main(["loader", "--data", str(tiny_folder), *args, "--sizes", "16,32", "--rows", "2,4,6",
+                       "--json", str(path)]) == 0
+    record = json.loads(path.read_text())
+    assert record["settings"]["sizes"] == [16, 32] and record["settings"]["size"] == 32
+    got = {(r["row"], r["size"]): r for r in record["rows"]}
+    assert set(got) == {(row, size) for row in (2, 4, 6) for size in (16, 32)}
+    for (row, size), r in got.items():
+        assert r["cost_per_image_ms"] == pytest.approx(1000 / r["images_per_s"])
+        assert r["cost_vs_largest"] == pytest.approx(r["cost_per_image_ms"] / got[(row, 32)]["cost_per_image_ms"])
+        assert r["ratio_to_row4"] == pytest.approx(r["images_per_s"] / got[(4, size)]["images_per_s"])
+        if row == 2:   # each vitdata row at each size has its own per-stage split
+            assert r["stage_split"]["size"] == size and r["stage_split"]["crop_resize"]["median_s"] > 0
+    table = bench_loader.format_costs(record)
+    assert "16 px" in table and "32 px" in table and "vitdata-plain" in table

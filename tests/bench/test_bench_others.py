@@ -3,12 +3,12 @@ tiny settings, time something, and write one record each in the one format."""
 import pytest
 
 from vitdata import bench
-from vitdata.bench import record as benchutil
+from vitdata.bench.record import RECORD_FORMAT, read_record
 
 
 def _record(path):
-    rec = benchutil.read_record(str(path))
-    assert rec["format"] == benchutil.RECORD_FORMAT and rec["environment"]["torch"]
+    rec = read_record(str(path))
+    assert rec["format"] == RECORD_FORMAT and rec["environment"]["torch"]
     return rec
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vitdata import bench
-from vitdata.bench import record as benchutil
+from vitdata.bench.record import read_record
 from vitdata.bench import kernels as bench_kernels
 from vitdata.bench import step as bench_step
 
@@ -21,7 +21,7 @@ def test_step_records_data_wait_fraction_from_the_raw_step_times(tiny_folder, tm
     assert bench.main(["step", "--data", str(tiny_folder), "--model", "vit_tiny_patch16_224", "--size", "32",
                        "--batch-size", "4", "--steps", "2", "--warmup", "1", "--loader", "plain", "--workers", "1",
                        "--threads", "1", "--num-classes", "4", "--json", str(path)]) == 0
-    record = benchutil.read_record(str(path))
+    record = read_record(str(path))
     assert record["what"] == "step" and record["skipped"] == []
     assert set(record["feeds"]) == {"synthetic", "vitdata"}
     for f in record["feeds"].values():
@@ -96,7 +96,7 @@ def test_kernels_on_cpu_time_every_implementation_and_write_one_record(tmp_path)
     path = tmp_path / "k.json"
     assert bench.main(["kernels", "--batch", "2", "--size", "32", "--crop", "16", "--patch", "8", "--repeats", "2",
                        "--iters", "1", "--warmup", "0", "--json", str(path)]) == 0
-    record = benchutil.read_record(str(path))
+    record = read_record(str(path))
     assert record["what"] == "kernels" and record["environment"]["commit"] is not None
     for section, baseline in (("lowpass_crop", "torch.fft path (fp32)"), ("patch_erase", "timm RandomErasing (pixel)"),
                               ("loader_step", "matmul form + torch ref")):

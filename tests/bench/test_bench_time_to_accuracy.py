@@ -6,7 +6,7 @@ import os
 import pytest
 
 from vitdata import bench
-from vitdata.bench import record as benchutil
+from vitdata.bench.record import read_record
 from vitdata.bench import time_to_accuracy as t2a
 from vitdata.bench.splits import split_shards
 
@@ -30,7 +30,7 @@ def test_two_recipes_run_end_to_end_and_the_record_holds_measured_times(tiny_sha
                      "--patch-size", "4", "--workers", "0", "--out", str(tmp_path / "runs"), "--json", str(path),
                      "--test", str(tiny_shards), "--quiet", "--extra", "--backend torch"])
     assert rc == 0
-    rec = benchutil.read_record(str(path))
+    rec = read_record(str(path))
     assert rec["what"] == "time-to-accuracy" and rec["settings"]["recipes"] == ["baseline", "pss"]
     runs = {r["recipe"]: r for r in rec["runs"]}
     for r in runs.values():

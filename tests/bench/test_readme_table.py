@@ -98,7 +98,7 @@ def test_a_record_in_another_format_is_named_and_left_out(rt, results, capsys):
 
 
 def test_the_committed_records_are_all_in_the_one_format():
-    from vitdata.bench import record as benchutil
+    from vitdata.bench.record import RECORD_FORMAT, load_records
 
-    records = benchutil.load_records(str(ROOT / "benchmarks" / "results"))   # raises on any other format
-    assert records and all(r["format"] == benchutil.RECORD_FORMAT for r in records)
+    records = load_records(str(ROOT / "benchmarks" / "results"))   # raises on any other format
+    assert records and all(r["format"] == RECORD_FORMAT for r in records)

@@ -37,7 +37,7 @@ def test_the_headline_states_the_target_then_each_recipes_fraction_or_its_shortf
 
 
 def test_recompute_rederives_compute_and_comparisons_but_keeps_the_measurements(tmp_path):
-    from vitdata.bench import record as benchutil
+    from vitdata.bench.record import read_record, write_record
     argv = [a if a != "8" else "4" for a in ARGV[2:]]   # without the recipe; patch 4 keeps the ET stages at 32 px
     evals = lambda steps, top1: [{"epoch": i + 1, "time_s": 10.0 * (i + 1), "top1": t, "top5": 90.0, "loss": 1.0,  # noqa: E731
                                   "step": s} for i, (s, t) in enumerate(zip(steps, top1))]
@@ -46,10 +46,10 @@ def test_recompute_rederives_compute_and_comparisons_but_keeps_the_measurements(
             {"recipe": "vitdata", "argv": ["--recipe", "vitdata", *argv], "returncode": 0, "wall_s": 20.0,
              "cpu_s": 30.0, "train_s": 15.0, "images_per_s": 17.0, "final_top1": 49.8, "flops": 1.0, "evals": evals([10, 16, 26], [35, 49.8, 49.8])}]
     path = str(tmp_path / "t2a.json")
-    benchutil.write_record("time-to-accuracy", {"settings": {"epochs": 3, "num_train": 100, "tolerance": 0.3},
+    write_record("time-to-accuracy", {"settings": {"epochs": 3, "num_train": 100, "tolerance": 0.3},
                                                 "runs": runs, "headline": []}, path)
     t2a.main(["--recompute", path, "--why", "test"])
-    rec = benchutil.read_record(path)
+    rec = read_record(path)
     base, vd = rec["runs"]
     assert base["steps"] == 30 and vd["steps"] == 26 and vd["flops"] < base["flops"]
     assert vd["reached"]["epoch"] == 2 and vd["reached"]["time_ratio"] == pytest.approx(20.0 / 30.0)

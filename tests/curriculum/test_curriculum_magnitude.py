@@ -3,7 +3,7 @@ import pytest
 
 from vitdata.errors import ConfigError
 from vitdata.curriculum.named import curriculum_schedule
-from vitdata.train.config import check_config, parse_config
+from vitdata.train.config import check_train_config, parse_config
 
 
 def magnitudes(sched):
@@ -26,7 +26,7 @@ def test_run_magnitude_needs_efficienttrain():
     with pytest.raises(ConfigError):
         curriculum_schedule(10, 1, 32, patch_size=4, curriculum="efficienttrain", curriculum_magnitude="half")
     with pytest.raises(ConfigError) as e:
-        check_config(parse_config(["--curriculum-magnitude", "run"]))
+        check_train_config(parse_config(["--curriculum-magnitude", "run"]))
     assert "curriculum_magnitude" in e.value.fields
 
 
@@ -35,7 +35,7 @@ def test_the_efficienttrain_recipe_keeps_the_papers_magnitudes():
     assert magnitudes(build_schedule(parse_config(["--recipe", "efficienttrain", "--epochs", "10"]), 1))[-1] == 9.0
     cfg = parse_config(["--recipe", "efficienttrain", "--epochs", "10", "--randaug-magnitude", "6",
                         "--curriculum-magnitude", "run"])
-    check_config(cfg)
+    check_train_config(cfg)
     assert magnitudes(build_schedule(cfg, 1))[-1] == pytest.approx(6.0)
 
 
@@ -43,6 +43,6 @@ def test_the_vitdata_recipe_is_the_size_curriculum_with_locality():
     # Decided by the 2026-11-30 time-to-accuracy record: the measured best; prune-easy on top reached the
     # baseline's top-1 later (0.32x vs 0.23x of the baseline's time).
     cfg = parse_config(["--recipe", "vitdata"])
-    check_config(cfg)
+    check_train_config(cfg)
     assert cfg.size_curriculum and cfg.locality and cfg.warmup_epochs == 0.0
     assert cfg.oracle is None and cfg.curriculum is None and cfg.pss is None

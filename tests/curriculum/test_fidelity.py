@@ -17,7 +17,7 @@ def test_efficienttrain_at_64_px_with_16_px_patches_is_refused_instead_of_mergin
     with pytest.raises(ConfigError) as e:
         make_schedule("efficienttrain", 30, 10, 64, patch_size=16)
     assert {"image_size", "patch_size"} <= set(e.value.fields)
-    assert "--patch-size 8" in str(e.value) and "--image-size 96" in str(e.value)
+    assert "patch_size 8" in str(e.value) and "image_size 96" in str(e.value)
     with pytest.raises(ConfigError):
         make_schedule("efficienttrain++", 30, 10, 64, patch_size=16)
 
@@ -31,15 +31,15 @@ def test_efficienttrain_keeps_three_distinct_sides_on_a_fine_enough_grid(image_s
 
 def test_the_train_presets_for_efficienttrain_pick_a_patch_size_that_keeps_the_stages_at_64_px():
     from vitdata.train.loop import build_schedule
-    from vitdata.train.config import check_config, parse_config
+    from vitdata.train.config import check_train_config, parse_config
     for recipe in ("efficienttrain",):
         cfg = parse_config(["--recipe", recipe])
-        check_config(cfg)
+        check_train_config(cfg)
         assert cfg.image_size == 64 and cfg.patch_size == 8
         sides = {k.lowpass_size for _, k in build_schedule(cfg, 10).epoch_table()}
         assert sides == {48, 56, None}
-    with pytest.raises(ConfigError):
-        check_config(parse_config(["--recipe", "efficienttrain", "--patch-size", "16"]))
+    with pytest.raises(ConfigError, match=r"use --patch-size 8 or --image-size 96"):   # vitdata train's own flags
+        check_train_config(parse_config(["--recipe", "efficienttrain", "--patch-size", "16"]))
 
 
 # ---- item 2: EfficientTrain++'s learning rate follows compute

@@ -75,7 +75,7 @@ def test_the_loss_helper_reports_per_sample_losses_and_applies_loss_weights(load
     want = (torch.nn.functional.cross_entropy(logits, batch.labels, reduction="none") * batch.loss_weight).mean()
     assert torch.allclose(loss, want)
     loss.backward()
-    assert loader.oracle._n == 8                         # reported, not yet folded
+    assert loader.oracle.pending_reports == 8            # reported, not yet folded
 
 
 def test_per_sample_loss_follows_the_criterion_and_soft_targets():
@@ -140,3 +140,168 @@ def test_a_dali_loader_with_randaugment_warns_nothing_deprecated(tiny_data):
     deprecated = [str(w.message)[:120] for w in seen if issubclass(w.category, DeprecationWarning)
                   and "experimental" in str(w.message)]
     assert not deprecated, deprecated
+
+
+# ---- the drop-in for timm-family trainers: the criterion, the no-report warning, resume from their checkpoints
+
+def test_the_criterion_reports_per_sample_losses_and_a_distillation_task_keeps_its_term(tiny_data):
+    import timm
+    from timm.task import LogitDistillationTask
+
+    torch.manual_seed(0)
+    student = timm.create_model("test_vit", pretrained=False, num_classes=4, img_size=32)
+    teacher = timm.create_model("test_vit", pretrained=False, num_classes=4, img_size=32)
+    task = LogitDistillationTask(student_model=student, teacher_model=teacher, criterion=torch.nn.CrossEntropyLoss(),
+                                 distill_loss_weight=0.5, task_loss_weight=1.0, temperature=2.0,
+                                 device=torch.device("cpu"), verbose=False)
+    ld = create_loader(cfg_for(tiny_data), oracle="weighted")
+    try:
+        images, labels = next(iter(ld))
+        before = task(images, labels)
+        task.criterion = ld.criterion(task.criterion)          # the README's line for timm's train.py
+        after = task(images, labels)
+        assert torch.allclose(after["task_loss"], before["task_loss"])
+        assert torch.allclose(after["kd_loss"], before["kd_loss"])
+        assert torch.allclose(after["loss"], before["loss"]) and float(after["kd_loss"]) > 0
+        assert ld.oracle.pending_reports == 8                                  # the task loss, per sample, reached the oracle
+        ld.last_batch.loss_weight = torch.full((8,), 2.0)          # a plan's loss weights scale the task term only
+        weighted = task(images, labels)
+        assert torch.allclose(weighted["loss"], 2 * before["task_loss"] + 0.5 * before["kd_loss"])
+    finally:
+        ld.close()
+
+
+def test_without_an_oracle_the_criterion_is_the_trainers_own_and_a_wrong_batch_is_refused(tiny_data):
+    from timm.loss import BinaryCrossEntropy
+
+    plain = create_loader(cfg_for(tiny_data))
+    with_oracle = create_loader(cfg_for(tiny_data), oracle="uniform")
+    try:
+        bce = BinaryCrossEntropy(smoothing=0.1)
+        images, labels = next(iter(plain))
+        logits = torch.randn(8, 4)
+        assert torch.equal(plain.criterion(bce)(logits, labels), bce(logits, labels))   # any criterion, unchanged
+        next(iter(with_oracle))
+        with pytest.raises(ConfigError, match="called with 5 outputs while the loader's last batch is a batch of 8"):
+            with_oracle.criterion()(torch.randn(5, 4), labels[:5])
+    finally:
+        plain.close()
+        with_oracle.close()
+
+
+def test_an_epoch_iterated_with_an_oracle_and_no_loss_reported_warns_once_naming_the_cause(tiny_data):
+    ld = create_loader(cfg_for(tiny_data), oracle="weighted")
+    try:
+        with pytest.warns(UserWarning, match=r"epoch 0 was iterated with an oracle \(weighted\).*task.criterion = "
+                                             r"loader_train.criterion\(task.criterion\)"):
+            for _ in ld:
+                pass
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for _ in ld:                                           # once per loader
+                pass
+        reported = create_loader(cfg_for(tiny_data), oracle="weighted")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for batch in reported:
+                reported.loss(torch.randn(len(batch.ids), 4), batch)
+        reported.close()
+    finally:
+        ld.close()
+
+
+def _epoch(ld):
+    """One epoch with losses that depend on the ids only (a resumed run reports what the original did)."""
+    ids = []
+    for batch in ld:
+        ld.loss(torch.nn.functional.one_hot(batch.ids % 3, 4).float() * 3, batch)
+        ids.append(batch.ids.tolist())
+    return ids
+
+
+def test_each_checkpoint_carries_its_epochs_loader_state_and_resume_loads_that_one(tiny_data, tmp_path):
+    import argparse
+
+    a = create_loader(cfg_for(tiny_data), oracle="prune-easy")
+    paths = []
+    try:
+        for epoch in range(3):
+            a.set_epoch(epoch)
+            ids = _epoch(a)
+            args = argparse.Namespace(model="m", vitdata_loader=a.state_dict())       # the README's save line
+            paths.append(tmp_path / f"checkpoint-{epoch}.pth.tar")
+            torch.save({"epoch": epoch, "args": args, "version": 2}, paths[-1])
+        with torch.serialization.safe_globals([argparse.Namespace]):               # timm's own loading
+            assert torch.load(paths[0], weights_only=True)["args"].vitdata_loader["epoch"] == 0
+        b = create_loader(cfg_for(tiny_data), oracle="prune-easy")
+        assert b.resume(str(paths[1]), 2) is True                  # checkpoint-1, though checkpoint-2 came later
+        assert _epoch(b) == ids and b.oracle.table_digest() == a.oracle.table_digest()
+        b.close()
+        for path, epoch, why in ((paths[0], 2, "holds the loader state after epoch 0, not the end of epoch 1"),
+                                 (tmp_path / "plain.pth.tar", 1, "holds no vitdata loader state")):
+            torch.save({"epoch": epoch - 1, "args": argparse.Namespace(model="m")}, tmp_path / "plain.pth.tar")
+            c = create_loader(cfg_for(tiny_data), oracle="prune-easy")
+            with pytest.warns(UserWarning, match=f"{why}.*starts epoch {epoch} afresh"):
+                assert c.resume(str(path), epoch) is False
+            assert c.epoch == epoch
+            c.close()
+    finally:
+        a.close()
+
+
+def test_a_constant_schedule_resumes_with_a_longer_run_and_a_curriculum_is_refused_naming_the_flag(tiny_data):
+    from vitdata import StateError
+    from vitdata.loader.config import ScheduleConfig
+
+    def state(**kw):
+        ld = create_loader(cfg_for(tiny_data, **kw))
+        _epoch(ld)
+        s = ld.state_dict()
+        ld.close()
+        return s
+
+    longer = create_loader(cfg_for(tiny_data, schedule=ScheduleConfig(epochs=4)))
+    longer.load_state_dict(state(schedule=ScheduleConfig(epochs=2)))
+    assert longer.epoch == 0
+    longer.close()
+    saved = state(schedule=ScheduleConfig(name="linear", epochs=2))
+    flagged = create_loader(cfg_for(tiny_data, schedule=ScheduleConfig(name="linear", epochs=4),
+                                    flags={"schedule.epochs": "--epochs"}))
+    try:
+        with pytest.raises(StateError, match=r"'linear' was laid out over 2 epochs in the saved run and over 4 here "
+                                             r"\(--epochs\).*resume with --epochs 2"):
+            flagged.load_state_dict(saved)
+    finally:
+        flagged.close()
+
+
+def test_timm_factories_answer_the_calls_timms_train_py_makes(tiny_data, tmp_path):
+    import argparse
+    import os
+
+    import vitdata
+    from vitdata.data import selfid
+
+    root = os.path.dirname(tiny_data)
+    if not os.path.isdir(os.path.join(root, "val")):
+        selfid.write_imagefolder(os.path.join(root, "val"), 16, num_classes=4, size=32)
+    args = argparse.Namespace(data=None, data_dir=root, dataset="", train_split="train", val_split="val", img_size=32,
+                              batch_size=8, validation_batch_size=None, epochs=2, workers=0, seed=0, device="cpu",
+                              aa=None, no_aug=True, prefetcher=False, model_kwargs={})
+    create_dataset, create_loader_ = vitdata.timm_factories(args, backend="torch")
+    dataset_train = create_dataset(args.dataset, root=args.data_dir, split=args.train_split, is_training=True,
+                                   class_map="", download=False, batch_size=8, seed=0, repeats=0)
+    loader_train = create_loader_(dataset_train, input_size=(3, 32, 32), batch_size=8, is_training=True, no_aug=True,
+                                  re_prob=0.0, mean=(0.5,) * 3, device=torch.device("cpu"), use_prefetcher=False)
+    dataset_eval = create_dataset(args.dataset, root=args.data_dir, split=args.val_split, is_training=False)
+    loader_eval = create_loader_(dataset_eval, batch_size=8, is_training=False, crop_pct=0.9)
+    try:
+        assert loader_train.train and len(loader_train.dataset) == 64 and len(loader_train) == 8
+        assert not loader_eval.train and len(loader_eval.dataset) == 16 and loader_eval.oracle is None
+        with pytest.raises(ConfigError, match="batch 16"):
+            create_loader_(dataset_train, batch_size=16, is_training=True)
+        with pytest.raises(ConfigError, match="did not make"):
+            create_loader_(object(), batch_size=8, is_training=True)
+    finally:
+        loader_train.close()
+        loader_eval.close()

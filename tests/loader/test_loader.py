@@ -249,6 +249,7 @@ def test_eval_pixels_agree_between_backends(tiny_data):
     (dict(backend="dali", num_workers=-1), "num_workers"),
     (dict(augment=AugmentConfig(randaug_interpolation="bicubic")), "augment.randaug_interpolation"),
     (dict(on_error="ignore"), "on_error"),
+    (dict(checkpoint_every=0), "checkpoint_every"),
     (dict(augment=AugmentConfig(randaug_num_ops=3, randaug_max_ops=2)), "augment.randaug_max_ops"),
     (dict(schedule=ScheduleConfig(name="linear", epochs=2, kwargs=dict(randaug_num_ops=4))), "augment.randaug_max_ops"),
     (dict(schedule=ScheduleConfig(kwargs=dict(randaug_num_ops=4))), "augment.randaug_num_ops"),

@@ -1,5 +1,6 @@
-"""A loop shaped like timm's train.py on 2 gloo ranks, checkpointing on rank 0 only
-with an oracle, resumed with a start epoch, equals the uninterrupted run."""
+"""A loop shaped like timm's train.py with the Task API and the README's drop-in lines, on 2 gloo ranks: loaders
+from ``vitdata.timm_factories``, the oracle (a timm --config key) fed through ``task.criterion``, the loader state
+inside rank 0's checkpoint, and a resume at the checkpoint's epoch + 1 equal to the uninterrupted run."""
 import json
 import os
 import subprocess
@@ -15,7 +16,8 @@ def run_ranks(tmp_path, data, mode, ckpt):
     env = dict(os.environ, PYTHONPATH=str(WORKER.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     init = tmp_path / f"init-{mode}"
     outs = [tmp_path / f"{mode}-r{r}.json" for r in range(2)]
-    procs = [subprocess.Popen([sys.executable, "-P", str(WORKER), str(r), "2", str(init), data, str(outs[r]),
+    root = os.path.dirname(data)                          # holds train/: timm's --data-dir and --train-split
+    procs = [subprocess.Popen([sys.executable, "-P", str(WORKER), str(r), "2", str(init), root, str(outs[r]),
                                str(ckpt), mode], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
              for r in range(2)]
     logs = [p.communicate(timeout=300)[0].decode(errors="replace") for p in procs]
@@ -31,7 +33,7 @@ def test_a_timm_shaped_loop_saving_on_rank_0_only_resumes_like_the_uninterrupted
     ck.mkdir()
     full = run_ranks(tmp_path, tiny_data, "full", full_ck)
     run_ranks(tmp_path, tiny_data, "first", ck)          # epochs 0 and 1, then the run stops
-    assert sorted(os.listdir(ck)) == ["last.pth", "vitdata-loader.json"]
+    assert sorted(os.listdir(ck)) == ["last.pth.tar"]                  # the loader state is inside it
     resumed = run_ranks(tmp_path, tiny_data, "resume", ck)
     for r in range(2):
         assert list(resumed[r]["train"]) == ["2"]

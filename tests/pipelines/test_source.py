@@ -163,3 +163,36 @@ def test_a_data_error_in_a_source_worker_is_recorded_by_field_for_the_main_proce
                                                                  raised.value.sample_id, raised.value.detail)
     assert err.sample_id == 2 and err.reason == "missing"
     assert read_error_records(str(tmp_path), 1) == []
+
+
+def test_the_source_draws_the_same_window_with_or_without_the_reduced_decode(tmp_path):
+    import pickle
+
+    from vitdata.pipelines.source import CROP_OUTPUTS, OUTPUTS, SCALED_OUTPUTS, CropSpec
+
+    rng = np.random.default_rng(0)
+    big = Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).resize((320, 240))
+    buf = io.BytesIO()
+    big.save(buf, format="JPEG", quality=90)
+    blobs = [buf.getvalue(), selfid.encode(selfid.make_image(1, 1, 16), "png")]
+    reader, index = make(blobs)
+    control = {"epoch": np.array(2), "ids": np.array([0, 1, 0, 1], np.int64),
+               "step_size": np.array([16, 16], np.int32), "step_magnitude": np.zeros(2, np.float32),
+               "step_num_ops": np.zeros(2, np.int32), "extra_magnitude": np.zeros(4, np.float32)}
+    write_control(control_path(str(tmp_path), 0), control)
+    names = OUTPUTS[:6] + CROP_OUTPUTS + SCALED_OUTPUTS
+    got = {}
+    for on in (False, True):
+        crop = CropSpec((0.5, 1.0), (3 / 4, 4 / 3), seed=1, rank=0, decode_scale=on)
+        src = pickle.loads(pickle.dumps(EpochSource(reader, index, str(tmp_path), 2, 2, 64_000_000, names, crop)))
+        got[on] = [dict(zip(names, src(Info(k)))) for k in range(4)]
+    for off, on in zip(got[False], got[True]):
+        assert off["anchor"].tolist() == on["anchor"].tolist() and off["shape"].tolist() == on["shape"].tolist()
+        assert int(off["decoded"]) == 0 and bytes(off["encoded"]) in blobs
+    jpeg, png = got[True][0], got[True][1]
+    assert int(jpeg["decoded"]) == 1 and jpeg["encoded"].size == int(np.prod(jpeg["hwc"]))   # pixels, flattened
+    assert int(jpeg["hwc"][0]) >= 16 and int(jpeg["hwc"][1]) >= 16        # never smaller than the output
+    assert int(png["decoded"]) == 0 and bytes(png["encoded"]) == blobs[1]  # not a JPEG: DALI decodes it
+    # positions 0 and 2 hold the same sample, in different places of the epoch: different windows
+    assert got[True][0]["anchor"].tolist() != got[True][2]["anchor"].tolist() or \
+        got[True][0]["shape"].tolist() != got[True][2]["shape"].tolist()

@@ -40,7 +40,7 @@ def main():
                 f.write("".join(f"{c.pid}\n" for c in psutil.Process().children(recursive=True)))
             os.kill(os.getpid(), signal.SIGKILL)
 
-    start = loader.epoch if not loader.state_dict().get("finished") else loader.epoch + 1
+    start = loader.epoch + (loader.position == len(loader))   # a restored epoch that was finished: the next one
     for epoch in range(start, EPOCHS):
         loader.set_epoch(epoch)
         if epoch > 0:

@@ -11,7 +11,7 @@ import pytest
 
 from vitdata import LoaderConfig, create_loader
 from vitdata.data import selfid
-from vitdata.loader.loader import Loader
+from vitdata.loader.batch import BatchAssembler
 from vitdata.data.checks import check_sample, resolve_sample
 import badinputs
 from .conftest import FULL_VIEW
@@ -76,9 +76,9 @@ def test_a_skipped_sample_costs_well_under_5_ms_beyond_its_failed_read_and_no_sl
     The robust A3 criterion, in CI. For every bad position of 2 epochs' orders, the skip path
     (``resolve_sample``: the failed check, then the substitute's read) is timed against the failed check
     plus the read of the substitute that a good sample would have cost anyway; the minimum of 5 repeats
-    per position removes scheduler noise. The main process's accounting of each skip (``Loader._account``)
-    is timed inside a real 2-epoch DALI run and added. ``time.sleep`` is patched to count calls on the skip
-    path: none allowed. The throughput ratio (>= 97 %) is in the ``slow`` test below: on this shared 2-core
+    per position removes scheduler noise. The main process's accounting of each skip
+    (``BatchAssembler._account``) is timed inside a real 2-epoch DALI run and added. ``time.sleep`` is
+    patched to count calls on the skip path: none allowed. The throughput ratio (>= 97 %) is in the ``slow`` test below: on this shared 2-core
     machine two identical runs differ by more than the 3 % it has to resolve."""
     good, mixed, bad_paths = a3_data
     ld = create_loader(_a3_cfg(mixed, "torch"))
@@ -109,7 +109,7 @@ def test_a_skipped_sample_costs_well_under_5_ms_beyond_its_failed_read_and_no_sl
     assert len(extra) == 2 * A3_BAD and not sleeps
 
     spent = []
-    account = Loader._account
+    account = BatchAssembler._account
 
     def timed(self, *a):
         t = time.perf_counter()
@@ -119,7 +119,7 @@ def test_a_skipped_sample_costs_well_under_5_ms_beyond_its_failed_read_and_no_sl
             spent.append(time.perf_counter() - t)
 
     with monkeypatch.context() as patch:
-        patch.setattr(Loader, "_account", timed)
+        patch.setattr(BatchAssembler, "_account", timed)
         rate_good, _ = _a3_run(good)
         rate_mixed, reports = _a3_run(mixed)
     for rep in reports:

@@ -12,7 +12,7 @@ import torch
 
 from vitdata.errors import ConfigError
 from vitdata.train.config import TrainConfig, parse_config
-from vitdata.train.loop import build_schedule, main, per_sample_loss
+from vitdata.train.loop import build_schedule, main
 from vitdata.train.lr import lr_at
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,9 +41,9 @@ def test_recipe_presets_are_overridden_by_yaml_and_yaml_by_the_command_line(tmp_
 
 
 def test_every_recipe_parses_to_a_valid_config():
-    from vitdata.train.config import RECIPES, check_config
+    from vitdata.train.config import RECIPES, check_train_config
     for r in RECIPES:
-        check_config(parse_config(["--recipe", r]))
+        check_train_config(parse_config(["--recipe", r]))
 
 
 def test_locality_with_pss_is_refused_before_any_data_is_read(cache):
@@ -54,10 +54,10 @@ def test_locality_with_pss_is_refused_before_any_data_is_read(cache):
 
 
 def test_dist_timeout_is_parsed_in_seconds_and_must_be_positive():
-    from vitdata.train.config import check_config
+    from vitdata.train.config import check_train_config
     assert parse_config([]).dist_timeout == 600.0 and parse_config(["--dist-timeout", "30"]).dist_timeout == 30.0
     with pytest.raises(ConfigError) as e:
-        check_config(parse_config(["--dist-timeout", "0"]))
+        check_train_config(parse_config(["--dist-timeout", "0"]))
     assert e.value.fields == ("dist_timeout",)
 
 
@@ -112,15 +112,34 @@ def test_patch_erasing_sets_the_erase_ratio():
     assert {k.erase_ratio for row in ks for k in row} == {0.25}
 
 
-def test_per_sample_soft_target_loss_matches_timm_mean():
+def test_the_train_loader_lays_out_the_switches_as_the_preview_and_the_compute_estimate_do(cache, tmp_path):
+    from vitdata.data import selfid
+    from vitdata.loader.loader import create_loader
+    from vitdata.train.loop import loader_config
+    root = tmp_path / "d"
+    selfid.write_imagefolder(str(root), 64, num_classes=4, size=32)
+    cfg = parse_config(["--recipe", "data-centric", "--size-curriculum", "--epochs", "4", "--image-size", "32",
+                        "--patch-size", "8", "--batch-size", "8", "--backend", "torch", "--workers", "0"])
+    loader = create_loader(loader_config(cfg, str(root), str(root), 0, 1, "cpu"))
+    try:
+        assert loader.schedule == build_schedule(cfg, len(loader)) and loader.schedule.epochs == 4
+        assert loader.schedule(0, 0).image_size == 16 and loader.schedule(0, 0).erase_ratio == 0.3
+    finally:
+        loader.close()
+
+
+def test_the_loops_criterion_is_timms_soft_target_loss_under_mixup_and_smoothed_cross_entropy_otherwise():
     from timm.loss import SoftTargetCrossEntropy
+
+    from vitdata.loader.loss import per_sample_loss
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=0.1)   # what train() hands to loader.loss
     torch.manual_seed(0)
     logits, soft = torch.randn(6, 10), torch.softmax(torch.randn(6, 10), -1)
-    per = per_sample_loss(logits, soft, 0.0)
+    per = per_sample_loss(logits, soft, criterion)
     assert per.shape == (6,)
-    assert torch.allclose(per.mean(), SoftTargetCrossEntropy()(logits, soft))
+    assert torch.allclose(per.mean(), SoftTargetCrossEntropy()(logits, soft))   # Mixup's targets hold the smoothing
     hard = torch.randint(0, 10, (6,))
-    assert torch.allclose(per_sample_loss(logits, hard, 0.1).mean(),
+    assert torch.allclose(per_sample_loss(logits, hard, criterion).mean(),
                           torch.nn.functional.cross_entropy(logits, hard, label_smoothing=0.1))
 
 

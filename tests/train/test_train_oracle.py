@@ -35,13 +35,13 @@ def test_prune_easy_shortens_epochs_and_its_last_eighth_reads_everything(cache, 
 
 def test_oracle_mixing_is_refused_without_mixing_or_the_data_centric_oracle():
     from vitdata.errors import ConfigError
-    from vitdata.train.config import check_config, parse_config
+    from vitdata.train.config import check_train_config, parse_config
     for argv in (["--oracle", "data-centric", "--oracle-mixing"],
                  ["--oracle", "weighted", "--mixup", "0.8", "--oracle-mixing"]):
         with pytest.raises(ConfigError) as e:
-            check_config(parse_config(argv))
+            check_train_config(parse_config(argv))
         assert "oracle_mixing" in e.value.fields
-    check_config(parse_config(["--oracle", "data-centric", "--cutmix", "1.0", "--oracle-mixing"]))
+    check_train_config(parse_config(["--oracle", "data-centric", "--cutmix", "1.0", "--oracle-mixing"]))
 
 
 @pytest.mark.heavy
@@ -82,11 +82,11 @@ def test_a_cosine_span_below_1_cuts_a_longer_cosine_at_the_runs_end_as_the_1gpu2
     # with the LR still at 0.8-0.96 of its peak. A span of 0.2 ends the run at cos(0.2 pi) of the way down.
     import math
 
-    from vitdata.train.config import check_config, parse_config
+    from vitdata.train.config import check_train_config, parse_config
     from vitdata.train.lr import build_lr
     cfg = parse_config(["--recipe", "1gpu24h", "--epochs", "4", "--lr", "1e-3", "--min-lr", "0",
                         "--cosine-span", "0.2"])
-    check_config(cfg)
+    check_train_config(cfg)
     assert cfg.warmup_epochs == 0.0
     lr = build_lr(cfg, None, steps_per_epoch=10)
     assert lr(0, 0, 10, 0) == pytest.approx(1e-3)
@@ -98,7 +98,7 @@ def test_a_cosine_span_below_1_cuts_a_longer_cosine_at_the_runs_end_as_the_1gpu2
     assert full(3, 9, 10, 39) < 0.01e-3                   # the default span 1 decays to the floor
     for bad in ("0", "1.5"):
         with pytest.raises(ConfigError):
-            check_config(parse_config(["--cosine-span", bad]))
+            check_train_config(parse_config(["--cosine-span", bad]))
 
 
 @pytest.mark.parametrize("image_size, argv, patch", [(64, [], 8), (112, [], 16), (224, [], 16), (128, [], 16),
@@ -107,9 +107,9 @@ def test_the_efficienttrain_recipe_changes_the_patch_only_where_the_grid_merges_
                                                                                            capsys):
     # At 112 px the 16-px grid keeps EfficientTrain's stages apart (80/96/112 px = 5/6/7 patches); at 64 px it
     # merges the 160 and 192 stages (both 48 px), so the recipe takes 8-px patches there, and says so.
-    from vitdata.train.config import check_config, parse_config
+    from vitdata.train.config import check_train_config, parse_config
     cfg = parse_config(["--recipe", "efficienttrain", "--image-size", str(image_size), *argv])
-    check_config(cfg)
+    check_train_config(cfg)
     assert cfg.patch_size == patch
     said = capsys.readouterr().err
     assert ("uses --patch-size 8" in said) == (image_size == 64 and not argv)

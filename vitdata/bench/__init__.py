@@ -24,6 +24,8 @@ BENCHMARKS = {
                                    "synthetic batch"),
     "loader-backends": ("vitdata.bench.loader_backends", "DALI backend vs torch backend images/s, full "
                                                          "augmentation"),
+    "decode": ("vitdata.bench.decode", "CPU ms per image of each route of decoding the crop window (DALI ROI, "
+                                       "reduced in the source, Pillow full, Pillow reduced) at each size"),
     "index": ("vitdata.bench.index", "sample index build time and random reads/s"),
     "sampler": ("vitdata.bench.sampler", "time to build one epoch's order for 1.28 M samples"),
     "oracle": ("vitdata.bench.oracle", "oracle report() overhead per step; next-epoch plan + order"),

@@ -1,9 +1,9 @@
 """What the loader and step benchmarks share: run settings, the cores they split, data long enough for the run.
 
 Data smaller than the run (e.g. 403 photos at batch 256) is *cycled*: a temporary copy repeats every
-sample K times (an ImageFolder as hard links, or symbolic links across file systems; shards rewritten
-with prefixed keys, since keys must be unique), so every feed reads the same bytes in long epochs and no
-feed pays for epoch restarts the others do not.
+sample K times (an ImageFolder as copies: the index reads each real file once, so links would collapse into
+one sample; shards rewritten with prefixed keys, since keys must be unique), so every feed reads the same
+bytes in long epochs and no feed pays for epoch restarts the others do not.
 """
 from __future__ import annotations
 
@@ -16,11 +16,9 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 
-from vitdata.bench import record as benchutil
-from vitdata.loader.config import DTYPES as _DTYPES
+from vitdata.bench import record
+from vitdata.loader.config import DTYPES  # noqa: F401 (the rows' --dtype choices)
 from vitdata.loader.config import IMAGENET_MEAN, IMAGENET_STD, torch_dtype  # noqa: F401 (the rows' normalisation)
-
-DTYPES = tuple(_DTYPES)
 
 
 class RowSkipped(Exception):
@@ -45,7 +43,7 @@ class Parallelism:
         workers share the cores half and half (16 cores: 8 + 8); on CPU the source runs in the pipeline's
         thread (decoding, not reading, is the cost there) and DALI gets every core. DataLoader workers get
         every core: they are the only parallelism of the torch feeds."""
-        cpus = cpus or benchutil.usable_cpus()
+        cpus = cpus or record.usable_cpus()
         gpu = device.startswith("cuda")
         if source_workers is None:
             source_workers = cpus // 2 if gpu else 0
@@ -96,15 +94,8 @@ class Settings:
                 "patch_size": self.patch_size, **self.extra}
 
 
-def _link(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        os.symlink(os.path.abspath(src), dst)
-
-
 def cycled_tree(data: str, times: int, out: str) -> str:
-    """A copy of ``data`` in which every file appears ``times`` times, made of links; returns its root."""
+    """A copy of ``data`` in which every file appears ``times`` times, each a real copy; returns its root."""
     from vitdata.data.index import open_index
 
     idx = open_index(data)
@@ -115,7 +106,7 @@ def cycled_tree(data: str, times: int, out: str) -> str:
             d, name = os.path.split(rel)
             os.makedirs(os.path.join(root, d), exist_ok=True)
             for k in range(times):
-                _link(idx.sources[int(idx.file_id[i])], os.path.join(root, d, f"c{k:04d}_{name}"))
+                shutil.copyfile(idx.sources[int(idx.file_id[i])], os.path.join(root, d, f"c{k:04d}_{name}"))
         return root
     # Shard keys must be unique across shards, so the copies are rewritten with prefixed keys.
     import tarfile

@@ -1,4 +1,4 @@
-"""The six ways ``bench loader`` feeds (B, 3, S, S) batches of the same data, size, dtype and device.
+"""The seven ways ``bench loader`` feeds (B, 3, S, S) batches of the same data, size, dtype and device.
 
 Each ``row_*`` function returns ``(iterator of (images, labels), close, details)``; ``details`` goes into
 the row's record. A DALI row records ``dali_device_id``: the device id its pipeline was built with
@@ -21,7 +21,15 @@ row   name                  what it runs
                             is off (``use_prefetcher=False``) and the workers normalise
 6     synthetic             one batch made in advance on the device, handed over each step: the
                             consumer's own cost, the ceiling
+7     torch-timm-augment    ``torch.utils.data.DataLoader``, N workers, the augmentations of row 1
+                            the way timm users run them: ``timm.data.create_transform`` with
+                            RandAugment (``rand-m9-n2-inc1``: n=2, m=9), RandomErasing
+                            (p=0.25, per-pixel), RRC, flip, normalise; the baseline of row 1
 ====  ====================  =====================================================================
+
+Rows 1 and 2 decode plain JPEGs at 1/2, 1/4 or 1/8 scale where the crop window allows it
+(``LoaderConfig.decode_scale``): "auto" by default (DALI's own ROI decode on CPU), ``--decode-scale on``
+runs the source's reduced decode, ``off`` full decodes everywhere.
 """
 from __future__ import annotations
 
@@ -40,7 +48,10 @@ ROWS = {
     4: ("torch-dataloader", "torch DataLoader + torchvision transforms v2, N workers"),
     5: ("timm", "timm create_loader"),
     6: ("synthetic", "synthetic in-memory batch (the consumer's own cost)"),
+    7: ("torch-timm-augment", "torch DataLoader + timm create_transform (RandAugment m9 n2, RandomErasing 0.25)"),
 }
+# Row 1 runs the augmentations of row 7: its ratio is also given against row 7.
+AUGMENT_BASELINE_ROW = 7
 BASELINE_ROW = 4
 
 Feed = tuple[Iterator, Callable[[], None], dict]
@@ -78,7 +89,7 @@ def vitdata_config(s: Settings, curriculum: bool):
     out = OutputConfig(dtype=s.dtype, device=s.device)
     workers, threads = vitdata_workers(s)
     common = dict(data=s.root, batch_size=s.batch_size, output=out, num_workers=workers, num_threads=threads,
-                  seed=s.seed)
+                  seed=s.seed, decode_scale=s.extra.get("decode_scale", "auto"))
     if not curriculum:
         return LoaderConfig(image_size=s.size, augment=AugmentConfig(randaug=False, patch_size=s.patch_size),
                             **common)
@@ -118,8 +129,8 @@ def config_dict(cfg) -> dict:
 
 
 def row_vitdata(s: Settings, curriculum: bool) -> Feed:
-    """Rows 1 and 2. ``details`` also carries ``_loader`` and (row 1) ``_delivered_ids`` for the stage split;
-    the caller pops them before recording."""
+    """Rows 1 and 2. ``details`` also carries ``_loader`` and ``_delivered_ids`` for the stage split; the
+    caller pops them before recording."""
     why = loader_importable()
     if why:
         raise RowSkipped(why)
@@ -141,8 +152,9 @@ def row_vitdata(s: Settings, curriculum: bool) -> Feed:
 
     def gen():
         for batch in loader:
-            if curriculum:
+            if len(delivered) < 8:
                 delivered.append(batch.ids)
+            if curriculum:
                 loader.report(batch.ids, fake_loss[:batch.ids.shape[0]])
             yield batch.images, batch.labels
 
@@ -150,15 +162,17 @@ def row_vitdata(s: Settings, curriculum: bool) -> Feed:
     conf = config_dict(cfg)
     conf["dali_device_id"] = dev_id
     details = {"backend": loader.backend_name, "config": conf, "steps_per_epoch": steps, **where(dev_id),
-               "_loader": loader}
+               "decode_scale": loader.graph_spec.decode_scale if loader.graph_spec is not None else cfg.decode_scale,
+               "_loader": loader, "_delivered_ids": delivered}
     if curriculum:
         details.update(oracle_policy="weighted", oracle_floor=0.5, epoch=1, fourier_crop=f"{cfg.image_size}->{s.size}",
-                       erase_ratio=0.25, randaug="n=2 m=9", _delivered_ids=delivered)
+                       erase_ratio=0.25, randaug="n=2 m=9")
     return gen(), loader.close, details
 
 
-def dali_device_id(s: Settings) -> int | None:
-    """The device id a DALI pipeline of this run is built with: torch's current device with a GPU, else None."""
+def plain_pipeline_device_id(s: Settings) -> int | None:
+    """The device id the plain DALI pipeline (row 3) is built with: torch's current device with a GPU, else
+    None. The vitdata rows use the id their loader reports (``Loader.dali_device_id``)."""
     if not s.gpu:
         return None
     import torch
@@ -210,7 +224,7 @@ def row_dali(s: Settings) -> Feed:
         raise RowSkipped(why)
     import torch
 
-    dev_id = dali_device_id(s)
+    dev_id = plain_pipeline_device_id(s)
     # With a GPU the plain pipeline's reader runs in DALI's threads, so it gets the cores vitdata splits
     # between its threads and source workers: both sides use every usable CPU.
     threads = s.threads + s.source_workers if s.gpu else s.threads
@@ -338,5 +352,42 @@ def row_synthetic(s: Settings) -> Feed:
     return gen(), (lambda: None), {"note": "the same pre-made device batch every step"}
 
 
+def row_timm_augment(s: Settings) -> Feed:
+    """Row 7: a DataLoader over ``timm.data.create_transform(is_training=True)`` with RandAugment and
+    RandomErasing, as timm's ``train.py --aa rand-m9-n2-inc1 --reprob 0.25`` builds it. No ``mstd`` (DeiT's
+    magnitude noise): a noisy magnitude of 10 makes timm's PosterizeIncreasing ask Pillow 13 for 0 bits,
+    which Pillow refuses (timm 1.0.31); a fixed m=9 is also what row 1 runs."""
+    try:
+        import timm.data
+    except Exception as e:
+        raise RowSkipped(f"timm cannot be imported ({type(e).__name__}: {e})")
+    import torch
+
+    tf = timm.data.create_transform(s.size, is_training=True, auto_augment="rand-m9-n2-inc1", re_prob=0.25,
+                                    re_mode="pixel", color_jitter=0.0, interpolation="bilinear")
+    if s.kind == "imagefolder":
+        ds = timm.data.ImageDataset(s.root, transform=tf)
+    else:
+        ds = TarDataset(s.root, transform=tf)
+    dl = torch.utils.data.DataLoader(ds, batch_size=s.batch_size, shuffle=True, drop_last=True,
+                                     num_workers=s.workers, pin_memory=s.gpu, persistent_workers=s.workers > 0,
+                                     generator=torch.Generator().manual_seed(s.seed))
+    it = iter(dl)
+
+    def gen():
+        for images, labels in it:
+            yield on_device(images, labels, s)
+
+    def close():
+        nonlocal it
+        if hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        del it
+
+    return gen(), close, {"dataset": type(ds).__name__, "transform": "timm.data.create_transform(auto_augment="
+                          "'rand-m9-n2-inc1', re_prob=0.25, re_mode='pixel', color_jitter=0)",
+                          "num_workers": s.workers, "steps_per_epoch": len(dl)}
+
+
 ROW_FUNCS = {1: lambda s: row_vitdata(s, True), 2: lambda s: row_vitdata(s, False), 3: row_dali, 4: row_torch,
-             5: row_timm, 6: row_synthetic}
+             5: row_timm, 6: row_synthetic, 7: row_timm_augment}

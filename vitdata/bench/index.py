@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from vitdata.bench import record as benchutil
+from vitdata.bench import record
 from vitdata.data.reader import SampleReader
 from vitdata.data.index import build_index
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"no data at {a.data}", file=sys.stderr)
         return 2
     idx = build_index(a.data)  # warm the page cache once
-    build = benchutil.measure(lambda: build_index(a.data), warmup=0, repeats=a.repeats)
+    build = record.measure(lambda: build_index(a.data), warmup=0, repeats=a.repeats)
     reader = SampleReader(idx)
     ids = np.random.default_rng(0).integers(0, len(idx), a.reads).tolist()
     read = reader.read
@@ -40,13 +40,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         for i in ids:
             read(i)
 
-    reads = benchutil.measure(read_all, warmup=1, repeats=a.repeats, items=a.reads)
+    reads = record.measure(read_all, warmup=1, repeats=a.repeats, items=a.reads)
     print(f"index build : {build['median_s']:.3f} s for {len(idx)} samples in {len(idx.sources)} files "
           f"(min {build['min_s']:.3f}, max {build['max_s']:.3f}); target < {BUILD_TARGET_S} s: "
           f"{BUILD_TARGET_S / build['median_s']:.1f}x under budget")
     print(f"random reads: {reads['per_s']:,.0f} samples/s (median of {a.repeats} x {a.reads}); "
           f"target >= {READ_TARGET:,}: ratio {reads['per_s'] / READ_TARGET:.1f}x")
-    path = benchutil.write_record("index", {
+    path = record.write_record("index", {
         "settings": {"data": os.path.abspath(a.data), "samples": len(idx), "files": len(idx.sources),
                      "reads": a.reads, "repeats": a.repeats},
         "build": build, "reads": reads,

@@ -33,16 +33,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 import torch
 
-from vitdata.bench import record as benchutil
+from vitdata.bench import record
 from vitdata.loader.config import DTYPE_ALIASES, torch_dtype
 
 from .common import load_avg
-
-DTYPES = tuple(DTYPE_ALIASES)       # fp32 | bf16 | fp16
 
 # Peak memory bandwidth (GB/s, 1e9 bytes/s) by GPU name; the first key found in the name wins.
 PEAK_BANDWIDTH_GBS = (
@@ -79,7 +76,7 @@ def peak_bandwidth_gbs(gpu_name: str | None) -> float | None:
     return None
 
 
-def annotate_bandwidth(record: dict, gpu: str | None) -> int:
+def annotate_bandwidth(rec: dict, gpu: str | None) -> int:
     """Add ``gb_per_s_pct_of_peak`` beside every ``gb_per_s`` in the record's sections (in place) and
     ``peak_bandwidth_gbs``; returns how many figures were annotated. Without a known GPU nothing is added."""
     peak = peak_bandwidth_gbs(gpu)
@@ -87,11 +84,11 @@ def annotate_bandwidth(record: dict, gpu: str | None) -> int:
         return 0
     n = 0
     for section in ("lowpass_crop", "patch_erase"):
-        for row in record.get(section, []):
+        for row in rec.get(section, []):
             if isinstance(row.get("gb_per_s"), (int, float)):
                 row["gb_per_s_pct_of_peak"] = 100.0 * row["gb_per_s"] / peak
                 n += 1
-    record["peak_bandwidth_gbs"] = peak
+    rec["peak_bandwidth_gbs"] = peak
     return n
 
 
@@ -101,7 +98,7 @@ def _parser(prog=None):
     p.add_argument("--batch", type=int, default=None, help="images per batch (default 256 GPU, 32 CPU)")
     p.add_argument("--size", type=int, default=224, help="input side (pixels)")
     p.add_argument("--crop", type=int, default=160, help="low-pass crop output side (pixels)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+    p.add_argument("--dtype", choices=sorted(DTYPE_ALIASES), default=None,
                    help="input/output dtype of both ops (default bf16 GPU, fp32 CPU)")
     p.add_argument("--patch", type=int, default=16, help="PatchErasing patch size (pixels)")
     p.add_argument("--ratio", type=float, default=0.25, help="PatchErasing fraction of cells erased")
@@ -118,21 +115,6 @@ def _parser(prog=None):
 
 
 # ------------------------------------------------------------------------------------------------
-def _time(fn, device, warmup, repeats, iters):
-    """Seconds per call of each repeat; the calls run on the current stream, synced at both ends."""
-    for _ in range(warmup):
-        fn()
-    benchutil.sync()
-    per_call = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        benchutil.sync()
-        per_call.append((time.perf_counter() - t0) / iters)
-    return per_call
-
-
 def _summary(name, times, batch, nbytes, note):
     q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
     med = statistics.median(times)
@@ -177,7 +159,7 @@ def bench_lowpass(args, device, dtype, timing):
     rows = []
     for name, fn, note in impls:
         err = (fn()[:8].double() - exact).abs().max().item()
-        row = _summary(name, _time(fn, device, **timing), B, nbytes, note)
+        row = _summary(name, record.measure(fn, **timing)["times_s"], B, nbytes, note)
         row["max_abs_err"] = float(f"{err:.3g}")
         rows.append(row)
     del x
@@ -226,7 +208,7 @@ def bench_erase(args, device, dtype, timing):
     del ref
     rows = []
     for name, fn, note, nbytes in impls:
-        row = _summary(name, _time(fn, device, **timing), B, nbytes, note)
+        row = _summary(name, record.measure(fn, **timing)["times_s"], B, nbytes, note)
         if name in errs:
             row["max_abs_err"] = errs[name]
         rows.append(row)
@@ -280,7 +262,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
               "iters": args.iters or (2 if small else 20)}
     if args.size % args.patch:
         raise SystemExit(f"--patch {args.patch} must divide --size {args.size}")
-    env = dict(benchutil.environment(), torch_threads=torch.get_num_threads(), load_avg_1m_start=load_avg())
+    env = dict(record.environment(), torch_threads=torch.get_num_threads(), load_avg_1m_start=load_avg())
     if device.type == "cuda":
         env["gpu_memory_gib"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
     settings = {"device": str(device), "small": small, "batch": args.batch, "size": args.size, "crop": args.crop,
@@ -297,26 +279,26 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     erase = bench_erase(args, device, dtype, timing)
     _print_table(f"PatchErasing {args.batch}x3x{args.size}x{args.size}, patch {args.patch}, ratio {args.ratio} "
                  f"({settings['dtype']})", erase, "timm RandomErasing (pixel)")
-    record = {"environment": env, "settings": settings, "lowpass_crop": low, "patch_erase": erase}
+    rec = {"environment": env, "settings": settings, "lowpass_crop": low, "patch_erase": erase}
     if device.type == "cpu":
         step, N = bench_loader_step(args, timing)
         _print_table(f"the loader's low-pass step: uint8 {args.batch}x3x{N}x{N} -> {args.size}, normalised, float32, "
                      f"+ PatchErasing (zero, in place), {min(env['torch_threads'], args.step_threads)} thread(s)",
                      step, "matmul form + torch ref")
-        record["loader_step"] = step
+        rec["loader_step"] = step
     env["load_avg_1m_end"] = load_avg()
     if env["gpu"] is None:
         print("\nno GPU: GB/s above are host-memory figures; no percentage of a GPU's bandwidth")
-    elif annotate_bandwidth(record, env["gpu"]) == 0:
+    elif annotate_bandwidth(rec, env["gpu"]) == 0:
         print(f"\n{env['gpu']}: peak memory bandwidth not in PEAK_BANDWIDTH_GBS; no percentages")
     else:
-        print(f"\npercent of {env['gpu']}'s peak memory bandwidth ({record['peak_bandwidth_gbs']:,.0f} GB/s):")
+        print(f"\npercent of {env['gpu']}'s peak memory bandwidth ({rec['peak_bandwidth_gbs']:,.0f} GB/s):")
         for section in ("lowpass_crop", "patch_erase"):
-            for row in record[section]:
+            for row in rec[section]:
                 print(f"  {section:<13} {row['name']:<32} {row['gb_per_s']:>9.1f} GB/s  "
                       f"{row['gb_per_s_pct_of_peak']:>5.1f}%")
     if not args.no_save:
-        print(f"\nrecord: {benchutil.write_record('kernels', record, args.json)}")
+        print(f"\nrecord: {record.write_record('kernels', rec, args.json)}")
     return 0
 
 

@@ -19,7 +19,7 @@ import statistics
 import sys
 import time
 
-from vitdata.bench import record as benchutil
+from vitdata.bench import record
 
 from .common import shared_data
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         ratio = results["dali"]["median_images_per_s"] / results["torch"]["median_images_per_s"]
         print(f" ratio: {ratio:.2f}x (dali / torch, medians); per interleaved repeat: "
               f"{', '.join(f'{x:.2f}' for x in pair_ratios)}")
-    record = {"question": "DALI backend vs torch backend images/s on CPU, full augmentation",
+    rec = {"question": "DALI backend vs torch backend images/s on CPU, full augmentation",
               # other processes share the cores: the load average says how busy they were
               "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
               "settings": {k: v for k, v in vars(args).items() if k != "out"}, "results": results,
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                             "figure": f"{r['median_images_per_s']:,.0f} images/s",
                             "compared": (f"{ratio:.2f}x torch backend (target 1.5x)" if b == "dali" and ratio
                                          else "baseline")} for b, r in results.items()]}
-    out = benchutil.write_record("loader-backends", record, args.out)
+    out = record.write_record("loader-backends", rec, args.out)
     print(f"wrote {out}")
     return 0
 

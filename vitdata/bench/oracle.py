@@ -1,9 +1,10 @@
 """How much does the difficulty oracle cost a training run?
 
 Two figures, each against its target:
-1. ``report()`` overhead per step: batch 256 on CPU; batch 1024 on CUDA when there is a GPU (CUDA events,
-   synchronised; target < 0.5 ms on an H100). Baseline measured in the same run: the per-sample
-   cross-entropy the trainer computes anyway for that batch (``reduction="none"``, 1000 classes).
+1. ``report()`` overhead per step: batch 256 on CPU; batch 1024 on CUDA when there is a GPU (host clock over
+   ``--steps`` calls, the device synchronised before and after; target < 0.5 ms on an H100). Baseline
+   measured in the same run: the per-sample cross-entropy the trainer computes anyway for that batch
+   (``reduction="none"``, 1000 classes).
 2. Building the next epoch for N = 1.28 M samples with the ``weighted`` policy: ``end_epoch`` (fold of a
    full epoch of pending reports, metrics, plan) plus the sampler's order for this rank (target < 1 s
    on the 2-core CPU box).
@@ -23,7 +24,7 @@ import time
 
 import torch
 
-from vitdata.bench import record as benchutil
+from vitdata.bench import record
 from vitdata.oracle.difficulty import DifficultyOracle
 from vitdata.data.sampler import Sampler
 
@@ -34,23 +35,6 @@ NUM_CLASSES = 1000
 
 def _stats(xs: list[float]) -> dict:
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "raw": xs}
-
-
-def _timed(fn, device: torch.device, steps: int) -> float:
-    """Seconds per call of ``fn`` over ``steps`` calls, the device drained before and after."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(steps):
-            fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3 / steps
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    return (time.perf_counter() - t0) / steps
 
 
 def bench_report(device: torch.device, batch: int, num_samples: int, steps: int, repeats: int) -> dict:
@@ -71,7 +55,7 @@ def bench_report(device: torch.device, batch: int, num_samples: int, steps: int,
         for _ in range(repeats + 1):                      # the first repeat is warm-up
             o = DifficultyOracle(num_samples, "uniform", device=device)
             o.reserve(batch * steps)                      # buffer growth is amortised; time the steady state
-            times.append(_timed(lambda: case(o), device, steps) * 1e3)
+            times.append(record.measure(lambda: case(o), warmup=0, repeats=1, iters=steps)["median_s"] * 1e3)
             del o
         out[name] = _stats(times[1:])
     return out
@@ -117,11 +101,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = ap.parse_args(argv)
 
     cpu = torch.device("cpu")
-    record = {"settings": {"samples": args.samples, "repeats": args.repeats, "steps": args.steps,
+    rec = {"settings": {"samples": args.samples, "repeats": args.repeats, "steps": args.steps,
                            "batch_for_order": args.batch, "num_classes": NUM_CLASSES, "policy": "weighted"},
               "targets": {"report_ms_cuda_1024": REPORT_TARGET_MS, "plan_and_order_s": PLAN_TARGET_S}}
     cuda = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
-    record["environment"] = dict(benchutil.environment(), torch_threads=torch.get_num_threads(),
+    rec["environment"] = dict(record.environment(), torch_threads=torch.get_num_threads(),
                                  load_average_1m=os.getloadavg()[0])
     results = {"report_cpu_256": bench_report(cpu, 256, args.samples, args.steps, args.repeats)}
     if cuda is not None:
@@ -129,12 +113,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     results["plan_cpu"] = bench_plan(args.samples, args.batch, args.repeats, cpu)
     if cuda is not None:
         results["plan_cuda_table"] = bench_plan(args.samples, args.batch, args.repeats, cuda)
-    record["results"] = results
-    record["environment"]["load_average_1m_after"] = os.getloadavg()[0]   # other work on the box skews CPU timings
+    rec["results"] = results
+    rec["environment"]["load_average_1m_after"] = os.getloadavg()[0]   # other work on the box skews CPU timings
 
     print(f"oracle benchmark, N = {args.samples:,}, {args.repeats} repeats (median [min, max]); "
-          f"load average {record['environment']['load_average_1m']:.1f} -> "
-          f"{record['environment']['load_average_1m_after']:.1f} on {os.cpu_count()} CPUs")
+          f"load average {rec['environment']['load_average_1m']:.1f} -> "
+          f"{rec['environment']['load_average_1m_after']:.1f} on {os.cpu_count()} CPUs")
     for key, res in results.items():
         if key.startswith("report"):
             base = res["baseline_cross_entropy"]["median"]
@@ -151,14 +135,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                   f"[{t['min']:.3f}, {t['max']:.3f}]; {t['median'] / PLAN_TARGET_S:.2f}x the {PLAN_TARGET_S} s target")
 
     plan = results["plan_cpu"]["total_s"]["median"]
-    record["headline"] = [
+    rec["headline"] = [
         {"measured": f"oracle report(), batch 256, losses only ({args.steps} steps)",
          "figure": f"{results['report_cpu_256']['report_losses']['median']:.3f} ms/step",
          "compared": f"{results['report_cpu_256']['report_losses']['median'] / results['report_cpu_256']['baseline_cross_entropy']['median']:.2f}x cross-entropy"},
         {"measured": f"oracle end_epoch + next order, weighted, N={args.samples:,}",
          "figure": f"{plan:.3f} s", "compared": f"{plan / PLAN_TARGET_S:.2f}x the {PLAN_TARGET_S:g} s target"}]
     if not args.no_save:
-        print(f"wrote {benchutil.write_record('oracle', record, args.json)}")
+        print(f"wrote {record.write_record('oracle', rec, args.json)}")
     return 0
 
 

@@ -1,9 +1,9 @@
 """What does quarantine and replay cost: per step when nothing fails, and per step that fails in the decoder?
 
 The DALI backend's only added work on a step that does not fail is one ``pipe.checkpoint()`` every
-``CHECKPOINT_EVERY`` steps (the replay's starting point; see ``vitdata/backends/dali.py``), plus a
-membership test of an empty quarantine per sample. The baseline is the same loader, same process, with that
-periodic checkpoint switched off (``CHECKPOINT_EVERY`` set past the epoch), which is the hot path before
+``LoaderConfig.checkpoint_every`` steps (the replay's starting point; see ``vitdata/loader/backends/dali.py``),
+plus a membership test of an empty quarantine per sample. The baseline is the same loader, same process, with
+that periodic checkpoint switched off (``checkpoint_every`` past the epoch), which is the hot path before
 quarantine; the two run interleaved, ``--repeats`` epochs each, and the median epochs are compared
 (target: <= 1 % slower). Then one epoch with one decoder-failing file (a PNG whose zlib stream is corrupt
 under valid CRCs) is timed against the same epoch of a clean copy of the data, from a fresh loader each:
@@ -12,7 +12,7 @@ for 0 and 2 source workers with the RandAugment graph and for 0 workers without 
 mostly DALI tracing the graph's Python definition, seconds with RandAugment's conditionals on a CPU).
 Writes a JSON record.
 
-    vitdata bench quarantine [--samples 512] [--size 96] [--batch-size 16] [--repeats 9]
+    vitdata bench quarantine [--samples 512] [--size 96] [--batch-size 16] [--repeats 9] [--trials 3]
 """
 from __future__ import annotations
 
@@ -61,16 +61,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=9)
+    p.add_argument("--trials", type=int, default=3, help="epochs per (clean, one failure) pair and graph")
     p.add_argument("--json", help="record file or directory (default "
                                    "./benchmarks/results/<device>/<date>-quarantine.json)")
     a = p.parse_args(argv)
 
-    import numpy as np
-    from PIL import Image
-
-    from vitdata.loader import LoaderConfig, create_loader
-    from vitdata.bench import record as benchutil
-    from vitdata.loader.backends import dali as dali_backend
+    from vitdata.bench import record
     from vitdata.data import selfid
 
     from .common import scratch_dir
@@ -80,104 +76,137 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         selfid.write_imagefolder(clean, a.samples, num_classes=4, size=a.size)
         bad = os.path.join(tmp, "bad")
         shutil.copytree(clean, bad)
-
-        def cfg(root, workers=0, randaug=True):
-            from vitdata.loader.config import AugmentConfig
-
-            return LoaderConfig(data=root, batch_size=a.batch_size, image_size=a.image_size, backend="dali",
-                                num_workers=workers, num_threads=a.threads, seed=0, on_error="skip",
-                                augment=AugmentConfig(randaug=randaug))
-
-        # -- no failure: periodic checkpoint on vs off, interleaved epochs of one loader each ----------------
-        every = dali_backend.CHECKPOINT_EVERY
-        loaders = {"quarantine": create_loader(cfg(clean)), "baseline": create_loader(cfg(clean))}
-        times = {k: [] for k in loaders}
-        steps = len(loaders["baseline"])
-        for epoch in range(a.repeats + 1):
-            for name, ld in sorted(loaders.items(), reverse=bool(epoch % 2)):   # alternate which goes first
-                dali_backend.CHECKPOINT_EVERY = every if name == "quarantine" else 10 ** 9
-                ld.set_epoch(epoch)
-                t0 = time.perf_counter()
-                n = sum(1 for _ in ld)
-                dt = time.perf_counter() - t0
-                assert n == steps
-                if epoch:   # epoch 0 warms up
-                    times[name].append(dt)
-        dali_backend.CHECKPOINT_EVERY = every
-        # The added work itself, timed alone on the running pipeline: one checkpoint per CHECKPOINT_EVERY steps.
-        ld = loaders["quarantine"]
-        ld.set_epoch(a.repeats + 1)
-        it = iter(ld)
-        next(it)
-        pipe = ld._backend.pipe
-        t0 = time.perf_counter()
-        for _ in range(50):
-            pipe.checkpoint()
-        ck_s = (time.perf_counter() - t0) / 50
-        for _ in it:
-            pass
-        for ld in loaders.values():
-            ld.close()
-        med = {k: statistics.median(v) for k, v in times.items()}
-        overhead = med["quarantine"] / med["baseline"] - 1.0
-        bound = ck_s / every / (med["baseline"] / steps)
-        print(f"no failure: epoch of {steps} steps x {a.batch_size} ({a.size}->{a.image_size} px, RandAugment): "
-              f"median {med['quarantine'] * 1e3:.1f} ms with quarantine, {med['baseline'] * 1e3:.1f} ms without its "
-              f"periodic checkpoint ({a.repeats} epochs each, interleaved): {overhead * 100:+.2f} % "
-              f"(target <= {TARGET_OVERHEAD * 100:.0f} %); the added work alone: one checkpoint() of "
-              f"{ck_s * 1e3:.2f} ms per {every} steps of {med['baseline'] / steps * 1e3:.1f} ms = {bound * 100:.2f} %")
-
-        # -- one failing step: an epoch with one decoder-failing file vs the clean epoch ---------------------
-        probe = create_loader(cfg(bad))
-        order = probe.sampler.epoch_ids(0).reshape(-1).tolist()
-        # mid-epoch, 3 steps after a checkpoint (a replay runs 0 .. CHECKPOINT_EVERY - 1 steps again)
-        victim = order[(steps // 2 + 3) * a.batch_size + a.batch_size // 2]
-        path, label = probe.index.path(victim), int(probe.index.label[victim])
-        probe.close()
-        with Image.open(path) as im:
-            pid = selfid.decode(np.asarray(im.convert("RGB")))[0]
-        with open(path, "wb") as f:
-            f.write(_bad_png(pid, label, a.size))
-        failure = {}
-        for workers, randaug in ((0, True), (2, True), (0, False)):
-            runs = {"clean": [], "one_failure": []}
-            for _ in range(3):
-                for name, root in (("clean", clean), ("one_failure", bad)):
-                    ld = create_loader(cfg(root, workers, randaug))
-                    it = iter(ld)
-                    next(it)   # the pipeline (and its workers) is built: not part of the comparison
-                    t0 = time.perf_counter()
-                    n = 1 + sum(1 for _ in it)
-                    runs[name].append(time.perf_counter() - t0)
-                    assert n == steps
-                    if name == "one_failure":
-                        assert [r["id"] for r in ld.skipped(0)] == [victim], ld.skipped(0)
-                    ld.close()
-            m = {k: statistics.median(v) for k, v in runs.items()}
-            key = f"workers_{workers}" + ("" if randaug else "_no_randaug")
-            failure[key] = {"clean_epoch_s": m["clean"], "one_failure_epoch_s": m["one_failure"],
-                                             "ms_per_failing_step": (m["one_failure"] - m["clean"]) * 1e3,
-                                             "times_s": runs}
-            print(f"one failing step, {workers} source workers, {'RandAugment' if randaug else 'no RandAugment'} "
-                  f"graph: {(m['one_failure'] - m['clean']) * 1e3:.0f} ms "
-                  f"(epoch {m['one_failure'] * 1e3:.0f} ms vs {m['clean'] * 1e3:.0f} ms clean; median of "
-                  f"{len(runs['clean'])})")
-        path = benchutil.write_record("quarantine", {
-            "settings": {"samples": a.samples, "size": a.size, "image_size": a.image_size, "batch_size": a.batch_size,
-                         "threads": a.threads, "repeats": a.repeats, "checkpoint_every": every},
-            "no_failure": {"median_epoch_s": med, "times_s": times, "overhead": overhead, "steps": steps,
-                           "checkpoint_s": ck_s, "overhead_bound": bound},
-            "one_failure": failure, "targets": {"overhead": TARGET_OVERHEAD},
-            "headline": [{"measured": "step cost with quarantine and replay, no failure (DALI CPU)",
-                          "figure": f"{overhead * 100:+.2f} % (added work alone: {bound * 100:.2f} %)",
-                          "compared": f"vs the same loader without its periodic checkpoint; target <= "
-                                      f"{TARGET_OVERHEAD * 100:.0f} %"}]
-                        + [{"measured": f"cost of one step that fails in the decoder, {w.replace('_', ' ')}",
-                            "figure": f"{r['ms_per_failing_step']:.0f} ms",
-                            "compared": "probe + quarantine + rebuild from checkpoint + replay"}
-                           for w, r in failure.items()]}, a.json)
+        quiet = _no_failure_overhead(a, clean)
+        victim = _break_one_file(a, bad, quiet["steps"])
+        failure = _one_failure_costs(a, clean, bad, quiet["steps"], victim)
+        path = record.write_record("quarantine", _record(a, quiet, failure), a.json)
         print(f"record: {path}")
     return 0
+
+
+def _config(a, root: str, workers: int = 0, randaug: bool = True, **kw):
+    from vitdata.loader import LoaderConfig
+    from vitdata.loader.config import AugmentConfig
+
+    return LoaderConfig(data=root, batch_size=a.batch_size, image_size=a.image_size, backend="dali",
+                        num_workers=workers, num_threads=a.threads, seed=0, on_error="skip",
+                        augment=AugmentConfig(randaug=randaug), **kw)
+
+
+def _no_failure_overhead(a, clean: str) -> dict:
+    """Epochs of the loader with its periodic checkpoint vs the same loader without it (``checkpoint_every``
+    past the epoch), interleaved; then one ``checkpoint()`` timed alone on the running pipeline."""
+    from vitdata.loader import create_loader
+
+    every = _config(a, clean).checkpoint_every
+    loaders = {"quarantine": create_loader(_config(a, clean)),
+               "baseline": create_loader(_config(a, clean, checkpoint_every=10 ** 9))}
+    times = {k: [] for k in loaders}
+    steps = len(loaders["baseline"])
+    for epoch in range(a.repeats + 1):
+        for name, ld in sorted(loaders.items(), reverse=bool(epoch % 2)):   # alternate which goes first
+            ld.set_epoch(epoch)
+            t0 = time.perf_counter()
+            n = sum(1 for _ in ld)
+            dt = time.perf_counter() - t0
+            assert n == steps
+            if epoch:   # epoch 0 warms up
+                times[name].append(dt)
+    # The added work itself, timed alone on the running pipeline: one checkpoint per checkpoint_every steps.
+    ld = loaders["quarantine"]
+    ld.set_epoch(a.repeats + 1)
+    it = iter(ld)
+    next(it)
+    pipe = ld._backend.pipe
+    t0 = time.perf_counter()
+    for _ in range(50):
+        pipe.checkpoint()
+    ck_s = (time.perf_counter() - t0) / 50
+    for _ in it:
+        pass
+    for ld in loaders.values():
+        ld.close()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    overhead = med["quarantine"] / med["baseline"] - 1.0
+    bound = ck_s / every / (med["baseline"] / steps)
+    print(f"no failure: epoch of {steps} steps x {a.batch_size} ({a.size}->{a.image_size} px, RandAugment): "
+          f"median {med['quarantine'] * 1e3:.1f} ms with quarantine, {med['baseline'] * 1e3:.1f} ms without its "
+          f"periodic checkpoint ({a.repeats} epochs each, interleaved): {overhead * 100:+.2f} % "
+          f"(target <= {TARGET_OVERHEAD * 100:.0f} %); the added work alone: one checkpoint() of "
+          f"{ck_s * 1e3:.2f} ms per {every} steps of {med['baseline'] / steps * 1e3:.1f} ms = {bound * 100:.2f} %")
+    return {"every": every, "steps": steps, "times": times, "median": med, "overhead": overhead,
+            "checkpoint_s": ck_s, "bound": bound}
+
+
+def _break_one_file(a, bad: str, steps: int) -> int:
+    """Overwrite one file of ``bad`` mid-epoch with a PNG the decoder refuses; returns its sample id."""
+    import numpy as np
+    from PIL import Image
+
+    from vitdata.data import selfid
+    from vitdata.loader import create_loader
+
+    probe = create_loader(_config(a, bad))
+    order = probe.sampler.epoch_ids(0).reshape(-1).tolist()
+    # mid-epoch, 3 steps after a checkpoint (a replay runs 0 .. checkpoint_every - 1 steps again)
+    victim = order[(steps // 2 + 3) * a.batch_size + a.batch_size // 2]
+    path, label = probe.index.path(victim), int(probe.index.label[victim])
+    probe.close()
+    with Image.open(path) as im:
+        pid = selfid.decode(np.asarray(im.convert("RGB")))[0]
+    with open(path, "wb") as f:
+        f.write(_bad_png(pid, label, a.size))
+    return victim
+
+
+def _one_failure_costs(a, clean: str, bad: str, steps: int, victim: int) -> dict:
+    """An epoch with one decoder-failing file vs the same epoch of the clean copy, from a fresh loader
+    each, for 0 and 2 source workers with the RandAugment graph and 0 workers without it."""
+    from vitdata.loader import create_loader
+
+    failure = {}
+    for workers, randaug in ((0, True), (2, True), (0, False)):
+        runs = {"clean": [], "one_failure": []}
+        for _ in range(a.trials):
+            for name, root in (("clean", clean), ("one_failure", bad)):
+                ld = create_loader(_config(a, root, workers, randaug))
+                it = iter(ld)
+                next(it)   # the pipeline (and its workers) is built: not part of the comparison
+                t0 = time.perf_counter()
+                n = 1 + sum(1 for _ in it)
+                runs[name].append(time.perf_counter() - t0)
+                assert n == steps
+                if name == "one_failure":
+                    assert [r["id"] for r in ld.skipped(0)] == [victim], ld.skipped(0)
+                ld.close()
+        m = {k: statistics.median(v) for k, v in runs.items()}
+        key = f"workers_{workers}" + ("" if randaug else "_no_randaug")
+        failure[key] = {"clean_epoch_s": m["clean"], "one_failure_epoch_s": m["one_failure"],
+                        "ms_per_failing_step": (m["one_failure"] - m["clean"]) * 1e3, "times_s": runs}
+        print(f"one failing step, {workers} source workers, {'RandAugment' if randaug else 'no RandAugment'} "
+              f"graph: {(m['one_failure'] - m['clean']) * 1e3:.0f} ms "
+              f"(epoch {m['one_failure'] * 1e3:.0f} ms vs {m['clean'] * 1e3:.0f} ms clean; median of "
+              f"{len(runs['clean'])})")
+    return failure
+
+
+def _record(a, quiet: dict, failure: dict) -> dict:
+    overhead, bound = quiet["overhead"], quiet["bound"]
+    return {
+        "settings": {"samples": a.samples, "size": a.size, "image_size": a.image_size, "batch_size": a.batch_size,
+                     "threads": a.threads, "repeats": a.repeats, "trials": a.trials,
+                     "checkpoint_every": quiet["every"]},
+        "no_failure": {"median_epoch_s": quiet["median"], "times_s": quiet["times"], "overhead": overhead,
+                       "steps": quiet["steps"], "checkpoint_s": quiet["checkpoint_s"], "overhead_bound": bound},
+        "one_failure": failure, "targets": {"overhead": TARGET_OVERHEAD},
+        "headline": [{"measured": "step cost with quarantine and replay, no failure (DALI CPU)",
+                      "figure": f"{overhead * 100:+.2f} % (added work alone: {bound * 100:.2f} %)",
+                      "compared": f"vs the same loader without its periodic checkpoint; target <= "
+                                  f"{TARGET_OVERHEAD * 100:.0f} %"}]
+                    + [{"measured": f"cost of one step that fails in the decoder, {w.replace('_', ' ')}",
+                        "figure": f"{r['ms_per_failing_step']:.0f} ms",
+                        "compared": "probe + quarantine + rebuild from checkpoint + replay"}
+                       for w, r in failure.items()]}
 
 
 if __name__ == "__main__":

@@ -103,27 +103,37 @@ def device_slug(env: dict | None = None) -> str:
     return re.sub(r"[^a-z0-9]+", "-", env["gpu"].lower()).strip("-") if env.get("gpu") else "cpu"
 
 
-def sync() -> None:
+def sync(device_wide: bool = False) -> None:
     """Wait for the work queued on the current CUDA stream (what a consumer of a batch waits for); no-op on
-    CPU. Not the whole device: DALI's prefetch of later batches on its own stream is not this batch's cost."""
+    CPU. Not the whole device: DALI's prefetch of later batches on its own stream is not this batch's cost.
+    ``device_wide``: every stream (``torch.cuda.synchronize``), for a stage timed alone whose work runs on
+    DALI's streams."""
     import torch
 
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.current_stream().synchronize()
+        if device_wide:
+            torch.cuda.synchronize()
+        else:
+            torch.cuda.current_stream().synchronize()
 
 
-def measure(fn: Callable[[], object], *, warmup: int = 2, repeats: int = 5, items: int = 1) -> dict:
-    """Run ``fn`` warmup + repeats times, each ending in a sync of the current stream. Returns seconds per
-    call (median, min, max, all) and items/s from the median."""
+def measure(fn: Callable[[], object], *, warmup: int = 2, repeats: int = 5, iters: int = 1, items: int = 1,
+            device_wide: bool = False) -> dict:
+    """The one timer of the benchmarks: ``warmup`` untimed calls of ``fn``, a :func:`sync`, then ``repeats``
+    repeats of ``iters`` calls each, timed on the host clock up to a :func:`sync` at the repeat's end (so
+    queued device work is counted, and a repeat of many short calls is not dominated by the sync).
+    Returns seconds per call (``median_s``, ``min_s``, ``max_s``, every repeat's ``times_s``) and
+    ``per_s``: ``items`` per call / the median."""
     for _ in range(warmup):
         fn()
-        sync()
+    sync(device_wide)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
+        for _ in range(iters):
+            fn()
+        sync(device_wide)
+        times.append((time.perf_counter() - t0) / iters)
     med = statistics.median(times)
     return {"median_s": med, "min_s": min(times), "max_s": max(times), "times_s": times,
             "per_s": items / med if med > 0 else float("inf")}

@@ -14,7 +14,7 @@ import itertools
 
 import numpy as np
 
-from vitdata.bench import record as benchutil
+from vitdata.bench import record
 from vitdata.data.sampler import EpochPlan, Sampler
 
 TARGET_S = 1.0
@@ -36,11 +36,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     for mode in ("uniform", "weighted"):
         if mode == "weighted":
             sampler.set_plan(EpochPlan(weights=np.random.default_rng(0).gamma(0.5, size=n)))
-        results[mode] = r = benchutil.measure(lambda: sampler.epoch_ids(next(epochs)), warmup=1, repeats=a.repeats)
+        results[mode] = r = record.measure(lambda: sampler.epoch_ids(next(epochs)), warmup=1, repeats=a.repeats)
         print(f"{mode:>8}: epoch order for N={n:,} (world {a.world_size} x batch {a.batch_size}): median "
               f"{r['median_s'] * 1e3:.1f} ms (min {r['min_s'] * 1e3:.1f}, max {r['max_s'] * 1e3:.1f}; "
               f"{a.repeats} runs); target < {TARGET_S:.0f} s: {TARGET_S / r['median_s']:.0f}x under")
-    path = benchutil.write_record("sampler", {
+    path = record.write_record("sampler", {
         "settings": {"num_samples": n, "batch_size": a.batch_size, "world_size": a.world_size, "repeats": a.repeats},
         **results, "targets": {"build_s": TARGET_S},
         "headline": [{"measured": f"epoch order, {mode}, N={n:,} (world {a.world_size} x batch {a.batch_size})",

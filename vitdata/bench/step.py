@@ -24,7 +24,7 @@ import statistics
 import time
 from typing import Callable, Iterator
 
-from vitdata.bench import record as benchutil
+from vitdata.bench import record
 
 from .common import Parallelism, RowSkipped, Settings, default_device, loader_importable, prepared_data, quiet_dali
 from .feeds import row_vitdata
@@ -172,8 +172,8 @@ def _run(a: argparse.Namespace) -> int:
         d = feeds["vitdata"]["details"]
         slow = feeds["vitdata"]["step_s_median"] / feeds["synthetic"]["step_s_median"]
         print(f"vitdata-fed step / synthetic-fed step: {slow:.3f}x (DALI on {d.get('runs_on', '-')})")
-    record = {"settings": settings, "feeds": feeds, "skipped": skipped, "definition": DEFINITION}
-    path = benchutil.write_record("step", record, a.json)
+    rec = {"settings": settings, "feeds": feeds, "skipped": skipped, "definition": DEFINITION}
+    path = record.write_record("step", rec, a.json)
     print(f"record: {path}")
     return 0
 

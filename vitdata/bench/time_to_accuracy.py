@@ -59,12 +59,13 @@ import sys
 import time
 
 
-from vitdata.bench import record as benchutil
+from vitdata.bench import record
 from vitdata.io import atomic_write
+from vitdata.train.config import RECIPES
+from vitdata.train.log import read_log
 
 from .splits import split_shards
 
-RECIPES = ("baseline", "efficienttrain", "1gpu24h", "pss", "data-centric", "drloc", "vitdata")
 TOLERANCE_PT = 0.3
 
 
@@ -128,11 +129,6 @@ def _width_depth(cfg) -> tuple[int, int]:
 # One recipe
 
 
-def read_log(run_dir: str) -> list[dict]:
-    with open(os.path.join(run_dir, "log.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def parse_runs(text: str) -> list[dict]:
     """``--recipes`` -> the runs, baseline runs first: comma-separated ``RECIPE`` or ``RECIPE:FLAGS``, where
     FLAGS are more ``vitdata train`` options for that run alone (``1gpu24h:--no-locality``,
@@ -177,9 +173,9 @@ def run_recipe(recipe: str, common: list[str], run_dir: str, num_train: int, ver
         return rec
     with open(os.path.join(run_dir, "result.json")) as f:
         result = json.load(f)
-    log = read_log(run_dir)
+    evals = read_log(os.path.join(run_dir, "log.jsonl")).get("eval", [])
     rec["evals"] = [{"epoch": r["epoch"], "time_s": r["time"], "top1": r["top1"], "top5": r["top5"],
-                     "loss": r["loss"], "step": r.get("step")} for r in log if r.get("kind") == "eval"]
+                     "loss": r["loss"], "step": r.get("step")} for r in evals]
     rec["train_s"] = result["wall_s"]
     rec["steps"] = result["step"]
     batch = next((int(a) for k, a in zip(argv, argv[1:]) if k == "--batch-size"), 128)
@@ -271,7 +267,7 @@ def recompute(path: str, why: str) -> dict:
     the plot (drawn beside the record, ``RECORD.png``). The measured
     fields (times, accuracies, steps) are not touched; ``settings.recomputed`` says when, at which commit
     and ``why``. Rewrites ``path``; returns the record."""
-    rec = benchutil.read_record(path)
+    rec = record.read_record(path)
     s = rec["settings"]
     for r in rec["runs"]:
         if r.get("returncode") == 0:
@@ -281,9 +277,9 @@ def recompute(path: str, why: str) -> dict:
     rec["headline"] = headline(rec["runs"], s["epochs"], s["num_train"])
     drawn = plot(rec["runs"], os.path.splitext(path)[0] + ".png")     # beside the record, named like it
     rec["plot"] = os.path.basename(drawn) if drawn else None
-    s.setdefault("recomputed", []).append({"commit": benchutil.git_commit(), "date": time.strftime("%Y-%m-%d"),
+    s.setdefault("recomputed", []).append({"commit": record.git_commit(), "date": time.strftime("%Y-%m-%d"),
                                            "why": why})
-    benchutil.write_record("time-to-accuracy", rec, path)   # keeps its format, date and environment
+    record.write_record("time-to-accuracy", rec, path)   # keeps its format, date and environment
     return rec
 
 
@@ -465,9 +461,9 @@ def main(argv=None, prog: str = "vitdata bench time-to-accuracy") -> int:
     settings = {k: v for k, v in vars(args).items() if k not in ("json", "plot", "quiet", "recompute", "why")}
     settings.update(recipes=[r["name"] for r in planned], num_train=num_train, train_split=train, val_split=val,
                     threads=os.environ.get("OMP_NUM_THREADS"))
-    record = {"settings": settings, "runs": runs, "plot": plot_path, "headline": head,
+    rec = {"settings": settings, "runs": runs, "plot": plot_path, "headline": head,
               "budget": f"{args.epochs} epochs of {num_train} images per recipe, batch {args.batch_size}"}
-    path = benchutil.write_record("time-to-accuracy", record, args.json)
+    path = record.write_record("time-to-accuracy", rec, args.json)
     print(f"record: {path}")
     return 0 if all(r["returncode"] == 0 for r in runs) else 1
 

@@ -1,16 +1,15 @@
 """Named schedules: the seed papers' curricula as :class:`vitdata.curriculum.schedule.Schedule` s.
 
 :func:`make_schedule` builds one by name (``constant``, ``efficienttrain``, ``efficienttrain++``, ``linear``,
-``progressive-size``); :func:`curriculum_schedule` is the schedule of ``vitdata train``'s method switches;
-:func:`compute_lr` is EfficientTrain++'s learning rate indexed by cumulative compute. Re-exported by
-:mod:`vitdata.curriculum.schedule`, where the rules and the Schedule class live.
+``progressive-size``, and ``switches``: :func:`curriculum_schedule`, the schedule of ``vitdata train``'s
+method switches). The rules and the Schedule class live in :mod:`vitdata.curriculum.schedule`.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from vitdata.errors import ConfigError
-from vitdata.curriculum.schedule import (KNOBS, PSS, Constant, EpochTable, Ramp, Rule, Schedule, _int, _round_half_up, combine)
+from vitdata.errors import ConfigError, check_int
+from vitdata.curriculum.schedule import (KNOBS, PSS, Constant, EpochTable, Ramp, Rule, Schedule, _round_half_up, combine)
 
 # EfficientTrain (ICCV 2023) stages: fraction of the run where each stage starts, Fourier crop B at 224 px,
 # RandAugment magnitude. At 300 epochs: 0-59 160/m1, 60-119 160/m3, 120-179 160/m5, 180-239 192/m7,
@@ -59,8 +58,9 @@ def check_stages_kept(name: str, sizes_224, image_size: int, patch_size: int | N
     patches = [patch] if patch else []
     images = [n for n in range(image_size + patch_size, 8 * image_size + 1, patch_size)
               if len(set(_stage_sides(sizes_224, n, patch_size))) == want]
-    hint = " or ".join([f"--patch-size {patches[0]}"] * bool(patches) + [f"--image-size {images[0]}"] * bool(images))
-    raise ConfigError(f"{name} at --image-size {image_size} with --patch-size {patch_size}: the stages' sides "
+    # Fields, not flags: a caller names its own options (ConfigError.named_as: --image-size, timm's --img-size).
+    hint = " or ".join([f"patch_size {patches[0]}"] * bool(patches) + [f"image_size {images[0]}"] * bool(images))
+    raise ConfigError(f"{name} at image_size {image_size} with patch_size {patch_size}: the stages' sides "
                       f"{_stage_sides(sizes_224, image_size, None)} become {got} on the {patch_size}-px patch grid, "
                       f"merging {want} distinct stages into {len(set(got))}; use {hint or 'a larger image'}",
                       ("image_size", "patch_size"))
@@ -139,7 +139,7 @@ def size_epoch_step(epochs: int, stages: int, epoch_step: int | None = None) -> 
     (ConfigError) when the last size would start after the run."""
     if epoch_step is None:
         return max(1, min(PAPER_SIZE_EPOCH_STEP, epochs // stages))
-    epoch_step = _int(epoch_step, "size_epoch_step", 1)
+    epoch_step = check_int(epoch_step, "size_epoch_step", 1)
     if (stages - 1) * epoch_step >= epochs:
         raise ConfigError(f"size epoch step {epoch_step}: the last of {stages} sizes would start at epoch "
                           f"{(stages - 1) * epoch_step} of a {epochs}-epoch run and never be trained on; use "
@@ -150,8 +150,8 @@ def size_epoch_step(epochs: int, stages: int, epoch_step: int | None = None) -> 
 def _progressive_size(epochs, spe, image_size, *, init_size=32, step_px=32, epoch_step=None):
     # 1-GPU/24 h curriculum: init_size, +step_px every epoch_step epochs, capped at image_size; the last size
     # runs to the end (the paper: 30 epochs of ramp, then 224 px until the 24 h budget ends).
-    init_size = _int(init_size, "init_size", 1)
-    step_px = _int(step_px, "step_px", 1)
+    init_size = check_int(init_size, "init_size", 1)
+    step_px = check_int(step_px, "step_px", 1)
     if init_size > image_size:
         raise ConfigError(f"init_size {init_size} exceeds image_size {image_size}", ("init_size", "image_size"))
     stages = -(-(image_size - init_size) // step_px) + 1
@@ -170,7 +170,9 @@ def _constant(epochs, spe, image_size):
 
 _BUILDERS = {"constant": _constant, "efficienttrain": _efficienttrain, "efficienttrain++": _efficienttrain_pp,
              "linear": _linear, "progressive-size": _progressive_size}
-SCHEDULE_NAMES = tuple(_BUILDERS)
+# "switches": the schedule of vitdata train's method switches, composed from the named ones above
+# (:func:`curriculum_schedule`).
+SCHEDULE_NAMES = (*_BUILDERS, "switches")
 
 
 def make_schedule(name: str, epochs: int, steps_per_epoch: int, image_size: int = 224, **kw: Any) -> Schedule:
@@ -188,6 +190,8 @@ def make_schedule(name: str, epochs: int, steps_per_epoch: int, image_size: int 
       end)``; ``per`` "epoch"|"step", ``shape`` "linear"|"cosine", ``ramp_start``/``ramp_end`` epochs.
     - ``progressive-size``: ``init_size`` 32, ``step_px`` 32, ``epoch_step`` (default: the paper's 5, shorter
       when the run is too short for every size to get 5 epochs, see :func:`size_epoch_step`).
+    - ``switches``: ``vitdata train``'s method switches; the keywords of :func:`curriculum_schedule`
+      (``curriculum``, ``size_curriculum``, ``pss``, ``erase_ratio``, ``randaug_magnitude``, ...).
 
     ``efficienttrain`` and ``efficienttrain++`` refuse a ``patch_size`` whose grid would merge their stages
     (:func:`check_stages_kept`).
@@ -196,11 +200,16 @@ def make_schedule(name: str, epochs: int, steps_per_epoch: int, image_size: int 
     "linear" | "cosine") with ``pss_start`` 0.8, ``pss_end`` -0.1, ``pss_cooldown`` for the keep ratio; and
     any Knobs field the schedule does not set itself, as a constant or a Rule (e.g. ``erase_ratio=0.3``).
     """
-    if name not in _BUILDERS:
-        raise ConfigError(f"unknown schedule {name!r}; known: {list(_BUILDERS)}", ("schedule",))
-    epochs = _int(epochs, "epochs", 1)
-    steps_per_epoch = _int(steps_per_epoch, "steps_per_epoch", 1)
-    image_size = _int(image_size, "image_size", 1)
+    if name not in SCHEDULE_NAMES:
+        raise ConfigError(f"unknown schedule {name!r}; known: {list(SCHEDULE_NAMES)}", ("schedule",))
+    epochs = check_int(epochs, "epochs", 1)
+    steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch", 1)
+    image_size = check_int(image_size, "image_size", 1)
+    if name == "switches":
+        try:
+            return curriculum_schedule(epochs, steps_per_epoch, image_size, **kw)
+        except TypeError as e:
+            raise ConfigError(f"bad keywords for schedule {name!r}: {e}", tuple(kw)) from e
     common = {k: kw.pop(k) for k in ("patch_size", "round_sizes") if k in kw}
     pss = kw.pop("pss", None)
     pss_kw = {k: kw.pop(f"pss_{k}") for k in ("start", "end", "cooldown") if f"pss_{k}" in kw}
@@ -226,11 +235,12 @@ def make_schedule(name: str, epochs: int, steps_per_epoch: int, image_size: int 
     return Schedule(epochs=epochs, steps_per_epoch=steps_per_epoch, name=label, **common, **rules)
 
 
-def curriculum_schedule(epochs: int, steps_per_epoch: int, image_size: int, *, patch_size: int,
+def curriculum_schedule(epochs: int, steps_per_epoch: int, image_size: int, *, patch_size: int = 16,
                         curriculum: str | None = None, size_curriculum: bool = False, pss: str | None = None,
                         erase_ratio: float = 0.0, randaug_magnitude: float = 5.0,
                         size_epoch_step: int | None = None, curriculum_magnitude: str = "paper") -> Schedule:
-    """The schedule of ``vitdata train``'s method switches: a data ``curriculum`` (a named schedule;
+    """The schedule of ``vitdata train``'s method switches (``make_schedule("switches", ...)``, which the
+    loader builds from ``ScheduleConfig(name="switches", kwargs=...)``): a data ``curriculum`` (a named schedule;
     None = constant at ``randaug_magnitude``), with the 1-GPU/24 h progressive size on top when
     ``size_curriculum`` (from 2 patches, growing by 2 patches every ``size_epoch_step`` epochs, default
     :func:`size_epoch_step`: 32 -> 224 px at patch 16), the PSS keep ratio ``pss`` and a constant

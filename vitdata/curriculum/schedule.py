@@ -16,7 +16,7 @@ Rules (all JSON-serialisable dataclasses):
 - :class:`PSS` ``(kind, start, end, cooldown)``: the patch-sampling schedule's keep ratio
   (:func:`pss_keep_ratio`), per iteration.
 
-Named schedules (:mod:`vitdata.curriculum.named`, re-exported here) come from :func:`make_schedule`
+Named schedules come from :func:`vitdata.curriculum.named.make_schedule`
 (``constant``, ``efficienttrain``, ``efficienttrain++``, ``linear``, ``progressive-size``); :func:`combine`
 stacks them, e.g. EfficientTrain's magnitudes with the
 1-GPU/24 h size curriculum and PSS::
@@ -47,10 +47,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from vitdata.errors import ConfigError, StateError, check_format
+from vitdata.errors import ConfigError, StateError, check_format, check_int
 
-__all__ = ["Knobs", "KNOBS", "Schedule", "Rule", "Constant", "EpochTable", "Ramp", "PSS", "make_schedule",
-           "combine", "pss_drop_ratio", "pss_keep_ratio", "pss_num_tokens", "SCHEDULE_NAMES", "SCHEDULE_FORMAT"]
+__all__ = ["Knobs", "KNOBS", "Schedule", "Rule", "Constant", "EpochTable", "Ramp", "PSS", "combine",
+           "pss_drop_ratio", "pss_keep_ratio", "pss_num_tokens", "SCHEDULE_FORMAT"]
 
 SCHEDULE_FORMAT = 1
 
@@ -88,12 +88,6 @@ def _num(value: Any, field: str) -> float:
     return float(value) if not isinstance(value, numbers.Integral) else int(value)
 
 
-def _int(value: Any, field: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ConfigError(f"{field} must be an integer >= {minimum}, got {value!r}", (field,))
-    return int(value)
-
-
 # --------------------------------------------------------------------------------------------------
 # PSS (patch sampling schedule)
 # --------------------------------------------------------------------------------------------------
@@ -124,9 +118,9 @@ def pss_drop_ratio(kind: str, epoch: int, step: int, epochs: int, steps_per_epoc
     """
     if kind not in PSS_KINDS:
         raise ConfigError(f"PSS kind must be one of {PSS_KINDS}, got {kind!r}", ("pss",))
-    epochs = _int(epochs, "epochs", 1)
-    spe = _int(steps_per_epoch, "steps_per_epoch", 1)
-    cooldown = _default_cooldown(epochs) if cooldown is None else _int(cooldown, "pss_cooldown", 0)
+    epochs = check_int(epochs, "epochs", 1)
+    spe = check_int(steps_per_epoch, "steps_per_epoch", 1)
+    cooldown = _default_cooldown(epochs) if cooldown is None else check_int(cooldown, "pss_cooldown", 0)
     if cooldown > epochs:
         raise ConfigError(f"PSS cooldown {cooldown} exceeds epochs {epochs}", ("pss_cooldown", "epochs"))
     if epoch >= epochs - cooldown:
@@ -319,9 +313,9 @@ class Schedule:
         unknown = set(knobs) - set(KNOBS)
         if unknown:
             raise ConfigError(f"unknown schedule knobs {sorted(unknown)}; known: {list(KNOBS)}", tuple(sorted(unknown)))
-        self.epochs = _int(epochs, "epochs", 1)
-        self.steps_per_epoch = _int(steps_per_epoch, "steps_per_epoch", 1)
-        self.patch_size = None if patch_size is None else _int(patch_size, "patch_size", 1)
+        self.epochs = check_int(epochs, "epochs", 1)
+        self.steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch", 1)
+        self.patch_size = None if patch_size is None else check_int(patch_size, "patch_size", 1)
         self.round_sizes = bool(round_sizes)
         self.name = name
         self.rules: dict[str, Rule] = {k: _as_rule(knobs.get(k, _DEFAULTS[k]), k) for k in KNOBS}
@@ -349,7 +343,7 @@ class Schedule:
         ``steps_in_epoch`` overrides the bound steps_per_epoch for this epoch (an epoch shortened by a
         pruning plan), so per-iteration rules such as cyclic PSS span the epoch actually run.
         """
-        spe = self.steps_per_epoch if steps_in_epoch is None else _int(steps_in_epoch, "steps_in_epoch", 1)
+        spe = self.steps_per_epoch if steps_in_epoch is None else check_int(steps_in_epoch, "steps_in_epoch", 1)
         r = {k: rule(epoch, step, self.epochs, spe) for k, rule in self.rules.items()}
         image_size = self._size(r["image_size"], "image_size")
         lowpass = r["lowpass_size"]

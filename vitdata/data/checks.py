@@ -104,6 +104,18 @@ def check_bytes(data: bytes, max_pixels: int) -> tuple[bytes | None, str | None,
     return data, None, ""
 
 
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) as stored in a JPEG frame header or a PNG IHDR chunk (before EXIF orientation), or None
+    when the bytes are neither or the header is cut."""
+    if data[:2] == b"\xff\xd8":
+        size, why = _jpeg_size(data)
+    elif data[:8] == _PNG_SIG:
+        size, why = _png_size(data)
+    else:
+        return None
+    return None if why is not None else size
+
+
 # Start-of-frame markers (baseline, extended, progressive, lossless; Huffman or arithmetic): not C4 (DHT),
 # C8 (reserved) or CC (DAC).
 _SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})

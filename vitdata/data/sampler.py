@@ -49,15 +49,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
-import numbers
 import os
 import zipfile
 import zlib
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 
-from vitdata.errors import ConfigError, StateError, check_format
+from vitdata.errors import ConfigError, StateError, check_format, check_int
 from vitdata.io import atomic_write
 
 __all__ = ["EpochEnd", "EpochPlan", "Sampler", "PAD_ID", "resume_batch_size", "check_resume",
@@ -80,12 +79,6 @@ class EpochEnd(enum.Enum):
 
 def _rng(*words: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(w) for w in words])))
-
-
-def _check_int(value: Any, field: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ConfigError(f"{field} must be an integer >= {minimum}, got {value!r}", (field,))
-    return int(value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -142,7 +135,7 @@ class EpochPlan:
                 raise ConfigError(f"plan.{name} must be numeric, got dtype {arr.dtype}", (f"plan.{name}",))
             setattr(self, name, np.ascontiguousarray(arr, dtype=dtype))
         if self.num_draws is not None:
-            self.num_draws = _check_int(self.num_draws, "plan.num_draws", 1)
+            self.num_draws = check_int(self.num_draws, "plan.num_draws", 1)
             if self.weights is None:
                 raise ConfigError("plan.num_draws is set but plan.weights is None (num_draws applies to "
                                   "weighted draws only)", ("plan.num_draws", "plan.weights"))
@@ -265,8 +258,8 @@ def resume_batch_size(global_batch_size: int, world_size: int) -> int:
     Raises ConfigError naming ``global_batch_size`` and ``world_size`` when it does not divide
     (e.g. 24 over 5 ranks).
     """
-    g = _check_int(global_batch_size, "global_batch_size", 1)
-    w = _check_int(world_size, "world_size", 1)
+    g = check_int(global_batch_size, "global_batch_size", 1)
+    w = check_int(world_size, "world_size", 1)
     if g % w:
         raise ConfigError(f"global batch size {g} is not divisible by world size {w}: a resume with another world "
                           f"size must keep the global batch and split it evenly", ("global_batch_size", "world_size"))
@@ -326,11 +319,11 @@ class Sampler:
 
     def __init__(self, num_samples: int, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
                  shuffle: bool = True, drop_last: bool = True):
-        self.num_samples = _check_int(num_samples, "num_samples", 1)
-        self.batch_size = _check_int(batch_size, "batch_size", 1)
-        self.seed = _check_int(seed, "seed", 0)
-        self.world_size = _check_int(world_size, "world_size", 1)
-        self.rank = _check_int(rank, "rank", 0)
+        self.num_samples = check_int(num_samples, "num_samples", 1)
+        self.batch_size = check_int(batch_size, "batch_size", 1)
+        self.seed = check_int(seed, "seed", 0)
+        self.world_size = check_int(world_size, "world_size", 1)
+        self.rank = check_int(rank, "rank", 0)
         if self.rank >= self.world_size:
             raise ConfigError(f"rank {rank} is not below world size {world_size}", ("rank", "world_size"))
         self.shuffle = bool(shuffle)
@@ -372,9 +365,9 @@ class Sampler:
 
     def set_epoch(self, epoch: int, position: int = 0) -> None:
         """Move to ``epoch`` with ``position`` global steps already consumed."""
-        self.epoch = _check_int(epoch, "epoch", 0)
+        self.epoch = check_int(epoch, "epoch", 0)
         steps = self.steps_per_epoch()
-        self.position = _check_int(position, "position", 0)
+        self.position = check_int(position, "position", 0)
         if self.position > steps:
             raise ConfigError(f"position {position} is past the {steps} steps of epoch {epoch}", ("position",))
 
@@ -387,7 +380,7 @@ class Sampler:
 
         Independent of rank and world size. Read-only view of a cached array.
         """
-        epoch = self.epoch if epoch is None else _check_int(epoch, "epoch", 0)
+        epoch = self.epoch if epoch is None else check_int(epoch, "epoch", 0)
         if self._cache is not None and self._cache[0] == epoch:
             return self._cache[1]
         rng = _rng(_ORDER_TAG, self.seed, epoch)
@@ -447,7 +440,7 @@ class Sampler:
         Defaults to the sampler's own epoch and position. Costs one order computation, whatever the position.
         """
         epoch = self.epoch if epoch is None else epoch
-        position = self.position if position is None else _check_int(position, "position", 0)
+        position = self.position if position is None else check_int(position, "position", 0)
         ids = self.epoch_ids(epoch)
         if position > ids.shape[0]:
             raise ConfigError(f"position {position} is past the {ids.shape[0]} steps of epoch {epoch}", ("position",))

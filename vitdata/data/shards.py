@@ -123,103 +123,126 @@ def _scan_shard(fid: int, path: str, size: int, b, seen: dict, skipped: list,
     samples before it and records the rest in ``skipped``; semantic errors raise DataError."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        pos, long_name, pax_name = 0, None, None
-        group_key, group, group_off = None, {}, 0
-
-        def close_group():
-            if group_key is None or "_dropped" in group:
-                return
-            img = [e for e in IMAGE_EXTS if e in group]
-            if label_ext not in group and not img:
-                return
-            if label_ext not in group:
-                raise DataError("missing_label", path, offset=group[img[0]][0] - _BLOCK,
-                                detail=f"sample {group_key!r} has an image but no .{label_ext} member" + (
-                                    " (labels in another member: LoaderConfig(label_member='class' | 'label' | "
-                                    "'txt' | 'json:FIELD'))" if label_ext == "cls" else ""))
-            if not img:
-                raise DataError("missing_image", path, offset=group[label_ext][0] - _BLOCK,
-                                detail=f"sample {group_key!r} has a .{label_ext} but no .jpg/.jpeg/.png member")
-            if group_key in seen:
-                raise DataError("duplicate_key", path, offset=group_off,
-                                detail=f"key {group_key!r} already seen in {seen[group_key]}")
-            cls_off, cls_len = group[label_ext]
-            label, why = _read_label(fd, cls_off, cls_len, label_ext, label_field)
-            if label == BAD_LABEL:
-                if not mark_bad_labels:
-                    raise DataError("bad_label", path, offset=cls_off - _BLOCK, detail=f"sample {group_key!r}: {why}")
-                skipped.append({"path": path, "offset": cls_off - _BLOCK, "reason": "bad_label",
-                                "detail": f"sample {group_key!r}: {why}; indexed with label -1"})
-            seen[group_key] = f"{path}@{group_off}"
-            off, n = group[img[0]]
-            b.add(fid, off, n, label, group_key)
-
-        while True:
-            hdr = os.pread(fd, _BLOCK, pos)
-            if len(hdr) < _BLOCK:
-                if hdr.strip(b"\0") or pos < size:
-                    skipped.append({"path": path, "offset": pos, "reason": "truncated",
-                                    "detail": "shard ends inside a header"})
-                break
-            if hdr == b"\0" * _BLOCK:
-                break
-            if not _header_ok(hdr):
-                skipped.append({"path": path, "offset": pos, "reason": "bad_header",
-                                "detail": "header checksum mismatch; rest of the shard not read"})
-                break
-            n = _parse_octal(hdr[124:136], path, pos)
-            typeflag = hdr[156:157]
-            data_off = pos + _BLOCK
-            if data_off + n > size:
-                skipped.append({"path": path, "offset": pos, "reason": "truncated",
-                                "detail": f"member claims {n} bytes, only {size - data_off} remain"})
-                break
-            next_pos = data_off + (n + _BLOCK - 1) // _BLOCK * _BLOCK
-            if typeflag == b"L":
-                long_name = os.pread(fd, min(n, 65536), data_off).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-            elif typeflag == b"x":
-                pax_name = _pax_path(os.pread(fd, min(n, 1 << 20), data_off)) or pax_name
-            elif typeflag in (b"g", b"5", b"K"):
-                pass
-            else:
-                name = pax_name or long_name
-                if name is None:
-                    raw = hdr[0:100].split(b"\0", 1)[0]
-                    prefix = hdr[345:500].split(b"\0", 1)[0] if hdr[257:262] == b"ustar" else b""
-                    name = ((prefix + b"/" + raw) if prefix else raw).decode("utf-8", "surrogateescape")
-                long_name = pax_name = None
-                dirname, _, base = name.rpartition("/")
-                stem, dot, ext = base.partition(".")
-                key, changed = _safe_key((dirname + "/" if dirname else "") + stem)
-                ext = ext.lower()
-                regular = typeflag in _REGULAR
-                if changed and regular:
-                    skipped.append({"path": path, "offset": pos, "reason": "bad_key",
-                                    "detail": f"member name {name!r} normalised to key {key!r}"})
-                if not regular:  # a link, device or FIFO is never read or followed
-                    kind = _NON_REGULAR.get(typeflag, f"type {typeflag!r}")
-                    sample = ext in IMAGE_EXTS + (label_ext,) and dot
-                    skipped.append({"path": path, "offset": pos, "reason": "non_regular_member",
-                                    "detail": f"{name!r} is a {kind}" + (f"; sample {key!r} passed over" if sample else "")})
-                if ext in IMAGE_EXTS + (label_ext,) and dot:
-                    if key != group_key:
-                        close_group()
-                        group_key, group, group_off = key, {}, pos
-                    if not regular:  # the sample is passed over, like one with an oversized member
-                        group["_dropped"] = (0, 0)
-                    elif n > member_cap:  # refused before any allocation; the whole sample is passed over
-                        skipped.append({"path": path, "offset": pos, "reason": "member_too_large",
-                                        "detail": f"{name!r} claims {n} bytes (cap {member_cap})"})
-                        group["_dropped"] = (0, 0)
-                    elif ext in group or (ext in IMAGE_EXTS and any(e in group for e in IMAGE_EXTS)):
-                        raise DataError("duplicate_key", path, offset=pos,
-                                        detail=f"second {ext!r} member for key {key!r}")
-                    else:
-                        group[ext] = (data_off, n)
-            pos = next_pos
-        close_group()
+        samples = _ShardSamples(fd, fid, path, b, seen, skipped, member_cap, mark_bad_labels, label_ext, label_field)
+        for pos, name, typeflag, data_off, n in _members(fd, path, size, skipped):
+            samples.member(pos, name, typeflag, data_off, n)
+        samples.close_group()
     finally:
         os.close(fd)
+
+
+def _members(fd: int, path: str, size: int, skipped: list):
+    """(header offset, name, typeflag, data offset, size) of each member of the tar at ``fd`` that names a
+    file-like entry, GNU long names and pax paths resolved; stops at the end marker, or at damage, which is
+    recorded in ``skipped`` (the members before it are kept)."""
+    pos, long_name, pax_name = 0, None, None
+    while True:
+        hdr = os.pread(fd, _BLOCK, pos)
+        if len(hdr) < _BLOCK:
+            if hdr.strip(b"\0") or pos < size:
+                skipped.append({"path": path, "offset": pos, "reason": "truncated",
+                                "detail": "shard ends inside a header"})
+            return
+        if hdr == b"\0" * _BLOCK:
+            return
+        if not _header_ok(hdr):
+            skipped.append({"path": path, "offset": pos, "reason": "bad_header",
+                            "detail": "header checksum mismatch; rest of the shard not read"})
+            return
+        n = _parse_octal(hdr[124:136], path, pos)
+        typeflag = hdr[156:157]
+        data_off = pos + _BLOCK
+        if data_off + n > size:
+            skipped.append({"path": path, "offset": pos, "reason": "truncated",
+                            "detail": f"member claims {n} bytes, only {size - data_off} remain"})
+            return
+        if typeflag == b"L":
+            long_name = os.pread(fd, min(n, 65536), data_off).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        elif typeflag == b"x":
+            pax_name = _pax_path(os.pread(fd, min(n, 1 << 20), data_off)) or pax_name
+        elif typeflag not in (b"g", b"5", b"K"):
+            name = pax_name or long_name
+            if name is None:
+                raw = hdr[0:100].split(b"\0", 1)[0]
+                prefix = hdr[345:500].split(b"\0", 1)[0] if hdr[257:262] == b"ustar" else b""
+                name = ((prefix + b"/" + raw) if prefix else raw).decode("utf-8", "surrogateescape")
+            long_name = pax_name = None
+            yield pos, name, typeflag, data_off, n
+        pos = data_off + (n + _BLOCK - 1) // _BLOCK * _BLOCK
+
+
+class _ShardSamples:
+    """Groups one shard's members into samples by WebDataset key (consecutive members sharing a key) and
+    adds each complete sample to the index builder."""
+
+    def __init__(self, fd: int, fid: int, path: str, b, seen: dict, skipped: list, member_cap: int,
+                 mark_bad_labels: bool, label_ext: str, label_field: str | None):
+        self.fd, self.fid, self.path, self.b, self.seen, self.skipped = fd, fid, path, b, seen, skipped
+        self.member_cap, self.mark_bad_labels = member_cap, mark_bad_labels
+        self.label_ext, self.label_field = label_ext, label_field
+        self.key, self.group, self.group_off = None, {}, 0   # the sample being read: ext -> (offset, size)
+
+    def member(self, pos: int, name: str, typeflag: bytes, data_off: int, n: int) -> None:
+        """Record one member: a skip for a normalised key or a non-regular entry; an image or label of a sample."""
+        dirname, _, base = name.rpartition("/")
+        stem, dot, ext = base.partition(".")
+        key, changed = _safe_key((dirname + "/" if dirname else "") + stem)
+        ext = ext.lower()
+        regular = typeflag in _REGULAR
+        part = ext in IMAGE_EXTS + (self.label_ext,) and dot
+        if changed and regular:
+            self.skipped.append({"path": self.path, "offset": pos, "reason": "bad_key",
+                                 "detail": f"member name {name!r} normalised to key {key!r}"})
+        if not regular:  # a link, device or FIFO is never read or followed
+            kind = _NON_REGULAR.get(typeflag, f"type {typeflag!r}")
+            self.skipped.append({"path": self.path, "offset": pos, "reason": "non_regular_member",
+                                 "detail": f"{name!r} is a {kind}" + (f"; sample {key!r} passed over" if part else "")})
+        if not part:
+            return
+        if key != self.key:
+            self.close_group()
+            self.key, self.group, self.group_off = key, {}, pos
+        group = self.group
+        if not regular:  # the sample is passed over, like one with an oversized member
+            group["_dropped"] = (0, 0)
+        elif n > self.member_cap:  # refused before any allocation; the whole sample is passed over
+            self.skipped.append({"path": self.path, "offset": pos, "reason": "member_too_large",
+                                 "detail": f"{name!r} claims {n} bytes (cap {self.member_cap})"})
+            group["_dropped"] = (0, 0)
+        elif ext in group or (ext in IMAGE_EXTS and any(e in group for e in IMAGE_EXTS)):
+            raise DataError("duplicate_key", self.path, offset=pos, detail=f"second {ext!r} member for key {key!r}")
+        else:
+            group[ext] = (data_off, n)
+
+    def close_group(self) -> None:
+        """Add the sample being read (image + label) to the index, or refuse it (DataError naming why)."""
+        key, group, path, label_ext = self.key, self.group, self.path, self.label_ext
+        if key is None or "_dropped" in group:
+            return
+        img = [e for e in IMAGE_EXTS if e in group]
+        if label_ext not in group and not img:
+            return
+        if label_ext not in group:
+            raise DataError("missing_label", path, offset=group[img[0]][0] - _BLOCK,
+                            detail=f"sample {key!r} has an image but no .{label_ext} member" + (
+                                " (labels in another member: LoaderConfig(label_member='class' | 'label' | "
+                                "'txt' | 'json:FIELD'))" if label_ext == "cls" else ""))
+        if not img:
+            raise DataError("missing_image", path, offset=group[label_ext][0] - _BLOCK,
+                            detail=f"sample {key!r} has a .{label_ext} but no .jpg/.jpeg/.png member")
+        if key in self.seen:
+            raise DataError("duplicate_key", path, offset=self.group_off,
+                            detail=f"key {key!r} already seen in {self.seen[key]}")
+        cls_off, cls_len = group[label_ext]
+        label, why = _read_label(self.fd, cls_off, cls_len, label_ext, self.label_field)
+        if label == BAD_LABEL:
+            if not self.mark_bad_labels:
+                raise DataError("bad_label", path, offset=cls_off - _BLOCK, detail=f"sample {key!r}: {why}")
+            self.skipped.append({"path": path, "offset": cls_off - _BLOCK, "reason": "bad_label",
+                                 "detail": f"sample {key!r}: {why}; indexed with label -1"})
+        self.seen[key] = f"{path}@{self.group_off}"
+        off, n = group[img[0]]
+        self.b.add(self.fid, off, n, label, key)
 
 
 def _find_shards(source: str) -> list[str]:

@@ -10,17 +10,23 @@
   ``loader.set_epoch(e)``: the plan, order and augmentation of epoch ``e`` (not silently ignored).
 - ``loader.batch_sampler``: ``len()`` steps; iterating gives this rank's remaining id lists.
 - ``loader.num_samples`` / ``loader.num_classes``: from the index, known before the first batch.
-- ``loader.loss(logits, batch, target=None, criterion=None)``: per-sample losses -> oracle report ->
-  ``batch.loss_weight`` applied -> the mean, in one call (see :func:`per_sample_loss`).
+- ``loader.loss(logits, batch, target=None, criterion=None, own_labels=None)``: per-sample losses -> oracle
+  report -> ``batch.loss_weight`` applied -> the mean, in one call (see :func:`per_sample_loss`).
+- ``loader.criterion(fn)``: ``fn`` with the loader in its path, for trainers whose loss is computed where the
+  user does not edit it (timm's ``task.criterion``, DeiT's ``DistillationLoss``): see
+  :class:`~vitdata.loader.loss.LoaderCriterion`.
 - ``loader.planned_steps(epochs)``: steps of every epoch, for an LR schedule sized at start-up.
-- ``loader.save(path)`` / ``loader.load(path)``: the state as a JSON file, rank-local.
+- ``loader.save(path)`` / ``loader.load(path)``: the state as a JSON file, rank-local;
+  ``loader.resume(checkpoint, epoch)``: the state a trainer saved inside its own checkpoint
+  (:mod:`vitdata.loader.resume`).
+- ``loader.mixup_enabled``: False (timm's ``train.py`` asks its prefetching loader; vitdata's never mixes).
 """
 from __future__ import annotations
 
 import torch
 
 from vitdata.errors import ConfigError
-from vitdata.loader.loss import per_sample_loss, weighted_loss
+from vitdata.loader.loss import LoaderCriterion, per_sample_loss, weighted_loss
 
 __all__ = ["TrainerAPI", "LoaderDataset", "LoaderSampler", "BatchSampler", "per_sample_loss", "weighted_loss"]
 
@@ -69,16 +75,16 @@ class BatchSampler:
 
     def __iter__(self):
         len(self._loader)                 # the epoch's plan is on the sampler before its order is read
-        return (row.tolist() for row in self._loader.sampler.remaining_ids(self._loader.epoch,
-                                                                             self._loader.position))
+        return (row.tolist() for row in self._loader._sampler.remaining_ids(self._loader.epoch,
+                                                                              self._loader.position))
 
 
 class LoaderSampler:
     """``loader.sampler``: the loader's :class:`~vitdata.data.sampler.Sampler` (every attribute forwarded) with
     PyTorch's sampler meaning on top: ``len()`` the ids this rank reads per epoch (padding excluded, as
-    ``DistributedSampler``), iteration over them (the remaining ones, as ints), and a one-argument
-    ``set_epoch(e)`` that is ``loader.set_epoch(e)``. With a position (the loader's own call) it moves the
-    sampler itself."""
+    ``DistributedSampler``), iteration over them (the remaining ones, as ints), ``set_epoch(e)`` that is
+    ``loader.set_epoch(e)``, and ``epoch`` / ``position`` that are the loader's. For trainers only: the
+    loader's own code talks to its Sampler directly."""
 
     __slots__ = ("_loader", "_inner")
 
@@ -94,12 +100,16 @@ class LoaderSampler:
     def __setattr__(self, name, value):
         setattr(self._inner, name, value)
 
-    def set_epoch(self, epoch: int, position: int | None = None) -> None:
-        if position is not None:
-            self._inner.set_epoch(epoch, position)
-            return
+    @property
+    def epoch(self) -> int:
+        return self._loader.epoch
+
+    @property
+    def position(self) -> int:
+        return self._loader.position
+
+    def set_epoch(self, epoch: int) -> None:
         self._loader.set_epoch(epoch)
-        self._inner.epoch, self._inner.position = self._loader.epoch, self._loader.position
 
     def __len__(self) -> int:
         len(self._loader)                 # the epoch's plan first: it sets how many ids there are
@@ -118,14 +128,12 @@ class TrainerAPI:
     """Mixed into :class:`~vitdata.loader.Loader`: the DataLoader-shaped attributes and the loss helper."""
 
     # The wrappers are made on access and never stored on the loader: a stored one would point back at it,
-    # and that cycle would keep the loader (and its worker processes) alive after ``del loader``.
+    # and that cycle would keep the loader (and its worker processes) alive after ``del loader``. They
+    # face outward only (as timm's PrefetchLoader forwards ``sampler`` and ``dataset``): the loader's own
+    # code uses ``self._sampler``.
     @property
     def sampler(self) -> "LoaderSampler":
         return LoaderSampler(self, self._sampler)
-
-    @sampler.setter
-    def sampler(self, sampler) -> None:
-        self._sampler = sampler._inner if isinstance(sampler, LoaderSampler) else sampler
 
     @property
     def dataset(self) -> LoaderDataset:
@@ -146,11 +154,16 @@ class TrainerAPI:
         return self.index.num_classes
 
     def loss(self, logits: torch.Tensor, batch=None, target: torch.Tensor | None = None,
-             criterion=None) -> torch.Tensor:
+             criterion=None, own_labels: torch.Tensor | None = None) -> torch.Tensor:
         """The step's loss in one call: per-sample losses (:func:`per_sample_loss`; ``target`` defaults to
         ``batch.labels``, pass timm Mixup's soft targets when mixing) are reported to the oracle with the
         logits (so ``p_y`` is exact, also for soft targets), weighted by ``batch.loss_weight`` and averaged.
         No host sync. Returns the scalar to call ``backward`` on.
+
+        ``own_labels`` (B,): with soft targets, each sample's label before mixing (``batch.labels`` under
+        Mixup/CutMix); the oracle's ``p_y`` is then the own label's probability over its share of the
+        target (:meth:`vitdata.oracle.difficulty.DifficultyOracle.report`). Without it the label with the
+        most mass stands in.
 
         ``batch`` defaults to the batch this loader handed over last, and a tensor in its place is the
         target, so timm's ``loss_fn(output, target)`` becomes ``loader.loss(output, target, criterion=loss_fn)``
@@ -166,8 +179,27 @@ class TrainerAPI:
         target = batch.labels if target is None else target
         losses = per_sample_loss(logits, target, criterion)
         if getattr(self, "oracle", None) is not None and self.train:
-            self.report(batch.ids, losses.detach(), logits=logits.detach(), labels=target.detach())
+            self.report(batch.ids, losses.detach(), logits=logits.detach(), labels=target.detach(),
+                        own_labels=own_labels)
         return weighted_loss(losses, batch)
+
+    def criterion(self, criterion=None) -> LoaderCriterion:
+        """``criterion`` (a ``(output, target) -> loss`` callable; None: cross-entropy) with this loader in its
+        path: per-sample losses of the last batch to the oracle, loss weights applied (see
+        :class:`~vitdata.loader.loss.LoaderCriterion`). ``task.criterion = loader.criterion(task.criterion)``."""
+        return LoaderCriterion(self, criterion)
+
+    @property
+    def mixup_enabled(self) -> bool:
+        """False: this loader never mixes (timm's ``train.py`` reads it from a loader that mixes in its collate)."""
+        return False
+
+    def resume(self, checkpoint, epoch: int | None) -> bool:
+        """Resume at ``epoch`` from the state saved inside a trainer's ``checkpoint`` (path or loaded dict) as
+        ``args.vitdata_loader``; see :func:`vitdata.loader.resume.resume_from_checkpoint`."""
+        from vitdata.loader.resume import resume_from_checkpoint
+
+        return resume_from_checkpoint(self, checkpoint, epoch)
 
     def save(self, path) -> None:
         """Write :meth:`state_dict` as JSON to ``path`` atomically (temp file, fsync, rename). Rank-local: call it
@@ -201,7 +233,7 @@ class TrainerAPI:
         epochs = self.cfg.schedule.epochs if epochs is None else int(epochs)
         if epochs is None or epochs < 1:
             raise ConfigError("planned_steps needs epochs (argument, or schedule.epochs)", ("schedule.epochs",))
-        g = self.sampler.global_batch_size
+        g = self._sampler.global_batch_size
         draws = self.num_samples
         policy = getattr(getattr(self, "oracle", None), "policy", None)
         if getattr(policy, "num_draws", None):

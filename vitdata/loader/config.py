@@ -25,7 +25,10 @@ def torch_dtype(name: str) -> torch.dtype:
     """The torch dtype of ``name``: float32 | bfloat16 | float16, or fp32 | bf16 | fp16."""
     return DTYPES[DTYPE_ALIASES.get(name, name)]
 
+# Resize filters a config may name; each backend maps the names to its own (pipelines.graphs for DALI,
+# backends.torch.torchvision_interpolation).
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "triangular")
+DECODE_SCALE = ("auto", "on", "off")
 RANDAUG_INTERPOLATIONS = ("nearest", "bilinear")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -73,7 +76,8 @@ class OutputConfig:
 @dataclass
 class EvalConfig:
     """Evaluation data and view: resize the shorter side to image_size / crop_pct, centre-crop image_size."""
-    data: str | None = None                         # evaluation data, as LoaderConfig.data (None: ``data``)
+    data: str | None = None                         # evaluation data, as LoaderConfig.data (None: ``data``;
+                                                    # "": no evaluation split, split="eval" is refused)
     image_size: int | None = None                   # None: the top-level image_size
     crop_pct: float | None = None                   # timm's crop_pct (None: the model's with from_timm_model,
                                                     # else 0.875)
@@ -117,7 +121,17 @@ class LoaderConfig:
     hw_decoder_load: float | None = None            # DALI mixed decoder's share of JPEGs on the hardware decoder
                                                     # (None: 0.65 on A100/H100/H200-class GPUs, else DALI's)
     prefetch: int = 2                               # batches prepared ahead (DALI queue depth)
+    # Train: decode a plain JPEG at 1/2, 1/4 or 1/8 scale when its crop window stays >= the step's size across.
+    # "auto": the torch backend does (Pillow decodes whole images, so the reduced IDCT saves ~15-20 %);
+    # DALI keeps its own ROI decode, which on CPU cost less than the source's reduced decode on full-size
+    # photos (Huffman decoding dominates them and the ROI decode stops below the window; nvJPEG on a GPU).
+    # "on": also DALI on a CPU-only host (its source decodes those JPEGs); "off": full decodes everywhere.
+    decode_scale: str = "auto"
     worker_start_timeout: float = 120.0             # s for DALI source workers to start (killed, retried once)
+    # DALI: steps between the pipeline checkpoints that a step failing in the decoder is replayed from
+    # (vitdata.loader.quarantine). A failure replays at most this many steps; a step that does not fail
+    # pays 1/checkpoint_every of one checkpoint (about 0.2 ms on a CPU with the RandAugment graph).
+    checkpoint_every: int = 8
     seed: int = 0                                   # order and augmentation seed
     on_error: str = "auto"                          # auto (skip for train, raise for eval) | skip | raise
     max_pixels: int = 64_000_000                    # per-image pixel budget, checked from the header
@@ -129,6 +143,9 @@ class LoaderConfig:
     label_member: str = "cls"                       # tar shards: the member holding the label, cls | class |
                                                     # label | txt (an integer) | json:FIELD (a .json field)
     start_method: str = "auto"                      # worker start: auto (spawn with CUDA, else fork) | spawn | fork
+    # The command-line option each field was set from (from_timm_args fills it: "schedule.epochs" ->
+    # "--epochs"): configuration and state errors name these, so a user reads their own flags.
+    flags: dict = field(default_factory=dict)
 
     @classmethod
     def from_timm_model(cls, model, **overrides) -> "LoaderConfig":
@@ -157,15 +174,21 @@ class LoaderConfig:
                                         patch_size=patch or None),
                   output=OutputConfig(mean=tuple(float(x) for x in dc["mean"]), std=tuple(float(x) for x in dc["std"])),
                   eval=EvalConfig(crop_pct=float(dc.get("crop_pct", 0.875))))
-        for name, value in list(overrides.items()):
-            base = getattr(cfg, name, None)
+        cfg = cfg.with_overrides(**overrides)
+        check_model_sizes(cfg, model)
+        return cfg
+
+    def with_overrides(self, **overrides) -> "LoaderConfig":
+        """A copy with top-level fields replaced. A nested section given (``output=OutputConfig(dtype=
+        "bfloat16")``) is merged over this config's: its fields left at None keep this config's values, and
+        every field given wins, also one equal to the default."""
+        for name, value in overrides.items():
+            base = getattr(self, name, None)
             if dataclasses.is_dataclass(base) and type(value) is type(base):
                 given = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)
                          if getattr(value, f.name) is not None}
                 overrides[name] = dataclasses.replace(base, **given)
-        cfg = dataclasses.replace(cfg, **overrides)
-        check_model_sizes(cfg, model)
-        return cfg
+        return dataclasses.replace(self, **overrides)
 
     @classmethod
     def from_timm_args(cls, args, model=None, **overrides) -> "LoaderConfig":
@@ -174,8 +197,13 @@ class LoaderConfig:
         from vitdata.loader.timm_args import config_from_timm_args
 
         cfg = config_from_timm_args(cls, args, model, **overrides)
-        if model is not None:
-            check_model_sizes(cfg, model)
+        try:        # now, while the user's flags are known (create_loader checks again with the real data)
+            check_config(cfg, "train")
+            check_schedule_layout(cfg)
+            if model is not None:
+                check_model_sizes(cfg, model)
+        except ConfigError as e:
+            raise e.named_as(cfg.flags) from None
         return cfg
 
 
@@ -187,11 +215,35 @@ def check_model_sizes(cfg: LoaderConfig, model) -> None:
     pe = getattr(model, "patch_embed", None)
     if pe is None or getattr(model, "dynamic_img_size", False) or not getattr(pe, "strict_img_size", False):
         return
+    own = getattr(pe, "img_size", None)
+    own = int(own[-1] if isinstance(own, (tuple, list)) else own) if own is not None else None
+    if own is not None and own != cfg.image_size:
+        raise ConfigError(f"image_size {cfg.image_size} but the model accepts {own} px only: build the model for "
+                          f"that size (timm.create_model(..., img_size={cfg.image_size})) or make it dynamic "
+                          f"(dynamic_img_size=True)", ("image_size", "model.dynamic_img_size"))
     sizes = scheduled_sizes(cfg)
     if sizes and sizes != {cfg.image_size}:
         raise ConfigError(f"the schedule {cfg.schedule.name!r} feeds image sizes {sorted(sizes)} but the model accepts "
                           f"{cfg.image_size} px only: create it with timm.create_model(..., dynamic_img_size=True) "
                           f"(or use a schedule that keeps the size)", ("schedule", "model.dynamic_img_size"))
+
+
+def check_schedule_layout(cfg: LoaderConfig) -> None:
+    """Lay the configured curriculum out once (one step per epoch) so a bad name, keyword or patch grid is
+    refused at configuration time, naming its fields."""
+    from vitdata.curriculum.named import make_schedule
+
+    sc, a = cfg.schedule, cfg.augment
+    if sc.schedule is not None:
+        return
+    kw = dict(sc.kwargs)
+    patch = a.patch_size or (ERASE_CELL if cfg.image_size % ERASE_CELL == 0 else None)
+    if patch:
+        kw.setdefault("patch_size", patch)
+    if sc.name == "constant":
+        kw.setdefault("randaug_magnitude", 9.0 if a.randaug_magnitude is None else a.randaug_magnitude)
+        kw.setdefault("randaug_num_ops", 2 if a.randaug_num_ops is None else a.randaug_num_ops)
+    make_schedule(sc.name, sc.epochs or 1, 1, cfg.image_size, **kw)
 
 
 def scheduled_sizes(cfg: LoaderConfig) -> set[int]:
@@ -228,97 +280,129 @@ def dali_available() -> bool:
 
 def check_config(cfg: LoaderConfig, split: str) -> None:
     """Raise ConfigError naming the fields of the first bad combination found."""
-    def bad(msg, *fields):
-        raise ConfigError(msg, fields)
-
     if split not in ("train", "eval"):
-        bad(f"split must be 'train' or 'eval', got {split!r}", "split")
+        raise ConfigError(f"split must be 'train' or 'eval', got {split!r}", ("split",))
+    _check_data_and_sizes(cfg, split)
+    _check_augment(cfg.augment)
+    _check_output_and_eval(cfg)
+    _check_runtime(cfg)
+    _check_schedule(cfg)
+    e = cfg.eval
+    crop_pct = DEFAULT_CROP_PCT if e.crop_pct is None else e.crop_pct
+    eval_size = e.image_size or cfg.image_size
+    if split == "eval" and round(eval_size / crop_pct) < eval_size:
+        _bad("eval crop larger than the resized image", "eval.image_size", "eval.crop_pct")
+
+
+def _bad(msg: str, *fields: str):
+    raise ConfigError(msg, fields)
+
+
+def _check_data_and_sizes(cfg: LoaderConfig, split: str) -> None:
     if cfg.eval_data is not None and cfg.eval.data is not None and cfg.eval_data != cfg.eval.data:
-        bad("eval_data is a deprecated alias of eval.data and they differ; give eval=EvalConfig(data=...) only",
-            "eval_data", "eval.data")
+        _bad("eval_data is a deprecated alias of eval.data and they differ; give eval=EvalConfig(data=...) only",
+             "eval_data", "eval.data")
+    if split == "eval" and cfg.eval.data == "":
+        _bad("no evaluation data: eval.data is '' (the run has no validation split)", "eval.data")
     if not cfg.data and not (split == "eval" and (cfg.eval.data or cfg.eval_data)):
-        bad("no data source given", "data")
+        _bad("no data source given", "data")
     if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
-        bad(f"batch_size must be a positive int, got {cfg.batch_size!r}", "batch_size")
+        _bad(f"batch_size must be a positive int, got {cfg.batch_size!r}", "batch_size")
     if not isinstance(cfg.image_size, int) or cfg.image_size < 8:
-        bad(f"image_size must be an int >= 8, got {cfg.image_size!r}", "image_size")
-    a, o, e = cfg.augment, cfg.output, cfg.eval
+        _bad(f"image_size must be an int >= 8, got {cfg.image_size!r}", "image_size")
+
+
+def _check_augment(a: AugmentConfig) -> None:
     if len(a.scale) != 2 or not 0 < a.scale[0] <= a.scale[1] <= 1:
-        bad(f"augment.scale must be (lo, hi) with 0 < lo <= hi <= 1, got {a.scale}", "augment.scale")
+        _bad(f"augment.scale must be (lo, hi) with 0 < lo <= hi <= 1, got {a.scale}", "augment.scale")
     if len(a.ratio) != 2 or not 0 < a.ratio[0] <= a.ratio[1]:
-        bad(f"augment.ratio must be (lo, hi) with 0 < lo <= hi, got {a.ratio}", "augment.ratio")
+        _bad(f"augment.ratio must be (lo, hi) with 0 < lo <= hi, got {a.ratio}", "augment.ratio")
     if not 0 <= a.hflip <= 1:
-        bad(f"augment.hflip is a probability, got {a.hflip}", "augment.hflip")
+        _bad(f"augment.hflip is a probability, got {a.hflip}", "augment.hflip")
     if a.randaug_magnitude is not None and not 0 <= a.randaug_magnitude <= 10:
-        bad(f"augment.randaug_magnitude is on timm's 0..10 scale, got {a.randaug_magnitude}",
-            "augment.randaug_magnitude")
+        _bad(f"augment.randaug_magnitude is on timm's 0..10 scale, got {a.randaug_magnitude}",
+             "augment.randaug_magnitude")
     if a.randaug_num_ops is not None and a.randaug_num_ops < 0:
-        bad("augment.randaug_num_ops must be >= 0", "augment.randaug_num_ops")
+        _bad("augment.randaug_num_ops must be >= 0", "augment.randaug_num_ops")
     if a.randaug_max_ops is not None and a.randaug_max_ops < max(1, a.randaug_num_ops or 0):
-        bad(f"augment.randaug_max_ops {a.randaug_max_ops} is below augment.randaug_num_ops {a.randaug_num_ops}",
-            "augment.randaug_max_ops", "augment.randaug_num_ops")
+        _bad(f"augment.randaug_max_ops {a.randaug_max_ops} is below augment.randaug_num_ops {a.randaug_num_ops}",
+             "augment.randaug_max_ops", "augment.randaug_num_ops")
     if a.interpolation is not None and a.interpolation not in INTERPOLATIONS:
-        bad(f"augment.interpolation must be one of {INTERPOLATIONS}, got {a.interpolation!r}", "augment.interpolation")
+        _bad(f"augment.interpolation must be one of {INTERPOLATIONS}, got {a.interpolation!r}", "augment.interpolation")
     if a.randaug_interpolation not in RANDAUG_INTERPOLATIONS:
-        bad(f"augment.randaug_interpolation must be one of {RANDAUG_INTERPOLATIONS}, got "
-            f"{a.randaug_interpolation!r}", "augment.randaug_interpolation")
+        _bad(f"augment.randaug_interpolation must be one of {RANDAUG_INTERPOLATIONS}, got "
+             f"{a.randaug_interpolation!r}", "augment.randaug_interpolation")
     if a.patch_size is not None and a.patch_size < 1:
-        bad("augment.patch_size must be >= 1", "augment.patch_size")
+        _bad("augment.patch_size must be >= 1", "augment.patch_size")
+
+
+def _check_output_and_eval(cfg: LoaderConfig) -> None:
+    o, e = cfg.output, cfg.eval
     if o.dtype not in DTYPES:
-        bad(f"output.dtype must be one of {tuple(DTYPES)}, got {o.dtype!r}", "output.dtype")
+        _bad(f"output.dtype must be one of {tuple(DTYPES)}, got {o.dtype!r}", "output.dtype")
     if (o.mean is not None and len(o.mean) != 3) or (o.std is not None and (len(o.std) != 3 or min(o.std) <= 0)):
-        bad("output.mean and output.std need 3 values each, std > 0", "output.mean", "output.std")
+        _bad("output.mean and output.std need 3 values each, std > 0", "output.mean", "output.std")
     crop_pct = DEFAULT_CROP_PCT if e.crop_pct is None else e.crop_pct
     if not 0 < crop_pct <= 1:
-        bad(f"eval.crop_pct must lie in (0, 1], got {e.crop_pct}", "eval.crop_pct")
+        _bad(f"eval.crop_pct must lie in (0, 1], got {e.crop_pct}", "eval.crop_pct")
+
+
+def _check_runtime(cfg: LoaderConfig) -> None:
+    """Backend, workers, error policy, limits, seed and the label member."""
     if cfg.backend not in ("auto", "dali", "torch"):
-        bad(f"backend must be auto | dali | torch, got {cfg.backend!r}", "backend")
+        _bad(f"backend must be auto | dali | torch, got {cfg.backend!r}", "backend")
     if cfg.backend == "dali" and not dali_available():
-        bad("backend='dali' but nvidia.dali cannot be imported; install nvidia-dali or use backend='torch'", "backend")
+        _bad("backend='dali' but nvidia.dali cannot be imported; install nvidia-dali or use backend='torch'", "backend")
     if ((cfg.num_workers is not None and cfg.num_workers < 0) or (cfg.num_threads is not None and cfg.num_threads < 1)
             or cfg.prefetch < 1):
-        bad("num_workers >= 0, num_threads >= 1 and prefetch >= 1 are required", "num_workers", "num_threads", "prefetch")
+        _bad("num_workers >= 0, num_threads >= 1 and prefetch >= 1 are required", "num_workers", "num_threads",
+             "prefetch")
     if cfg.hw_decoder_load is not None and not 0 <= cfg.hw_decoder_load <= 1:
-        bad(f"hw_decoder_load is a fraction in [0, 1], got {cfg.hw_decoder_load}", "hw_decoder_load")
+        _bad(f"hw_decoder_load is a fraction in [0, 1], got {cfg.hw_decoder_load}", "hw_decoder_load")
     if cfg.on_error not in ("auto", "skip", "raise"):
-        bad(f"on_error must be auto | skip | raise, got {cfg.on_error!r}", "on_error")
+        _bad(f"on_error must be auto | skip | raise, got {cfg.on_error!r}", "on_error")
     if not cfg.worker_start_timeout > 0:
-        bad("worker_start_timeout must be > 0 seconds", "worker_start_timeout")
+        _bad("worker_start_timeout must be > 0 seconds", "worker_start_timeout")
+    if isinstance(cfg.checkpoint_every, bool) or not isinstance(cfg.checkpoint_every, int) or cfg.checkpoint_every < 1:
+        _bad(f"checkpoint_every must be an int >= 1 (steps), got {cfg.checkpoint_every!r}", "checkpoint_every")
+    if cfg.decode_scale not in DECODE_SCALE:
+        _bad(f"decode_scale must be one of {DECODE_SCALE}, got {cfg.decode_scale!r}", "decode_scale")
     if cfg.max_pixels < 1:
-        bad("max_pixels must be >= 1", "max_pixels")
+        _bad("max_pixels must be >= 1", "max_pixels")
     if cfg.jpeg_warnings not in ("deliver", "skip"):
-        bad(f"jpeg_warnings must be deliver | skip, got {cfg.jpeg_warnings!r}", "jpeg_warnings")
+        _bad(f"jpeg_warnings must be deliver | skip, got {cfg.jpeg_warnings!r}", "jpeg_warnings")
     if cfg.start_method not in ("auto", "spawn", "fork"):
-        bad(f"start_method must be auto | spawn | fork, got {cfg.start_method!r}", "start_method")
+        _bad(f"start_method must be auto | spawn | fork, got {cfg.start_method!r}", "start_method")
     if cfg.seed < 0:
-        bad("seed must be >= 0", "seed")
+        _bad("seed must be >= 0", "seed")
     from vitdata.data.shards import parse_label_member
 
     try:
         parse_label_member(cfg.label_member)
     except ValueError as err:
-        bad(str(err), "label_member")
-    sc = cfg.schedule
+        _bad(str(err), "label_member")
+
+
+def _check_schedule(cfg: LoaderConfig) -> None:
+    sc, a = cfg.schedule, cfg.augment
     if sc.schedule is not None and (sc.name != "constant" or sc.epochs is not None or sc.kwargs):
-        bad("schedule.schedule (a ready Schedule) is given with schedule.name, epochs or kwargs: give one or the "
-            "other", "schedule.schedule", "schedule.name")
+        _bad("schedule.schedule (a ready Schedule) is given with schedule.name, epochs or kwargs: give one or the "
+             "other", "schedule.schedule", "schedule.name")
     constant = sc.schedule is None and sc.name == "constant"
     for knob in ("randaug_magnitude", "randaug_num_ops"):
         if not constant and getattr(a, knob) is not None:
-            bad(f"augment.{knob} is given, but the schedule ({'a Schedule object' if sc.schedule is not None else repr(sc.name)}) "
-                f"sets RandAugment itself: leave augment.{knob} unset, or pass it to the schedule", f"augment.{knob}")
+            which = "a Schedule object" if sc.schedule is not None else repr(sc.name)
+            _bad(f"augment.{knob} is given, but the schedule ({which}) sets RandAugment itself: leave "
+                 f"augment.{knob} unset, or pass it to the schedule", f"augment.{knob}")
         if constant and knob in sc.kwargs:
-            bad(f"the constant schedule takes its RandAugment from augment.{knob}, not schedule.kwargs",
-                f"augment.{knob}", "schedule.kwargs")
+            _bad(f"the constant schedule takes its RandAugment from augment.{knob}, not schedule.kwargs",
+                 f"augment.{knob}", "schedule.kwargs")
     if sc.schedule is None and sc.epochs is None and sc.name != "constant":
-        bad(f"schedule {sc.name!r} is laid out over the run: give schedule.epochs (the run's epochs, e.g. "
-            f"ScheduleConfig(name={sc.name!r}, epochs=300)); without it the curriculum would collapse into one "
-            f"stage", "schedule.epochs")
+        _bad(f"schedule {sc.name!r} is laid out over the run: give schedule.epochs (the run's epochs, e.g. "
+             f"ScheduleConfig(name={sc.name!r}, epochs=300)); without it the curriculum would collapse into one "
+             f"stage", "schedule.epochs")
     if sc.schedule is None and sc.epochs is not None and (not isinstance(sc.epochs, int) or sc.epochs < 1):
-        bad(f"schedule.epochs must be an int >= 1, got {sc.epochs!r}", "schedule.epochs")
-    eval_size = e.image_size or cfg.image_size
-    if split == "eval" and round(eval_size / crop_pct) < eval_size:
-        bad("eval crop larger than the resized image", "eval.image_size", "eval.crop_pct")
+        _bad(f"schedule.epochs must be an int >= 1, got {sc.epochs!r}", "schedule.epochs")
 
 
 def choose_backend(cfg: LoaderConfig) -> str:

@@ -18,8 +18,8 @@ loader never asks which one it drives:
 
 - ``"dali"``: the graphs of ``vitdata.pipelines`` (decode with the random-resized crop fused in,
   resize to the schedule's size, RandAugment with a per-sample magnitude, flip, normalise; when the
-  schedule has low-pass steps the train graph stops at uint8 and :meth:`Loader._normalise_uint8`
-  crops, normalises and casts in one pass), GPU ops
+  schedule has low-pass steps the train graph stops at uint8 and the batch assembly
+  (:mod:`vitdata.loader.batch`) crops, normalises and casts in one pass), GPU ops
   on this rank's GPU when the output device is one (:attr:`Loader.dali_device_id`), CPU ops otherwise.
   A parallel external source maps DALI's ``SampleInfo.idx_in_epoch`` to the sampler's id through a
   per-epoch control file.
@@ -37,7 +37,7 @@ the oracle has it): a flag, never a loss report, so a bad file is not drawn as a
 
 End of epoch: training drops the ids that do not fill a global step (``drop_last``); evaluation reads
 every id exactly once across ranks and trims padding, so the last batch of a rank may be smaller
-(the worked table is in ``vitdata/sampler.py``).
+(the worked table is in ``vitdata/data/sampler.py``).
 
 Bad samples (``on_error``): every sample's header is checked before a decoder sees it (format, pixel
 budget, readable bytes). ``"skip"`` (training default) delivers the next usable id of the epoch order
@@ -51,58 +51,45 @@ is quarantined (:mod:`vitdata.loader.quarantine`, part of the state) and handled
 decoder's own words; later epochs skip it before reading.
 
 Resume: :meth:`Loader.state_dict` holds the epoch, the consumed position (never prefetched batches), the
-sampler state with its plan, the DALI checkpoint (base64 text) and a config fingerprint; after
+sampler's plan, the DALI checkpoint (base64 text) and a config fingerprint (:mod:`vitdata.loader.state`); after
 :meth:`Loader.load_state_dict` the remaining ids, and on CPU the pixels, equal the uninterrupted run's.
 A state taken after ``set_epoch(e + 1)`` but before that epoch's first batch keeps the finished epoch's
 DALI checkpoint, so the resumed epoch continues the same augmentation RNG stream.
-Reports made to the oracle after the state was taken are not part of it. Where the loader stands is one
-value, :class:`ResumePoint` (epoch, position, stage: ready / running / finished).
+Reports made to the oracle after the state was taken are not part of it. Where the loader stands, and
+what the epoch's iteration carries between batches, is one object, the epoch's
+:class:`~vitdata.loader.epoch.EpochRun` (epoch, position, stage: ready / running / finished); the loader
+itself holds configuration.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
-import torch
 
+from vitdata.errors import ConfigError, DataError, StateError
+from vitdata.io import to_json
 from vitdata.loader.backends import BackendContext, create_backend
 from vitdata.loader.backends.base import make_control
-from vitdata.loader.host import intra_op_threads, kernel_threads, resolve_device
-from vitdata.loader.config import (DTYPES, ERASE_CELL, IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, EvalConfig, LoaderConfig, OutputConfig, ScheduleConfig, check_config, choose_backend, dist_rank_world, graph_max_ops, resolve_defaults)
-from vitdata.errors import ConfigError, DataError, StateError
-from vitdata.io import from_json, to_json
+from vitdata.loader.batch import Batch, BatchAssembler, Step
 from vitdata.loader.compat import TrainerAPI
-from vitdata.loader.epoch import ResumePoint, Stage
+from vitdata.loader.config import (ERASE_CELL, AugmentConfig, DistributedConfig, EvalConfig, LoaderConfig,
+                                   OutputConfig, ScheduleConfig, check_config, choose_backend, dist_rank_world,
+                                   graph_max_ops, resolve_defaults)
+from vitdata.loader.epoch import EpochRun, Stage
+from vitdata.loader.host import kernel_threads, resolve_device
+from vitdata.loader.loss import warn_unreported
 from vitdata.loader.quarantine import Quarantine
-from vitdata.loader.state import check_loader_state
+from vitdata.loader.state import STATE_FORMAT, check_point, current_format, match_fingerprint, read_state
 
 __all__ = ["LoaderConfig", "AugmentConfig", "OutputConfig", "EvalConfig", "ScheduleConfig", "DistributedConfig",
            "Batch", "Loader", "create_loader"]
 
-STATE_FORMAT = 1
-
-
-@dataclass
-class Batch:
-    """One step's batch. ``images`` (B, 3, H, W) on the output device in the output dtype and memory
-    format, normalised; ``labels`` and ``ids`` (B,) int64 on the same device; ``knobs`` the schedule's
-    Knobs of this step. ``loss_weight`` (B,) float32 from the oracle's plan, or None; ``aug_magnitude``
-    (B,) float32 on CPU, the RandAugment magnitude each sample got (schedule + plan, 0 when off)."""
-    images: torch.Tensor
-    labels: torch.Tensor
-    ids: torch.Tensor
-    knobs: Any = None
-    loss_weight: torch.Tensor | None = None
-    aug_magnitude: torch.Tensor | None = None
-
-    def __iter__(self):
-        """``images, labels = batch`` (a DataLoader's pair); ids, knobs and weights stay attributes."""
-        return iter((self.images, self.labels))
-
 
 class Loader(TrainerAPI):
-    """Iterates :class:`Batch` es of one split; see the module docstring. Build with :func:`create_loader`."""
+    """Iterates :class:`Batch` es of one split; see the module docstring. Build with :func:`create_loader`.
+
+    The loader holds configuration (config, index, sampler, schedule, backend, batch assembly), the skip
+    report and the quarantine across epochs; the epoch in progress is :attr:`_run`."""
 
     def __init__(self, cfg: LoaderConfig, split: str, oracle=None):
         from vitdata.data.badfiles import BadFiles
@@ -129,8 +116,8 @@ class Loader(TrainerAPI):
             which = "eval.data" if not self.train and cfg.eval.data else "data"
             raise ConfigError(f"cannot open data source {data!r}: {e}", (which,)) from e
         self.reader = SampleReader(self.index, verify=cfg.verify_checksums, skip_corrupt=cfg.jpeg_warnings == "skip")
-        self.sampler = Sampler(len(self.index), self.batch_size, seed=cfg.seed, rank=self.rank,
-                               world_size=self.world_size, shuffle=self.train, drop_last=self.train)
+        self._sampler = Sampler(len(self.index), self.batch_size, seed=cfg.seed, rank=self.rank,
+                                world_size=self.world_size, shuffle=self.train, drop_last=self.train)
         self.schedule = self._make_schedule()
         self._check_knobs()
         self.backend_name = backend
@@ -138,29 +125,31 @@ class Loader(TrainerAPI):
         # later runs (vitdata.data.badfiles): this loader starts with the files earlier runs found
         self.quarantine = Quarantine(BadFiles(self.index))
         self.quarantine.load_known()
-        # A schedule with low-pass steps: DALI delivers uint8 and _kernels normalises in the crop's pass.
+        # A schedule with low-pass steps: DALI delivers uint8 and the assembly normalises in the crop's pass.
         uint8 = self.train and _uses_lowpass(self.schedule)
         self._backend = create_backend(backend, BackendContext(cfg, split, self.rank, self.batch_size, self.device,
                                                                self.index, self.reader, self.quarantine,
                                                                uint8_images=uint8))
-        self._affine = None   # (shift, scale) of the uint8 normalisation, built on first use
-        self._point = ResumePoint()
-        self._skipped: dict[int, list[dict]] = {}
-        self._warned: dict[int, list[dict]] = {}     # delivered with a decoder warning (corrupt_data), by epoch
+        self._assembler = BatchAssembler(cfg, split, self.rank, self.device, self.index, self.reader,
+                                         self.quarantine, self.on_error,
+                                         kernel_threads(cfg.num_threads, cfg.num_workers, backend))
+        self._run = EpochRun()
+        self._skipped: dict[int, list[dict]] = {}   # epoch -> skip records (the skip report, part of the state)
+        self._warned: dict[int, list[dict]] = {}    # delivered with a decoder warning (corrupt_data), by epoch
         self._oracle_ended = None          # (epoch, plan) of the oracle epoch this loader ended last
         self.last_batch: Batch | None = None
-        self._pending: list = []   # "raise": the consumed step's DataErrors still to raise, then its batch
+        self._reported, self._warned_unreported = None, False   # epoch of the last report; warned once
         self._closed = False
 
     @property
     def epoch(self) -> int:
         """The epoch in progress (or the next one to run)."""
-        return self._point.epoch
+        return self._run.epoch
 
     @property
     def position(self) -> int:
         """Steps of :attr:`epoch` handed over on this rank."""
-        return self._point.position
+        return self._run.position
 
     @property
     def dali_device_id(self) -> int | None:
@@ -190,7 +179,7 @@ class Loader(TrainerAPI):
         if sc.name == "constant":
             kw.setdefault("randaug_magnitude", a.randaug_magnitude)
             kw.setdefault("randaug_num_ops", a.randaug_num_ops)
-        return make_schedule(sc.name, sc.epochs or 1, self.sampler.steps_per_epoch(), self.cfg.image_size, **kw)
+        return make_schedule(sc.name, sc.epochs or 1, self._sampler.steps_per_epoch(), self.cfg.image_size, **kw)
 
     def _check_knobs(self) -> None:
         if not self.train:
@@ -213,33 +202,33 @@ class Loader(TrainerAPI):
 
             return Knobs(image_size=self.cfg.eval.image_size or self.cfg.image_size, randaug_magnitude=0.0,
                          randaug_num_ops=0)
-        return self.schedule(epoch, step, steps_in_epoch=self.sampler.steps_per_epoch())
+        return self.schedule(epoch, step, steps_in_epoch=self._sampler.steps_per_epoch())
 
     # -- epochs --------------------------------------------------------------------------------------
     def __len__(self) -> int:
         """Steps of the current (or next) epoch on this rank; the same on every rank."""
         self._ensure_plan()
-        return self.sampler.steps_per_epoch()
+        return self._sampler.steps_per_epoch()
 
     def set_epoch(self, epoch: int) -> None:
         """Run ``epoch`` next. The epoch in progress (e.g. a restored one) keeps its position."""
         epoch = int(epoch)
         if epoch < 0:
             raise ConfigError(f"epoch must be >= 0, got {epoch}", ("epoch",))
-        if epoch != self.epoch or self._point.stage is Stage.FINISHED:
-            self._point = ResumePoint(epoch)
-            self._pending = []
+        if epoch != self.epoch or self._run.stage is Stage.FINISHED:
+            self._run = EpochRun(epoch)
         self._ensure_plan()
 
     def _ensure_plan(self) -> None:
-        if self._point.planned:
+        run = self._run
+        if run.planned:
             return
         plan = None
-        if self.oracle is not None and self.train and self.epoch > 0:
-            plan = self._end_oracle_epoch(self.epoch - 1)
-        if self.oracle is not None or self.sampler.plan is None:
-            self.sampler.set_plan(plan)
-        self._point = replace(self._point, planned=True)
+        if self.oracle is not None and self.train and run.epoch > 0:
+            plan = self._end_oracle_epoch(run.epoch - 1)
+        if self.oracle is not None or self._sampler.plan is None:
+            self._sampler.set_plan(plan)
+        run.planned = True
 
     def _end_oracle_epoch(self, epoch: int):
         """The oracle's plan after ``epoch``, ending it once (a collective under torch.distributed, reached
@@ -257,208 +246,66 @@ class Loader(TrainerAPI):
         self._oracle_ended = (epoch, plan)
         return plan
 
-    def _control(self) -> dict:
-        ids = self.sampler.epoch_ids(self.epoch)
-        steps = ids.shape[0]
-        knobs = [self.knobs(self.epoch, s) for s in range(steps)]
-        plan = self.sampler.plan
+    def _begin(self) -> EpochRun:
+        """The epoch run to iterate, its backend started (the next epoch after a finished one)."""
+        if self._run.stage is Stage.FINISHED:   # a full iteration done and no set_epoch: next epoch
+            self.set_epoch(self.epoch + 1)
+        self._ensure_plan()
+        run = self._run
+        if run.stage is Stage.RUNNING:
+            return run
+        self._sampler.set_epoch(run.epoch, run.position)
+        ids = self._sampler.epoch_ids(run.epoch)
+        knobs = [self.knobs(run.epoch, s) for s in range(ids.shape[0])]
+        plan = self._sampler.plan
         extra = np.zeros(ids.shape, np.float32)
         if plan is not None and plan.aug_magnitude is not None:
             extra = np.where(ids >= 0, plan.aug_magnitude[np.maximum(ids, 0)], 0.0).astype(np.float32)
-        return make_control(self.epoch, ids, knobs, extra)
-
-    def _begin(self) -> None:
-        if self._point.stage is Stage.FINISHED:   # a full iteration done and no set_epoch: next epoch
-            self.set_epoch(self.epoch + 1)
-        self._ensure_plan()
-        if self._point.stage is Stage.RUNNING:
-            return
-        self.sampler.set_epoch(self.epoch, self.position)
-        control = self._control()
-        steps = len(control["ids"]) // self.batch_size
-        self._knobs = [self.knobs(self.epoch, s) for s in range(steps)]
         # A state given to load_state_dict is in the backend already (restore): it resumes it here.
-        self._backend.start(control, self.epoch, self.position)
-        self._point = ResumePoint(self.epoch, self.position, Stage.RUNNING, planned=True)
-        self._steps = steps
-        self._skipped.setdefault(self.epoch, [])
+        self._backend.start(make_control(run.epoch, ids, knobs, extra), run.epoch, run.position)
+        run.started(knobs)
+        self._skipped.setdefault(run.epoch, [])
+        return run
 
     def __iter__(self) -> Iterator[Batch]:
         if self._closed:
             raise RuntimeError("loader is closed")
-        if self._pending:   # a step with bad samples under "raise": its remaining errors, then its batch
-            yield from self._drain()
-            if self._point.stage is Stage.FINISHED:
+        if self._run.pending:   # a step with bad samples under "raise": its remaining errors, then its batch
+            yield from self._run.drain()
+            if self._run.stage is Stage.FINISHED:
                 return
-        self._begin()
-        while self.position < self._steps:
-            step = self.position
+        run = self._begin()
+        while run.position < run.steps:
+            step = run.position
             raw = self._backend.next()
-            # The backend has handed this step over, so it is consumed even when it holds bad samples:
-            # iterating again continues with that step's remaining errors and good samples, then the next
-            # step, in step with the backend's queue.
-            done = step + 1 == self._steps
-            self._point = ResumePoint(self.epoch, step + 1, Stage.FINISHED if done else Stage.RUNNING, planned=True)
-            self.sampler.position = self.position
-            batch, errors = self._finish(raw, step)
+            run.handed_over(step)
+            self._sampler.position = run.position
+            out = self._assembler.finish(raw, Step(run.epoch, step, run.knobs[step], self._sampler.plan))
+            self._skipped[run.epoch].extend(out.skipped)
+            if out.warned:
+                self._warned.setdefault(run.epoch, []).extend(out.warned)
+            batch, errors = out.batch, out.errors
             self.last_batch = batch                      # loader.loss(logits, target) reads it
             self.quarantine.persist()
             if errors:
-                self._pending = [*errors, batch]
-                yield from self._drain()
+                run.pending = [*errors, batch]
+                yield from run.drain()
             else:
                 yield batch
-        self._point = replace(self._point, stage=Stage.FINISHED)
+        run.stage = Stage.FINISHED
         self.quarantine.persist(force=True)
         self.last_batch = None                   # its loss was computed before the trainer asked for more
         if self.train and self.oracle is not None:
+            self._check_reported()
             # Every report of the epoch precedes this point (the trainer asked for the batch after the last),
             # so the table is merged here and a state taken between epochs is whole on any one rank.
-            self._end_oracle_epoch(self.epoch)
-
-    def _drain(self) -> Iterator[Batch]:
-        """Hand over ``_pending``: each DataError is raised (ending this iteration), the batch yielded."""
-        while self._pending:
-            item = self._pending.pop(0)
-            if isinstance(item, BaseException):
-                raise item
-            if item is not None:
-                yield item
-
-    # -- one batch -----------------------------------------------------------------------------------
-    def _finish(self, raw, step: int) -> tuple[Batch | None, list[DataError]]:
-        """The step's Batch, and under "raise" a DataError per bad sample (the batch then holds the
-        step's good samples only, None when there are none: a substitute is not delivered twice)."""
-        knobs = self._knobs[step]
-        ids_np, orig, status = raw.ids.reshape(-1), raw.orig.reshape(-1), raw.status.reshape(-1)
-        errors = self._account(ids_np, orig, status, step)
-        images = raw.images
-        if raw.layout == "HWC":
-            images = images.permute(0, 3, 1, 2)          # NHWC buffer -> channels_last view
-        elif self.cfg.output.channels_last and images.dtype != torch.uint8:   # uint8: _kernels writes the layout
-            images = images.contiguous(memory_format=torch.channels_last)
-        good = ids_np >= 0
-        if errors:   # a sample delivered with a decoder warning is no error
-            from vitdata.data.checks import WARNING_CODES
-            good &= (status == 0) | (np.isin(status, WARNING_CODES) & (ids_np == orig))
-        keep = np.flatnonzero(good)
-        if not len(keep):
-            return None, errors
-        n = len(ids_np)
-        if len(keep) < n:                                # eval padding (and "raise"'s bad samples): never counted
-            sel = slice(0, len(keep)) if np.array_equal(keep, np.arange(len(keep))) else torch.from_numpy(keep)
-            images = images[sel] if isinstance(sel, slice) else images.index_select(0, sel.to(images.device))
-            ids_np, labels_np = ids_np[keep], raw.labels.reshape(-1)[keep]
-        else:
-            labels_np = raw.labels.reshape(-1)
-        cfg = self.cfg
-        with intra_op_threads(images.device, kernel_threads(cfg.num_threads, cfg.num_workers, self.backend_name)):
-            images = self._kernels(images, ids_np, knobs, step)
-        dtype = DTYPES[self.cfg.output.dtype]
-        if images.dtype != dtype:   # the normalised graph's float32 -> bfloat16; uint8 batches leave _kernels cast
-            images = images.to(dtype)
-        dev = self.device
-        plan = self.sampler.plan
-        loss_weight = None
-        if plan is not None and plan.loss_weight is not None:
-            loss_weight = torch.from_numpy(plan.loss_weight[ids_np].astype(np.float32)).to(dev, non_blocking=True)
-        mag = np.zeros(len(ids_np), np.float32)
-        if self.train and self.cfg.augment.randaug and knobs.randaug_num_ops > 0:
-            extra = 0.0 if plan is None or plan.aug_magnitude is None else plan.aug_magnitude[ids_np]
-            mag = np.clip(mag + knobs.randaug_magnitude + extra, 0, 10).astype(np.float32)
-        return Batch(images=images, labels=torch.from_numpy(labels_np.astype(np.int64)).to(dev, non_blocking=True),
-                     ids=torch.from_numpy(ids_np.astype(np.int64)).to(dev, non_blocking=True), knobs=knobs,
-                     loss_weight=loss_weight, aug_magnitude=torch.from_numpy(mag)), errors
-
-    def _account(self, ids: np.ndarray, orig: np.ndarray, status: np.ndarray, step: int) -> list[DataError]:
-        from vitdata.data.checks import check_sample, code_reason
-        from vitdata.errors import WARNINGS
-
-        # Eval padding (orig -1) borrows the order's first id, and reports that id's status; the id itself
-        # is checked, raised or counted at its own position, so the padding slot is never an error.
-        bad = np.flatnonzero((status != 0) & (orig >= 0))
-        errors = []
-        for j in bad:
-            o = int(orig[j])
-            reason = code_reason(int(status[j]))
-            path = self.index.describe(o)
-            if reason in WARNINGS and int(ids[j]) == o:   # delivered as it is (jpeg_warnings="deliver"): counted
-                self._warned.setdefault(self.epoch, []).append({"id": o, "path": path, "reason": reason, "step": step})
-                continue
-            if self.on_error == "raise":
-                q = self.quarantine.get(o)
-                if q is not None:   # a decoder refused it: its own words, from the probe or Pillow
-                    why = f"the decoder refused it: {q['detail']}"
-                else:
-                    # The step's status carries only the reason code: on this error path the sample is checked
-                    # again here for the checker's own words (the format found, where the file stops, ...).
-                    again, why = check_sample(self.reader, self.index, o, self.cfg.max_pixels)[1:]
-                    if again != reason:
-                        why = f"re-checked here: {again or 'passes now'}" + (f" ({why})" if why else "")
-                errors.append(DataError(reason, path, sample_id=o,
-                                        detail=f"{why}; {self.split} epoch {self.epoch} step {step} rank {self.rank}"))
-                continue
-            self._skipped[self.epoch].append({"id": o, "path": path, "reason": reason, "substitute": int(ids[j]),
-                                              "step": step})
-        return errors
-
-    def _kernels(self, images: torch.Tensor, ids: np.ndarray, knobs, step: int) -> torch.Tensor:
-        """The step's low-pass crop and PatchErasing. A uint8 batch (a schedule with low-pass steps) leaves
-        normalised, in the output dtype and memory format: see :meth:`_normalise_uint8`."""
-        if not self.train:
-            return images
-        plan = self.sampler.plan
-        from vitdata.oracle.policies import boosted_erase_ratio
-        erase = boosted_erase_ratio(knobs.erase_ratio, None if plan is None else plan.erase_ratio, ids)
-        crop = knobs.lowpass_size is not None and knobs.lowpass_size < images.shape[-1]
-        if images.dtype == torch.uint8:
-            images = self._normalise_uint8(images, knobs.lowpass_size if crop else None)
-        elif crop:
-            from vitdata import kernels
-
-            images = kernels.lowpass_crop(images, knobs.lowpass_size)
-        if (erase > 0).any():
-            from vitdata import kernels
-
-            p = self.cfg.augment.patch_size or ERASE_CELL
-            grid = (images.shape[-2] // p, images.shape[-1] // p)
-            gen = torch.Generator().manual_seed(int(np.random.SeedSequence(
-                [self.cfg.seed, self.epoch, step, self.rank, 0xE4A5]).generate_state(1)[0]))
-            params = kernels.sample_patch_erase_params(images.shape[0], grid, torch.from_numpy(erase), gen,
-                                                       device=images.device)
-            # 0 in normalised units is the dataset mean; the batch is a fresh tensor, so erase in place.
-            images = kernels.patch_erase(images, params, p, "zero", inplace=True)
-        return images
-
-    def _normalise_uint8(self, images: torch.Tensor, lowpass_size: int | None) -> torch.Tensor:
-        """A uint8 (B, 3, H, W) batch on the 0..255 scale -> normalised, output dtype and memory format.
-
-        Low-pass step: ``kernels.lowpass_crop`` reads the uint8 batch once and writes the cropped,
-        normalised batch in the output dtype and layout (one pass; the Triton kernel on CUDA). Other steps
-        (e.g. EfficientTrain's late full-size epochs): one ``torch.addcmul(-mean/std, x, 1/std, out=y)``,
-        a single elementwise pass that reads uint8, computes in float32 and stores straight into ``y``
-        of the output dtype and memory format (the kernel module has no normalise-only path, and the crop
-        at full size would spend two GEMMs on an identity)."""
-        from vitdata import kernels
-
-        o = self.cfg.output
-        dtype = DTYPES[o.dtype]
-        fmt = torch.channels_last if o.channels_last else torch.contiguous_format
-        if lowpass_size is not None:
-            return kernels.lowpass_crop(images, lowpass_size, mean=[255.0 * m for m in o.mean],
-                                        std=[255.0 * s for s in o.std], out_dtype=dtype, memory_format=fmt)
-        if self._affine is None or self._affine[0].device != images.device:
-            std = torch.tensor([255.0 * s for s in o.std], dtype=torch.float64)
-            scale = (1.0 / std).view(1, -1, 1, 1)
-            shift = -torch.tensor([255.0 * m for m in o.mean], dtype=torch.float64).view(1, -1, 1, 1) * scale
-            self._affine = (shift.to(images.device, torch.float32), scale.to(images.device, torch.float32))
-        out = torch.empty(images.shape, dtype=dtype, device=images.device, memory_format=fmt)
-        return torch.addcmul(self._affine[0], images, self._affine[1], out=out)
+            self._end_oracle_epoch(run.epoch)
 
     # -- oracle, skips -------------------------------------------------------------------------------
-    def report(self, ids: torch.Tensor, losses: torch.Tensor, **kw) -> None:
+    def report(self, ids, losses, **kw) -> None:
         """Forward per-sample losses to the oracle (no host sync here); a no-op without an oracle."""
         if self.oracle is not None:
+            self._reported = self.epoch
             self.oracle.report(ids, losses, **kw)
 
     def warned(self, epoch: int | None = None) -> list[dict]:
@@ -466,6 +313,13 @@ class Loader(TrainerAPI):
         data" warning (reason ``corrupt_data``, :mod:`vitdata.data.jpegwalk`): dicts id, path, reason, step.
         ``LoaderConfig(jpeg_warnings="skip")`` substitutes them instead (then they are in :meth:`skipped`)."""
         return list(self._warned.get(self.epoch if epoch is None else epoch, []))
+
+    def _check_reported(self) -> None:
+        """Warn once when a whole epoch was iterated with an oracle and no loss reached it through :meth:`report`
+        (or :meth:`loss`): the oracle would plan the next epoch from nothing, silently."""
+        if not self._warned_unreported and self._reported != self.epoch:
+            self._warned_unreported = True
+            warn_unreported(self.epoch, self.oracle)
 
     def skipped(self, epoch: int | None = None) -> list[dict]:
         """Samples skipped in ``epoch`` (default: current): dicts id, path, reason, substitute, step."""
@@ -478,34 +332,32 @@ class Loader(TrainerAPI):
                 "schedule": self.schedule.to_dict() if self.train else None}
 
     def state_dict(self) -> dict:
-        """Plain data (no pickle needed): format, fingerprint, epoch, position (consumed steps), sampler
-        state (with the plan's arrays), backend state (DALI checkpoint as base64 text), skip report, and
-        the oracle's state when there is one. JSON types throughout (arrays as base64 text, see
-        :mod:`vitdata.io`): ``json.dumps`` takes it as it is. Rank-local, no communication: any one
-        rank's state resumes every rank (a rank-0-only checkpoint; other ranks restart their augmentation
-        draws at the saved step). Between epochs it is exact on every rank, oracle included (the loader
-        ends the oracle's epoch as the last batch is consumed); mid-epoch, the oracle reports pending on
-        other ranks are lost, and reports made after this call are not in it."""
+        """Plain data (no pickle needed), laid out in :mod:`vitdata.loader.state`: format, fingerprint, epoch,
+        position (consumed steps), the sampler's plan, backend state (DALI checkpoint as base64 text), skip
+        report, quarantine, and the oracle's state when there is one. JSON types throughout (arrays as
+        base64 text, see :mod:`vitdata.io`): ``json.dumps`` takes it as it is. Rank-local, no
+        communication: any one rank's state resumes every rank (a rank-0-only checkpoint; other ranks
+        restart their augmentation draws at the saved step). Between epochs it is exact on every rank,
+        oracle included (the loader ends the oracle's epoch as the last batch is consumed); mid-epoch, the
+        oracle reports pending on other ranks are lost, and reports made after this call are not in it."""
         oracle = self.oracle.state_dict() if self.oracle is not None and hasattr(self.oracle, "state_dict") else None
         self.quarantine.persist(force=True)
-        point = self._point
-        if point.loaded is not None:
-            return to_json(dict(point.loaded, oracle=oracle))
-        sampler = self.sampler.state_dict()
-        sampler["epoch"], sampler["position"] = self.epoch, self.position
+        run = self._run
+        if run.loaded is not None:
+            return to_json(dict(run.loaded, oracle=oracle))
+        sampler = {k: v for k, v in self._sampler.state_dict().items() if k not in ("epoch", "position")}
         # The backend's state also when the epoch has not started: after set_epoch(e + 1) it holds the
         # finished epoch's pipeline, which a resume moves on from as the uninterrupted run does (the same
         # augmentation RNG stream).
-        return to_json({"format": STATE_FORMAT, "fingerprint": self._fingerprint(), "epoch": self.epoch,
-                        "position": self.position, "finished": point.stage is Stage.FINISHED,
-                        "started": point.stage is not Stage.READY, "sampler": sampler,
-                        "backend": self._backend.state(),
+        return to_json({"format": STATE_FORMAT, "fingerprint": self._fingerprint(), "epoch": run.epoch,
+                        "position": run.position, "sampler": sampler, "backend": self._backend.state(),
                         "skipped": [dict(d, epoch=e) for e, lst in self._skipped.items() for d in lst],
                         "quarantine": self.quarantine.state(), "oracle": oracle})
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume from :meth:`state_dict`. Refuses (StateError naming the field) a state from another
-        dataset index, batch size, seed, rank, split, backend or schedule, or of a newer format.
+        """Resume from :meth:`state_dict` (or a state of format 1). Refuses (StateError naming the field) a
+        state from another dataset index, batch size, seed, rank, split, backend or schedule, of a newer
+        format, or whose fields disagree (:mod:`vitdata.loader.state`).
 
         World-size change (elastic resume): a state saved with W ranks x batch B loads into W' ranks x
         batch B' when W' * B' == W * B. Each remaining global step then holds the same set of ids as the
@@ -513,68 +365,37 @@ class Loader(TrainerAPI):
         report of the saved rank is not carried over. Any other global batch is refused, naming
         ``global_batch_size`` and ``world_size``.
         """
-        if not isinstance(state, dict) or "format" not in state:
-            raise StateError("not a vitdata loader state (no 'format' field)")
-        state = from_json(state)
-        if not isinstance(state["format"], int) or state["format"] < 1:
-            raise StateError(f"loader state has no valid format version (field format: {state['format']!r})")
-        if state["format"] > STATE_FORMAT:
-            raise StateError(f"loader state written by a newer vitdata (format {state['format']}; this one reads "
-                             f"{STATE_FORMAT})")
-        mine, theirs = self._fingerprint(), state.get("fingerprint", {})
-        if not isinstance(theirs, dict):
-            raise StateError("loader state has no fingerprint (field fingerprint)")
+        state = read_state(state)
         # Another rank's state (a checkpoint saved on rank 0 only) resumes like a world-size change: at
         # the same global step, with this rank's own fresh augmentation draws.
-        elastic = theirs.get("world_size") != mine["world_size"] or theirs.get("rank") != mine["rank"]
-        if elastic:
-            saved_g = int(theirs.get("world_size") or 0) * int(theirs.get("batch_size") or 0)
-            new_g = self.world_size * self.batch_size
-            if saved_g != new_g:
-                raise StateError(f"loader state was saved with global batch {saved_g} (world_size "
-                                 f"{theirs.get('world_size')} x batch_size {theirs.get('batch_size')}); this loader "
-                                 f"has global batch {new_g} (world_size {self.world_size} x batch_size "
-                                 f"{self.batch_size}). A world-size change must keep the global batch size: "
-                                 + (f"use batch_size={saved_g // self.world_size}" if saved_g % self.world_size == 0
-                                    else f"{saved_g} is not divisible by world_size {self.world_size}")
-                                 + " [fields: global_batch_size, world_size]")
-        for key in mine:
-            if elastic and key in ("world_size", "rank", "batch_size"):
-                continue
-            if theirs.get(key) != mine[key]:
-                raise StateError(f"loader state does not match this loader: field {key!r} "
-                                 f"(state: {str(theirs.get(key))[:80]}, loader: {str(mine[key])[:80]})")
+        elastic = match_fingerprint(state.get("fingerprint", {}), self._fingerprint(), flags=self.cfg.flags)
+        epoch, position = int(state["epoch"]), int(state["position"])
         try:
-            self.sampler.load_state_dict(state["sampler"])
+            self._sampler.load_state_dict(dict(state["sampler"], epoch=epoch, position=0))
         except ConfigError as e:
             raise StateError(f"loader state does not match this loader's sampler: {e}") from e
-        check_loader_state(state, steps_per_epoch=self.sampler.steps_per_epoch(), batch_size=self.batch_size,
-                           elastic=elastic)
+        steps = self._sampler.steps_per_epoch()
+        check_point(state, steps_per_epoch=steps, batch_size=self.batch_size, elastic=elastic)
+        self._sampler.set_epoch(epoch, position)
         self.quarantine.load(state.get("quarantine"), len(self.index))
         if self.oracle is not None and state.get("oracle") is not None:
             self.oracle.load_state_dict(state["oracle"])
         self._oracle_ended = None
-        epoch, position = int(state["epoch"]), int(state["position"])
-        self._skipped, self._pending = {}, []
+        self._skipped = {}
         if not elastic:
             for d in state.get("skipped", []):
                 d = dict(d)
                 self._skipped.setdefault(int(d.pop("epoch")), []).append(d)
-        finished = bool(state.get("finished"))
-        started = bool(state.get("started")) or finished
         backend_state = state.get("backend") or {}
         # The backend drops what it runs and resumes this state at the next start (mid-epoch: the same
         # batches, bit-exact; at an epoch's end: it moves on to the next epoch from there). A state from
         # another world size has nothing to resume in it: that start begins afresh at the position.
-        self._backend.restore(backend_state if not elastic and (started or backend_state) else None)
-        if not elastic and not started and position:
-            raise StateError("loader state is mid-epoch but holds no backend state (field backend)")
-        # A state from another world size resumes at its position with fresh augmentation draws; a
-        # finished epoch moves on to the next one afresh.
-        if finished:
-            self._point = ResumePoint(epoch, position, Stage.FINISHED, planned=True)
+        self._backend.restore(backend_state if not elastic and (position or backend_state) else None)
+        if position == steps:   # a finished epoch moves on to the next one afresh
+            self._run = EpochRun(epoch, position, Stage.FINISHED, planned=True)
         else:
-            self._point = ResumePoint(epoch, position, Stage.READY, planned=True, loaded=state if started else None)
+            self._run = EpochRun(epoch, position, Stage.READY, planned=True,
+                                 loaded=current_format(state) if position else None)
 
     def close(self) -> None:
         """Stop workers and remove temporary files. Idempotent."""
@@ -606,22 +427,29 @@ def _uses_lowpass(schedule) -> bool:
     return False
 
 
-def create_loader(cfg: LoaderConfig, split: str = "train", oracle=None) -> Loader:
+def create_loader(cfg: LoaderConfig, split: str = "train", oracle=None,
+                  oracle_options: dict | None = None) -> Loader:
     """Check ``cfg`` (ConfigError naming the fields) and build the loader of ``split`` ("train" | "eval").
 
     ``oracle``: a :class:`vitdata.oracle.difficulty.DifficultyOracle` (or anything with ``report`` and ``end_epoch``)
     that plans each training epoch from the reported losses, or a policy name ("data-centric",
     "prune-easy", "weighted", "uniform"): a DifficultyOracle sized from the index, seeded with ``cfg.seed``.
     An oracle whose ``num_samples`` differs from the index is refused here (ConfigError).
+    ``oracle_options``: keywords of the named policy (``{"mix_lever": True}`` for data-centric's Mixup/CutMix
+    lever; prune-easy's ``epochs`` defaults to ``cfg.schedule.epochs``).
     """
     from vitdata.oracle.difficulty import make_oracle
 
     if not isinstance(cfg, LoaderConfig):
         raise ConfigError(f"cfg must be a LoaderConfig, got {type(cfg).__name__}", ("cfg",))
-    loader = Loader(cfg, split, None)
+    try:
+        loader = Loader(cfg, split, None)
+    except ConfigError as e:       # spoken in the user's options when the config came from a command line
+        raise e.named_as(cfg.flags) from None
     try:
         loader.oracle = make_oracle(oracle, len(loader.index), seed=cfg.seed, device=loader.device,
-                                    epochs=cfg.schedule.epochs, source=f"the data source {loader.index.spec!r}")
+                                    epochs=cfg.schedule.epochs, source=f"the data source {loader.index.spec!r}",
+                                    **(oracle_options or {}))
     except BaseException:
         loader.close()
         raise

@@ -1,12 +1,16 @@
-"""Per-sample losses for the oracle: :func:`per_sample_loss` (any usual criterion evaluated per sample) and
-:func:`weighted_loss` (the oracle plan's loss weights applied, then the mean). ``Loader.loss`` uses both.
+"""Per-sample losses for the oracle: :func:`per_sample_loss` (any usual criterion evaluated per sample),
+:func:`weighted_loss` (the oracle plan's loss weights applied, then the mean), both used by ``Loader.loss``;
+:class:`LoaderCriterion`, a trainer's criterion with the loader in its path (``loader.criterion(fn)``); and
+the warning given when an epoch ends without any loss reported.
 """
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as F
 
-from vitdata.errors import ConfigError
+from vitdata.errors import ConfigError, user_stacklevel
 
 
 def per_sample_loss(logits: torch.Tensor, target: torch.Tensor, criterion=None) -> torch.Tensor:
@@ -51,3 +55,42 @@ def weighted_loss(losses: torch.Tensor, batch) -> torch.Tensor:
     for kept easy samples), or ``mean(losses)`` when the batch has none. Scalar, differentiable."""
     w = getattr(batch, "loss_weight", None)
     return (losses * w).mean() if w is not None else losses.mean()
+
+
+class LoaderCriterion(torch.nn.Module):
+    """``loader.criterion(fn)``: the trainer's criterion ``fn`` with the loader in its path, for trainers that
+    compute the loss inside code the user does not edit (timm's ``Task`` calls ``task.criterion(output, target)``;
+    DeiT's ``DistillationLoss`` calls its ``base_criterion(outputs, labels)``). Called as ``fn`` is, it takes the
+    batch the loader handed over last, evaluates ``fn`` per sample (:func:`per_sample_loss`), reports the
+    losses to the oracle, applies the plan's loss weights and returns the mean (``Loader.loss``); whatever the
+    trainer adds on top (a distillation term) stays its own. Without an oracle, and on an evaluation loader,
+    it is ``fn`` unchanged, so any criterion works there (BCE, JSD). ``fn`` None: cross-entropy."""
+
+    def __init__(self, loader, criterion=None):
+        super().__init__()
+        self.criterion = criterion
+        self._loader = loader        # a plain attribute: not a submodule, not in any state_dict
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loader = self._loader
+        if loader.oracle is None or not loader.train:
+            fn = self.criterion if self.criterion is not None else F.cross_entropy
+            return fn(output, target)
+        batch = loader.last_batch
+        if batch is None or batch.ids.shape[0] != output.shape[0]:
+            have = "no batch" if batch is None else f"a batch of {batch.ids.shape[0]} samples"
+            raise ConfigError(f"loader.criterion was called with {output.shape[0]} outputs while the loader's last "
+                              f"batch is {have}: the criterion must score the batch the loader handed over last "
+                              f"(one call per batch, before the next batch is drawn)", ("criterion",))
+        return loader.loss(output, batch, target=target, criterion=self.criterion)
+
+
+def warn_unreported(epoch: int, oracle) -> None:
+    """The warning for an epoch iterated with an oracle that received no per-sample loss."""
+    policy = getattr(getattr(oracle, "policy", None), "name", type(oracle).__name__)
+    warnings.warn(f"vitdata: epoch {epoch} was iterated with an oracle ({policy}) but no per-sample loss was reported "
+                  f"to the loader, so the oracle plans from nothing. Likely cause: the training loss does not go "
+                  f"through the loader (timm's train.py: task.criterion = loader_train.criterion(task.criterion); a "
+                  f"DeiT-style main.py: criterion = data_loader_train.criterion(criterion); any loop: "
+                  f"loader.loss(output, target) or loader.report(ids, losses))", UserWarning,
+                  stacklevel=user_stacklevel())

@@ -1,65 +1,129 @@
-"""Internal consistency of a loader state, checked when it is loaded (docs/reliability.md I6).
+"""A loader's saved state: what it holds, the checks made when it is loaded, states of format 1, and
+whether a saved state fits a loader (:func:`fingerprint_mismatch`).
 
-A state holds where the loader stands several times over: the top-level ``epoch`` and ``position``, the
-sampler's own ``epoch`` and ``position``, and for DALI the backend's loader epoch, the step its DALI epoch
-begins at (``offset``), the steps of it delivered (``done``), its length (``samples``), the DALI epoch
-(``dali_epoch``) and the checkpoint, which records DALI's own ``{"iter": done, "epoch_idx": dali_epoch}``.
-They agree in every state :meth:`vitdata.loader.Loader.state_dict` writes; an edited or damaged state
-whose values disagree is refused here with a :class:`~vitdata.errors.StateError` naming the field,
+Format 2 (written by :meth:`vitdata.loader.Loader.state_dict`), plain JSON data:
+
+===============  ==========================================================================================
+``format``       2
+``fingerprint``  what the state belongs to: index, batch size, seed, world size, rank, split, backend, schedule
+``epoch``        where the loader stands, said once: the epoch, and the steps of it handed over on this
+``position``     rank (the epoch is finished when ``position`` is its step count)
+``sampler``      the sampler's configuration and the epoch's plan (:meth:`Sampler.state_dict` without its
+                 epoch and position, which are the loader's)
+``backend``      the backend's own state (torch: empty). DALI: its checkpoint (base64 text) and the pipeline's
+                 own record of where it stands: the loader epoch it serves, the step its DALI epoch begins
+                 at (``offset``), the steps of it delivered (``done``), its length (``samples``) and the DALI
+                 epoch (``dali_epoch``); the checkpoint records ``{"iter": done, "epoch_idx": dali_epoch}``
+``skipped``      the skip report; ``quarantine``: decoder-refused ids; ``oracle``: the oracle's state or None
+===============  ==========================================================================================
+
+The DALI pipeline's record is the one place a state says where it stands twice, because the checkpoint
+is DALI's own: it must agree with ``epoch`` and ``position``, and an edited or damaged state whose values
+disagree is refused with a :class:`~vitdata.errors.StateError` naming the field (docs/reliability.md I6),
 instead of loading and then skipping batches, failing at the first batch, or reporting a decode error.
+
+Format 1 held the sampler's ``epoch`` and ``position`` and the flags ``finished`` and ``started`` as well;
+a format-1 state loads when they agree with what they repeat (else a StateError names the field) and is
+read as format 2 without them.
 """
 from __future__ import annotations
 
 import base64
 import binascii
-import numbers
 import re
 
-from vitdata.errors import StateError
+from vitdata.errors import StateError, check_int
+from vitdata.io import from_json
 
+STATE_FORMAT = 2
 _PIPELINE_DATA = re.compile(rb'\{"iter": (\d+), "epoch_idx": (\d+)\}')
+_FINGERPRINT_ELASTIC = ("world_size", "rank", "batch_size")
 
 
-def _int(value, field: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise StateError(f"loader state field {field} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_loader_state(state: dict, *, steps_per_epoch: int, batch_size: int, elastic: bool) -> None:
-    """Refuse (StateError naming the field) a state whose fields disagree. ``steps_per_epoch`` and
-    ``batch_size``: this loader's, after the state's sampler (and plan) were loaded."""
-    epoch = _int(state.get("epoch"), "epoch")
-    position = _int(state.get("position"), "position")
-    sampler = state.get("sampler")
-    if not isinstance(sampler, dict):
+def read_state(state) -> dict:
+    """``state`` with its arrays decoded, after checking it is a loader state of a format this vitdata reads."""
+    if not isinstance(state, dict) or "format" not in state:
+        raise StateError("not a vitdata loader state (no 'format' field)")
+    state = from_json(state)
+    fmt = state["format"]
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
+        raise StateError(f"loader state has no valid format version (field format: {fmt!r})")
+    if fmt > STATE_FORMAT:
+        raise StateError(f"loader state written by a newer vitdata (format {fmt}; this one reads {STATE_FORMAT})")
+    check_int(state.get("epoch"), "loader state field epoch", error=StateError)
+    check_int(state.get("position"), "loader state field position", error=StateError)
+    if not isinstance(state.get("sampler"), dict):
         raise StateError("loader state has no sampler state (field sampler)")
-    for key, top in (("epoch", epoch), ("position", position)):
-        if key in sampler and sampler[key] != top:
-            raise StateError(f"loader state's {key} {top} differs from its sampler's ({sampler[key]!r}) "
-                             f"(fields {key}, sampler.{key})")
+    if fmt == 1:
+        for key in ("epoch", "position"):
+            if key in state["sampler"] and state["sampler"][key] != state[key]:
+                raise StateError(f"loader state's {key} {state[key]} differs from its sampler's "
+                                 f"({state['sampler'][key]!r}) (fields {key}, sampler.{key})")
+    return state
+
+
+def match_fingerprint(theirs, mine: dict, flags: dict | None = None) -> bool:
+    """Refuse a state of another dataset index, batch size, seed, split, backend or schedule (StateError
+    naming the field, or the command-line option in ``flags``); returns whether it comes from another rank
+    or world size (an elastic resume), which must keep the global batch size."""
+    if not isinstance(theirs, dict):
+        raise StateError("loader state has no fingerprint (field fingerprint)")
+    elastic = any(theirs.get(k) != mine[k] for k in ("world_size", "rank"))
+    if elastic:
+        saved_g = int(theirs.get("world_size") or 0) * int(theirs.get("batch_size") or 0)
+        world, batch = mine["world_size"], mine["batch_size"]
+        if saved_g != world * batch:
+            raise StateError(f"loader state was saved with global batch {saved_g} (world_size "
+                             f"{theirs.get('world_size')} x batch_size {theirs.get('batch_size')}); this loader "
+                             f"has global batch {world * batch} (world_size {world} x batch_size {batch}). A "
+                             f"world-size change must keep the global batch size: "
+                             + (f"use batch_size={saved_g // world}" if saved_g % world == 0
+                                else f"{saved_g} is not divisible by world_size {world}")
+                             + " [fields: global_batch_size, world_size]")
+    mismatch = fingerprint_mismatch(theirs, mine, skip=_FINGERPRINT_ELASTIC if elastic else (), flags=flags)
+    if mismatch:
+        raise StateError(mismatch)
+    return elastic
+
+
+def current_format(state: dict) -> dict:
+    """A state read by :func:`read_state` as format 2 writes it (format 1's repeated fields dropped)."""
+    if state["format"] == STATE_FORMAT:
+        return state
+    out = {k: v for k, v in state.items() if k not in ("finished", "started")}
+    out["sampler"] = {k: v for k, v in state["sampler"].items() if k not in ("epoch", "position")}
+    out["format"] = STATE_FORMAT
+    return out
+
+
+def check_point(state: dict, *, steps_per_epoch: int, batch_size: int, elastic: bool) -> None:
+    """Refuse (StateError naming the field) a state whose position lies past its epoch, whose format-1
+    flags contradict it, or whose DALI pipeline stands elsewhere. ``steps_per_epoch`` and ``batch_size``:
+    this loader's, after the state's sampler (and plan) were loaded."""
+    epoch, position = int(state["epoch"]), int(state["position"])
     if position > steps_per_epoch:
         raise StateError(f"loader state's position {position} is past the end of the epoch ({steps_per_epoch} "
                          f"steps on this rank) (field position)")
-    finished = bool(state.get("finished"))
-    started = bool(state.get("started")) or finished
-    if finished and position != steps_per_epoch:
-        raise StateError(f"loader state marks its epoch finished at position {position} of {steps_per_epoch} "
-                         f"steps (fields finished, position)")
-    if not started and position:
-        raise StateError(f"loader state has not started its epoch but stands at position {position} "
-                         f"(fields started, position)")
+    if state["format"] == 1:
+        if state.get("finished") and position != steps_per_epoch:
+            raise StateError(f"loader state marks its epoch finished at position {position} of {steps_per_epoch} "
+                             f"steps (fields finished, position)")
+        if not (state.get("started") or state.get("finished")) and position:
+            raise StateError(f"loader state has not started its epoch but stands at position {position} "
+                             f"(fields started, position)")
     backend = state.get("backend") or {}
     if backend and not elastic and "checkpoint" in backend:
-        check_dali_state(backend, epoch=epoch, position=position, started=started, batch_size=batch_size,
+        check_dali_state(backend, epoch=epoch, position=position, batch_size=batch_size,
                          steps_per_epoch=steps_per_epoch)
 
 
-def check_dali_state(b: dict, *, epoch: int, position: int, started: bool, batch_size: int,
-                     steps_per_epoch: int) -> None:
-    """The DALI backend's part: its fields, its checkpoint, and both against the top-level point."""
+def check_dali_state(b: dict, *, epoch: int, position: int, batch_size: int, steps_per_epoch: int) -> None:
+    """The DALI backend's record against its checkpoint, and both against the loader's point: a pipeline
+    serving ``epoch`` stands at ``position``; any other is the previous epoch's, consumed to its end, with
+    ``epoch`` not begun yet."""
     ck = checkpoint_bytes(b.get("checkpoint"))
-    fields = {k: _int(b.get(k), f"backend.{k}") for k in ("dali_epoch", "epoch", "offset", "done", "samples")}
+    fields = {k: check_int(b.get(k), f"loader state field backend.{k}", error=StateError)
+              for k in ("dali_epoch", "epoch", "offset", "done", "samples")}
     found = _PIPELINE_DATA.findall(ck)
     if len(found) != 1:
         raise StateError("loader state's DALI checkpoint is damaged: it does not hold DALI's iteration record "
@@ -71,20 +135,16 @@ def check_dali_state(b: dict, *, epoch: int, position: int, started: bool, batch
     if it != fields["done"]:
         raise StateError(f"loader state's DALI steps done {fields['done']} differ from its checkpoint's ({it}) "
                          f"(field backend.done)")
-    at_end = fields["done"] * batch_size >= fields["samples"] > 0
-    if started:
-        if fields["epoch"] != epoch:
-            raise StateError(f"loader state's epoch {epoch} differs from its DALI pipeline's ({fields['epoch']}) "
-                             f"(fields epoch, backend.epoch)")
+    if fields["epoch"] == epoch:
         if fields["offset"] + fields["done"] != position:
             raise StateError(f"loader state's position {position} differs from its DALI pipeline's (offset "
                              f"{fields['offset']} + done {fields['done']}) (fields position, backend.done)")
         if fields["samples"] != (steps_per_epoch - fields["offset"]) * batch_size:
             raise StateError(f"loader state's DALI epoch of {fields['samples']} samples does not match "
                              f"{steps_per_epoch - fields['offset']} steps of {batch_size} (field backend.samples)")
-    elif not (at_end and fields["epoch"] == epoch - 1):
-        raise StateError(f"loader state is at the start of epoch {epoch} but its DALI pipeline is not at the end "
-                         f"of epoch {epoch - 1} (epoch {fields['epoch']}, {fields['done']} steps done) "
+    elif not (fields["done"] * batch_size >= fields["samples"] > 0 and fields["epoch"] == epoch - 1 and not position):
+        raise StateError(f"loader state stands at epoch {epoch} position {position} but its DALI pipeline serves "
+                         f"epoch {fields['epoch']} ({fields['done']} steps done), not the end of epoch {epoch - 1} "
                          f"(fields epoch, backend.epoch, backend.done)")
 
 
@@ -141,3 +201,53 @@ def _is_message(data: bytes) -> bool:
     except ValueError:
         return False
     return True
+
+
+def fingerprint_mismatch(theirs: dict, mine: dict, *, skip=(), flags: dict | None = None) -> str | None:
+    """None when a saved state's fingerprint fits this loader's, else a message naming what differs (fields
+    spoken as the user's options when ``flags`` maps them, see :class:`vitdata.loader.config.LoaderConfig`).
+
+    The schedule fits when its knobs are the same at every step: a schedule whose every rule is constant (the
+    ``constant`` schedule) fits any run length, so a resume with a longer ``epochs`` goes on. A curriculum laid
+    out over another length does not: its stages move with the run's length."""
+    from vitdata.errors import name_options
+
+    for key in mine:
+        a, b = theirs.get(key), mine[key]
+        if key in skip or a == b:
+            continue
+        if key == "schedule" and isinstance(a, dict) and isinstance(b, dict):
+            why = _schedule_difference(a, b)
+            if why is None:
+                continue
+            msg = f"loader state does not fit this loader: its curriculum {why}"
+        else:
+            msg = f"loader state does not fit this loader: field {key!r} (state: {_short(a)}, loader: {_short(b)})"
+        return name_options(msg, flags or {})
+    return None
+
+
+def _short(v) -> str:
+    text = str(v)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _schedule_difference(a: dict, b: dict) -> str | None:
+    rules_a, rules_b = a.get("rules") or {}, b.get("rules") or {}
+    shape = ("patch_size", "round_sizes")
+    constant = all(isinstance(r, dict) and r.get("type") == "constant" for r in [*rules_a.values(), *rules_b.values()])
+    if constant and rules_a == rules_b and all(a.get(k) == b.get(k) for k in shape):
+        return None
+    name = a.get("name")
+    if a.get("name") != b.get("name"):
+        return f"is {b.get('name')!r} here but was {name!r} in the saved run (schedule.name)"
+    if a.get("epochs") != b.get("epochs"):
+        return (f"{name!r} was laid out over {a.get('epochs')} epochs in the saved run and over {b.get('epochs')} "
+                f"here (schedule.epochs): a curriculum's stages move with the run's length, so the resumed epochs "
+                f"would not continue the saved run; resume with schedule.epochs {a.get('epochs')}, or start a new run")
+    if a.get("steps_per_epoch") != b.get("steps_per_epoch"):
+        return (f"{name!r} has {b.get('steps_per_epoch')} steps per epoch here and had {a.get('steps_per_epoch')} in "
+                f"the saved run (the data, batch_size or world size changed)")
+    knobs = sorted(k for k in {**rules_a, **rules_b} if rules_a.get(k) != rules_b.get(k))
+    knobs += [k for k in shape if a.get(k) != b.get(k)]
+    return f"{name!r} differs from the saved run's in {', '.join(knobs)} (schedule.kwargs, augment)"

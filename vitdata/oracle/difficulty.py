@@ -22,24 +22,9 @@ Per-sample table (``N`` samples; 25 bytes per sample, 32 MB for ImageNet-1K's 1.
 ``last_correct``    uint8     1 if the latest visit was classified correctly
 ==================  ========  ==============================================================
 
-Operational definitions
------------------------
-The data-centric paper (Zhou et al., arXiv 2209.15006) names DDP, KAR and three training periods, but
-its definitions could not be retrieved (UNCONFIRMED; see docs/methods.md §1). vitdata implements its own
-operational definitions, all configurable:
-
-- difficulty of a sample = ``1 - p_y``. ``p_y`` is the softmax probability of the true class from
-  ``logits`` and ``labels``; with soft (Mixup/CutMix) targets, the own label's probability over its share
-  of the target (:func:`own_label_p`; 2-D ``labels`` with ``own_labels=``, else the label with the most
-  mass stands in), or ``p_true=`` directly. Without either, ``p_y = exp(-loss)``: exact for
-  cross-entropy with hard labels, a proxy otherwise.
-- ``DDP_e`` = share of the samples visited this epoch whose latest ``p_y >= alpha`` (easy, 0.8);
-  ``DDP_h`` = share with ``p_y <= beta`` (hard, 0.3); the rest are moderate.
-- ``KAR_raw(t) = (|DDP_e(t) - DDP_e(t-1)| + |DDP_h(t) - DDP_h(t-1)|) / 2`` (0 at the first epoch),
-  and ``kar`` = the mean of the last ``kar_window`` raw values (1 = raw).
-- periods, monotone (never go back): ``formation`` while ``DDP_e <= DDP_h + growth_margin``;
-  ``growth`` after that; ``exploration`` once ``kar <= explore_kar_frac * max(kar so far)`` while
-  ``DDP_e > DDP_h``.
+The DDP/KAR metrics, the training periods and ``p_y`` are defined in :mod:`vitdata.oracle.metrics`; the
+reports waiting for a fold live in :mod:`vitdata.oracle.reports`, and :mod:`vitdata.oracle.gather` collects
+them across ranks.
 
 Skipped ids
 -----------
@@ -63,13 +48,15 @@ import numpy as np
 import torch
 
 from vitdata.errors import ConfigError, StateError, check_format
+from vitdata.oracle.gather import dist_world, gather_reports, gather_skips
+from vitdata.oracle.metrics import PERIODS, Thresholds, epoch_metrics, jsonable, own_label_p
+from vitdata.oracle.reports import PendingReports, read_report
 from vitdata.oracle.policies import (POLICIES, DataCentricPolicy, OracleTable, Policy, PruneEasyPolicy, UniformPolicy, WeightedPolicy, plan_summary, register_policy)
 from vitdata.data.sampler import EpochPlan
 
 __all__ = ["DifficultyOracle", "OracleTable", "Policy", "UniformPolicy", "DataCentricPolicy", "PruneEasyPolicy",
            "WeightedPolicy", "POLICIES", "register_policy", "PERIODS", "own_label_p"]
 
-PERIODS = ("formation", "growth", "exploration")
 FORMAT_VERSION = 1
 _POLICY_TAG = 0x0AC1_0001   # keeps the policies' (seed, epoch) stream apart from the sampler's
 
@@ -90,41 +77,10 @@ _TABLE = {
 # The oracle
 # --------------------------------------------------------------------------------------------------
 
-def own_label_p(logits: torch.Tensor, own: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(B,) float32: ``softmax(logits)[own]`` over the own label's mixing share, clipped to [0, 1].
-
-    logits (B, C); own (B,) int64, each sample's label before Mixup/CutMix; target (B, C) the soft target
-    actually applied: the mix ``m`` (Mixup lambda or CutMix area on the own label, plus the partner's when
-    it has the same class) with label smoothing folded in, ``(1 - eps) * m + eps / C`` as timm's Mixup
-    builds it. The share is ``m[own]``, smoothing taken out: with C >= 3 classes some class gets the
-    smoothing mass alone, so the row's smallest entry is ``eps / C`` and ``m = (target - eps / C) /
-    (1 - eps)``. An unmixed sample (``m[own] = 1``) then reads its plain softmax probability, as without
-    Mixup: dividing by the smoothed ``target[own]`` (0.91 at eps 0.1, 10 classes) moved the easy cut
-    ``p_y >= 0.8`` to a softmax of 0.73. A mixed sample reads its probability over its share, so a model
-    that predicts the mix scores about 1 whatever lambda is (the dot product ``sum(softmax * target)``
-    capped such a model near ``sum(target**2)``, and a run never left formation).
-    """
-    b, c = target.shape
-    idx = own.long().reshape(b, 1)
-    prob = torch.softmax(logits.float(), dim=-1).gather(1, idx).reshape(b)
-    t = target.float()
-    share = t.gather(1, idx).reshape(b)
-    if c >= 3:
-        floor = t.amin(dim=-1)                       # eps / C: the smoothing mass of a class outside the mix
-        share = (share - floor) / (1.0 - c * floor).clamp_min(1e-6)
-    return (prob / share.clamp_min(1e-6)).clamp(0.0, 1.0)
-
-
 def _default_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
-
-
-def _jsonable(v):
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    return v
 
 
 @contextlib.contextmanager
@@ -199,6 +155,8 @@ class DifficultyOracle:
             except TypeError as e:
                 raise ConfigError(f"bad arguments for policy {policy!r}: {e}", tuple(policy_kwargs)) from None
         self.hist_edges = np.linspace(0.0, 1.0, self.hist_bins + 1).tolist()
+        self._thresholds = Thresholds(self.alpha, self.beta, self.kar_window, self.growth_margin,
+                                      self.explore_kar_frac, self.hist_bins)
 
         self._t = {k: torch.full((self.num_samples,), v, dtype=dt, device=self.device) for k, (dt, v) in _TABLE.items()}
         self.epoch = 0                     # the epoch whose reports are pending
@@ -206,14 +164,10 @@ class DifficultyOracle:
         self.metrics: list[dict] = []
         self.plan = None                   # the current EpochPlan (the one in use), None = uniform
         self._loss_weight = None           # device float32[N] copy of plan.loss_weight
-        self._cap = 0
-        self._n = 0                        # pending entries
-        self._counts: list[int] = []       # entries per report() call since the last fold
         self._epoch_reports = 0            # valid entries folded for self.epoch (across ranks)
         self._epoch_ignored = 0
         self._epoch_forget0 = 0            # forgetting total when self.epoch started
-        self._buf: dict[str, torch.Tensor] = {}
-        self._grow(4096)
+        self._pending = PendingReports(self.device)   # reports since the last fold
         self._skip_flag = np.zeros(self.num_samples, dtype=bool)   # skip-flagged ids (module doc)
         self._skip_pending: list[np.ndarray] = []                     # this rank's mark_skipped ids
 
@@ -221,19 +175,12 @@ class DifficultyOracle:
     def reserve(self, n: int) -> None:
         """Preallocate room for ``n`` pending report entries (e.g. one epoch's worth on this rank), so
         ``report`` never reallocates its buffers (growth is otherwise amortised by doubling)."""
-        if n > self._cap:
-            self._grow(int(n))
+        self._pending.reserve(int(n))
 
-    def _grow(self, need: int) -> None:
-        cap = max(need, 2 * self._cap, 4096)
-        new = {"ids": torch.empty(cap, dtype=torch.int64, device=self.device),
-               "loss": torch.empty(cap, dtype=torch.float32, device=self.device),
-               "p": torch.empty(cap, dtype=torch.float32, device=self.device),
-               "correct": torch.empty(cap, dtype=torch.bool, device=self.device)}
-        if self._n:
-            for k, t in new.items():
-                t[:self._n].copy_(self._buf[k][:self._n])
-        self._buf, self._cap = new, cap
+    @property
+    def pending_reports(self) -> int:
+        """Report entries on this rank not folded into the table yet."""
+        return self._pending.n
 
     def report(self, ids: torch.Tensor, losses: torch.Tensor, *, logits: torch.Tensor | None = None,
                labels: torch.Tensor | None = None, correct: torch.Tensor | None = None,
@@ -256,43 +203,11 @@ class DifficultyOracle:
         if ids.dim() != 1 or losses.shape != ids.shape:
             raise ValueError(f"report: ids and losses must both have shape (B,), got {tuple(ids.shape)} "
                              f"and {tuple(losses.shape)}")
-        b = ids.shape[0]
-        if b == 0:
+        if ids.shape[0] == 0:
             return
-        dev = self.device
-        loss = losses.detach().to(device=dev, dtype=torch.float32)
-        if logits is not None:
-            if labels is None:
-                raise ValueError("report: logits given without labels")
-            lg = logits.detach().to(device=dev).float()
-            lab = labels.detach().to(device=dev)
-            hard = lab.argmax(-1) if lab.dim() == 2 else lab.long().reshape(b)
-        if p_true is not None:
-            p = p_true.detach().to(device=dev, dtype=torch.float32).reshape(b)
-        elif logits is not None:
-            if lab.dim() == 2:
-                own = hard if own_labels is None else own_labels.detach().to(device=dev).long().reshape(b)
-                p = own_label_p(lg, own, lab)
-            else:
-                p = torch.softmax(lg, dim=-1).gather(1, hard.reshape(b, 1)).reshape(b)
-        else:
-            p = torch.exp(-loss)
-        if correct is not None:
-            c = correct.detach().to(device=dev).reshape(b).bool()
-        elif logits is not None:
-            # true-class logit is a maximum (ties count as correct); amax is ~10x cheaper than argmax on CPU
-            c = lg.gather(1, hard.reshape(b, 1)).reshape(b) >= lg.amax(-1)
-        else:
-            c = p > 0.5
-        if self._n + b > self._cap:
-            self._grow(self._n + b)
-        s = slice(self._n, self._n + b)
-        self._buf["ids"][s].copy_(ids.detach().reshape(b))
-        self._buf["loss"][s].copy_(loss)
-        self._buf["p"][s].copy_(p)
-        self._buf["correct"][s].copy_(c)
-        self._n += b
-        self._counts.append(b)
+        loss, p, c = read_report(losses, self.device, logits=logits, labels=labels, correct=correct, p_true=p_true,
+                                 own_labels=own_labels)
+        self._pending.append(ids, loss, p, c)
 
     def mark_skipped(self, ids) -> None:
         """Flag ids this rank's loader skipped in the current epoch (``Loader`` calls it with its skip
@@ -310,56 +225,20 @@ class DifficultyOracle:
         clear the ids reported in the epoch being ended. Returns the number of distinct ids flagged."""
         local = np.unique(np.concatenate(self._skip_pending)) if self._skip_pending else np.zeros(0, np.int64)
         self._skip_pending = []
-        d, world = self._dist()
-        if world > 1:
-            sizes = torch.tensor([local.size], dtype=torch.int64, device=self.device)
-            all_sizes = [torch.zeros_like(sizes) for _ in range(world)]
-            d.all_gather(all_sizes, sizes, group=self.process_group)
-            all_sizes = [int(k) for k in torch.cat(all_sizes).tolist()]
-            m = max(all_sizes)
-            if m:
-                buf = torch.full((m,), -1, dtype=torch.int64, device=self.device)
-                buf[:local.size] = torch.from_numpy(local).to(self.device)
-                out = [torch.empty_like(buf) for _ in range(world)]
-                d.all_gather(out, buf, group=self.process_group)
-                local = np.unique(torch.cat([o[:k] for o, k in zip(out, all_sizes)]).cpu().numpy())
+        local = gather_skips(local, self.device, self.process_group)
         self._skip_flag[local] = True
         self._skip_flag &= self._t["last_epoch"].cpu().numpy() != self.epoch
         return int(local.size)
 
     # ------------------------------------------------------------------------------------------ fold
     def _dist(self):
-        d = torch.distributed
-        if d.is_available() and d.is_initialized():
-            return d, d.get_world_size(self.process_group)
-        return None, 1
+        return dist_world(self.process_group)
 
     def _take_pending(self) -> tuple[torch.Tensor, ...]:
         """The pending entries as (ids, loss, p, correct); under torch.distributed, every rank's, in the
-        canonical order (report call index, rank, position), which does not depend on where earlier
-        folds cut the epoch as long as all ranks fold at the same call. Empties the buffers."""
-        n, counts = self._n, self._counts
-        ids, loss, p, c = (self._buf[k][:n].clone() for k in ("ids", "loss", "p", "correct"))
-        self._n, self._counts = 0, []
-        d, world = self._dist()
-        if world == 1:
-            return ids, loss, p, c
-        step = torch.from_numpy(np.repeat(np.arange(len(counts), dtype=np.int64),
-                                          np.asarray(counts, dtype=np.int64))).to(self.device)
-        # Pack into float64 (ids < 2**53, float32 and bool exact) so one padded all_gather moves all of it.
-        sizes = torch.tensor([n], dtype=torch.int64, device=self.device)
-        all_sizes = [torch.zeros_like(sizes) for _ in range(world)]
-        d.all_gather(all_sizes, sizes, group=self.process_group)
-        all_sizes = [int(s) for s in torch.cat(all_sizes).tolist()]
-        m = max(all_sizes)
-        packed = torch.zeros((m, 5), dtype=torch.float64, device=self.device)
-        packed[:n] = torch.stack([ids.double(), loss.double(), p.double(), c.double(), step.double()], 1)
-        out = [torch.empty_like(packed) for _ in range(world)]
-        d.all_gather(out, packed, group=self.process_group)
-        rows = torch.cat([o[:k] for o, k in zip(out, all_sizes)])
-        order = torch.argsort(rows[:, 4], stable=True)   # rank-major within a step: (step, rank, position)
-        rows = rows[order]
-        return rows[:, 0].long(), rows[:, 1].float(), rows[:, 2].float(), rows[:, 3].bool()
+        canonical order (:func:`vitdata.oracle.gather.gather_reports`). Empties the buffers."""
+        (ids, loss, p, c), counts = self._pending.take()
+        return gather_reports(ids, loss, p, c, counts, self.device, self.process_group)
 
     def _fold(self) -> None:
         ids, loss, p, c = self._take_pending()
@@ -442,13 +321,15 @@ class DifficultyOracle:
             self.epoch = int(epoch)   # the pending reports belong to the epoch being ended
         with _one_cpu_thread(self.device):
             self._fold()
-            m = self._epoch_metrics()
+            m = epoch_metrics(self._t, self.epoch, self.metrics, self.period, self._thresholds,
+                              reports=self._epoch_reports, ignored=self._epoch_ignored, forget0=self._epoch_forget0)
+            self.period = m["period"]
             m["n_skipped"] = self._fold_skips()
             table = self._host_table()
             rng = np.random.default_rng([_POLICY_TAG, self.seed, self.epoch + 1])
             plan = self.policy.plan(table, self.epoch + 1, m, rng).validate(self.num_samples)
         m["plan"] = plan_summary(plan)
-        self.metrics.append({k: _jsonable(v) for k, v in m.items()})
+        self.metrics.append({k: jsonable(v) for k, v in m.items()})
         self._set_plan(plan)
         self._start_epoch(self.epoch + 1)
         return plan
@@ -460,48 +341,6 @@ class DifficultyOracle:
     @property
     def last_metrics(self) -> dict | None:
         return self.metrics[-1] if self.metrics else None
-
-    def _epoch_metrics(self) -> dict:
-        t = self._t
-        vis = t["last_epoch"] == self.epoch
-        n_vis = int(vis.sum())
-        p = t["p_y"][vis].float()
-        loss = t["last_loss"][vis].double()
-        easy, hard = p >= self.alpha, p <= self.beta
-        mod = ~(easy | hard)
-        prev = self.metrics[-1] if self.metrics else None
-        if n_vis:
-            ddp_e, ddp_h = int(easy.sum()) / n_vis, int(hard.sum()) / n_vis
-        else:  # nothing visited: carry the previous shares, so KAR reads 0
-            ddp_e, ddp_h = (prev["ddp_e"], prev["ddp_h"]) if prev else (0.0, 0.0)
-        kar_raw = 0.0 if prev is None else (abs(ddp_e - prev["ddp_e"]) + abs(ddp_h - prev["ddp_h"])) / 2.0
-        raws = [mm["kar_raw"] for mm in self.metrics[-(self.kar_window - 1):]] if self.kar_window > 1 else []
-        kar = (sum(raws) + kar_raw) / (len(raws) + 1)
-        peak = max([mm["kar"] for mm in self.metrics] + [kar])
-        self.period = self._next_period(ddp_e, ddp_h, kar, peak)
-        bins = ((1.0 - p) * self.hist_bins).floor().clamp(0, self.hist_bins - 1).long()
-        hist = torch.bincount(bins, minlength=self.hist_bins).tolist()
-
-        def mean(x, mask):
-            k = int(mask.sum())
-            return float(x[mask].sum()) / k if k else None
-
-        forget = int(t["forgetting"].sum())
-        return {"epoch": self.epoch, "n_reports": self._epoch_reports, "n_ignored": self._epoch_ignored,
-                "n_visited": n_vis, "ddp_e": ddp_e, "ddp_h": ddp_h, "ddp_m": (1.0 - ddp_e - ddp_h) if n_vis else 0.0,
-                "kar_raw": kar_raw, "kar": kar, "kar_peak": peak, "period": self.period, "histogram": hist,
-                "mean_loss": float(loss.mean()) if n_vis else None,
-                "easy_loss": mean(loss, easy), "moderate_loss": mean(loss, mod), "hard_loss": mean(loss, hard),
-                "mean_p_y": float(p.double().mean()) if n_vis else None,
-                "forgetting_events": forget - self._epoch_forget0}
-
-    def _next_period(self, ddp_e: float, ddp_h: float, kar: float, peak: float) -> str:
-        period = self.period
-        if period == "formation" and ddp_e > ddp_h + self.growth_margin:
-            period = "growth"
-        if period == "growth" and ddp_e > ddp_h and peak > 0 and kar <= self.explore_kar_frac * peak:
-            period = "exploration"
-        return period
 
     def _host_table(self) -> OracleTable:
         a = self.table_arrays(fold=False)
@@ -573,11 +412,7 @@ class DifficultyOracle:
         if self.plan is not None:
             plan = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.plan.to_state().items()}
         rank, world = self._rank_world()
-        n = self._n
-        pending = {"rank": rank, "world_size": world, "counts": [int(c) for c in self._counts],
-                   "ids": self._buf["ids"][:n].cpu().numpy().copy(), "loss": self._buf["loss"][:n].cpu().numpy().copy(),
-                   "p": self._buf["p"][:n].cpu().numpy().copy(),
-                   "correct": self._buf["correct"][:n].cpu().numpy().astype(np.uint8)}
+        pending = self._pending.state(rank, world)
         return {"format_version": FORMAT_VERSION, "config": self.config(), "epoch": self.epoch, "period": self.period,
                 "epoch_reports": self._epoch_reports, "epoch_ignored": self._epoch_ignored,
                 "epoch_forget0": self._epoch_forget0, "metrics": json.loads(json.dumps(self.metrics)),
@@ -605,10 +440,10 @@ class DifficultyOracle:
             if a.shape != (self.num_samples,) or a.dtype != want:
                 raise StateError(f"oracle state: table array {k!r} has shape {a.shape} dtype {a.dtype}, "
                                  f"expected ({self.num_samples},) {want}")
-        self._n, self._counts = 0, []
+        self._pending.clear()
         for k in _TABLE:
             self._t[k].copy_(torch.from_numpy(np.ascontiguousarray(table[k])))
-        self._restore_pending(state.get("pending"))
+        self._pending.restore(state.get("pending"), *self._rank_world())
         # Skip flags (absent in states written before they existed: none flagged).
         flags = np.asarray(state.get("skipped", np.zeros(self.num_samples, np.uint8)))
         if flags.shape != (self.num_samples,):
@@ -626,26 +461,6 @@ class DifficultyOracle:
             self._set_plan(None)
         else:
             self._set_plan(EpochPlan.from_state(plan))
-
-    def _restore_pending(self, pending: dict | None) -> None:
-        if not pending or pending.get("rank") is None:
-            return
-        rank, world = self._rank_world()
-        if (int(pending["rank"]), int(pending["world_size"])) != (rank, world):
-            return                           # another rank's reports: not this rank's to replay
-        ids = np.asarray(pending["ids"], np.int64)
-        counts = [int(c) for c in pending.get("counts", [])]
-        if sum(counts) != ids.size:
-            raise StateError(f"oracle state: pending counts sum to {sum(counts)} but {ids.size} ids are pending")
-        n = ids.size
-        if n == 0:
-            return
-        self.reserve(n)
-        self._buf["ids"][:n].copy_(torch.from_numpy(ids))
-        self._buf["loss"][:n].copy_(torch.from_numpy(np.asarray(pending["loss"], np.float32)))
-        self._buf["p"][:n].copy_(torch.from_numpy(np.asarray(pending["p"], np.float32)))
-        self._buf["correct"][:n].copy_(torch.from_numpy(np.asarray(pending["correct"]).astype(bool)))
-        self._n, self._counts = n, counts
 
 
 def make_oracle(oracle, num_samples: int, *, seed: int = 0, device=None, epochs: int | None = None,

@@ -2,7 +2,7 @@
 the recipe presets, and how a run's settings are merged and checked.
 
 Precedence, lowest first: the defaults < a resumed run's config.json < ``--recipe`` < ``--config`` YAML
-(or JSON) < the command line. :func:`check_config` refuses impossible combinations before any data is read.
+(or JSON) < the command line. :func:`check_train_config` refuses impossible combinations before any data is read.
 """
 from __future__ import annotations
 
@@ -15,10 +15,29 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from vitdata.errors import ConfigError
+from vitdata.oracle.policies import POLICIES
 
 DESCRIPTION = "vitdata train: a small timm ViT training loop in which every seed method is a switch."
 
-RECIPES = ("baseline", "efficienttrain", "1gpu24h", "pss", "data-centric", "drloc", "vitdata")
+# Presets, scaled to whatever --epochs says. Explicit options on the command line or in YAML win.
+# EfficientTrain's stages need a patch grid fine enough to keep its 160/192/224 sides apart: the recipe keeps
+# the run's patch where the grid already does (16 px at 112 px and above) and takes the largest smaller one
+# that does otherwise (8 px at the default 64 px), saying so (parse_config); a patch given explicitly that
+# merges the stages is refused (check_train_config).
+RECIPE_SETTINGS = {
+    "baseline": {},
+    "efficienttrain": {"curriculum": "efficienttrain"},
+    "1gpu24h": {"size_curriculum": True, "locality": True, "warmup_epochs": 0.0},
+    "pss": {"pss": "cyclic", "pss_mode": "magnitude", "global_pool": "avg"},
+    "data-centric": {"patch_erasing": 0.3, "oracle": "data-centric"},
+    "drloc": {"drloc": 0.1},  # the released code's lambda for ViT-like models (T2T, CvT); 0.5 is Swin's
+    # Ours, decided by the CIFAR-10 time-to-accuracy record (README, "Time to accuracy"): the measured best,
+    # the pipeline's growing image size with the locality feed-forward (0.23x the baseline's time). The
+    # candidate that added prune-easy reached the target later (0.32x): with a size curriculum the steps it
+    # removes are the cheap small-image ones, and accuracy at this budget follows the step count.
+    "vitdata": {"size_curriculum": True, "locality": True, "warmup_epochs": 0.0},
+}
+RECIPES = tuple(RECIPE_SETTINGS)
 
 
 def _f(default, help, **kw):
@@ -79,8 +98,7 @@ class TrainConfig:
     pss: Optional[str] = _f(None, "patch sampling schedule", choices=("cyclic", "linear", "cosine"))
     pss_mode: str = _f("magnitude", "PSS token choice", choices=("magnitude", "random"))
     patch_erasing: float = _f(0.0, "PatchErasing ratio of patches (0 = off)")
-    oracle: Optional[str] = _f(None, "difficulty oracle policy",
-                               choices=("uniform", "data-centric", "prune-easy", "weighted"))
+    oracle: Optional[str] = _f(None, "difficulty oracle policy", choices=tuple(POLICIES))
     drloc: float = _f(0.0, "DRLoc loss weight lambda (0 = off; the released code: 0.1 for ViT-like models)")
     drloc_target: str = _f("abs", "DRLoc offset target (abs: released code; normalized: the paper)",
                            choices=("abs", "normalized"))
@@ -103,26 +121,6 @@ class TrainConfig:
     progress: bool = _f(True, "progress bar on the terminal")
     report: bool = _f(True, "write the report folder at the end")
     config: Optional[str] = _f(None, "YAML file of options, or JSON when it ends in .json (command-line options win)")
-
-
-# Presets, scaled to whatever --epochs says. Explicit options on the command line or in YAML win.
-# EfficientTrain's stages need a patch grid fine enough to keep its 160/192/224 sides apart: the recipe keeps
-# the run's patch where the grid already does (16 px at 112 px and above) and takes the largest smaller one
-# that does otherwise (8 px at the default 64 px), saying so (parse_config); a patch given explicitly that
-# merges the stages is refused (check_config).
-RECIPE_SETTINGS = {
-    "baseline": {},
-    "efficienttrain": {"curriculum": "efficienttrain"},
-    "1gpu24h": {"size_curriculum": True, "locality": True, "warmup_epochs": 0.0},
-    "pss": {"pss": "cyclic", "pss_mode": "magnitude", "global_pool": "avg"},
-    "data-centric": {"patch_erasing": 0.3, "oracle": "data-centric"},
-    "drloc": {"drloc": 0.1},  # the released code's lambda for ViT-like models (T2T, CvT); 0.5 is Swin's
-    # Ours, decided by the CIFAR-10 time-to-accuracy record (README, "Time to accuracy"): the measured best,
-    # the pipeline's growing image size with the locality feed-forward (0.23x the baseline's time). The
-    # candidate that added prune-easy reached the target later (0.32x): with a size curriculum the steps it
-    # removes are the cheap small-image ones, and accuracy at this budget follows the step count.
-    "vitdata": {"size_curriculum": True, "locality": True, "warmup_epochs": 0.0},
-}
 
 
 def _read_config_file(path: str) -> dict:
@@ -198,13 +196,13 @@ def _recipe_patch(cfg: TrainConfig) -> TrainConfig:
 
     patch = patch_keeping_stages(ET_SIZES_224, cfg.image_size, cfg.patch_size)
     if patch is None or patch == cfg.patch_size:
-        return cfg                              # kept, or left for check_config to refuse with a hint
+        return cfg                              # kept, or left for check_train_config to refuse with a hint
     print(f"vitdata train: recipe efficienttrain uses --patch-size {patch}: at --image-size {cfg.image_size} the "
           f"{cfg.patch_size}-px grid merges its stages", file=sys.stderr)
     return dataclasses.replace(cfg, patch_size=patch)
 
 
-def check_config(cfg: TrainConfig) -> None:
+def check_train_config(cfg: TrainConfig) -> None:
     """Refuse bad combinations before any data is read (ConfigError naming the options)."""
     if cfg.locality and cfg.pss:
         raise ConfigError("--locality and --pss cannot be combined: the locality feed-forward convolves the full "
@@ -218,7 +216,10 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.curriculum:  # a patch grid that merges EfficientTrain's stages is refused, naming a fix
         from vitdata.curriculum.named import ET_SIZES_224, ETPP_SIZES_224, check_stages_kept
         sizes = ET_SIZES_224 if cfg.curriculum == "efficienttrain" else ETPP_SIZES_224
-        check_stages_kept(cfg.curriculum, sizes, cfg.image_size, cfg.patch_size)
+        try:
+            check_stages_kept(cfg.curriculum, sizes, cfg.image_size, cfg.patch_size)
+        except ConfigError as e:
+            raise e.named_as({"image_size": "--image-size", "patch_size": "--patch-size"}) from None
     if not 0.0 < cfg.cosine_span <= 1.0:
         raise ConfigError(f"--cosine-span must be in (0, 1], got {cfg.cosine_span}", ("cosine_span",))
     if cfg.cosine_span < 1.0 and cfg.curriculum == "efficienttrain++":

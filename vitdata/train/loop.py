@@ -1,11 +1,15 @@
 """``vitdata train``: a small timm ViT training loop in which every seed method is a switch.
 
-Read top to bottom: config (:mod:`vitdata.train.config`) -> distributed setup -> data (loader, schedule,
-oracle) -> model, optimiser, EMA, Mixup -> resume -> the loop (one step: fetch, knobs, mix, forward,
-per-sample loss, report, backward, step, log) -> evaluation -> checkpoint -> report. The pieces it calls live with their subjects: the
-knobs of the switches in :func:`vitdata.curriculum.named.curriculum_schedule`, the data options in
-:func:`vitdata.data.sources.resolve_sources`, a run's checkpoint in :mod:`vitdata.train.checkpoint`
-(``save_run`` / ``load_run`` / ``restore_run``), the log and the end-of-run report in :mod:`vitdata.train.report`.
+Read top to bottom: config (:mod:`vitdata.train.config`) -> distributed setup -> data (the train and eval
+loaders; the train loader builds the curriculum schedule and the difficulty oracle, and says how many
+classes, samples and steps there are) -> model, optimiser, EMA, Mixup -> resume -> the loop (one step:
+fetch, knobs, mix, forward, ``loader.loss`` (per-sample loss, oracle report, loss weights), backward, step,
+log) -> evaluation -> checkpoint -> report. It uses the library's public API only: ``create_loader``,
+``loader.loss``, ``loader.planned_steps``. The pieces it calls live with their subjects: the knobs of the
+switches in :func:`vitdata.curriculum.named.curriculum_schedule` (the loader's schedule "switches"), the
+data options in :func:`vitdata.data.sources.resolve_sources`, the learning rate in :mod:`vitdata.train.lr`,
+a run's checkpoint in :mod:`vitdata.train.checkpoint` (``save_run`` / ``load_run`` / ``restore_run``), the
+log in :mod:`vitdata.train.log` and the end-of-run report in :mod:`vitdata.train.report`.
 A resumed run writes into the folder it resumes (or ``--out``), whatever its config.json says.
 
 With no data argument it trains on the built-in synthetic dataset (generated once into the vitdata
@@ -34,9 +38,16 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from vitdata.errors import ConfigError
+from vitdata.curriculum.named import make_schedule
+from vitdata.data.index import open_index, split_classes
+from vitdata.data.sources import resolve_sources
 from vitdata.io import atomic_write
-from vitdata.train.config import TrainConfig, check_config, parse_config, resumed_run_dir
+from vitdata.loader.config import (AugmentConfig, DistributedConfig, EvalConfig, LoaderConfig, OutputConfig,
+                                   ScheduleConfig, torch_dtype)
+from vitdata.loader.loader import create_loader
+from vitdata.train import checkpoint, report
+from vitdata.train.config import TrainConfig, check_train_config, parse_config, resumed_run_dir
+from vitdata.train.log import Logger
 from vitdata.train.lr import build_lr
 
 
@@ -70,25 +81,51 @@ def run_dir(cfg: TrainConfig) -> str:
     return os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
 
 
+def schedule_config(cfg: TrainConfig) -> ScheduleConfig:
+    """The curriculum of ``cfg``'s switches as the loader's ScheduleConfig: the named schedule "switches"
+    (:func:`vitdata.curriculum.named.curriculum_schedule`), which the loader lays out over its own steps
+    per epoch."""
+    return ScheduleConfig(name="switches", epochs=cfg.epochs, kwargs=dict(
+        patch_size=cfg.patch_size, curriculum=cfg.curriculum, size_curriculum=cfg.size_curriculum, pss=cfg.pss,
+        erase_ratio=cfg.patch_erasing, randaug_magnitude=cfg.randaug_magnitude,
+        size_epoch_step=cfg.size_epoch_step or None, curriculum_magnitude=cfg.curriculum_magnitude))
+
+
 def build_schedule(cfg: TrainConfig, steps_per_epoch: int):
-    """The curriculum knobs of ``cfg``'s switches (:func:`vitdata.curriculum.named.curriculum_schedule`)."""
-    from vitdata.curriculum.named import curriculum_schedule
-    return curriculum_schedule(cfg.epochs, steps_per_epoch, cfg.image_size, patch_size=cfg.patch_size,
-                               curriculum=cfg.curriculum, size_curriculum=cfg.size_curriculum, pss=cfg.pss,
-                               erase_ratio=cfg.patch_erasing, randaug_magnitude=cfg.randaug_magnitude,
-                               size_epoch_step=cfg.size_epoch_step or None,
-                               curriculum_magnitude=cfg.curriculum_magnitude)
+    """The schedule the training loader builds from :func:`schedule_config` at ``steps_per_epoch`` (for the
+    preview and the compute estimate, which lay it out without a loader)."""
+    sc = schedule_config(cfg)
+    return make_schedule(sc.name, sc.epochs, steps_per_epoch, cfg.image_size, **sc.kwargs)
 
 
-def loader_config(cfg: TrainConfig, train_src: str, val_src: str, rank: int, world: int, device, schedule):
+def loader_config(cfg: TrainConfig, train_src: str, val_src: str, rank: int, world: int, device, schedule=None):
     """The LoaderConfig of the train and eval loaders. ``--workers`` sets the source workers (0 = the
-    source runs in the loader's own thread) and the DALI threads, which must be at least 1."""
-    from vitdata.loader.config import (AugmentConfig, DistributedConfig, EvalConfig, LoaderConfig, OutputConfig, ScheduleConfig)
-    return LoaderConfig(data=train_src, eval=EvalConfig(data=val_src), batch_size=cfg.batch_size, image_size=cfg.image_size,
+    source runs in the loader's own thread) and the DALI threads, which must be at least 1. ``schedule``:
+    a ready Schedule (the preview's), else the switches' :func:`schedule_config`."""
+    sc = schedule_config(cfg) if schedule is None else ScheduleConfig(schedule=schedule)
+    return LoaderConfig(data=train_src, eval=EvalConfig(data=val_src), batch_size=cfg.batch_size,
+                        image_size=cfg.image_size,
                         augment=AugmentConfig(scale=(cfg.crop_scale, 1.0), patch_size=cfg.patch_size),
-                        output=OutputConfig(device=str(device)), schedule=ScheduleConfig(schedule=schedule),
+                        output=OutputConfig(device=str(device)), schedule=sc,
                         distributed=DistributedConfig(rank=rank, world_size=world), backend=cfg.backend,
                         num_threads=max(1, cfg.workers), num_workers=cfg.workers, seed=cfg.seed)
+
+
+def build_loaders(cfg: TrainConfig, rank: int, world: int, device):
+    """(train loader, eval loader) of the run's data (:func:`vitdata.data.sources.resolve_sources`). The
+    train loader lays the curriculum out over its steps per epoch and holds the difficulty oracle of
+    ``--oracle`` (prune-easy anneals over ``cfg.epochs``, the schedule's epochs; ``--oracle-mixing`` turns
+    on the data-centric policy's Mixup/CutMix lever). A ``--test`` split is checked here too, before any
+    training: its labels follow the training split's class list, and a class that list lacks is refused."""
+    train_src, val_src = resolve_sources(cfg.data, cfg.train, cfg.val, synthetic_samples=cfg.synthetic_samples,
+                                         rank=rank)
+    lcfg = loader_config(cfg, train_src, val_src, rank, world, device)
+    if cfg.test:   # labelled by the training split's classes, and checked now rather than after the run
+        open_index(cfg.test, bad_labels="mark", label=lcfg.label_member,
+                   classes=split_classes(cfg.test, train_src, lcfg.label_member))
+    train_loader = create_loader(lcfg, split="train", oracle=cfg.oracle,
+                                 oracle_options={"mix_lever": True} if cfg.oracle_mixing else None)
+    return train_loader, create_loader(lcfg, split="eval")
 
 
 def create_model(cfg: TrainConfig, num_classes: int, device):
@@ -103,13 +140,15 @@ def create_model(cfg: TrainConfig, num_classes: int, device):
                       drloc_tokens=cfg.drloc_tokens, **timm_kw).to(device)
 
 
-def per_sample_loss(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
-    """(B,) float32 losses. Hard labels (B,): cross-entropy with label smoothing. Soft targets (B, C) from
-    Mixup/CutMix (smoothing already folded in): the per-sample form of timm's SoftTargetCrossEntropy."""
-    logits = logits.float()
-    if target.ndim == 2:
-        return -(target * F.log_softmax(logits, dim=-1)).sum(dim=-1)
-    return F.cross_entropy(logits, target, label_smoothing=label_smoothing, reduction="none")
+def mixed_precision(cfg: TrainConfig, device):
+    """(``amp_ctx``, dtype): a factory of the forward's autocast context (a null context with ``--amp off``;
+    "auto" is bf16 on CUDA, off on CPU) and its dtype (None when off)."""
+    amp = {"auto": "bf16" if device.type == "cuda" else "off"}.get(cfg.amp, cfg.amp)
+    dtype = None if amp == "off" else torch_dtype(amp)
+
+    def amp_ctx():
+        return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+    return amp_ctx, dtype
 
 
 def unpack(out):
@@ -201,24 +240,17 @@ class StepTimer:
 def train(cfg: TrainConfig) -> dict:
     """Run ``cfg``; returns {step, wall_s, out, val_top1, ...} (also written to OUT/result.json).
 
-    Sync points (where the host waits for the device), all deliberate: :meth:`StepTimer.read` and
-    ``loss.item()`` on log steps; the copy of a few sample images on the first step of the report's epochs
-    (rank 0); evaluation's totals; checkpoints (state to host memory); GradScaler's inf check with fp16
-    only. Every other step queues its work and moves on to the next batch."""
+    Sync points (where the host waits for the device), all deliberate and commented where they happen:
+    ``set_epoch`` with an oracle (it folds the epoch's reports into its plan, across ranks);
+    :meth:`StepTimer.read` and ``loss.item()`` on log steps; the copy of a few sample images on the first
+    step of the report's epochs (rank 0); evaluation's totals; checkpoints (state to host memory);
+    GradScaler's inf check with fp16 only. Every other step queues its work and moves on to the next batch."""
     from timm.data import Mixup
     from timm.optim import param_groups_weight_decay
     from timm.utils import ModelEmaV3
-
-    from vitdata.train import checkpoint
-    from vitdata.train import report
-    from vitdata.train.log import Logger
-    from vitdata.data.sources import resolve_sources
-    from vitdata.data.index import open_index, split_classes
-    from vitdata.loader.loader import create_loader
     from vitdata.train.models import drloc_lambda
-    from vitdata.oracle.difficulty import DifficultyOracle
 
-    check_config(cfg)
+    check_train_config(cfg)
     rank, world, device = setup_distributed(cfg)
     out_dir = run_dir(cfg)
     cfg = dataclasses.replace(cfg, out=out_dir)
@@ -229,31 +261,15 @@ def train(cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)
 
-    # ---- data: loader, curriculum schedule, difficulty oracle
-    train_src, val_src = resolve_sources(cfg.data, cfg.train, cfg.val, synthetic_samples=cfg.synthetic_samples,
-                                         rank=rank)
-    index = open_index(train_src)
-    if len(index) < cfg.batch_size * world:
-        raise ConfigError(f"{len(index)} training samples is less than one step of {cfg.batch_size} x {world}",
-                          ("batch_size",))
-    sched = build_schedule(cfg, len(index) // (cfg.batch_size * world))
-    # prune-easy (InfoBatch) anneals: its last 12.5 % of epochs read the full data, so it needs the run's length.
-    policy_kw = {"epochs": cfg.epochs} if cfg.oracle == "prune-easy" else {}
-    if cfg.oracle_mixing:
-        policy_kw["mix_lever"] = True
-    oracle = DifficultyOracle(len(index), cfg.oracle, device=device, seed=cfg.seed, **policy_kw) if cfg.oracle else None
-    lcfg = loader_config(cfg, train_src, val_src, rank, world, device, sched)
-    train_loader = create_loader(lcfg, split="train", oracle=oracle)
-    val_loader = create_loader(lcfg, split="eval")
-    if cfg.test:   # labelled by the training split's classes, and checked now rather than after the run
-        open_index(cfg.test, bad_labels="mark", label=lcfg.label_member,
-                   classes=split_classes(cfg.test, train_src, lcfg.label_member))
-    num_classes, steps_per_epoch = index.num_classes, len(train_loader)
-    total_steps = cfg.epochs * steps_per_epoch
+    # ---- data: the loaders (curriculum schedule and difficulty oracle inside), and what the run needs of them
+    train_loader, val_loader = build_loaders(cfg, rank, world, device)
+    sched, oracle, num_classes = train_loader.schedule, train_loader.oracle, train_loader.num_classes
+    planned = train_loader.planned_steps()  # per epoch; prune-easy's: the full count, its epochs run fewer
+    steps_per_epoch, total_steps = planned[0], sum(planned)
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
     lr_of = build_lr(cfg, sched, steps_per_epoch)
 
-    # ---- model, optimiser, EMA, Mixup/CutMix, mixed precision
+    # ---- model, optimiser, EMA, Mixup/CutMix, mixed precision, loss
     model = create_model(cfg, num_classes, device)
     optimizer = torch.optim.AdamW(param_groups_weight_decay(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
     ema = ModelEmaV3(model, decay=cfg.ema) if cfg.ema > 0 else None
@@ -265,30 +281,27 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.mixup > 0 or cfg.cutmix > 0:
         mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
                       num_classes=num_classes)
-    from vitdata.loader.config import torch_dtype
-    amp = {"auto": "bf16" if device.type == "cuda" else "off"}.get(cfg.amp, cfg.amp)
-    amp_dtype = None if amp == "off" else torch_dtype(amp)
-
-    def amp_ctx():
-        return contextlib.nullcontext() if amp_dtype is None else torch.autocast(device.type, dtype=amp_dtype)
-
+    amp_ctx, amp_dtype = mixed_precision(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    # Evaluated per sample by loader.loss. Mixup's soft targets carry the smoothing already; with soft
+    # targets the criterion's own label_smoothing is not applied.
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     state = checkpoint.TrainState(model, optimizer, scaler, ema)
 
     # ---- resume: model, optimiser, scaler, EMA, loader (its position inside the epoch), oracle, RNGs
     step, start_epoch, wall0 = checkpoint.restore_run(resumed, state, train_loader, rank) if resumed else (0, 0, 0.0)
     del resumed  # the tensors now live in the model and optimiser
 
-    def save(epoch: int):
+    def save(epoch: int):  # sync: the state is copied to host memory
         checkpoint.save_run(os.path.join(out_dir, "checkpoint"), state, train_loader, step=step, epoch=epoch,
                             elapsed=time.perf_counter() - t_start, config=dataclasses.asdict(cfg), rank=rank,
                             world=world, scheduler={"step": step, "total": total_steps, "warmup": warmup_steps})
 
     log = Logger(out_dir, rank, total_steps, cfg.progress and sys.stderr.isatty(), start_step=step,
-                        resume_time=wall0 if cfg.resume else None)
+                 resume_time=wall0 if cfg.resume else None)
     log.message(f"vitdata train: {cfg.model} depth={cfg.depth or 'default'} patch={cfg.patch_size} "
-                f"{num_classes} classes, {len(index)} train samples, {steps_per_epoch} steps/epoch x {cfg.epochs} "
-                f"epochs, world={world}, device={device}, schedule={sched.name}, out={out_dir}")
+                f"{num_classes} classes, {train_loader.num_samples} train samples, {steps_per_epoch} steps/epoch x "
+                f"{cfg.epochs} epochs, world={world}, device={device}, schedule={sched.name}, out={out_dir}")
     samples = []  # (label, images) as the model saw them, a few epochs, for the report
     sample_epochs = sorted({0, cfg.epochs // 3, (2 * cfg.epochs) // 3, cfg.epochs - 1})
     last_eval = {}
@@ -298,7 +311,7 @@ def train(cfg: TrainConfig) -> dict:
 
     # ---- the loop
     for epoch in range(start_epoch, cfg.epochs):
-        train_loader.set_epoch(epoch)  # with an oracle: folds epoch - 1's reports and plans this epoch
+        train_loader.set_epoch(epoch)  # sync with an oracle: folds epoch - 1's reports and plans this epoch
         log.oracle(oracle, epoch - 1, time.perf_counter() - t_start)
         if mixup is not None and oracle is not None and oracle.mix_prob() is not None:
             mixup.mix_prob = oracle.mix_prob()  # the Mixup/CutMix lever (--oracle-mixing)
@@ -325,13 +338,10 @@ def train(cfg: TrainConfig) -> dict:
 
             with amp_ctx():
                 logits, aux = unpack(ddp_model(images))
-            losses = per_sample_loss(logits, target, 0.0 if mixup is not None else cfg.label_smoothing)
-            # Under Mixup/CutMix p_y is the own label's probability over its share of the target (oracle doc).
-            train_loader.report(batch.ids, losses.detach(), logits=logits.detach(), labels=target,
-                                own_labels=batch.labels if mixup is not None else None)
-            if batch.loss_weight is not None:
-                losses = losses * batch.loss_weight  # the oracle plan's per-sample weights (prune-easy)
-            loss = losses.mean()
+            # Per-sample losses -> the oracle's report (no sync) -> the plan's loss weights (prune-easy) -> mean.
+            # Under Mixup/CutMix the oracle's p_y is the own label's probability over its share of the target.
+            loss = train_loader.loss(logits, batch, target=target, criterion=criterion,
+                                     own_labels=batch.labels if mixup is not None else None)
             if aux is not None:
                 loss = loss + lam_drloc * aux.float()
 
@@ -350,7 +360,7 @@ def train(cfg: TrainConfig) -> dict:
             if step % cfg.log_every == 0 or step == total_steps:
                 data_ms, step_ms = timer.read()  # sync point: waits for this step on the current stream
                 rec = {"step": step - 1, "epoch": epoch + (i + 1) / n_steps,
-                       "time": time.perf_counter() - t_start, "loss": loss.item(), "lr": lr,
+                       "time": time.perf_counter() - t_start, "loss": loss.item(), "lr": lr,  # ready: no wait
                        "img_s": cfg.batch_size * world / max(1e-9, (data_ms + step_ms) / 1000),
                        "data_ms": data_ms, "step_ms": step_ms,
                        "knobs": {**dataclasses.asdict(knobs), "drloc_lambda": lam_drloc}}
@@ -389,16 +399,17 @@ def train(cfg: TrainConfig) -> dict:
     wall = time.perf_counter() - t_start
     result = {"step": step, "wall_s": wall, "out": out_dir, **{f"val_{k}": v for k, v in last_eval.items()}}
     if cfg.test and complete:  # after wall_s: the test split is not part of the run's time
-        tcfg = dataclasses.replace(lcfg, eval=dataclasses.replace(lcfg.eval, data=cfg.test))
-        test = evaluate(ema.module if ema is not None else model, create_loader(tcfg, split="eval"), device, amp_ctx)
+        test_loader = create_loader(loader_config(cfg, train_loader.cfg.data, cfg.test, rank, world, device),
+                                    split="eval")
+        test = evaluate(ema.module if ema is not None else model, test_loader, device, amp_ctx)
         log.write("test", epoch=cfg.epochs, step=step, **test)
         result.update({f"test_{k}": v for k, v in test.items()})
     log.close()
     if rank == 0 and cfg.report and complete:
         result["report"] = report.write_run_report(
             os.path.join(out_dir, "report"), log.path, dataclasses.asdict(cfg), samples,
-            mean=train_loader.cfg.output.mean, std=train_loader.cfg.output.std, schedule=sched, source=train_src, epochs=sample_epochs,
-            patch_size=cfg.patch_size, seed=cfg.seed)
+            mean=train_loader.cfg.output.mean, std=train_loader.cfg.output.std, schedule=sched,
+            source=train_loader.cfg.data, epochs=sample_epochs, patch_size=cfg.patch_size, seed=cfg.seed)
         print(f"report: {result['report']}")
     if rank == 0:
         atomic_write(os.path.join(out_dir, "result.json"), json.dumps(result, indent=1).encode())

@@ -94,10 +94,11 @@ def make_control(epoch: int, ids: np.ndarray, knobs: list, extra_mag: np.ndarray
 
 
 def control_tail(control: dict[str, np.ndarray], step: int, batch_size: int) -> dict[str, np.ndarray]:
-    """The control of the steps from ``step`` on (a pipeline whose epoch begins mid-way)."""
+    """The control of the steps from ``step`` on (a pipeline whose epoch begins mid-way); ``first_position``
+    is the loader-epoch position of its first sample (per-position draws, e.g. crop windows, key on it)."""
     if step == 0:
         return control
-    tail = dict(control)
+    tail = dict(control, first_position=np.array(step * batch_size, np.int64))
     for k in ("ids", "extra_magnitude"):
         tail[k] = control[k][step * batch_size:]
     for k in ("step_size", "step_magnitude", "step_num_ops"):

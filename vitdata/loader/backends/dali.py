@@ -2,22 +2,29 @@
 
 Each loader epoch is one DALI epoch: the parallel external source maps ``SampleInfo.idx_in_epoch`` to
 the sampler's id through that epoch's control file, so the DALI iterations consumed equal the steps
-the loader handed over, and a checkpoint taken between ``run()`` calls holds consumed batches only.
+the loader handed over, and a checkpoint taken between ``run()`` calls holds consumed batches only. The
+DALI epoch in progress is one :class:`DaliEpoch`.
 
-How ``start(control, epoch, position)`` gets its pipeline:
+How ``start(control, epoch, position)`` gets its pipeline, one named path each:
 
-- the current pipeline consumed its whole epoch (or a restored checkpoint was taken there), position 0:
-  it moves on by a reset, so the augmentation RNG stream continues as in one uninterrupted run;
-- a restored checkpoint of this epoch at this position: the pipeline is rebuilt from it (bit-exact);
-- otherwise a new pipeline, seeded from (seed, rank, epoch), whose epoch is the steps from
-  ``position`` on (position > 0 after a world-size change: fresh augmentation draws).
+- :meth:`DaliBackend._resume_saved`: a restored checkpoint of this epoch at this position: the
+  pipeline is rebuilt from it (bit-exact);
+- :meth:`DaliBackend._continue_by_reset`: the current pipeline consumed its whole epoch (or a restored
+  checkpoint was taken there), position 0: it moves on by a reset, so the augmentation RNG stream
+  continues as in one uninterrupted run;
+- :meth:`DaliBackend._fresh_build`: otherwise a new pipeline, seeded from (seed, rank, epoch), whose
+  epoch is the steps from ``position`` on (position > 0 after a world-size change: fresh augmentation draws).
 
 Quarantine and replay (``vitdata.loader.quarantine``): a ``run()`` that fails in the decoder is probed sample
 by sample, the refused ids are quarantined (the control file carries them, so the source substitutes
 them before reading), the pipeline is rebuilt from its last checkpoint and run up to the failed step
-again. The checkpoint is taken every :data:`CHECKPOINT_EVERY` steps (about 0.2 ms each on a CPU with
-the RandAugment graph), so a failure replays at most that many steps and a step that does not fail
-pays 1/CHECKPOINT_EVERY of one checkpoint.
+again. The checkpoint is taken every ``LoaderConfig.checkpoint_every`` steps (about 0.2 ms each on a CPU
+with the RandAugment graph), so a failure replays at most that many steps and a step that does not fail
+pays 1/checkpoint_every of one checkpoint.
+
+A source worker that dies is reported as a :class:`~vitdata.errors.WorkerError` naming its pid: the
+worker processes are the children this process gained while the pipeline was built
+(``multiprocessing.active_children()`` before and after), watched through their ``exitcode``.
 """
 from __future__ import annotations
 
@@ -25,18 +32,47 @@ import base64
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from vitdata.errors import DataError, StateError, WorkerError
 from vitdata.loader.backends.base import Backend, BackendContext, RawBatch, control_tail, start_method
 from vitdata.loader.config import graph_max_ops
-from vitdata.errors import DataError, StateError, WorkerError
 
-# Steps between the checkpoints a replay starts from (see the module docstring).
-CHECKPOINT_EVERY = 8
 # Rebuilds one step may need (a substitute that the decoder refuses too is found on the next round).
 MAX_REPLAYS = 8
+
+
+@dataclass(eq=False)
+class DaliEpoch:
+    """The DALI epoch the pipeline runs: the loader epoch it serves, where it begins and stands, and what
+    a replay starts from."""
+    epoch: int                 # the loader epoch the pipeline serves
+    dali_epoch: int            # DALI's SampleInfo.epoch_idx of it
+    offset: int                # loader step at which the DALI epoch begins
+    control: dict              # its control from `offset` on (written again, with the quarantine, on a replay)
+    done: int = 0              # steps of it delivered
+    replay_from: tuple = (None, 0, 0)   # (checkpoint bytes, or None for a fresh build; seed epoch; steps done at it)
+    failed: DataError | None = None     # the failure that left no pipeline (no probe could pin it on one sample)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The DALI epoch's ids (names samples in errors)."""
+        return self.control["ids"]
+
+    @property
+    def samples(self) -> int:
+        return len(self.control["ids"])
+
+    def at_end(self, batch_size: int) -> bool:
+        """Whether every step of the DALI epoch was delivered."""
+        return self.done * batch_size >= self.samples
+
+    def state(self, checkpoint: bytes) -> dict:
+        return {"checkpoint": base64.b64encode(checkpoint).decode("ascii"), "dali_epoch": self.dali_epoch,
+                "epoch": self.epoch, "offset": self.offset, "done": self.done, "samples": self.samples}
 
 
 class DaliBackend(Backend):
@@ -63,76 +99,42 @@ class DaliBackend(Backend):
                               mean=tuple(255.0 * m for m in o.mean), std=tuple(255.0 * s for s in o.std),
                               float16=o.dtype == "float16", layout="HWC" if o.channels_last else "CHW",
                               normalize=not (ctx.train and ctx.uint8_images),
-                              hw_decoder_load=hw_decoder_load if device_id is not None else None)
+                              hw_decoder_load=hw_decoder_load if device_id is not None else None,
+                              # DALI 2.4 decodes at full scale only: with decode_scale "on" the source decodes
+                              # reduced JPEGs on a CPU-only host; with a GPU nvJPEG decodes everything
+                              decode_scale=cfg.decode_scale == "on" and ctx.train and device_id is None)
         self.pipe = None
-        self.epoch = 0          # the loader epoch the pipeline serves
-        self.dali_epoch = 0     # DALI's SampleInfo.epoch_idx of it
-        self.offset = 0         # loader step at which the DALI epoch begins
-        self.done = 0           # steps of the DALI epoch delivered
-        self.samples = 0        # length of the DALI epoch's control (ids)
-        self._ids = None        # the DALI epoch's ids (names samples in errors)
-        self._restored = None   # a state from restore(), resumed by the next start()
-        self._tail = None       # the DALI epoch's control (written again, with the quarantine, on a replay)
-        self._ck = None         # (checkpoint bytes or None for a fresh build, seed epoch, steps done at it)
-        self._probe = None      # the one-sample decode pipeline (error path only)
-        self._failed = None     # the DataError that left no pipeline (a failure no probe could attribute)
-        self.generation = 0
+        self.workers: list = []      # the pipeline's source worker processes (multiprocessing.Process)
+        self.current: DaliEpoch | None = None   # the DALI epoch the pipeline runs
+        self._restored = None        # a state from restore(), resumed by the next start()
+        self._probe = None           # the one-sample decode pipeline (error path only)
+        self.generation = 0          # pipelines built so far; each reads its control files from its own ctl_dir
         self.root = tempfile.mkdtemp(prefix="vitdata-ctl-")
         self.ctl_dir = None
 
     # -- the interface ---------------------------------------------------------------------------------
     def start(self, control: dict, epoch: int, position: int) -> None:
-        from vitdata.pipelines.source import control_path, write_control
-
         b = self.ctx.batch_size
         saved, self._restored = self._restored, None
         if saved is not None and _at_end(saved, b):
-            self._rebuild_finished(saved)
+            self._rebuild_finished(saved)   # the saved epoch is over: the reset below moves on from it
             saved = None
         if saved is not None and int(saved.get("epoch", epoch)) == epoch \
                 and int(saved.get("offset", 0)) + int(saved.get("done", position)) == position:
-            offset = int(saved.get("offset", 0))
-            tail = control_tail(control, offset, b)
-            self._new_generation()
-            self.dali_epoch = int(saved["dali_epoch"])
-            self._write_control(tail)
-            ck = _b64(saved["checkpoint"])
-            self._build_saved(ck)
-            self.offset, self.done = offset, position - offset
-            self._ck = (ck, 0, self.done)
-        elif position == 0 and self.pipe is not None and self.done * b >= self.samples:
-            try:
-                self.pipe.run()   # every batch consumed: the source signals the end now
-                raise RuntimeError("DALI pipeline produced a batch past the end of the epoch")
-            except StopIteration:
-                pass
-            tail = control
-            write_control(control_path(self.ctl_dir, self.dali_epoch + 1), self._with_quarantine(tail))
-            self.pipe.reset()
-            self.dali_epoch += 1
-            self.offset, self.done = 0, 0
-            self._ck = (bytes(self.pipe.checkpoint()), 0, 0)
+            self.current = self._resume_saved(saved, control, epoch, position)
+        elif position == 0 and self.pipe is not None and self.current.at_end(b):
+            self.current = self._continue_by_reset(control, epoch)
         else:
-            tail = control_tail(control, position, b)
-            self._new_generation()
-            self.dali_epoch = 0
-            self._write_control(tail)
-            self._build(None, epoch)
-            self.offset, self.done = position, 0
-            self._ck = (None, epoch, 0)
-        self.epoch = epoch
-        self._failed = None
-        self._tail = tail
-        self._ids = tail["ids"]
-        self.samples = len(tail["ids"])
+            self.current = self._fresh_build(control, epoch, position)
 
     def next(self) -> RawBatch:
-        if self.pipe is None and self._failed is not None:
+        run = self.current
+        if self.pipe is None and run.failed is not None:
             # Not a DataError: a loop that catches DataError and goes on must not spin on this one.
             raise RuntimeError(f"the DALI pipeline stopped at an earlier failure that no decoder probe could pin on "
-                               f"one sample ({self._failed}); rebuild the loader or load_state_dict a saved state")
-        if self.done % CHECKPOINT_EVERY == 0 and self.done and self._ck[2] != self.done:
-            self._ck = (bytes(self.pipe.checkpoint()), 0, self.done)
+                               f"one sample ({run.failed}); rebuild the loader or load_state_dict a saved state")
+        if run.done % self.ctx.cfg.checkpoint_every == 0 and run.done and run.replay_from[2] != run.done:
+            run.replay_from = (bytes(self.pipe.checkpoint()), 0, run.done)
         try:
             if self.ctx.cfg.num_workers:   # a dead source worker can block DALI's run() for ever: watched
                 from vitdata.pipelines.graphs import run_watched
@@ -144,7 +146,7 @@ class DaliBackend(Backend):
             raise
         except Exception as e:
             outs = self._recover(e)
-        self.done += 1
+        run.done += 1
         images, label, sid, orig, status = outs
         return RawBatch(self._to_torch(images), np.array(label.as_tensor()), np.array(sid.as_tensor()),
                         np.array(orig.as_tensor()), np.array(status.as_tensor()), self.spec.layout)
@@ -152,15 +154,13 @@ class DaliBackend(Backend):
     def state(self) -> dict:
         if self.pipe is None:
             return dict(self._restored) if self._restored else {}
-        ck = base64.b64encode(bytes(self.pipe.checkpoint())).decode("ascii")
-        return {"checkpoint": ck, "dali_epoch": self.dali_epoch, "epoch": self.epoch, "offset": self.offset,
-                "done": self.done, "samples": self.samples}
+        return self.current.state(bytes(self.pipe.checkpoint()))
 
     def restore(self, state: dict | None) -> None:
         if state is not None and not state.get("checkpoint"):
             raise StateError("loader state has no DALI checkpoint (field backend.checkpoint)")
         self.close_pipe()
-        self._failed = None
+        self.current = None
         self._restored = None if state is None else dict(state)
 
     def close(self) -> None:
@@ -168,11 +168,66 @@ class DaliBackend(Backend):
         self._probe = None
         shutil.rmtree(self.root, ignore_errors=True)
 
+    # -- the three ways to start an epoch --------------------------------------------------------------
+    def _resume_saved(self, saved: dict, control: dict, epoch: int, position: int) -> DaliEpoch:
+        """Rebuild the pipeline from a restored checkpoint of ``epoch`` taken at ``position`` (bit-exact)."""
+        offset = int(saved.get("offset", 0))
+        run = DaliEpoch(epoch, int(saved["dali_epoch"]), offset, control_tail(control, offset, self.ctx.batch_size),
+                        done=position - offset)
+        self._new_generation()
+        self._write_control(run)
+        ck = _b64(saved["checkpoint"])
+        self._build_saved(ck)
+        run.replay_from = (ck, 0, run.done)
+        return run
+
+    def _continue_by_reset(self, control: dict, epoch: int) -> DaliEpoch:
+        """Move the pipeline, its epoch consumed, on to the next DALI epoch (the RNG stream continues)."""
+        try:
+            self.pipe.run()   # every batch consumed: the source signals the end now
+            raise RuntimeError("DALI pipeline produced a batch past the end of the epoch")
+        except StopIteration:
+            pass
+        run = DaliEpoch(epoch, self.current.dali_epoch + 1, 0, control)
+        self._write_control(run)
+        self.pipe.reset()
+        run.replay_from = (bytes(self.pipe.checkpoint()), 0, 0)
+        return run
+
+    def _fresh_build(self, control: dict, epoch: int, position: int) -> DaliEpoch:
+        """A new pipeline seeded from (seed, rank, epoch), its DALI epoch the steps from ``position`` on."""
+        run = DaliEpoch(epoch, 0, position, control_tail(control, position, self.ctx.batch_size),
+                        replay_from=(None, epoch, 0))
+        self._new_generation()
+        self._write_control(run)
+        self._build(None, epoch)
+        return run
+
+    def _rebuild_finished(self, saved: dict) -> None:
+        """Rebuild the pipeline from the checkpoint of a fully consumed epoch, so the next start moves on
+        by a reset. The source reads only the length of that epoch's control (every position is past its
+        end), so a placeholder of the saved length stands in for it."""
+        n = int(saved.get("samples") or 0)
+        if n <= 0:
+            raise StateError("loader state at an epoch boundary has no DALI checkpoint of the finished epoch "
+                             "(fields backend.checkpoint, backend.samples)")
+        steps = max(1, n // self.ctx.batch_size)
+        placeholder = {"ids": np.full(n, -1, np.int64), "extra_magnitude": np.zeros(n, np.float32),
+                       "step_size": np.zeros(steps, np.int32), "step_magnitude": np.zeros(steps, np.float32),
+                       "step_num_ops": np.zeros(steps, np.int32), "epoch": np.array(-1, np.int64)}
+        run = DaliEpoch(int(saved.get("epoch", 0)), int(saved["dali_epoch"]), 0, placeholder,
+                        done=n // self.ctx.batch_size)
+        self._new_generation()
+        self._write_control(run, quarantine=False)
+        self._build_saved(_b64(saved["checkpoint"]))
+        self.current = run
+
     # -- pipelines -------------------------------------------------------------------------------------
     def close_pipe(self) -> None:
         if self.pipe is not None:
             pipe, self.pipe = self.pipe, None
             del pipe
+        self.workers = []
 
     def _new_generation(self) -> None:
         self.generation += 1
@@ -180,18 +235,26 @@ class DaliBackend(Backend):
         os.makedirs(self.ctl_dir, exist_ok=True)
 
     def _build(self, checkpoint: bytes | None, seed_epoch: int) -> None:
-        from vitdata.pipelines.graphs import build_pipeline, num_source_outputs
-        from vitdata.pipelines.source import EpochSource
+        import multiprocessing
+
+        from vitdata.pipelines.graphs import build_pipeline, source_outputs
+        from vitdata.pipelines.source import CropSpec, EpochSource
 
         self.close_pipe()
         ctx, cfg = self.ctx, self.ctx.cfg
+        a = cfg.augment
+        crop = CropSpec(tuple(a.scale), tuple(a.ratio), cfg.seed, ctx.rank, self.spec.decode_scale,
+                        cfg.num_threads) if ctx.train else None
         source = EpochSource(ctx.reader, ctx.index, self.ctl_dir, ctx.batch_size, self.max_ops, cfg.max_pixels,
-                             num_source_outputs(self.spec))
+                             source_outputs(self.spec), crop)
         seed = int(np.random.SeedSequence([cfg.seed, ctx.rank, seed_epoch, 0x0DA1]).generate_state(1)[0] & 0x7FFFFFFF)
+        # The source workers are the children this process gains while the pipeline is built.
+        before = set(multiprocessing.active_children())
         self.pipe = build_pipeline(source, self.spec, batch_size=ctx.batch_size, num_threads=cfg.num_threads,
                                    device_id=self.device_id, py_num_workers=cfg.num_workers,
                                    py_start_method=start_method(cfg), prefetch=cfg.prefetch, seed=seed,
                                    checkpoint=checkpoint, start_timeout=cfg.worker_start_timeout)
+        self.workers = [p for p in multiprocessing.active_children() if p not in before] if cfg.num_workers else []
 
     def _build_saved(self, checkpoint: bytes) -> None:
         """Build from a saved state's checkpoint; DALI's refusal of it is the state's fault (StateError)."""
@@ -206,43 +269,22 @@ class DaliBackend(Backend):
             raise StateError(f"DALI refused the loader state's checkpoint: {str(e).strip().splitlines()[0][:200]} "
                              f"(field backend.checkpoint)") from e
 
-    def _rebuild_finished(self, saved: dict) -> None:
-        """Rebuild the pipeline from the checkpoint of a fully consumed epoch, so the next start moves on
-        by a reset. The source reads only the length of that epoch's control (every position is past its
-        end), so a placeholder of the saved length stands in for it."""
+    def _write_control(self, run: DaliEpoch, quarantine: bool = True) -> None:
+        """The control file of ``run``'s DALI epoch in the current generation (with the quarantine's ids,
+        which the source substitutes before reading)."""
         from vitdata.pipelines.source import control_path, write_control
 
-        n = int(saved.get("samples") or 0)
-        if n <= 0:
-            raise StateError("loader state at an epoch boundary has no DALI checkpoint of the finished epoch "
-                             "(fields backend.checkpoint, backend.samples)")
-        self._new_generation()
-        self.dali_epoch = int(saved["dali_epoch"])
-        steps = max(1, n // self.ctx.batch_size)
-        write_control(control_path(self.ctl_dir, self.dali_epoch),
-                      {"ids": np.full(n, -1, np.int64), "extra_magnitude": np.zeros(n, np.float32),
-                       "step_size": np.zeros(steps, np.int32), "step_magnitude": np.zeros(steps, np.float32),
-                       "step_num_ops": np.zeros(steps, np.int32), "epoch": np.array(-1, np.int64)})
-        self._build_saved(_b64(saved["checkpoint"]))
-        self.samples, self.done = n, n // self.ctx.batch_size
-
-    def _with_quarantine(self, control: dict) -> dict:
-        q = self.ctx.quarantine
-        if q is None or not len(q):
-            return control
-        return dict(control, quarantine=np.array(sorted(q.ids()), np.int64))
-
-    def _write_control(self, tail: dict) -> None:
-        from vitdata.pipelines.source import control_path, write_control
-
-        write_control(control_path(self.ctl_dir, self.dali_epoch), self._with_quarantine(tail))
+        control, q = run.control, self.ctx.quarantine
+        if quarantine and q is not None and len(q):
+            control = dict(control, quarantine=np.array(sorted(q.ids()), np.int64))
+        write_control(control_path(self.ctl_dir, run.dali_epoch), control)
 
     # -- quarantine and replay -------------------------------------------------------------------------
     def _recover(self, exc: BaseException):
         """The outputs of the step whose ``run()`` raised ``exc``: quarantine what the decoder refuses and
         replay the step from the last checkpoint; raise when the failure is not a decoder's."""
-        b = self.ctx.batch_size
-        step_ids = self._ids[self.done * b:(self.done + 1) * b]
+        run, b = self.current, self.ctx.batch_size
+        step_ids = run.ids[run.done * b:(run.done + 1) * b]
         for _ in range(MAX_REPLAYS):
             dead = self._dead_workers()
             self.close_pipe()
@@ -251,24 +293,24 @@ class DaliBackend(Backend):
             err = self._source_error(exc)
             refused = [] if err is not None or self.ctx.quarantine is None else self._probe_step()
             if not refused:
-                self._failed = err or self._decode_error(step_ids, exc)
-                raise self._failed from exc
+                run.failed = err or self._decode_error(step_ids, exc)
+                raise run.failed from exc
             for sid, words in refused:
-                self.ctx.quarantine.add(sid, words, path=self.ctx.index.describe(sid), epoch=self.epoch)
-            ck, seed_epoch, at = self._ck
+                self.ctx.quarantine.add(sid, words, path=self.ctx.index.describe(sid), epoch=run.epoch)
+            ck, seed_epoch, at = run.replay_from
             self._new_generation()
-            self._write_control(self._tail)
+            self._write_control(run)
             self._build(ck, seed_epoch)
             try:
-                for _ in range(self.done - at):   # steps handed over already: the same ids, RNG draws
+                for _ in range(run.done - at):   # steps handed over already: the same ids, RNG draws
                     self.pipe.run()
                 return self.pipe.run()
             except StopIteration:
                 raise
             except Exception as e:
                 exc = e
-        self._failed = self._decode_error(step_ids, exc)
-        raise self._failed from exc
+        run.failed = self._decode_error(step_ids, exc)
+        raise run.failed from exc
 
     def _probe_step(self) -> list[tuple[int, str]]:
         """(id, decoder's words) of each sample the failed step delivers that the decoder refuses."""
@@ -276,11 +318,11 @@ class DaliBackend(Backend):
         from vitdata.data.checks import resolve_sample
         from vitdata.loader.quarantine import capture_stderr, decoder_words
 
-        ctx, b = self.ctx, self.ctx.batch_size
+        ctx, b, run = self.ctx, self.ctx.batch_size, self.current
         refused = []
-        for pos in range(self.done * b, min((self.done + 1) * b, len(self._ids))):
+        for pos in range(run.done * b, min((run.done + 1) * b, run.samples)):
             try:
-                sid, _, data = resolve_sample(ctx.reader, ctx.index, self._ids, pos, ctx.cfg.max_pixels,
+                sid, _, data = resolve_sample(ctx.reader, ctx.index, run.ids, pos, ctx.cfg.max_pixels,
                                               ctx.quarantine.ids())
             except DataError:
                 continue
@@ -307,12 +349,12 @@ class DaliBackend(Backend):
             if isinstance(seen, DataError):
                 return seen
             seen = seen.__cause__ or seen.__context__
-        records = read_error_records(self.ctl_dir, self.dali_epoch) if self.ctl_dir else []
+        records = read_error_records(self.ctl_dir, self.current.dali_epoch) if self.ctl_dir else []
         if records:
             # the earliest failed position: prefetch may have asked workers for later samples already
             e = records[0][1]
             return DataError(e.reason, e.path, sample_id=e.sample_id, offset=e.offset,
-                             detail=f"{e.detail} ({self.ctx.split} epoch {self.epoch}, rank {self.ctx.rank})")
+                             detail=f"{e.detail} ({self.ctx.split} epoch {self.current.epoch}, rank {self.ctx.rank})")
         return None
 
     def _to_torch(self, tl) -> torch.Tensor:
@@ -332,17 +374,14 @@ class DaliBackend(Backend):
 
     # -- errors ----------------------------------------------------------------------------------------
     def _where(self) -> str:
-        return f"{self.ctx.split} epoch {self.epoch} step {self.offset + self.done} (rank {self.ctx.rank})"
+        run = self.current
+        return f"{self.ctx.split} epoch {run.epoch} step {run.offset + run.done} (rank {self.ctx.rank})"
 
     def _dead_workers(self) -> list[tuple[int, str]]:
         """(pid, how it ended) of the pipeline's source workers that are no longer running."""
-        pool = getattr(getattr(self.pipe, "_py_pool", None), "pool", None)
         dead = []
-        for proc in getattr(pool, "_processes", None) or []:
-            try:
-                code = proc.exitcode
-            except Exception:
-                continue
+        for proc in self.workers:
+            code = proc.exitcode
             if code is not None:
                 dead.append((proc.pid, f"killed by signal {-code}" if code < 0 else f"exit code {code}"))
         return dead
@@ -364,8 +403,9 @@ class DaliBackend(Backend):
         paths = ", ".join(self.ctx.index.describe(i) for i in ids[:8]) + (" ..." if len(ids) > 8 else "")
         msg = str(exc).strip().splitlines()
         first = next((line for line in msg if "rror" in line), msg[0] if msg else type(exc).__name__)
-        return DataError("decode_error", paths, detail=f"a sample of {self.ctx.split} epoch {self.epoch} step "
-                         f"{self.offset + self.done} (rank {self.ctx.rank}, ids {ids}) failed in DALI: {first[:300]}")
+        run = self.current
+        return DataError("decode_error", paths, detail=f"a sample of {self.ctx.split} epoch {run.epoch} step "
+                         f"{run.offset + run.done} (rank {self.ctx.rank}, ids {ids}) failed in DALI: {first[:300]}")
 
 
 def _b64(text) -> bytes:

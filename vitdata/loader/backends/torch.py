@@ -6,55 +6,57 @@ it. Each item is a position in the epoch's control (the same control the DALI so
 comes from a generator seeded by (seed, epoch, rank, position), so results do not depend on
 ``num_workers``. The backend has no state of its own: ``start`` at a position is its resume.
 
-Colour policy (the same as DALI's decoder): EXIF orientation applied, grayscale / CMYK / palette /
-RGBA converted to RGB, 16-bit images scaled to 8 bits by 1/257.
+Colour policy (the same as DALI's decoder, :func:`vitdata.decode.decode_rgb`): EXIF orientation applied,
+grayscale / CMYK / palette / RGBA converted to RGB, 16-bit images scaled to 8 bits by 1/257.
+
+Train crop: the window is drawn from the image's size before decoding (:mod:`vitdata.decode.crop`, the same
+draw as the DALI graph's source at the same (seed, epoch, rank, position)), then resized to the step's size
+with Pillow's ``resize(box=...)``. With ``LoaderConfig.decode_scale`` "auto" or "on", a plain JPEG whose window
+is at least twice the step's size across is decoded at 1/2, 1/4 or 1/8 scale (:mod:`vitdata.decode.scaled`) and the
+same window is read from the smaller image.
 
 Decoder failures (``vitdata.loader.quarantine``): a sample whose header passes but whose data Pillow refuses on
 full decode is substituted in the dataset itself by the same rule as a header failure (the next usable id
 of the epoch order), with status ``decode_error``; the item names the refused ids with Pillow's words
-and the backend adds them to the loader's quarantine, so later epochs skip them before reading.
+and the backend adds them to the loader's quarantine, so later epochs skip them before reading. A reduced
+decode that fails is retried as the full decode, so only the full decode's verdict (and words) count.
 """
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from vitdata.loader.backends.base import Backend, BackendContext, RawBatch, start_method
 from vitdata.errors import DataError
 from vitdata.data.checks import MAX_SUBSTITUTE_ATTEMPTS, resolve_sample
 from vitdata.curriculum.schedule import NUM_MAG_BINS, magnitude_to_bin
+from vitdata.decode import crop_rng, decode_rgb, open_scaled, probe, reduction_factor, sample_crop_box, scaled_box
 
-_PIL_INTERP = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEAREST", "lanczos": "LANCZOS",
-               "triangular": "BILINEAR"}
+__all__ = ["TorchBackend", "EpochDataset", "decode_rgb"]
 
 
-def decode_rgb(data: bytes) -> Image.Image:
-    """Encoded bytes -> 8-bit RGB PIL image, EXIF orientation applied, 16-bit scaled by 1/257."""
-    im = Image.open(io.BytesIO(data))
-    im = ImageOps.exif_transpose(im)
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(im, dtype=np.float64)
-        im = Image.fromarray(np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8), "L")
-    if im.mode != "RGB":
-        im = im.convert("RGB")
-    return im
+def torchvision_interpolation(name: str):
+    """torchvision's ``InterpolationMode`` for a filter of ``vitdata.loader.config.INTERPOLATIONS``: the same name,
+    except "triangular" (DALI's antialiased linear filter), which torchvision lacks: its antialiased bilinear."""
+    from torchvision.transforms import InterpolationMode
+
+    return InterpolationMode[{"triangular": "bilinear"}.get(name, name).upper()]
 
 
 class EpochDataset(torch.utils.data.Dataset):
     """Map-style dataset over positions of one epoch; ``control`` is set by the loader before each epoch."""
 
     def __init__(self, reader, index, batch_size: int, cfg, train: bool, rank: int):
-        from torchvision.transforms import InterpolationMode
-
         self.reader, self.index, self.batch_size, self.train, self.rank = reader, index, batch_size, train, rank
         a = cfg.augment
         self.scale, self.ratio, self.hflip = tuple(a.scale), tuple(a.ratio), a.hflip
         self.randaug = a.randaug and train
-        self.interp = getattr(InterpolationMode, _PIL_INTERP[a.interpolation])
-        self.randaug_interp = getattr(InterpolationMode, _PIL_INTERP[a.randaug_interpolation])
+        self.interp = torchvision_interpolation(a.interpolation)
+        # the window's resize runs in Pillow (resize(box=...) reads a fractional window of a reduced decode)
+        self.resample = Image.Resampling[{"triangular": "bilinear"}.get(a.interpolation, a.interpolation).upper()]
+        self.decode_scale = getattr(cfg, "decode_scale", "auto") != "off"
+        self.randaug_interp = torchvision_interpolation(a.randaug_interpolation)
         self.eval_size = cfg.eval.image_size or cfg.image_size
         self.eval_resize = int(round(self.eval_size / cfg.eval.crop_pct))
         self.seed, self.max_pixels = cfg.seed, cfg.max_pixels
@@ -69,14 +71,12 @@ class EpochDataset(torch.utils.data.Dataset):
         ctl = self.control
         ids = ctl["ids"]
         orig = int(ids[pos])
-        sid, status, data, im, refused = self._decode(ids, pos)
+        step = pos // self.batch_size
+        size = int(ctl["step_size"][step]) if self.train else None
+        sid, status, im, box, refused = self._decode(ids, pos, size)
         if self.train:
-            step = pos // self.batch_size
-            size = int(ctl["step_size"][step])
-            ops = [v2.RandomResizedCrop(size, scale=self.scale, ratio=self.ratio, interpolation=self.interp,
-                                        antialias=True)]
-            if self.hflip > 0:
-                ops.append(v2.RandomHorizontalFlip(self.hflip))
+            im = im.resize((size, size), self.resample, box=box)
+            ops = [v2.RandomHorizontalFlip(self.hflip)] if self.hflip > 0 else []
             n = int(ctl["step_num_ops"][step])
             if self.randaug and n > 0:
                 m = float(ctl["step_magnitude"][step]) + float(ctl["extra_magnitude"][pos])
@@ -89,7 +89,7 @@ class EpochDataset(torch.utils.data.Dataset):
             # (with num_workers=0 this runs in the trainer's process).
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                im = v2.Compose(ops)(im)
+                im = v2.Compose(ops)(im) if ops else im
         else:
             im = v2.Compose([v2.Resize(self.eval_resize, interpolation=self.interp, antialias=True),
                              v2.CenterCrop(self.eval_size)])(im)
@@ -97,18 +97,18 @@ class EpochDataset(torch.utils.data.Dataset):
         label = int(self.index.label[sid]) if orig >= 0 else -1
         return x, label, (sid if orig >= 0 else -1), orig, status, refused
 
-    def _decode(self, ids: np.ndarray, pos: int):
-        """(id, status, bytes, RGB image, refused) for position ``pos``: ``resolve_sample``'s choice, fully
-        decoded; an id Pillow refuses joins the quarantine and the rule picks again. ``refused``: a tuple of
+    def _decode(self, ids: np.ndarray, pos: int, size: int | None):
+        """(id, status, RGB image, window, refused) for position ``pos``: ``resolve_sample``'s choice, decoded;
+        an id Pillow refuses joins the quarantine and the rule picks again. ``size``: the train step's output
+        side (None for eval: full decode, no window). ``window``: the crop window in the returned image's
+        coordinates (left, top, right, bottom, fractional after a reduced decode). ``refused``: a tuple of
         (id, Pillow's words)."""
         quarantine = self.control.get("quarantine_ids") or frozenset()
         refused = []
         for _ in range(MAX_SUBSTITUTE_ATTEMPTS):
             sid, status, data = resolve_sample(self.reader, self.index, ids, pos, self.max_pixels, quarantine)
             try:
-                im = decode_rgb(data)
-                im.load()
-                return sid, status, data, im, tuple(refused)
+                return (sid, status, *self._decode_window(data, pos, size), tuple(refused))
             except Exception as e:   # Pillow: OSError, SyntaxError, ValueError, zlib errors...
                 refused.append((sid, f"Pillow: {type(e).__name__}: {e}"))
                 quarantine = quarantine | {sid}
@@ -116,6 +116,33 @@ class EpochDataset(torch.utils.data.Dataset):
         raise DataError("decode_error", self.index.describe(sid), sample_id=sid,
                         detail=f"{refused[0][1]}; and no decodable substitute in the next {MAX_SUBSTITUTE_ATTEMPTS} "
                                f"tries")
+
+    def _decode_window(self, data: bytes, pos: int, size: int | None):
+        """(image, window) of one sample; raises what the full decode raises."""
+        if size is None:
+            im = decode_rgb(data)
+            im.load()
+            return im, None
+        rng = crop_rng(self.seed, int(self.control["epoch"]), self.rank, pos)
+        try:
+            head = probe(data)
+        except Exception:
+            head = None        # the full decode below raises (and names) what Pillow cannot open
+        if head is not None:
+            box = sample_crop_box(head.width, head.height, self.scale, self.ratio, rng)
+            r = reduction_factor(box.w, box.h, size, size) if self.decode_scale and head.reducible else 1
+            if r > 1:
+                try:
+                    im, f = open_scaled(data, r)
+                    return im, scaled_box(box, f)
+                except Exception:
+                    pass       # the full decode's verdict counts, as without decode_scale
+        im = decode_rgb(data)
+        im.load()
+        if head is None or im.size != (head.width, head.height):
+            box = sample_crop_box(im.size[0], im.size[1], self.scale, self.ratio,
+                                  crop_rng(self.seed, int(self.control["epoch"]), self.rank, pos))
+        return im, scaled_box(box, 1)
 
 
 class TorchBackend(Backend):
