@@ -5,9 +5,10 @@ Public ops (dispatchers; also registered as ``torch.ops.vitdata.*`` for torch.co
     lowpass_filter(x, size, ...)                                     the same band limit at full size
     sample_patch_erase_params(batch, grid, ratio, generator, device) -> PatchEraseParams
     patch_erase(x, params, patch_size, fill, inplace)                PatchErasing on the normalised batch
-Each has a ``*_ref`` (pure torch) and a ``*_triton`` launcher beside it. Importing this package needs
-neither a GPU nor DALI; Triton is imported but only launched for CUDA tensors (or on CPU under
-``TRITON_INTERPRET=1`` in tests).
+Each has a ``*_ref`` (pure torch) and a ``*_triton`` launcher beside it, and a CPU route that the
+dispatcher uses on CPU tensors (``lowpass_crop_chunked`` in ``lowpass_cpu.py``, ``patch_erase_cells``).
+Importing this package needs neither a GPU nor DALI; Triton is imported but only launched for CUDA
+tensors (or on CPU under ``TRITON_INTERPRET=1`` in tests).
 """
 if __name__ != "vitdata.kernels":
     # One name for one set of files: loaded twice, their torch.library ops would register twice.
@@ -23,19 +24,21 @@ from .lowpass import (
     lowpass_filter,
     lowpass_filter_ref,
 )
+from .lowpass_cpu import lowpass_crop_chunked  # registers the op's CPU kernel
 from .patch_erase import (
     FILLS,
     PatchEraseParams,
     normal_noise,
     patch_erase,
+    patch_erase_cells,
     patch_erase_ref,
     patch_erase_triton,
     sample_patch_erase_params,
 )
 
 __all__ = [
-    "crop_matrices", "lowpass_crop", "lowpass_crop_fft", "lowpass_crop_matmul", "lowpass_crop_ref",
-    "lowpass_crop_triton", "lowpass_filter", "lowpass_filter_ref",
-    "FILLS", "PatchEraseParams", "normal_noise", "patch_erase", "patch_erase_ref", "patch_erase_triton",
-    "sample_patch_erase_params",
+    "crop_matrices", "lowpass_crop", "lowpass_crop_chunked", "lowpass_crop_fft", "lowpass_crop_matmul",
+    "lowpass_crop_ref", "lowpass_crop_triton", "lowpass_filter", "lowpass_filter_ref",
+    "FILLS", "PatchEraseParams", "normal_noise", "patch_erase", "patch_erase_cells", "patch_erase_ref",
+    "patch_erase_triton", "sample_patch_erase_params",
 ]

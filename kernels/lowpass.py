@@ -47,10 +47,9 @@ Implementations
     ``lowpass_crop``         the dispatcher (also the ``vitdata::lowpass_crop`` torch.library op).
 
 Dispatch default
-    CPU tensors: ``lowpass_crop_matmul``. Measured by ``benchmarks/bench_kernels.py`` (2 shared CPU
-    threads, 32x3x224x224 -> 160 fp32, median of 5): matmul form 76 ms, torch.fft path (fp32) 296 ms,
-    float64 reference 363 ms (record: benchmarks/results/cpu/); an earlier run measured 17 vs 124 ms
-    for 64 images on an idle 2-core machine.
+    CPU tensors: ``lowpass_crop_chunked`` (``kernels/lowpass_cpu.py``: FFT or GEMMs per shape, one cache-
+    sized chunk at a time, registered there as the op's CPU kernel). The matmul form over a whole batch
+    is the op's default for other devices and the CPU benchmark's baseline.
     CUDA tensors: ``lowpass_crop_triton`` (falls back to the matmul form for input heights > 512).
     GPU timings: not yet measured on GPU (no device has been lent yet); the choice of the Triton kernel
     as the CUDA default is provisional until ``benchmarks/bench_kernels.py`` has run on one.
@@ -530,7 +529,7 @@ def lowpass_crop(x, size, *, mean=None, std=None, out_dtype=None, memory_format=
     size: int or (h, w), each between 1 and the input size. mean / std: optional per-channel
     normalisation ``(y - mean) / std`` in the units of x, fused. out_dtype: default x's dtype (float32
     for uint8). memory_format: default that of x (channels_last if x is channels_last-contiguous).
-    CPU: matmul form; CUDA: Triton kernel (see the module docstring). Registered as
+    CPU: ``lowpass_crop_chunked``; CUDA: Triton kernel (see the module docstring). Registered as
     ``torch.ops.vitdata.lowpass_crop`` so it traces under torch.compile."""
     (h, w), mean, std, out_dtype, cl = _check(x, size, mean, std, out_dtype, memory_format)
     return torch.ops.vitdata.lowpass_crop(x, h, w, mean, std, out_dtype, cl)

@@ -30,10 +30,13 @@ Randomness is apart from the transform
 
 Implementations
     ``patch_erase_ref``     torch (any device).
+    ``patch_erase_cells``   torch, the CPU route: the erased cells are indexed through a
+                            (B, C, gh, ph, gw, pw) view of the output and only they are written (the
+                            ``normal`` noise is generated for them alone), bit-identical to the reference.
     ``patch_erase_triton``  one Triton launch over (sample, cell): each program loads its mask bit; an
                             erased cell writes the fill, a kept cell copies x (out of place) or does
                             nothing (in place).
-    ``patch_erase``         the dispatcher: Triton on CUDA, the reference on CPU; registered as
+    ``patch_erase``         the dispatcher: Triton on CUDA, ``patch_erase_cells`` on CPU; registered as
                             ``vitdata::patch_erase`` (functional) and ``vitdata::patch_erase_`` (in place).
 
 Bytes moved per element
@@ -51,10 +54,11 @@ Checked for the GPU, without one
 
 Timings
     GPU: not yet measured on GPU (``benchmarks/bench_kernels.py`` compares with timm's RandomErasing).
-    CPU (2 shared threads, 32x3x224x224 fp32, patch 16, ratio 0.25, normal fill): the reference takes
-    366 ms in place against 50 ms for timm's RandomErasing (one per-pixel-normal rectangle per image):
-    the integer hash costs ~20 int64 passes over the erased elements. The CPU path is for tests and
-    CPU-only runs; ``zero`` (the paper's dataset-mean fill) is a single masked pass.
+    CPU: the reference expands the cell mask to (B, 1, H, W), finds the erased elements with ``nonzero``
+    (``normal``) or rewrites the whole batch with ``torch.where`` (``zero`` / ``mean``): several full-size
+    passes and allocations. ``patch_erase_cells`` writes the erased fraction only; in place with
+    ``zero`` (the loader's step) it touches nothing else. ``normal`` still costs ~20 int64 passes over
+    the erased elements (the hash). Timings: ``vitdata bench kernels`` (rows ``ref`` and ``cells``).
 """
 from __future__ import annotations
 
@@ -281,6 +285,37 @@ def patch_erase_ref(x, params: PatchEraseParams, patch_size, fill: str = "zero",
     return out
 
 
+def patch_erase_cells(x, params: PatchEraseParams, patch_size, fill: str = "zero", inplace: bool = False):
+    """The CPU route, same signature and result (bit for bit) as ``patch_erase_ref``: the erased cells
+    ``(b, cy, cx)`` index dims 0, 2, 4 of a (B, C, gh, ph, gw, pw) view of the output (any strides),
+    so one ``index_put_`` writes their (n, C, ph, pw) values and nothing else."""
+    ph, pw = _check(x, params, patch_size, fill)
+    B, C, H, W = x.shape
+    gh, gw = H // ph, W // pw
+    if fill == "mean":
+        v = channel_means(x).to(x.dtype)        # before any write: the mean of the image as it was
+    out = x if inplace else x.clone(memory_format=_same_format(x))
+    b, cy, cx = params.mask.nonzero(as_tuple=True)
+    if not len(b):
+        return out
+    cells = out.unflatten(3, (gw, pw)).unflatten(2, (gh, ph))
+    if fill == "zero":
+        v = torch.zeros((), dtype=x.dtype, device=x.device)
+    elif fill == "mean":
+        v = v[b][:, :, None, None]
+    else:
+        # element (c, cy*ph + r, cx*pw + q) of a sample has counter n = cell offset + in-cell offset
+        r = torch.arange(ph, device=x.device)
+        q = torch.arange(pw, device=x.device)
+        inner = (torch.arange(C, device=x.device)[:, None, None] * H + r[:, None]) * W + q
+        n = ((cy * ph) * W + cx * pw)[:, None, None, None] + inner
+        hn1, hn2 = _counter_hashes(C, H, W, x.device)
+        key = _mix32_torch(params.seed.to(torch.int64) & _U32)[b][:, None, None, None]
+        v = _box_muller(key, hn1[n], hn2[n]).to(x.dtype)
+    cells[b, :, cy, :, cx, :] = v
+    return out
+
+
 def _same_format(x):
     if (not x.is_contiguous()) and x.is_contiguous(memory_format=torch.channels_last):
         return torch.channels_last
@@ -329,7 +364,7 @@ def patch_erase_triton(x, params: PatchEraseParams, patch_size, fill: str = "zer
 @torch.library.custom_op("vitdata::patch_erase", mutates_args=())
 def _patch_erase_op(x: torch.Tensor, mask: torch.Tensor, seed: torch.Tensor, ph: int, pw: int,
                     fill: str) -> torch.Tensor:
-    return patch_erase_ref(x, PatchEraseParams(mask, seed), (ph, pw), fill, inplace=False)
+    return patch_erase_cells(x, PatchEraseParams(mask, seed), (ph, pw), fill, inplace=False)
 
 
 @_patch_erase_op.register_kernel("cuda")
@@ -345,7 +380,7 @@ def _(x, mask, seed, ph, pw, fill):
 @torch.library.custom_op("vitdata::patch_erase_", mutates_args=("x",))
 def _patch_erase_inplace_op(x: torch.Tensor, mask: torch.Tensor, seed: torch.Tensor, ph: int, pw: int,
                             fill: str) -> None:
-    patch_erase_ref(x, PatchEraseParams(mask, seed), (ph, pw), fill, inplace=True)
+    patch_erase_cells(x, PatchEraseParams(mask, seed), (ph, pw), fill, inplace=True)
 
 
 @_patch_erase_inplace_op.register_kernel("cuda")
@@ -362,8 +397,8 @@ def patch_erase(x, params: PatchEraseParams, patch_size, fill: str = "zero", inp
     """Erase the cells in ``params.mask`` of the (B, C, H, W) float batch x with ``fill``.
 
     patch_size: int or (ph, pw), dividing H and W, with (H/ph, W/pw) == params.grid. Returns a new
-    tensor in x's layout, or x itself when ``inplace``. CUDA: one Triton launch; CPU: the torch
-    reference. Registered as ``torch.ops.vitdata.patch_erase`` / ``patch_erase_`` for torch.compile."""
+    tensor in x's layout, or x itself when ``inplace``. CUDA: one Triton launch; CPU:
+    ``patch_erase_cells``. Registered as ``torch.ops.vitdata.patch_erase`` / ``patch_erase_`` for torch.compile."""
     ph, pw = _check(x, params, patch_size, fill)
     if inplace:
         torch.ops.vitdata.patch_erase_(x, params.mask, params.seed, ph, pw, fill)

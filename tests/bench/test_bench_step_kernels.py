@@ -98,13 +98,21 @@ def test_kernels_on_cpu_time_every_implementation_and_write_one_record(tmp_path)
                        "--iters", "1", "--warmup", "0", "--json", str(path)]) == 0
     record = read_record(str(path))
     assert record["what"] == "kernels" and record["environment"]["commit"] is not None
-    for section, baseline in (("lowpass_crop", "torch.fft path (fp32)"), ("patch_erase", "timm RandomErasing (pixel)")):
+    for section, baseline in (("lowpass_crop", "torch.fft path (fp32)"), ("patch_erase", "timm RandomErasing (pixel)"),
+                              ("loader_step", "matmul form + torch ref")):
         rows = {r["name"]: r for r in record[section]}
         assert rows[baseline]["speedup_vs_baseline"] == pytest.approx(1.0)
         for r in rows.values():
             assert len(r["times_s"]) == 2 and min(r["times_s"]) > 0, r["name"]
             assert r["gb_per_s"] > 0
     assert "peak_bandwidth_gbs" not in record   # no GPU
+    # the CPU routes are timed beside what they replace, and checked against the reference first
+    names = {s: {r["name"]: r for r in record[s]} for s in ("lowpass_crop", "patch_erase", "loader_step")}
+    assert {"chunked CPU route (fft)", "chunked CPU route (gemm)"} <= set(names["lowpass_crop"])
+    assert names["patch_erase"]["cpu route in place (normal)"]["max_abs_err"] == 0.0
+    assert {"chunked + cpu route", "chunked (crop only)", "matmul form (crop only)"} <= set(names["loader_step"])
+    assert names["loader_step"]["chunked (crop only)"]["max_abs_err"] < 1e-4
+    assert record["environment"]["load_avg_1m_start"] is not None
 
 
 def test_the_front_lists_every_benchmark_and_refuses_an_unknown_one(capsys):

@@ -193,13 +193,6 @@ def test_lowpass_filter_matmul_form_matches_its_fft_reference():
         torch.testing.assert_close(lowpass_filter(x, size), lowpass_filter_ref(x, size), rtol=0, atol=1e-12)
 
 
-def test_dispatcher_uses_the_matmul_form_on_cpu_and_keeps_layout():
-    x = _input(2, (40, 36), torch.bfloat16, "channels_last").cpu()
-    y = lowpass_crop(x, (20, 18))
-    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(y, lowpass_crop_matmul(x, (20, 18)))
-
-
 def test_bad_arguments_fail_with_clear_messages():
     x = torch.rand(1, 3, 16, 16)
     with pytest.raises(ValueError, match="size"):

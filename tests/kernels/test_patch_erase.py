@@ -1,4 +1,5 @@
-"""PatchErasing: parameter sampling, the Triton kernel against the torch reference, and what gets erased.
+"""PatchErasing: parameter sampling, the Triton kernel and the CPU route against the torch reference, and what
+gets erased.
 
 CPU runs the kernel under TRITON_INTERPRET=1 on small batches. The interpreter converts float32 ->
 bfloat16 by truncation (the GPU rounds to nearest even), so `normal` noise in bf16 is compared to one
@@ -12,6 +13,7 @@ from vitdata.kernels import (
     PatchEraseParams,
     normal_noise,
     patch_erase,
+    patch_erase_cells,
     patch_erase_ref,
     patch_erase_triton,
     sample_patch_erase_params,
@@ -114,10 +116,43 @@ def test_normal_fill_is_standard_normal_and_depends_only_on_seed_and_position():
     assert abs((z.abs() < 1).float().mean().item() - 0.6827) < 0.01
 
 
-def test_dispatcher_uses_the_reference_on_cpu_and_works_under_torch_compile():
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "noncontig"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("fill", FILLS)
+def test_the_cpu_route_equals_the_reference_bit_for_bit_over_fills_dtypes_and_layouts(fill, dtype, layout):
+    cases = [(1, (12, 20), 4, 0.5), (3, (16, 24), (8, 4), torch.tensor([0.0, 0.3, 1.0])), (2, (14, 21), 7, 0.25),
+             (2, (32, 32), 16, 1.0)]
+    for B, (H, W), patch, ratio in cases:
+        x = _batch(B, 3, H, W, dtype, layout).cpu()
+        ph, pw = (patch, patch) if isinstance(patch, int) else patch
+        params = sample_patch_erase_params(B, (H // ph, W // pw), ratio, torch.Generator().manual_seed(B))
+        before = x.clone()
+        r = patch_erase_ref(x, params, patch, fill)
+        c = patch_erase_cells(x, params, patch, fill)
+        assert torch.equal(x, before), "out of place must leave x untouched"
+        assert torch.equal(c, r) and c.stride() == r.stride()
+        xi = x.clone(memory_format=torch.preserve_format) if layout != "noncontig" else _batch(B, 3, H, W, dtype,
+                                                                                               layout).cpu()
+        assert patch_erase_cells(xi, params, patch, fill, inplace=True) is xi
+        assert torch.equal(xi, r)
+
+
+def test_the_cpu_route_in_place_fills_with_the_mean_of_the_image_before_erasing():
+    x = torch.rand(2, 3, 8, 8) + torch.arange(2.0).view(2, 1, 1, 1)
+    params = sample_patch_erase_params(2, (2, 2), 0.5, torch.Generator().manual_seed(1))
+    means = x.mean(dim=(2, 3))
+    y = patch_erase_cells(x, params, 4, "mean", inplace=True)
+    cells = params.mask.repeat_interleave(4, 1).repeat_interleave(4, 2)
+    for b in range(2):
+        for c in range(3):
+            assert torch.equal(y[b, c][cells[b]], means[b, c].expand(int(cells[b].sum())))
+
+
+def test_dispatcher_matches_the_reference_on_cpu_and_works_under_torch_compile():
     x = torch.randn(2, 3, 16, 16)
     params = sample_patch_erase_params(2, (4, 4), 0.5, torch.Generator().manual_seed(0))
     assert torch.equal(patch_erase(x, params, 4, "normal"), patch_erase_ref(x, params, 4, "normal"))
+    assert torch.equal(patch_erase(x, params, 4, "normal"), patch_erase_cells(x, params, 4, "normal"))
     f = torch.compile(lambda t, m, s: patch_erase(t, PatchEraseParams(m, s), 4, "zero"), backend="aot_eager",
                       fullgraph=True)
     assert torch.equal(f(x, params.mask, params.seed), patch_erase_ref(x, params, 4, "zero"))

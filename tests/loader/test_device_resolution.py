@@ -129,3 +129,35 @@ def test_host_defaults_on_two_cores_keep_two_threads_and_two_workers(tiny_data, 
         loader = create_loader(LoaderConfig(data=tiny_data, batch_size=4, image_size=32, backend=backend))
         assert (loader.cfg.num_threads, loader.cfg.num_workers) == (2, 2)
         loader.close()
+
+
+@pytest.mark.parametrize("cores, threads, workers, backend, expected", [
+    (2, 3, 0, "dali", 1), (2, 2, 2, "dali", 1), (16, 4, 4, "dali", 8), (16, 8, 8, "dali", 1), (16, 8, 3, "torch", 13)])
+def test_cpu_kernels_get_the_cores_that_decoding_leaves(monkeypatch, cores, threads, workers, backend, expected):
+    from vitdata.loader import host
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert host.kernel_threads(threads, workers, backend) == expected
+
+
+def test_intra_op_threads_caps_cpu_ops_inside_the_block_and_restores_the_setting_after():
+    import torch
+
+    from vitdata.loader.host import intra_op_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with intra_op_threads(torch.device("cpu"), 1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with intra_op_threads(torch.device("cpu"), 4):      # never raised above the caller's setting
+            assert torch.get_num_threads() == 2
+        with intra_op_threads(torch.device("cuda", 0), 1):  # GPU kernels: the host threads are not touched
+            assert torch.get_num_threads() == 2
+        with pytest.raises(KeyError), intra_op_threads(torch.device("cpu"), 1):
+            raise KeyError("restored on the way out too")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

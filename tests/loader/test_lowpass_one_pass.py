@@ -91,6 +91,27 @@ def test_a_low_pass_step_calls_the_kernel_once_on_uint8_with_the_output_dtype_an
     assert b.images is y or (b.images.data_ptr() == y.data_ptr() and b.images.dtype == y.dtype)
 
 
+def test_on_cpu_the_kernels_run_on_the_cores_the_decoder_leaves_and_the_setting_comes_back(tiny_data, monkeypatch):
+    """2 cores, DALI on 2 threads: the crop runs on one intra-op thread; the trainer's setting is restored."""
+    import os
+
+    threads_seen = []
+    real = kernels.lowpass_crop
+    monkeypatch.setattr(kernels, "lowpass_crop", lambda x, size, **kw: threads_seen.append(torch.get_num_threads())
+                        or real(x, size, **kw))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    loader = create_loader(_cfg(tiny_data, "float32", False, num_threads=2, num_workers=0))
+    try:
+        next(iter(loader))
+        assert threads_seen == [1] and torch.get_num_threads() == 2
+    finally:
+        loader.close()
+        torch.set_num_threads(before)
+
+
 def test_full_size_steps_of_a_low_pass_schedule_are_normalised_from_uint8_in_one_addcmul(tiny_data, monkeypatch):
     """Epoch 0 crops to 16 px, epoch 1 runs at full size: one torch.addcmul writes the output batch."""
     calls, adds = [], []

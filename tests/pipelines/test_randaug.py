@@ -1,5 +1,5 @@
-"""The RandAugment suite: the CPU graph's fused contrast / auto-contrast equal DALI's stock ops, and the
-geometric ops follow the configured resampling."""
+"""The RandAugment suite: the CPU graph's variants (contrast, auto-contrast, solarize, rotate) equal DALI's
+stock ops, and the geometric ops follow the configured resampling."""
 import numpy as np
 import pytest
 from nvidia.dali import fn, pipeline_def, types
@@ -44,10 +44,10 @@ def _apply_op(name, device, images, bins, interp=types.INTERP_NN):
     return [np.array(out[i]) for i in range(len(images))]
 
 
-@pytest.mark.parametrize("name", ["contrast", "auto_contrast"])
+@pytest.mark.parametrize("name", ["contrast", "auto_contrast", "solarize", "rotate"])
 def test_the_cpu_variants_equal_dalis_stock_ops(name):
     images = _photos()
-    bins = [np.array(b, np.int32) for b in (0, 10, 30, 50, 70, 90, 100, 45)]
+    bins = [np.array(b, np.int32) for b in (0, 10, 30, 50, 70, 90, 100, 45)]   # rotate: 0 to 30 degrees
     stock = _apply_op(name, "gpu", images, bins)    # "gpu" selects the stock op (it runs on CPU data too)
     fused = _apply_op(name, "cpu", images, bins)
     changed = 0

@@ -7,7 +7,14 @@ Questions answered (one process, one JSON record):
      against the torch.fft path, float32, smaller batch; the Triton kernel is not timed (interpreter).
   2. PatchErasing at 224 / patch 16 (ratio 0.25, normal fill): the Triton kernel (in place and out of
      place) against timm's RandomErasing (probability 1, mode 'pixel', i.e. one per-pixel-normal
-     rectangle per image, in place) as the baseline. On CPU: the torch reference against timm on CPU.
+     rectangle per image, in place) as the baseline. On CPU: the torch reference and the CPU route
+     (``patch_erase_cells``) against timm on CPU.
+  3. CPU only, the loader's step on a curriculum batch: a uint8 (B, 3, S', S') batch, S' = size * 8/7
+     rounded up to the patch (256 for 224, as row 1 of ``vitdata bench loader`` builds it), cropped to
+     ``--size``, normalised, float32 out, then PatchErasing with the zero fill in place: the CPU routes
+     (the dispatch default: ``lowpass_crop_chunked``, ``patch_erase_cells``) against the whole-batch
+     matmul form and the reference they replaced, in the same process, on one intra-op thread as the
+     loader runs them on a 2-core host (``--step-threads``).
 
 Each entry: warm-up, then `--repeats` timed repeats of `--iters` calls, synchronised at both ends;
 median and spread (min, max, IQR) of the per-call time; images/s; GB/s from the stated bytes model
@@ -32,6 +39,7 @@ import torch
 from vitdata.bench import record
 from vitdata.loader.config import DTYPE_ALIASES, torch_dtype
 
+from .common import load_avg
 
 # Peak memory bandwidth (GB/s, 1e9 bytes/s) by GPU name; the first key found in the name wins.
 PEAK_BANDWIDTH_GBS = (
@@ -100,6 +108,8 @@ def _parser(prog=None):
     p.add_argument("--small", action="store_true", help="CPU-sized run (automatic without CUDA)")
     p.add_argument("--device", default=None, help="cuda or cpu (default cuda when available)")
     p.add_argument("--json", help="record file or directory (default ./benchmarks/results/<device>/<date>-kernels.json)")
+    p.add_argument("--step-threads", type=int, default=1,
+                   help="intra-op threads of the CPU loader-step rows (default 1, as the loader on 2 cores)")
     p.add_argument("--no-save", action="store_true", help="print only, write no JSON")
     return p
 
@@ -138,6 +148,12 @@ def bench_lowpass(args, device, dtype, timing):
     if device.type == "cuda":
         impls.append(("triton kernel", lambda: lowpass_crop_triton(x, n), "dispatch default on CUDA"))
     else:
+        from vitdata.kernels.lowpass_cpu import crop_route, lowpass_crop_chunked
+
+        pick = crop_route(N, N, n, n)
+        for route in ("fft", "gemm"):
+            impls.append((f"chunked CPU route ({route})", (lambda r: lambda: lowpass_crop_chunked(x, n, route=r))(route),
+                          "dispatch default on CPU" if route == pick else ""))
         impls.append(("reference (torch.fft fp64)", lambda: lowpass_crop_ref(x, n), "ground truth"))
     exact = lowpass_crop_ref(x[:8], n, out_dtype=torch.float64)
     rows = []
@@ -153,7 +169,7 @@ def bench_lowpass(args, device, dtype, timing):
 def bench_erase(args, device, dtype, timing):
     from timm.data.random_erasing import RandomErasing
 
-    from vitdata.kernels import patch_erase_ref, patch_erase_triton, sample_patch_erase_params
+    from vitdata.kernels import patch_erase_cells, patch_erase_ref, patch_erase_triton, sample_patch_erase_params
 
     B, N, p = args.batch, args.size, args.patch
     g = torch.Generator(device=device).manual_seed(0)
@@ -171,17 +187,23 @@ def bench_erase(args, device, dtype, timing):
                   ("triton out of place (normal)", lambda: patch_erase_triton(x, params, p, "normal"), "",
                    2 * numel * item)]
     impls += [("torch ref in place (normal)", lambda: patch_erase_ref(x, params, p, "normal", inplace=True),
-               "dispatch default on CPU", args.ratio * numel * item),
+               "", args.ratio * numel * item),
               ("torch ref out of place (normal)", lambda: patch_erase_ref(x, params, p, "normal"), "",
                2 * numel * item)]
+    if device.type == "cpu":
+        impls += [("cpu route in place (normal)", lambda: patch_erase_cells(x, params, p, "normal", inplace=True),
+                   "dispatch default on CPU", args.ratio * numel * item),
+                  ("cpu route out of place (normal)", lambda: patch_erase_cells(x, params, p, "normal"), "",
+                   2 * numel * item)]
     # Check every implementation first, on copies: the in-place ones change x while being timed.
     ref = patch_erase_ref(x, params, p, "normal")
     errs = {}
+    impl_of = {"triton": patch_erase_triton, "torch ref": patch_erase_ref, "cpu route": patch_erase_cells}
     for name, fn, _, _ in impls:
-        if name.startswith(("triton", "torch ref")):
+        kind = next((k for k in impl_of if name.startswith(k)), None)
+        if kind is not None:
             inplace = "in place" in name
-            y = (patch_erase_triton if name.startswith("triton") else patch_erase_ref)(
-                x.clone() if inplace else x, params, p, "normal", inplace=inplace)
+            y = impl_of[kind](x.clone() if inplace else x, params, p, "normal", inplace=inplace)
             errs[name] = float(f"{(y.float() - ref.float()).abs().max().item():.3g}")
     del ref
     rows = []
@@ -192,6 +214,41 @@ def bench_erase(args, device, dtype, timing):
         rows.append(row)
     del x
     return rows
+
+
+def bench_loader_step(args, timing):
+    """Section 3 (CPU): the loader's low-pass step, old path against the CPU routes, in one process."""
+    import math
+
+    from vitdata.kernels import (lowpass_crop_chunked, lowpass_crop_matmul, lowpass_crop_ref, patch_erase_cells,
+                                 patch_erase_ref, sample_patch_erase_params)
+
+    B, n, p = args.batch, args.size, args.patch
+    N = int(math.ceil(n * 8 / 7 / p) * p)
+    x = torch.randint(0, 256, (B, 3, N, N), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    norm = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], out_dtype=torch.float32)
+    params = sample_patch_erase_params(B, (n // p, n // p), args.ratio, torch.Generator().manual_seed(0))
+
+    def step(crop, erase):
+        return lambda: erase(crop(x, n, **norm), params, p, "zero", inplace=True)
+
+    impls = [("matmul form + torch ref", step(lowpass_crop_matmul, patch_erase_ref), "baseline: the loader's old path"),
+             ("chunked + cpu route", step(lowpass_crop_chunked, patch_erase_cells), "dispatch default on CPU"),
+             ("matmul form (crop only)", lambda: lowpass_crop_matmul(x, n, **norm), ""),
+             ("chunked (crop only)", lambda: lowpass_crop_chunked(x, n, **norm), "")]
+    exact = lowpass_crop_ref(x[:8], n, out_dtype=torch.float64, mean=norm["mean"], std=norm["std"])
+    nbytes = B * 3 * (N * N + 4 * n * n)        # read uint8, write float32 (the erase writes a fraction again)
+    rows, before = [], torch.get_num_threads()
+    torch.set_num_threads(min(before, args.step_threads))
+    try:
+        for name, fn, note in impls:
+            row = _summary(name, _time(fn, torch.device("cpu"), **timing), B, nbytes, note)
+            if "crop only" in name:
+                row["max_abs_err"] = float(f"{(fn()[:8].double() - exact).abs().max().item():.3g}")
+            rows.append(row)
+    finally:
+        torch.set_num_threads(before)
+    return rows, N
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
@@ -205,7 +262,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
               "iters": args.iters or (2 if small else 20)}
     if args.size % args.patch:
         raise SystemExit(f"--patch {args.patch} must divide --size {args.size}")
-    env = dict(record.environment(), torch_threads=torch.get_num_threads())
+    env = dict(record.environment(), torch_threads=torch.get_num_threads(), load_avg_1m_start=load_avg())
     if device.type == "cuda":
         env["gpu_memory_gib"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
     settings = {"device": str(device), "small": small, "batch": args.batch, "size": args.size, "crop": args.crop,
@@ -223,6 +280,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     _print_table(f"PatchErasing {args.batch}x3x{args.size}x{args.size}, patch {args.patch}, ratio {args.ratio} "
                  f"({settings['dtype']})", erase, "timm RandomErasing (pixel)")
     rec = {"environment": env, "settings": settings, "lowpass_crop": low, "patch_erase": erase}
+    if device.type == "cpu":
+        step, N = bench_loader_step(args, timing)
+        _print_table(f"the loader's low-pass step: uint8 {args.batch}x3x{N}x{N} -> {args.size}, normalised, float32, "
+                     f"+ PatchErasing (zero, in place), {min(env['torch_threads'], args.step_threads)} thread(s)",
+                     step, "matmul form + torch ref")
+        rec["loader_step"] = step
+    env["load_avg_1m_end"] = load_avg()
     if env["gpu"] is None:
         print("\nno GPU: GB/s above are host-memory figures; no percentage of a GPU's bandwidth")
     elif annotate_bandwidth(rec, env["gpu"]) == 0:

@@ -18,6 +18,7 @@ import torch
 
 from vitdata.errors import DataError
 from vitdata.loader.config import DTYPES, ERASE_CELL
+from vitdata.loader.host import intra_op_threads
 
 
 @dataclass
@@ -62,8 +63,10 @@ class Step:
 class BatchAssembler:
     """Raw batches -> :class:`Batch` es for one loader (its config, split, rank, device, data and quarantine)."""
 
-    def __init__(self, cfg, split: str, rank: int, device: torch.device, index, reader, quarantine, on_error: str):
+    def __init__(self, cfg, split: str, rank: int, device: torch.device, index, reader, quarantine, on_error: str,
+                 kernel_threads: int = 1):
         self.cfg, self.split, self.rank, self.device = cfg, split, rank, device
+        self.kernel_threads = kernel_threads   # intra-op threads of the CPU kernels (host.kernel_threads)
         self.train = split == "train"
         self.index, self.reader, self.quarantine, self.on_error = index, reader, quarantine, on_error
         self._affine = None   # (shift, scale) of the uint8 normalisation, built on first use
@@ -93,7 +96,8 @@ class BatchAssembler:
             ids_np, labels_np = ids_np[keep], raw.labels.reshape(-1)[keep]
         else:
             labels_np = raw.labels.reshape(-1)
-        images = self._kernels(images, ids_np, step)
+        with intra_op_threads(images.device, self.kernel_threads):
+            images = self._kernels(images, ids_np, step)
         dtype = DTYPES[self.cfg.output.dtype]
         if images.dtype != dtype:   # the normalised graph's float32 -> bfloat16; uint8 batches leave _kernels cast
             images = images.to(dtype)

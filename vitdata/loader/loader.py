@@ -76,7 +76,7 @@ from vitdata.loader.config import (ERASE_CELL, AugmentConfig, DistributedConfig,
                                    OutputConfig, ScheduleConfig, check_config, choose_backend, dist_rank_world,
                                    graph_max_ops, resolve_defaults)
 from vitdata.loader.epoch import EpochRun, Stage
-from vitdata.loader.host import resolve_device
+from vitdata.loader.host import kernel_threads, resolve_device
 from vitdata.loader.loss import warn_unreported
 from vitdata.loader.quarantine import Quarantine
 from vitdata.loader.state import STATE_FORMAT, check_point, current_format, match_fingerprint, read_state
@@ -131,7 +131,8 @@ class Loader(TrainerAPI):
                                                                self.index, self.reader, self.quarantine,
                                                                uint8_images=uint8))
         self._assembler = BatchAssembler(cfg, split, self.rank, self.device, self.index, self.reader,
-                                         self.quarantine, self.on_error)
+                                         self.quarantine, self.on_error,
+                                         kernel_threads(cfg.num_threads, cfg.num_workers, backend))
         self._run = EpochRun()
         self._skipped: dict[int, list[dict]] = {}   # epoch -> skip records (the skip report, part of the state)
         self._warned: dict[int, list[dict]] = {}    # delivered with a decoder warning (corrupt_data), by epoch
