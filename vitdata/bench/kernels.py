@@ -242,7 +242,7 @@ def bench_loader_step(args, timing):
     torch.set_num_threads(min(before, args.step_threads))
     try:
         for name, fn, note in impls:
-            row = _summary(name, _time(fn, torch.device("cpu"), **timing), B, nbytes, note)
+            row = _summary(name, record.measure(fn, **timing)["times_s"], B, nbytes, note)
             if "crop only" in name:
                 row["max_abs_err"] = float(f"{(fn()[:8].double() - exact).abs().max().item():.3g}")
             rows.append(row)
