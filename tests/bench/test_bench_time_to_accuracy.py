@@ -25,6 +25,10 @@ def test_the_split_is_fixed_by_its_seed_disjoint_and_written_once(tiny_shards):
 
 def test_two_recipes_run_end_to_end_and_the_record_holds_measured_times(tiny_shards, tmp_path):
     path = tmp_path / "t2a.json"
+    # The folder of an interrupted attempt at the baseline: its evaluation must not reach the record.
+    (tmp_path / "runs" / "baseline").mkdir(parents=True)
+    (tmp_path / "runs" / "baseline" / "log.jsonl").write_text(json.dumps(
+        {"kind": "eval", "epoch": 1, "step": 2, "time": 1.0, "top1": 99.0, "top5": 99.0, "loss": 0.1}) + "\n")
     rc = bench.main(["t2a", "--train", str(tiny_shards), "--val-size", "8", "--recipes", "pss,baseline",
                      "--epochs", "1", "--batch-size", "8", "--depth", "1", "--image-size", "16",
                      "--patch-size", "4", "--workers", "0", "--out", str(tmp_path / "runs"), "--json", str(path),

@@ -54,6 +54,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -149,11 +150,22 @@ def is_baseline(run: dict) -> bool:
     return run["recipe"] == "baseline" and (not flags or (len(flags) == 2 and flags[0] == "--seed"))
 
 
+def clear_run_dir(run_dir: str, verbose: bool = True) -> None:
+    """Remove the folder of a run that is about to start afresh: one left by an interrupted attempt (a run
+    that finished is kept in ``runs.partial.json`` and never started again), whose log would otherwise hold
+    the interrupted attempt's evaluations before the new run's."""
+    if os.path.isdir(run_dir):
+        if verbose:
+            print(f"vitdata bench time-to-accuracy: removing {run_dir}, left by an interrupted attempt")
+        shutil.rmtree(run_dir)
+
+
 def run_recipe(recipe: str, common: list[str], run_dir: str, num_train: int, verbose: bool = True,
                flags: list[str] = (), name: str | None = None) -> dict:
     """Run ``vitdata train --recipe recipe common... flags...`` in a child process; its times, compute and
     evals (``flags`` come last, so they win over ``common``)."""
     argv = ["--recipe", recipe, *common, *flags, "--out", run_dir, "--no-progress", "--no-report"]
+    clear_run_dir(run_dir, verbose)
     env = dict(os.environ)
     load0 = os.getloadavg()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
