@@ -275,6 +275,29 @@ class TarDataset:
         return (self.transform(img) if self.transform else img), int(self.index.label[i])
 
 
+def _dataloader_feed(ds, s: Settings):
+    """A shuffled torch DataLoader over ``ds`` with the row's workers, seed and pinning: (the loader, the
+    generator of its batches on the device, the close that stops its workers)."""
+    import torch
+
+    dl = torch.utils.data.DataLoader(ds, batch_size=s.batch_size, shuffle=True, drop_last=True,
+                                     num_workers=s.workers, pin_memory=s.gpu, persistent_workers=s.workers > 0,
+                                     generator=torch.Generator().manual_seed(s.seed))
+    it = iter(dl)
+
+    def gen():
+        for images, labels in it:   # torchvision v2 wraps images in a tv_tensors.Image: a plain tensor here
+            yield on_device(images.as_subclass(torch.Tensor), labels, s)
+
+    def close():
+        nonlocal it
+        if hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        del it
+
+    return dl, gen(), close
+
+
 def row_torch(s: Settings) -> Feed:
     import torch
     from torchvision.transforms import v2
@@ -287,23 +310,9 @@ def row_torch(s: Settings) -> Feed:
         ds = ImageFolder(s.root, transform=tf)
     else:
         ds = TarDataset(s.root, transform=tf)
-    dl = torch.utils.data.DataLoader(ds, batch_size=s.batch_size, shuffle=True, drop_last=True,
-                                     num_workers=s.workers, pin_memory=s.gpu, persistent_workers=s.workers > 0,
-                                     generator=torch.Generator().manual_seed(s.seed))
-    it = iter(dl)
-
-    def gen():
-        for images, labels in it:
-            yield on_device(images.as_subclass(torch.Tensor), labels, s)
-
-    def close():
-        nonlocal it
-        if hasattr(it, "_shutdown_workers"):
-            it._shutdown_workers()
-        del it
-
-    return gen(), close, {"dataset": type(ds).__name__, "decode": "Pillow", "pin_memory": s.gpu,
-                          "num_workers": s.workers, "steps_per_epoch": len(dl)}
+    dl, gen, close = _dataloader_feed(ds, s)
+    return gen, close, {"dataset": type(ds).__name__, "decode": "Pillow", "pin_memory": s.gpu,
+                        "num_workers": s.workers, "steps_per_epoch": len(dl)}
 
 
 def row_timm(s: Settings) -> Feed:
@@ -361,7 +370,6 @@ def row_timm_augment(s: Settings) -> Feed:
         import timm.data
     except Exception as e:
         raise RowSkipped(f"timm cannot be imported ({type(e).__name__}: {e})")
-    import torch
 
     tf = timm.data.create_transform(s.size, is_training=True, auto_augment="rand-m9-n2-inc1", re_prob=0.25,
                                     re_mode="pixel", color_jitter=0.0, interpolation="bilinear")
@@ -369,24 +377,10 @@ def row_timm_augment(s: Settings) -> Feed:
         ds = timm.data.ImageDataset(s.root, transform=tf)
     else:
         ds = TarDataset(s.root, transform=tf)
-    dl = torch.utils.data.DataLoader(ds, batch_size=s.batch_size, shuffle=True, drop_last=True,
-                                     num_workers=s.workers, pin_memory=s.gpu, persistent_workers=s.workers > 0,
-                                     generator=torch.Generator().manual_seed(s.seed))
-    it = iter(dl)
-
-    def gen():
-        for images, labels in it:
-            yield on_device(images, labels, s)
-
-    def close():
-        nonlocal it
-        if hasattr(it, "_shutdown_workers"):
-            it._shutdown_workers()
-        del it
-
-    return gen(), close, {"dataset": type(ds).__name__, "transform": "timm.data.create_transform(auto_augment="
-                          "'rand-m9-n2-inc1', re_prob=0.25, re_mode='pixel', color_jitter=0)",
-                          "num_workers": s.workers, "steps_per_epoch": len(dl)}
+    dl, gen, close = _dataloader_feed(ds, s)
+    return gen, close, {"dataset": type(ds).__name__, "transform": "timm.data.create_transform(auto_augment="
+                        "'rand-m9-n2-inc1', re_prob=0.25, re_mode='pixel', color_jitter=0)",
+                        "num_workers": s.workers, "steps_per_epoch": len(dl)}
 
 
 ROW_FUNCS = {1: lambda s: row_vitdata(s, True), 2: lambda s: row_vitdata(s, False), 3: row_dali, 4: row_torch,
