@@ -136,32 +136,25 @@ def test_ctrl_c_stops_with_a_checkpoint_and_a_second_ctrl_c_ends_the_run_at_once
     assert not _processes_in_group(child.pid)
 
 
-def _processes_in_group(pgid: int) -> list[int]:
-    found = []
+def _proc_stat() -> list[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/PID/stat after the command name) of every process that can be read."""
+    out = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
+                    out.append((int(entry), f.read().rsplit(")", 1)[1].split()))
             except OSError:
                 continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                found.append(int(entry))
-    return found
+    return out
+
+
+def _processes_in_group(pgid: int) -> list[int]:
+    return [pid for pid, fields in _proc_stat() if int(fields[2]) == pgid and fields[0] != "Z"]
 
 
 def _children(pid: int) -> list[int]:
-    kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                kids.append(int(entry))
-    return sorted(kids)
+    return sorted(p for p, fields in _proc_stat() if int(fields[1]) == pid)
 
 
 @pytest.mark.heavy
