@@ -144,12 +144,13 @@ _NDIM = {"label": 0, "id": 0, "orig_id": 0, "status": 0, "decoded": 0}   # every
 
 
 @pipeline_def(enable_conditionals=True, enable_checkpointing=True)
-def _pipeline(source, spec: GraphSpec, decode_device: str, parallel: bool):
+def _pipeline(source, spec: GraphSpec, decode_device: str, parallel: bool, inputs: list):
     names = source_outputs(spec)
     outs = fn.external_source(
         source=source, num_outputs=len(names), batch=not parallel, parallel=parallel,
         **({} if parallel else {"batch_info": True}),
         dtype=[_DTYPES[n] for n in names], ndim=[_NDIM.get(n, 1) for n in names])
+    inputs[:] = [o.name for o in outs]   # the input names a deserialized copy of the graph is fed by
     node = dict(zip(names, outs))
     if spec.train:
         window = {k: node[k] for k in CROP_OUTPUTS + SCALED_OUTPUTS if k in node}
@@ -179,6 +180,10 @@ def build_pipeline(source, spec: GraphSpec, *, batch_size: int, num_threads: int
                    checkpoint: bytes | str | None = None, start_timeout: float = 120.0):
     """Build (not yet run) the train or eval pipeline around ``source`` (an ``EpochSource``).
 
+    The pipeline's ``vitdata_inputs`` lists the names of its external source's outputs, in
+    :func:`source_outputs` order: a copy of the graph made by ``Pipeline.deserialize_and_build`` from
+    ``pipe.serialize()`` takes them by ``feed_input`` (``vitdata.loader.backends.dali_redo``).
+
     ``py_num_workers`` > 0 runs the source in that many worker processes (DALI's parallel external
     source); 0 calls it in the thread that runs the pipeline, which saves the inter-process copies
     where the source is cheap next to decoding (a few 100 us per sample here). Workers that do not report
@@ -197,8 +202,10 @@ def _build(source, spec, decode_device, *, batch_size, num_threads, device_id, p
            prefetch, seed, checkpoint, start_timeout):
     workers = {"py_num_workers": py_num_workers, "py_start_method": py_start_method} if py_num_workers > 0 else {}
 
+    inputs: list[str] = []
+
     def make():
-        return _pipeline(source, spec, decode_device, py_num_workers > 0, batch_size=batch_size,
+        return _pipeline(source, spec, decode_device, py_num_workers > 0, inputs, batch_size=batch_size,
                          num_threads=num_threads, device_id=device_id, prefetch_queue_depth=prefetch, seed=seed,
                          checkpoint=checkpoint, **workers)
 
@@ -221,6 +228,7 @@ def _build(source, spec, decode_device, *, batch_size, num_threads, device_id, p
                           f"starting them once more", RuntimeWarning, stacklevel=4)
             pipe = make()
     pipe.build()
+    pipe.vitdata_inputs = tuple(inputs)
     return pipe
 
 

@@ -57,6 +57,17 @@ CROP_OUTPUTS = ("anchor", "shape")
 SCALED_OUTPUTS = ("decoded", "hwc", "roi_start", "roi_end")
 
 
+# The epoch key of a control handed to EpochSource.step_outputs (DALI's epoch indices are >= 0).
+_REDO_EPOCH = -1
+
+
+@dataclass(frozen=True)
+class _StepInfo:
+    """The two fields of DALI's ``BatchInfo`` that ``EpochSource`` reads."""
+    epoch_idx: int
+    iteration: int
+
+
 @dataclass(frozen=True)
 class CropSpec:
     """The random-resized-crop window the source draws per sample, and whether it may decode reduced JPEGs."""
@@ -192,6 +203,14 @@ class EpochSource:
             if not batched:
                 write_error_record(self.control_dir, info.epoch_idx, info.idx_in_epoch, err)
             raise err from e
+
+    def step_outputs(self, control: dict[str, np.ndarray], step: int, quarantine: frozenset) -> tuple:
+        """Step ``step`` of the DALI epoch ``control`` as the in-thread source returns it, the ids of
+        ``quarantine`` substituted: what the redo of a step that failed in the decoder feeds its graph
+        (``vitdata.loader.backends.dali_redo``). Call it on an instance no pipeline runs."""
+        self._ctl, self._epoch_key = control, _REDO_EPOCH
+        self._quarantine = frozenset(quarantine) or None
+        return self._batch(_StepInfo(_REDO_EPOCH, int(step)))
 
     def _batch(self, info):
         ctl = self._control(info.epoch_idx)

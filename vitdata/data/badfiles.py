@@ -2,7 +2,7 @@
 reading them (a fresh process, an evaluation loader, another rank).
 
 The loader's quarantine (``vitdata.loader.quarantine``) finds such files: their headers pass every check but
-the decoder refuses the coded data, which on DALI costs a probe and a replay of the step. :class:`BadFiles`
+the decoder refuses the coded data, which on DALI costs a probe and a redo of the step. :class:`BadFiles`
 keeps what it found in the cache, at ``<cache>/index/<hash of the source>.bad.json`` beside the source's
 index, keyed by each file's identity: the path, with the size and mtime it had when indexed, and for a
 tar member its byte offset, length and key. An entry whose file has changed since (another size or mtime:

@@ -128,9 +128,9 @@ class LoaderConfig:
     # "on": also DALI on a CPU-only host (its source decodes those JPEGs); "off": full decodes everywhere.
     decode_scale: str = "auto"
     worker_start_timeout: float = 120.0             # s for DALI source workers to start (killed, retried once)
-    # DALI: steps between the pipeline checkpoints that a step failing in the decoder is replayed from
-    # (vitdata.loader.quarantine). A failure replays at most this many steps; a step that does not fail
-    # pays 1/checkpoint_every of one checkpoint (about 0.2 ms on a CPU with the RandAugment graph).
+    # DALI: steps between the pipeline checkpoints kept for a state taken right after a step that failed in
+    # the decoder was redone (vitdata.loader.backends.dali_redo): its resume replays at most this many steps;
+    # a step that does not fail pays 1/checkpoint_every of one checkpoint (about 0.2 ms on a CPU, RandAugment).
     checkpoint_every: int = 8
     seed: int = 0                                   # order and augmentation seed
     on_error: str = "auto"                          # auto (skip for train, raise for eval) | skip | raise

@@ -1,18 +1,21 @@
 """The quarantine: sample ids whose header passes every check but whose coded data fails in the decoder.
 
 DALI cannot skip a sample inside a running pipeline (NVIDIA/DALI#3913): one undecodable file fails the
-whole step and leaves the pipeline unusable. vitdata handles it as *quarantine and replay*:
+whole step. vitdata handles it as *quarantine and redo* (``vitdata.loader.backends.dali_redo``):
 
-1. the DALI step fails; the backend decodes the step's samples one by one with a one-sample pipeline
-   built around the same decoder kind as the graph (``cpu`` or ``mixed``, same decoder arguments;
-   :func:`vitdata.pipelines.graphs.build_probe`), so what is quarantined is what actually failed on this
-   machine's decoder (the GPU decoder may refuse files the CPU one accepts);
+1. the DALI step fails; the backend probes the sample DALI's message names (``Failed to decode sample
+   #k``; each sample of the step when it names none, or when a guided try did not find them all) with a
+   one-sample pipeline built around the same decoder kind as the graph (``cpu`` or ``mixed``, same decoder
+   arguments; :func:`vitdata.pipelines.graphs.build_probe`), so what is quarantined is what actually failed
+   on this machine's decoder (the GPU decoder may refuse files the CPU one accepts);
 2. the failing ids go into the loader's :class:`Quarantine`, with the decoder's own words (captured
    from its stderr by :func:`capture_stderr`: DALI's exception text stops at "Critical error in
    pipeline");
-3. the pipeline is rebuilt from its last checkpoint and the step runs again: a quarantined id is
-   treated like a header-failed one (status ``decode_error``, substituted by the next usable id of
-   the rank's epoch order, ``pipelines.source.resolve_sample``); later epochs skip it before reading.
+3. the pipeline keeps running; the failed step alone is produced again by a copy of the graph restored
+   from the random state before it, a quarantined id treated like a header-failed one (status
+   ``decode_error``, substituted by the next usable id of the rank's epoch order,
+   ``pipelines.source.resolve_sample``); later epochs skip it before reading. The batches are those of a
+   loader that knew the file in advance, pixels included.
 
 The torch backend finds the same failures itself (a Pillow error on full decode) and reports them here.
 

@@ -13,7 +13,9 @@ Format 2 (written by :meth:`vitdata.loader.Loader.state_dict`), plain JSON data:
 ``backend``      the backend's own state (torch: empty). DALI: its checkpoint (base64 text) and the pipeline's
                  own record of where it stands: the loader epoch it serves, the step its DALI epoch begins
                  at (``offset``), the steps of it delivered (``done``), its length (``samples``) and the DALI
-                 epoch (``dali_epoch``); the checkpoint records ``{"iter": done, "epoch_idx": dali_epoch}``
+                 epoch (``dali_epoch``); the checkpoint records ``{"iter": done, "epoch_idx": dali_epoch}``.
+                 A state taken between a step that failed in the decoder and the next good step holds an
+                 earlier checkpoint and ``replay``, the steps run again from it on load (iter + replay = done)
 ``skipped``      the skip report; ``quarantine``: decoder-refused ids; ``oracle``: the oracle's state or None
 ===============  ==========================================================================================
 
@@ -132,9 +134,10 @@ def check_dali_state(b: dict, *, epoch: int, position: int, batch_size: int, ste
     if dali_epoch != fields["dali_epoch"]:
         raise StateError(f"loader state's DALI epoch {fields['dali_epoch']} differs from its checkpoint's "
                          f"({dali_epoch}) (field backend.dali_epoch)")
-    if it != fields["done"]:
+    replay = check_int(b.get("replay", 0), "loader state field backend.replay", error=StateError)
+    if replay < 0 or it + replay != fields["done"]:
         raise StateError(f"loader state's DALI steps done {fields['done']} differ from its checkpoint's ({it}) "
-                         f"(field backend.done)")
+                         f"+ the steps to replay from it ({replay}) (fields backend.done, backend.replay)")
     if fields["epoch"] == epoch:
         if fields["offset"] + fields["done"] != position:
             raise StateError(f"loader state's position {position} differs from its DALI pipeline's (offset "

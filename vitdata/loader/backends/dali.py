@@ -15,12 +15,14 @@ How ``start(control, epoch, position)`` gets its pipeline, one named path each:
 - :meth:`DaliBackend._fresh_build`: otherwise a new pipeline, seeded from (seed, rank, epoch), whose
   epoch is the steps from ``position`` on (position > 0 after a world-size change: fresh augmentation draws).
 
-Quarantine and replay (``vitdata.loader.quarantine``): a ``run()`` that fails in the decoder is probed sample
-by sample, the refused ids are quarantined (the control file carries them, so the source substitutes
-them before reading), the pipeline is rebuilt from its last checkpoint and run up to the failed step
-again. The checkpoint is taken every ``LoaderConfig.checkpoint_every`` steps (about 0.2 ms each on a CPU
-with the RandAugment graph), so a failure replays at most that many steps and a step that does not fail
-pays 1/checkpoint_every of one checkpoint.
+Quarantine and redo (``vitdata.loader.quarantine``): a ``run()`` that fails in the decoder keeps its
+pipeline. The sample DALI names (or, failing that, each sample of the step) is probed, the refused ids are
+quarantined (the next DALI epoch's control file carries them, so the source substitutes them before
+reading), and the failed step alone is produced again by a copy of the graph restored from the random
+state before it (``vitdata.loader.backends.dali_redo``): no rebuild, no replay, no re-trace. A checkpoint
+is kept every ``LoaderConfig.checkpoint_every`` steps (about 0.2 ms each on a CPU with the RandAugment
+graph): between a failure and the next good step the pipeline's own checkpoint is not a state to save, and
+a state taken then is that checkpoint and the steps to replay from it.
 
 A source worker that dies is reported as a :class:`~vitdata.errors.WorkerError` naming its pid: the
 worker processes are the children this process gained while the pipeline was built
@@ -41,8 +43,11 @@ from vitdata.errors import DataError, StateError, WorkerError
 from vitdata.loader.backends.base import Backend, BackendContext, RawBatch, control_tail, start_method
 from vitdata.loader.config import graph_max_ops
 
-# Rebuilds one step may need (a substitute that the decoder refuses too is found on the next round).
-MAX_REPLAYS = 8
+# Redos one step may need (a substitute that the decoder refuses too is found on the next round).
+MAX_REDOS = 8
+# Redo attempts guided by the sample DALI names; later ones probe every sample of the step (one pass finds
+# all that remain, where each guided attempt finds one: a large batch may hold several bad files).
+GUIDED_REDOS = 2
 
 
 @dataclass(eq=False)
@@ -52,10 +57,12 @@ class DaliEpoch:
     epoch: int                 # the loader epoch the pipeline serves
     dali_epoch: int            # DALI's SampleInfo.epoch_idx of it
     offset: int                # loader step at which the DALI epoch begins
-    control: dict              # its control from `offset` on (written again, with the quarantine, on a replay)
+    control: dict              # its control from `offset` on (the source reads the quarantine from it)
     done: int = 0              # steps of it delivered
-    replay_from: tuple = (None, 0, 0)   # (checkpoint bytes, or None for a fresh build; seed epoch; steps done at it)
+    replay_from: tuple = (None, 0)      # (a checkpoint of the pipeline taken before a good step, steps done at it)
     failed: DataError | None = None     # the failure that left no pipeline (no probe could pin it on one sample)
+    seen: frozenset = frozenset()       # the quarantine its control carries (what the source substitutes)
+    after_redo: bytes | None = None     # the redo's checkpoint while the pipeline's last run() failed
 
     @property
     def ids(self) -> np.ndarray:
@@ -108,6 +115,8 @@ class DaliBackend(Backend):
         self.current: DaliEpoch | None = None   # the DALI epoch the pipeline runs
         self._restored = None        # a state from restore(), resumed by the next start()
         self._probe = None           # the one-sample decode pipeline (error path only)
+        self._twin = None            # dali_redo.Twin of the graph (error path only)
+        self._redo_source = None     # an EpochSource of this process, for the redo's inputs (error path only)
         self.generation = 0          # pipelines built so far; each reads its control files from its own ctl_dir
         self.root = tempfile.mkdtemp(prefix="vitdata-ctl-")
         self.ctl_dir = None
@@ -133,8 +142,9 @@ class DaliBackend(Backend):
             # Not a DataError: a loop that catches DataError and goes on must not spin on this one.
             raise RuntimeError(f"the DALI pipeline stopped at an earlier failure that no decoder probe could pin on "
                                f"one sample ({run.failed}); rebuild the loader or load_state_dict a saved state")
-        if run.done % self.ctx.cfg.checkpoint_every == 0 and run.done and run.replay_from[2] != run.done:
-            run.replay_from = (bytes(self.pipe.checkpoint()), 0, run.done)
+        if run.done % self.ctx.cfg.checkpoint_every == 0 and run.done and run.replay_from[1] != run.done \
+                and run.after_redo is None:
+            run.replay_from = (bytes(self.pipe.checkpoint()), run.done)
         try:
             if self.ctx.cfg.num_workers:   # a dead source worker can block DALI's run() for ever: watched
                 from vitdata.pipelines.graphs import run_watched
@@ -146,6 +156,8 @@ class DaliBackend(Backend):
             raise
         except Exception as e:
             outs = self._recover(e)
+        else:
+            run.after_redo = None
         run.done += 1
         images, label, sid, orig, status = outs
         return RawBatch(self._to_torch(images), np.array(label.as_tensor()), np.array(sid.as_tensor()),
@@ -154,7 +166,12 @@ class DaliBackend(Backend):
     def state(self) -> dict:
         if self.pipe is None:
             return dict(self._restored) if self._restored else {}
-        return self.current.state(bytes(self.pipe.checkpoint()))
+        run = self.current
+        if run.after_redo is None:
+            return run.state(bytes(self.pipe.checkpoint()))
+        # the pipeline's checkpoint is not a state until its next step succeeds (see dali_redo)
+        ck, at = run.replay_from
+        return dict(run.state(ck), replay=run.done - at)
 
     def restore(self, state: dict | None) -> None:
         if state is not None and not state.get("checkpoint"):
@@ -165,7 +182,7 @@ class DaliBackend(Backend):
 
     def close(self) -> None:
         self.close_pipe()
-        self._probe = None
+        self._probe = self._twin = self._redo_source = None
         shutil.rmtree(self.root, ignore_errors=True)
 
     # -- the three ways to start an epoch --------------------------------------------------------------
@@ -178,7 +195,10 @@ class DaliBackend(Backend):
         self._write_control(run)
         ck = _b64(saved["checkpoint"])
         self._build_saved(ck)
-        run.replay_from = (ck, 0, run.done)
+        replay = int(saved.get("replay") or 0)   # a state taken right after a redo: steps past the checkpoint
+        for _ in range(replay):
+            self.pipe.run()
+        run.replay_from = (ck, run.done - replay)
         return run
 
     def _continue_by_reset(self, control: dict, epoch: int) -> DaliEpoch:
@@ -191,16 +211,16 @@ class DaliBackend(Backend):
         run = DaliEpoch(epoch, self.current.dali_epoch + 1, 0, control)
         self._write_control(run)
         self.pipe.reset()
-        run.replay_from = (bytes(self.pipe.checkpoint()), 0, 0)
+        run.replay_from = (bytes(self.pipe.checkpoint()), 0)
         return run
 
     def _fresh_build(self, control: dict, epoch: int, position: int) -> DaliEpoch:
         """A new pipeline seeded from (seed, rank, epoch), its DALI epoch the steps from ``position`` on."""
-        run = DaliEpoch(epoch, 0, position, control_tail(control, position, self.ctx.batch_size),
-                        replay_from=(None, epoch, 0))
+        run = DaliEpoch(epoch, 0, position, control_tail(control, position, self.ctx.batch_size))
         self._new_generation()
         self._write_control(run)
         self._build(None, epoch)
+        run.replay_from = (bytes(self.pipe.checkpoint()), 0)
         return run
 
     def _rebuild_finished(self, saved: dict) -> None:
@@ -228,6 +248,7 @@ class DaliBackend(Backend):
             pipe, self.pipe = self.pipe, None
             del pipe
         self.workers = []
+        self._twin = None   # a copy of that pipeline's graph
 
     def _new_generation(self) -> None:
         self.generation += 1
@@ -238,15 +259,12 @@ class DaliBackend(Backend):
         import multiprocessing
 
         from vitdata.pipelines.graphs import build_pipeline, source_outputs
-        from vitdata.pipelines.source import CropSpec, EpochSource
+        from vitdata.pipelines.source import EpochSource
 
         self.close_pipe()
         ctx, cfg = self.ctx, self.ctx.cfg
-        a = cfg.augment
-        crop = CropSpec(tuple(a.scale), tuple(a.ratio), cfg.seed, ctx.rank, self.spec.decode_scale,
-                        cfg.num_threads) if ctx.train else None
         source = EpochSource(ctx.reader, ctx.index, self.ctl_dir, ctx.batch_size, self.max_ops, cfg.max_pixels,
-                             source_outputs(self.spec), crop)
+                             source_outputs(self.spec), self._crop())
         seed = int(np.random.SeedSequence([cfg.seed, ctx.rank, seed_epoch, 0x0DA1]).generate_state(1)[0] & 0x7FFFFFFF)
         # The source workers are the children this process gains while the pipeline is built.
         before = set(multiprocessing.active_children())
@@ -255,6 +273,15 @@ class DaliBackend(Backend):
                                    py_start_method=start_method(cfg), prefetch=cfg.prefetch, seed=seed,
                                    checkpoint=checkpoint, start_timeout=cfg.worker_start_timeout)
         self.workers = [p for p in multiprocessing.active_children() if p not in before] if cfg.num_workers else []
+
+    def _crop(self):
+        """The source's CropSpec (train), or None (eval: DALI's centre crop)."""
+        from vitdata.pipelines.source import CropSpec
+
+        ctx, cfg = self.ctx, self.ctx.cfg
+        a = cfg.augment
+        return CropSpec(tuple(a.scale), tuple(a.ratio), cfg.seed, ctx.rank, self.spec.decode_scale,
+                        cfg.num_threads) if ctx.train else None
 
     def _build_saved(self, checkpoint: bytes) -> None:
         """Build from a saved state's checkpoint; DALI's refusal of it is the state's fault (StateError)."""
@@ -275,55 +302,93 @@ class DaliBackend(Backend):
         from vitdata.pipelines.source import control_path, write_control
 
         control, q = run.control, self.ctx.quarantine
-        if quarantine and q is not None and len(q):
-            control = dict(control, quarantine=np.array(sorted(q.ids()), np.int64))
+        run.seen = q.ids() if quarantine and q is not None else frozenset()
+        if run.seen:
+            control = dict(control, quarantine=np.array(sorted(run.seen), np.int64))
         write_control(control_path(self.ctl_dir, run.dali_epoch), control)
 
-    # -- quarantine and replay -------------------------------------------------------------------------
+    # -- quarantine and redo ----------------------------------------------------------------------------
     def _recover(self, exc: BaseException):
         """The outputs of the step whose ``run()`` raised ``exc``: quarantine what the decoder refuses and
-        replay the step from the last checkpoint; raise when the failure is not a decoder's."""
+        produce the step again in a copy of the graph (``dali_redo``); raise when the failure is not a
+        decoder's, or no probe pins it on a sample."""
+        from vitdata.loader.backends.dali_redo import failed_sample
+
         run, b = self.current, self.ctx.batch_size
         step_ids = run.ids[run.done * b:(run.done + 1) * b]
-        for _ in range(MAX_REPLAYS):
-            dead = self._dead_workers()
+        dead = self._dead_workers()
+        err = None if dead else self._source_error(exc)
+        if dead or err is not None or self.ctx.quarantine is None:
             self.close_pipe()
             if dead:
                 raise self._worker_error(dead, step_ids, exc) from exc
-            err = self._source_error(exc)
-            refused = [] if err is not None or self.ctx.quarantine is None else self._probe_step()
+            run.failed = err or self._decode_error(step_ids, exc)
+            raise run.failed from exc
+        # the random state before the step: after a failed run() the pipeline's checkpoint still holds it
+        before = run.after_redo or bytes(self.pipe.checkpoint())
+        seen = run.seen   # the quarantine the failed batch was resolved with
+        for attempt in range(MAX_REDOS):
+            hint = failed_sample(exc) if attempt < GUIDED_REDOS else None
+            refused = self._probe_step(hint, seen)
             if not refused:
-                run.failed = err or self._decode_error(step_ids, exc)
-                raise run.failed from exc
+                break
             for sid, words in refused:
                 self.ctx.quarantine.add(sid, words, path=self.ctx.index.describe(sid), epoch=run.epoch)
-            ck, seed_epoch, at = run.replay_from
-            self._new_generation()
-            self._write_control(run)
-            self._build(ck, seed_epoch)
+            seen = self.ctx.quarantine.ids()
             try:
-                for _ in range(run.done - at):   # steps handed over already: the same ids, RNG draws
-                    self.pipe.run()
-                return self.pipe.run()
-            except StopIteration:
+                inputs = self._redo_inputs(run, seen)
+            except DataError as e:   # no usable substitute left: the step cannot be delivered
+                self.close_pipe()
+                run.failed = e
                 raise
+            try:
+                outs, run.after_redo = self._twin.run(before, inputs)
+                return outs
             except Exception as e:
                 exc = e
+        self.close_pipe()
         run.failed = self._decode_error(step_ids, exc)
         raise run.failed from exc
 
-    def _probe_step(self) -> list[tuple[int, str]]:
-        """(id, decoder's words) of each sample the failed step delivers that the decoder refuses."""
-        from vitdata.pipelines.graphs import build_probe, probe_decodes
+    def _redo_inputs(self, run: DaliEpoch, quarantine: frozenset) -> tuple:
+        """The source's outputs of ``run``'s current step with ``quarantine`` substituted (a DataError when
+        no usable substitute is left, as from the source)."""
+        from vitdata.loader.backends.dali_redo import Twin
+        from vitdata.pipelines.source import EpochSource
+
+        ctx, cfg = self.ctx, self.ctx.cfg
+        if self._twin is None:
+            self._twin = Twin(self.pipe, batch_size=ctx.batch_size, num_threads=cfg.num_threads,
+                              device_id=self.device_id)
+        if self._redo_source is None:
+            from vitdata.pipelines.graphs import source_outputs
+
+            self._redo_source = EpochSource(ctx.reader, ctx.index, self.ctl_dir, ctx.batch_size, self.max_ops,
+                                            cfg.max_pixels, source_outputs(self.spec), self._crop())
+        return self._redo_source.step_outputs(run.control, run.done, quarantine)
+
+    def _probe_step(self, hint: int | None, seen: frozenset) -> list[tuple[int, str]]:
+        """(id, decoder's words) of the samples of the failed step that the decoder refuses: the one at batch
+        place ``hint`` (resolved with quarantine ``seen``, as the failed batch was) when DALI named it and the
+        probe refuses it, else each sample the step delivers now."""
+        b, run = self.ctx.batch_size, self.current
+        first = run.done * b
+        if hint is not None and first + hint < run.samples:
+            refused = self._probe_positions([first + hint], seen)
+            if refused:
+                return refused
+        return self._probe_positions(range(first, min(first + b, run.samples)), self.ctx.quarantine.ids())
+
+    def _probe_positions(self, positions, quarantine: frozenset) -> list[tuple[int, str]]:
         from vitdata.data.checks import resolve_sample
         from vitdata.loader.quarantine import capture_stderr, decoder_words
+        from vitdata.pipelines.graphs import build_probe, probe_decodes
 
-        ctx, b, run = self.ctx, self.ctx.batch_size, self.current
+        ctx, run = self.ctx, self.current
         refused = []
-        for pos in range(run.done * b, min((run.done + 1) * b, run.samples)):
+        for pos in positions:
             try:
-                sid, _, data = resolve_sample(ctx.reader, ctx.index, run.ids, pos, ctx.cfg.max_pixels,
-                                              ctx.quarantine.ids())
+                sid, _, data = resolve_sample(ctx.reader, ctx.index, run.ids, pos, ctx.cfg.max_pixels, quarantine)
             except DataError:
                 continue
             if any(sid == r[0] for r in refused):
@@ -335,7 +400,7 @@ class DaliBackend(Backend):
                 with capture_stderr(said):
                     probe_decodes(self._probe, data)
             except Exception as e:
-                self._probe = None   # a failed pipeline is not reusable
+                self._probe = None   # a probe pipeline whose run failed refuses what it is fed next
                 refused.append((sid, decoder_words("".join(said), e)))
         return refused
 
