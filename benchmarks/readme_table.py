@@ -48,7 +48,9 @@ def device_name(rec: dict) -> str:
     env = rec["environment"]
     if env.get("gpu"):
         return env["gpu"]
-    cores = env.get("cpu_count")
+    cores, usable = env.get("cpu_count"), env.get("cpus_usable")
+    if cores and usable and usable < cores:   # pinned to some cores (taskset): say how many it had
+        return f"CPU only ({usable} of {cores} cores)"
     return f"CPU only ({cores} cores)" if cores else "CPU only"
 
 

@@ -325,8 +325,9 @@ def build_probe(spec: GraphSpec, device_id: int | None):
     graph's cropping decoder refuses. Run it with ``probe_decodes``."""
     decode_device = "cpu" if device_id is None else "mixed"
 
-    @pipeline_def(batch_size=1, num_threads=1, device_id=device_id, prefetch_queue_depth=1, exec_async=False,
-                  exec_pipelined=False)
+    # DALI's default executor: a run that failed leaves the pipeline usable for the next sample (the
+    # non-pipelined executor fails every later run too)
+    @pipeline_def(batch_size=1, num_threads=1, device_id=device_id, prefetch_queue_depth=1)
     def probe():
         encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
         return fn.decoders.image(encoded, device=decode_device, output_type=types.RGB,
@@ -339,7 +340,7 @@ def build_probe(spec: GraphSpec, device_id: int | None):
 
 def probe_decodes(pipe, data: bytes) -> None:
     """Decode ``data`` in a :func:`build_probe` pipeline; raises what DALI raises when the decoder refuses
-    it (the pipeline is then unusable: build a new one)."""
+    it (the pipeline stays usable)."""
     import numpy as np
 
     pipe.feed_input("encoded", [np.frombuffer(data, np.uint8)])

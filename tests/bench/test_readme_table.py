@@ -102,3 +102,8 @@ def test_the_committed_records_are_all_in_the_one_format():
 
     records = load_records(str(ROOT / "benchmarks" / "results"))   # raises on any other format
     assert records and all(r["format"] == RECORD_FORMAT for r in records)
+
+
+def test_a_record_pinned_to_fewer_cores_says_how_many_it_had(rt):
+    assert rt.device_name({"environment": {"cpu_count": 2, "cpus_usable": 1}}) == "CPU only (1 of 2 cores)"
+    assert rt.device_name({"environment": {"cpu_count": 2, "cpus_usable": 2}}) == "CPU only (2 cores)"

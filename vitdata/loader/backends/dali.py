@@ -399,8 +399,7 @@ class DaliBackend(Backend):
             try:
                 with capture_stderr(said):
                     probe_decodes(self._probe, data)
-            except Exception as e:
-                self._probe = None   # a probe pipeline whose run failed refuses what it is fed next
+            except Exception as e:   # the probe stays usable (graphs.build_probe)
                 refused.append((sid, decoder_words("".join(said), e)))
         return refused
 
