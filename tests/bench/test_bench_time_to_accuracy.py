@@ -78,3 +78,11 @@ def test_a_second_sitting_keeps_the_finished_runs_of_the_same_settings(tmp_path)
         done, name="pss", recipe="pss", returncode=1)]}))
     assert set(t2a.kept_runs(str(tmp_path / "runs.partial.json"), common)) == {"baseline"}   # failed: rerun
     assert t2a.kept_runs(str(tmp_path / "runs.partial.json"), ["--epochs", "2"]) == {}        # other settings
+
+
+def test_the_partial_file_keeps_an_earlier_sittings_runs_that_this_sitting_has_not_reached():
+    kept = {n: {"name": n, "recipe": n.split()[0], "returncode": 0} for n in ("baseline", "1gpu24h", "efficienttrain")}
+    new = {"name": "baseline --seed 1", "recipe": "baseline", "flags": ["--seed", "1"], "returncode": 0}
+    # this sitting: the kept baseline, then a new run; 1gpu24h and efficienttrain come later or not at all
+    names = [r["name"] for r in t2a.partial_runs([kept["baseline"], new], kept)]
+    assert names == ["baseline", "baseline --seed 1", "1gpu24h", "efficienttrain"]

@@ -367,6 +367,14 @@ def plot(runs: list[dict], path: str) -> str | None:
 # The benchmark
 
 
+def partial_runs(runs: list[dict], kept: dict[str, dict]) -> list[dict]:
+    """What ``runs.partial.json`` holds after each finished run: this sitting's runs so far, then every run
+    an earlier sitting finished (``kept``) that this one has not reached or does not plan, so a sitting cut
+    off before its kept runs come up loses none of them."""
+    names = {_named(r)["name"] for r in runs}
+    return runs + [r for name, r in kept.items() if name not in names]
+
+
 def kept_runs(path: str, common: list[str]) -> dict[str, dict]:
     """Finished runs of an earlier sitting (``runs.partial.json``) made with the same ``common`` settings,
     by name."""
@@ -465,7 +473,8 @@ def main(argv=None, prog: str = "vitdata bench time-to-accuracy") -> int:
         # What finished so far, so a run cut off after hours still leaves its figures.
         os.makedirs(args.out, exist_ok=True)
         atomic_write(os.path.join(args.out, "runs.partial.json"),
-                     (json.dumps({"common": common, "runs": runs}, indent=1, default=float) + "\n").encode())
+                     (json.dumps({"common": common, "runs": partial_runs(runs, done)}, indent=1, default=float)
+                      + "\n").encode())
     compare(runs, args.tolerance)
     print(table(runs))
     plot_path = plot(runs, args.plot or os.path.join(args.out, "top1_vs_time.png"))
