@@ -106,3 +106,39 @@ def test_the_failed_sample_is_read_from_dalis_message():
     assert failed_sample(outer) == 11
     assert failed_sample(RuntimeError("Critical error in pipeline: out of memory")) is None
     assert failed_sample(None) is None
+
+
+def test_a_pipeline_that_does_not_survive_a_failure_is_rebuilt_and_replayed(redo_data, tmp_path, monkeypatch):
+    """Where a failed run() ends the pipeline (other DALI builds or devices), the step after a redo fails
+    with no sample to blame: the backend rebuilds from its last good checkpoint and replays, and the batches
+    are still those of a loader that knew the files."""
+    from vitdata.loader.backends import dali_redo
+
+    root, bad = redo_data
+    monkeypatch.setenv("VITDATA_CACHE", str(tmp_path / "cache"))
+    ld = create_loader(_cfg(root))
+    backend, real = ld._backend, dali_redo.Twin.run
+
+    def redo_then_kill(self, checkpoint, outputs):
+        out = real(self, checkpoint, outputs)
+
+        def dead():
+            raise RuntimeError("Critical error in pipeline:\nCurrent pipeline object is no longer valid.")
+        backend.pipe.run = dead   # the pipeline that failed refuses every later step
+        return out
+
+    monkeypatch.setattr(dali_redo.Twin, "run", redo_then_kill)
+    try:
+        got, _ = _epochs(ld, epochs=1)
+        assert backend.generation > 1   # rebuilt
+        assert sorted(ld.quarantine.ids()) == sorted(bad)
+    finally:
+        ld.close()
+    monkeypatch.undo()
+    monkeypatch.setenv("VITDATA_CACHE", str(tmp_path / "cache"))
+    known = create_loader(_cfg(root))
+    try:
+        ref, _ = _epochs(known, epochs=1)
+    finally:
+        known.close()
+    _same(got, ref)

@@ -114,7 +114,7 @@ class DaliBackend(Backend):
         self.workers: list = []      # the pipeline's source worker processes (multiprocessing.Process)
         self.current: DaliEpoch | None = None   # the DALI epoch the pipeline runs
         self._restored = None        # a state from restore(), resumed by the next start()
-        self._probe = None           # the one-sample decode pipeline (error path only)
+        self._probe = None           # dali_redo.Probe: the one-sample decode pipeline (error path only)
         self._twin = None            # dali_redo.Twin of the graph (error path only)
         self._redo_source = None     # an EpochSource of this process, for the redo's inputs (error path only)
         self.generation = 0          # pipelines built so far; each reads its control files from its own ctl_dir
@@ -330,6 +330,8 @@ class DaliBackend(Backend):
         for attempt in range(MAX_REDOS):
             hint = failed_sample(exc) if attempt < GUIDED_REDOS else None
             refused = self._probe_step(hint, seen)
+            if not refused and not attempt and run.after_redo is not None and run.replay_from[0] is not None:
+                return self._rebuild_and_replay(run)
             if not refused:
                 break
             for sid, words in refused:
@@ -349,6 +351,20 @@ class DaliBackend(Backend):
         self.close_pipe()
         run.failed = self._decode_error(step_ids, exc)
         raise run.failed from exc
+
+    def _rebuild_and_replay(self, run: DaliEpoch):
+        """The step after a redo failed with no sample to blame: the pipeline did not survive the failure
+        before it (a DALI build or device where a failed ``run()`` ends the pipeline). Rebuild it from the
+        last good checkpoint and replay up to this step, the quarantine's files substituted: one rebuild
+        and re-trace, as every failure cost before the redo."""
+        ck, at = run.replay_from
+        self._new_generation()
+        self._write_control(run)
+        self._build(ck, 0)
+        for _ in range(run.done - at):
+            self.pipe.run()
+        run.after_redo = None
+        return self.pipe.run()
 
     def _redo_inputs(self, run: DaliEpoch, quarantine: frozenset) -> tuple:
         """The source's outputs of ``run``'s current step with ``quarantine`` substituted (a DataError when
@@ -380,28 +396,11 @@ class DaliBackend(Backend):
         return self._probe_positions(range(first, min(first + b, run.samples)), self.ctx.quarantine.ids())
 
     def _probe_positions(self, positions, quarantine: frozenset) -> list[tuple[int, str]]:
-        from vitdata.data.checks import resolve_sample
-        from vitdata.loader.quarantine import capture_stderr, decoder_words
-        from vitdata.pipelines.graphs import build_probe, probe_decodes
+        from vitdata.loader.backends.dali_redo import Probe
 
-        ctx, run = self.ctx, self.current
-        refused = []
-        for pos in positions:
-            try:
-                sid, _, data = resolve_sample(ctx.reader, ctx.index, run.ids, pos, ctx.cfg.max_pixels, quarantine)
-            except DataError:
-                continue
-            if any(sid == r[0] for r in refused):
-                continue
-            if self._probe is None:
-                self._probe = build_probe(self.spec, self.device_id)
-            said: list[str] = []
-            try:
-                with capture_stderr(said):
-                    probe_decodes(self._probe, data)
-            except Exception as e:   # the probe stays usable (graphs.build_probe)
-                refused.append((sid, decoder_words("".join(said), e)))
-        return refused
+        if self._probe is None:
+            self._probe = Probe(self.spec, self.device_id)
+        return self._probe.refused(self.ctx, self.current.ids, positions, quarantine)
 
     def _source_error(self, exc: BaseException) -> DataError | None:
         """The source's own DataError behind a failed ``run()`` (DALI chains the in-thread source's

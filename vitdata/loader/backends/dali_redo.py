@@ -20,10 +20,16 @@ failed step's augmentations for the next step. So the loader's saved state then 
 taken before the failure with the steps to replay from it (``replay``), until the main pipeline's next
 step succeeds; and when that next step fails too, the twin's own checkpoint after the redo is the random
 state before it.
+
+Where a failed ``run()`` ends the pipeline after all (another DALI build, another device), the step after
+a redo fails with no sample to blame; the backend then rebuilds from the last good checkpoint and replays
+up to that step (``DaliBackend._rebuild_and_replay``), which is what every failure cost before the redo.
 """
 from __future__ import annotations
 
 import re
+
+from vitdata.errors import DataError
 
 _FAILED_SAMPLE = re.compile(r"Failed to decode sample #(\d+)")
 
@@ -77,3 +83,37 @@ class Twin:
 
     def close(self) -> None:
         self.pipe = None
+
+
+class Probe:
+    """The one-sample pipeline with the graph's decoder kind (``vitdata.pipelines.graphs.build_probe``) that
+    says which samples the decoder refuses, in the decoder's own words."""
+
+    def __init__(self, spec, device_id: int | None):
+        self.spec, self.device_id = spec, device_id
+        self.pipe = None
+
+    def refused(self, ctx, ids, positions, quarantine: frozenset) -> list[tuple[int, str]]:
+        """(id, decoder's words) of each sample delivered at ``positions`` of the order ``ids`` (resolved
+        with ``quarantine`` substituted, as the source does) that the decoder refuses."""
+        from vitdata.data.checks import resolve_sample
+        from vitdata.loader.quarantine import capture_stderr, decoder_words
+        from vitdata.pipelines.graphs import build_probe, probe_decodes
+
+        refused = []
+        for pos in positions:
+            try:
+                sid, _, data = resolve_sample(ctx.reader, ctx.index, ids, pos, ctx.cfg.max_pixels, quarantine)
+            except DataError:
+                continue
+            if any(sid == r[0] for r in refused):
+                continue
+            if self.pipe is None:
+                self.pipe = build_probe(self.spec, self.device_id)
+            said: list[str] = []
+            try:
+                with capture_stderr(said):
+                    probe_decodes(self.pipe, data)
+            except Exception as e:   # the probe stays usable (graphs.build_probe)
+                refused.append((sid, decoder_words("".join(said), e)))
+        return refused
