@@ -3,8 +3,8 @@ and per epoch when 0.5 % or 2 % of the files fail in the decoder?
 
 The DALI backend's only added work on a step that does not fail is one ``pipe.checkpoint()`` every
 ``LoaderConfig.checkpoint_every`` steps (what a state taken right after a redo replays from; see
-``vitdata/loader/backends/dali.py``), plus a membership test of an empty quarantine per sample. The baseline is the same loader, same process, with
-that periodic checkpoint switched off (``checkpoint_every`` past the epoch), which is the hot path before
+``vitdata/loader/backends/dali.py``), plus a membership test of an empty quarantine per sample. The baseline
+is the same loader, same process, with that periodic checkpoint switched off (``checkpoint_every`` past the epoch), which is the hot path before
 quarantine; the two run interleaved, ``--repeats`` epochs each, and the median epochs are compared
 (target: <= 1 % slower). Then one epoch with one decoder-failing file (a PNG whose zlib stream is corrupt
 under valid CRCs) is timed against the same epoch of a clean copy of the data, from a fresh loader each:
@@ -224,10 +224,11 @@ def _rate_epochs(a, tmp: str) -> dict:
     order, index = probe.sampler.epoch_ids(0).reshape(-1), probe.index
     probe.close()
     rng = np.random.default_rng(0)
+    bad_files = {rate: max(1, round(rate * a.rate_samples)) for rate in rates}
     for rate in rates:
         roots[rate] = os.path.join(tmp, f"rate-{rate}")
         shutil.copytree(roots[0.0], roots[rate])
-        for sid in rng.choice(order[b:], size=max(1, round(rate * a.rate_samples)), replace=False):
+        for sid in rng.choice(order[b:], size=bad_files[rate], replace=False):
             rel = os.path.relpath(index.path(int(sid)), roots[0.0])
             with open(os.path.join(roots[rate], rel), "rb") as f:
                 data = f.read()
@@ -245,12 +246,12 @@ def _rate_epochs(a, tmp: str) -> dict:
             times[rate].append(time.perf_counter() - t0)
             bad = len(ld.quarantine)
             ld.close()
-            assert n == len(order) // b and bad == (0 if rate == 0 else max(1, round(rate * a.rate_samples)))
+            assert n == len(order) // b and bad == bad_files.get(rate, 0)
     clean = statistics.median(times[0.0])
     for rate in rates:
         m = statistics.median(times[rate])
         rows[str(rate)] = {"epoch_s": m, "clean_epoch_s": clean, "ratio": m / clean, "times_s": times[rate],
-                           "bad_files": max(1, round(rate * a.rate_samples)), "target": TARGET_RATE.get(rate)}
+                           "bad_files": bad_files[rate], "target": TARGET_RATE.get(rate)}
         print(f"bad-file rate {rate * 100:.1f} %: epoch {m:.2f} s vs {clean:.2f} s clean = {m / clean:.2f}x "
               f"(target <= {TARGET_RATE.get(rate, float('nan'))}x; {a.rate_samples} JPEGs {a.size} -> "
               f"{a.image_size} px, batch {b}, RandAugment, {a.threads} threads, median of {a.trials})")

@@ -81,9 +81,6 @@ class Twin:
         pipe.deserialize_and_build(self.serialized)
         return pipe
 
-    def close(self) -> None:
-        self.pipe = None
-
 
 class Probe:
     """The one-sample pipeline with the graph's decoder kind (``vitdata.pipelines.graphs.build_probe``) that
