@@ -3,6 +3,7 @@
 Public ops (dispatchers; also registered as ``torch.ops.vitdata.*`` for torch.compile):
     lowpass_crop(x, size, *, mean, std, out_dtype, memory_format)   EfficientTrain's Fourier crop
     lowpass_filter(x, size, ...)                                     the same band limit at full size
+    lanczos_resize(x, size, *, mean, std, out_dtype, memory_format)  EfficientTrain++'s Lanczos resize
     sample_patch_erase_params(batch, grid, ratio, generator, device) -> PatchEraseParams
     patch_erase(x, params, patch_size, fill, inplace)                PatchErasing on the normalised batch
 Each has a ``*_ref`` (pure torch) and a ``*_triton`` launcher beside it, and a CPU route that the
@@ -25,6 +26,7 @@ from .lowpass import (
     lowpass_filter_ref,
 )
 from .lowpass_cpu import lowpass_crop_chunked  # registers the op's CPU kernel
+from .resample import lanczos_resize, lanczos_resize_ref
 from .patch_erase import (
     FILLS,
     PatchEraseParams,
@@ -37,6 +39,7 @@ from .patch_erase import (
 )
 
 __all__ = [
+    "lanczos_resize", "lanczos_resize_ref",
     "crop_matrices", "lowpass_crop", "lowpass_crop_chunked", "lowpass_crop_fft", "lowpass_crop_matmul",
     "lowpass_crop_ref", "lowpass_crop_triton", "lowpass_filter", "lowpass_filter_ref",
     "FILLS", "PatchEraseParams", "normal_noise", "patch_erase", "patch_erase_cells", "patch_erase_ref",

@@ -202,9 +202,34 @@ def crop_matrices(N: int, n: int, dtype: torch.dtype = torch.float64, device=Non
     return A.real.to(dtype=dtype, device=device), A.imag.to(dtype=dtype, device=device)
 
 
+@functools.lru_cache(maxsize=32)
+def lanczos_matrix64(N: int, n: int) -> torch.Tensor:
+    """Float64 (n, N) matrix L of Pillow's antialiased Lanczos-3 resize of one axis from N to n samples
+    (``Image.resize(..., LANCZOS)``): output m is centred at ``(m + 0.5) N / n`` in input coordinates, the
+    kernel ``sinc(t) sinc(t / 3)`` on ``|t| < 3`` is stretched by ``N / n`` when shrinking (the antialiasing),
+    and each row is normalised to sum 1, so a constant image stays the same constant."""
+    scale = N / n
+    stretch = max(scale, 1.0)
+    L = torch.zeros((n, N), dtype=torch.float64)
+    for m in range(n):
+        centre = (m + 0.5) * scale
+        lo = max(int(centre - 3.0 * stretch + 0.5), 0)
+        hi = min(int(centre + 3.0 * stretch + 0.5), N)
+        t = (torch.arange(lo, hi, dtype=torch.float64) + 0.5 - centre) / stretch
+        w = torch.where(t.abs() < 3.0, torch.sinc(t) * torch.sinc(t / 3.0), torch.zeros_like(t))
+        L[m, lo:hi] = w / w.sum()
+    return L
+
+
 @functools.lru_cache(maxsize=64)
-def _axis_factors(N: int, n: int, dtype: torch.dtype, device: torch.device):
-    """Ar (n, N), Ar^T contiguous (N, n), Nyquist vector v (N,) or None (odd n or n == N)."""
+def _axis_factors(N: int, n: int, dtype: torch.dtype, device: torch.device, kind: str = "fourier"):
+    """Ar (n, N), Ar^T contiguous (N, n), Nyquist vector v (N,) or None (odd n or n == N). ``kind``
+    "lanczos": Pillow's Lanczos resize matrix (:func:`lanczos_matrix64`) in place of Ar, no Nyquist term."""
+    if kind == "lanczos":
+        L = lanczos_matrix64(N, n)
+        return L.to(dtype=dtype, device=device).contiguous(), L.t().to(dtype=dtype, device=device).contiguous(), None
+    if kind != "fourier":
+        raise ValueError(f"kind must be 'fourier' or 'lanczos', got {kind!r}")
     A = _crop_matrix64(N, n)
     ar = A.real.to(dtype=dtype, device=device).contiguous()
     art = A.real.t().to(dtype=dtype, device=device).contiguous()
@@ -300,15 +325,16 @@ def lowpass_crop_fft(x, size, *, mean=None, std=None, out_dtype=None, memory_for
     return _finish(_crop_fft(x, h, w, torch.float32), mean, std, out_dtype, cl)
 
 
-def lowpass_crop_matmul(x, size, *, mean=None, std=None, out_dtype=None, memory_format=None):
+def lowpass_crop_matmul(x, size, *, mean=None, std=None, out_dtype=None, memory_format=None, kind="fourier"):
     """The matrix form with torch.matmul: ``Ar_h X Ar_w^T - s (-1)^(m+j)``, computed in float32
-    (float64 for float64 input); two batched GEMMs plus one weighted reduction for even sizes."""
+    (float64 for float64 input); two batched GEMMs plus one weighted reduction for even sizes. ``kind``
+    "lanczos": Pillow's Lanczos resize instead (``L_h X L_w^T``, see ``kernels.resample``)."""
     (h, w), mean, std, out_dtype, cl = _check(x, size, mean, std, out_dtype, memory_format)
     H, W = x.shape[-2:]
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
     xf = x.to(cdt)
-    ar_h, _, v_h = _axis_factors(H, h, cdt, x.device)
-    _, art_w, v_w = _axis_factors(W, w, cdt, x.device)
+    ar_h, _, v_h = _axis_factors(H, h, cdt, x.device, kind)
+    _, art_w, v_w = _axis_factors(W, w, cdt, x.device, kind)
     y = torch.matmul(ar_h, torch.matmul(xf, art_w))
     if v_h is not None and v_w is not None:
         s = torch.einsum("bchw,h,w->bc", xf, v_h, v_w)
@@ -389,8 +415,9 @@ if triton is not None:
 
 
 def lowpass_crop_triton(x, size, *, mean=None, std=None, out_dtype=None, memory_format=None,
-                        block_n=None, block_m=None, block_k=None, num_warps=None, num_stages=None):
-    """Launch the Triton kernel (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``).
+                        block_n=None, block_m=None, block_k=None, num_warps=None, num_stages=None, kind="fourier"):
+    """Launch the Triton kernel (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``). ``kind``
+    "lanczos": the same kernel with Pillow's Lanczos resize matrices and no Nyquist term.
 
     Every tl.dot tile dimension is at least 16 (the GPU compiler's minimum); padding is masked. On CUDA,
     without overrides, the launch configuration is autotuned among ``_GPU_CONFIGS`` for the shape; any of
@@ -405,8 +432,8 @@ def lowpass_crop_triton(x, size, *, mean=None, std=None, out_dtype=None, memory_
     if H > MAX_KERNEL_HEIGHT:
         raise ValueError(f"the Triton kernel supports input heights up to {MAX_KERNEL_HEIGHT}, got {H}")
     dev = x.device
-    ar_h, _, v_h = _axis_factors(H, h, torch.float32, dev)
-    _, art_w, v_w = _axis_factors(W, w, torch.float32, dev)
+    ar_h, _, v_h = _axis_factors(H, h, torch.float32, dev, kind)
+    _, art_w, v_w = _axis_factors(W, w, torch.float32, dev, kind)
     nyq = v_h is not None and v_w is not None
     fmt = torch.channels_last if cl else torch.contiguous_format
     y = torch.empty((B, C, h, w), dtype=out_dtype, device=dev, memory_format=fmt)

@@ -69,9 +69,10 @@ def crop_route(H: int, W: int, h: int, w: int) -> str:
 
 
 def lowpass_crop_chunked(x, size, *, mean=None, std=None, out_dtype=None, memory_format=None,
-                         chunk_bytes: int = CHUNK_BYTES, route: Optional[str] = None):
+                         chunk_bytes: int = CHUNK_BYTES, route: Optional[str] = None, kind: str = "fourier"):
     """``lowpass_crop`` over chunks of ``chunk_bytes`` of float input (at least one image), each cropped by
-    ``route`` "fft" or "gemm" (default :func:`crop_route`). Same arguments and result as ``lowpass_crop``."""
+    ``route`` "fft" or "gemm" (default :func:`crop_route`). Same arguments and result as ``lowpass_crop``.
+    ``kind`` "lanczos": Pillow's Lanczos resize instead (always the GEMMs; ``kernels.resample``)."""
     (h, w), mean, std, out_dtype, cl = _check(x, size, mean, std, out_dtype, memory_format)
     B, C, H, W = x.shape
     dev = x.device
@@ -80,7 +81,7 @@ def lowpass_crop_chunked(x, size, *, mean=None, std=None, out_dtype=None, memory
     if y.numel() == 0:
         return y
     huge_pages(y)
-    route = route or crop_route(H, W, h, w)
+    route = "gemm" if kind == "lanczos" else route or crop_route(H, W, h, w)
     if route not in ("fft", "gemm"):
         raise ValueError(f"route must be 'fft' or 'gemm', got {route!r}")
     gain = (h / H) * (w / W) if route == "fft" else 1.0
@@ -97,7 +98,7 @@ def lowpass_crop_chunked(x, size, *, mean=None, std=None, out_dtype=None, memory
     if route == "fft":
         crop = functools.partial(_chunk_fft, centred=centred)
     else:
-        crop = _chunk_gemm
+        crop = functools.partial(_chunk_gemm, kind=kind)
 
     def run(starts):
         xb = torch.empty((k, C, H, W), dtype=cdt, device=dev)
@@ -204,12 +205,12 @@ def _alternating(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tens
     return torch.tensor([1.0, -1.0], dtype=dtype, device=device).repeat((n + 1) // 2)[:n].view(n, 1)
 
 
-def _chunk_gemm(x: torch.Tensor, out: torch.Tensor, h: int, w: int) -> None:
+def _chunk_gemm(x: torch.Tensor, out: torch.Tensor, h: int, w: int, kind: str = "fourier") -> None:
     """``out`` = ``Ar_h x Ar_w^T - s (-1)^(m+j)``: one mm over all rows of the chunk, one bmm, and for even
     sizes the Nyquist sum ``s = v_h^T x v_w`` as two matrix-vector products (``kernels/lowpass.py``)."""
     n, C, H, W = x.shape
-    ar_h, _, v_h = _axis_factors(H, h, x.dtype, x.device)
-    _, art_w, v_w = _axis_factors(W, w, x.dtype, x.device)
+    ar_h, _, v_h = _axis_factors(H, h, x.dtype, x.device, kind)
+    _, art_w, v_w = _axis_factors(W, w, x.dtype, x.device, kind)
     t = torch.mm(x.view(-1, W), art_w)
     torch.bmm(ar_h.expand(n * C, h, H), t.view(n * C, H, w), out=out.view(n * C, h, w))
     if v_h is not None and v_w is not None:

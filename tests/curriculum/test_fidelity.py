@@ -50,13 +50,13 @@ def test_efficienttrain_pp_lr_warms_up_over_20_percent_of_compute_and_follows_a_
     # 1-epoch warm-up it was 1.8 %.
     s = make_schedule("efficienttrain++", epochs=469, steps_per_epoch=10)
     lr = ComputeLR(s, peak=1.0, floor=0.0, warmup=0.2)
-    first_224 = next(e for e, k in s.epoch_table() if k.image_size == 224)
+    first_224 = next(e for e, k in s.epoch_table() if (k.lowpass_size or k.image_size) == 224)
     assert lr.position(first_224, 0, 10) == pytest.approx(0.8, abs=0.005)
     assert lr(first_224, 0, 10) == pytest.approx(0.146, abs=0.006)
     from vitdata.train.lr import lr_at
     assert lr_at(first_224 * 10, 4690, 10, 1.0, 0.0) == pytest.approx(0.018, abs=0.004)
     # warm-up ends with the two 96-px segments (20 % of compute), not after one epoch
-    end_96 = next(e for e, k in s.epoch_table() if k.image_size == 160)
+    end_96 = next(e for e, k in s.epoch_table() if k.lowpass_size == 160)
     assert lr.position(end_96, 0, 10) == pytest.approx(0.2, abs=0.005)
     assert lr(end_96 // 2, 0, 10) == pytest.approx(0.5, abs=0.02)
     assert lr(468, 9, 10) == pytest.approx(0.0, abs=1e-3)

@@ -31,7 +31,11 @@ def test_efficienttrain_scales_its_stages_to_the_run_and_the_image_size():
     patched = make_schedule("efficienttrain", epochs=300, steps_per_epoch=1, image_size=384, patch_size=16)
     assert [k.lowpass_size for _, k in patched.epoch_table()] == [272, 272, 272, 336, None]
     resize = make_schedule("efficienttrain", epochs=300, steps_per_epoch=1, lowpass=False)
-    assert [(k.image_size, k.lowpass_size) for _, k in resize.epoch_table()] == [
+    assert [(k.image_size, k.lowpass_size, k.lowpass_filter) for _, k in resize.epoch_table()] == [
+        (224, 160, "lanczos"), (224, 160, "lanczos"), (224, 160, "lanczos"), (224, 192, "lanczos"),
+        (224, None, "lanczos")]
+    direct = make_schedule("efficienttrain", epochs=300, steps_per_epoch=1, lowpass=False, augment_at="stage")
+    assert [(k.image_size, k.lowpass_size) for _, k in direct.epoch_table()] == [
         (160, None), (160, None), (160, None), (192, None), (224, None)]
     tiny = make_schedule("efficienttrain", epochs=3, steps_per_epoch=1)  # starts 0,0,1,1,2 collide: later wins
     assert [k.randaug_magnitude for _, k in tiny.epoch_table()] == [3.0, 7.0, 9.0]  # the last stage always runs
@@ -44,7 +48,8 @@ def test_efficienttrain_pp_segments_cost_the_same_compute():
     starts = [e for e, _ in rows] + [469]
     by_size = {}
     for (e, k), nxt in zip(rows, starts[1:]):
-        by_size[k.image_size] = by_size.get(k.image_size, 0) + nxt - e
+        side = k.lowpass_size or k.image_size
+        by_size[side] = by_size.get(side, 0) + nxt - e
     # docs/methods.md §3.3, DeiT-S E=200: 217 @96, 157 @160, 54 @192, 41 @224 real epochs
     for size, epochs in {96: 217, 160: 157, 192: 54, 224: 41}.items():
         assert abs(by_size[size] - epochs) <= 2
@@ -192,3 +197,28 @@ def test_schedules_are_pure_and_knobs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         s(0).image_size = 32
     assert isinstance(s(0), Knobs)
+
+
+def test_efficienttrain_pp_crops_and_augments_at_full_size_then_resizes_with_lanczos_as_released():
+    # ET++'s released pipeline: RandomResizedCrop(224), flip, RandAugment, then Resize(B, LANCZOS)
+    # (docs/methods.md §3.2); augment_at="stage" keeps the cheaper crop straight to B.
+    s = make_schedule("efficienttrain++", epochs=469, steps_per_epoch=1)
+    rows = s.epoch_table()
+    assert {k.image_size for _, k in rows} == {224} and {k.lowpass_filter for _, k in rows} == {"lanczos"}
+    assert [k.lowpass_size for _, k in rows if k.lowpass_size][:3] == [96, 96, 160]
+    assert rows[-1][1].lowpass_size is None
+    direct = make_schedule("efficienttrain++", epochs=469, steps_per_epoch=1, augment_at="stage")
+    assert [k.image_size for _, k in direct.epoch_table()] == [k.lowpass_size or 224 for _, k in rows]
+    assert {k.lowpass_size for _, k in direct.epoch_table()} == {None}
+    with pytest.raises(ConfigError, match="augment_at"):
+        make_schedule("efficienttrain++", epochs=469, steps_per_epoch=1, augment_at="half")
+
+
+def test_a_schedule_records_a_lanczos_filter_and_leaves_the_default_out_of_its_fingerprint():
+    lanczos = make_schedule("efficienttrain++", epochs=30, steps_per_epoch=2)
+    again = Schedule.from_dict(lanczos.to_dict())
+    assert again == lanczos and again(0, 0).lowpass_filter == "lanczos"
+    plain = make_schedule("efficienttrain", epochs=30, steps_per_epoch=2)
+    assert "lowpass_filter" not in plain.to_dict()["rules"]       # fingerprints of earlier runs still match
+    with pytest.raises(ConfigError, match="lowpass_filter"):
+        Schedule(epochs=2, steps_per_epoch=1, lowpass_size=16, lowpass_filter="bicubic")

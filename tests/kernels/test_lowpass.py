@@ -27,6 +27,7 @@ from vitdata.kernels import (
 )
 
 import tensorcore
+from photos import center_crops as _photos
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 INTERPRETED = DEV == "cpu"
@@ -261,21 +262,6 @@ def _paper_freq_crop_numpy(img: np.ndarray, n: int) -> np.ndarray:
         S[..., n - q:, :p] = F[..., N - q:, :p]
         S[..., n - q:, n - q:] = F[..., N - q:, N - q:]
     return np.fft.ifft2(S, axes=(-2, -1)).real * (n / N) ** 2
-
-
-def _photos(root: Path, count: int = 3, size: int = 224) -> np.ndarray:
-    from PIL import Image
-
-    files = sorted(root.glob("*/*.JPEG"))[:count]
-    out = []
-    for f in files:
-        with Image.open(f) as im:
-            im = im.convert("RGB")
-            s = size / min(im.size)
-            im = im.resize((max(size, round(im.size[0] * s)), max(size, round(im.size[1] * s))), Image.BICUBIC)
-            left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
-            out.append(np.asarray(im.crop((left, top, left + size, top + size))).transpose(2, 0, 1))
-    return np.stack(out)
 
 
 @pytest.mark.parametrize("n", [96, 97, 128, 159, 160, 192, 223, 224])

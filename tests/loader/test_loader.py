@@ -287,6 +287,23 @@ def test_kernels_follow_the_knobs_lowpass_crop_and_patch_erasing(tiny_data):
         loader.close()
 
 
+def test_a_lanczos_step_delivers_the_full_size_batch_resized_as_efficienttrain_pp_does(tiny_data):
+    from vitdata import kernels
+
+    batches = {}
+    for name, kw in (("full", {}), ("lanczos", dict(lowpass_size=16, lowpass_filter="lanczos"))):
+        loader = create_loader(cfg_for(tiny_data, augment=FULL_VIEW, schedule=ScheduleConfig(kwargs=kw)))
+        try:
+            batches[name] = next(iter(loader))
+        finally:
+            loader.close()
+    full, low = batches["full"], batches["lanczos"]
+    assert low.knobs.lowpass_filter == "lanczos" and low.images.shape[-2:] == (16, 16)
+    assert full.ids.tolist() == low.ids.tolist()
+    torch.testing.assert_close(low.images.float(), kernels.lanczos_resize(full.images.float(), 16),
+                               atol=1e-4, rtol=1e-4)
+
+
 def test_loader_state_carries_the_oracle_and_restores_it(tmp_path):
     from vitdata.data import selfid
     from vitdata.oracle.difficulty import DifficultyOracle

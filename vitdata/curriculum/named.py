@@ -83,7 +83,7 @@ def et_stage_starts(epochs: int) -> list[int]:
 
 
 def _efficienttrain(epochs, spe, image_size, *, lowpass=True, sizes=ET_SIZES_224, magnitudes=ET_MAGNITUDES,
-                    patch_size=None):
+                    patch_size=None, augment_at="full"):
     if len(sizes) != len(ET_STAGE_FRACTIONS) or len(magnitudes) != len(ET_STAGE_FRACTIONS):
         raise ConfigError("efficienttrain needs 5 sizes and 5 magnitudes", ("sizes", "magnitudes"))
     check_stages_kept("efficienttrain", sizes, image_size, patch_size)
@@ -95,13 +95,30 @@ def _efficienttrain(epochs, spe, image_size, *, lowpass=True, sizes=ET_SIZES_224
     rules = {"randaug_magnitude": _stage_table(starts, [float(m) for m in magnitudes])}
     if lowpass:
         rules.update(image_size=Constant(image_size), lowpass_size=size_rule)
-    else:  # resize to B instead of the Fourier crop (what ET++ does)
-        rules.update(image_size=_stage_table(starts, [image_size if b is None else b for b in size_rule.values]),
-                     lowpass_size=Constant(None))
+    else:  # a Lanczos resize to B instead of the Fourier crop (what ET++ does)
+        rules.update(_shrink_rules(image_size, size_rule, augment_at))
     return rules
 
 
-def _efficienttrain_pp(epochs, spe, image_size, *, sizes=ETPP_SIZES_224, patch_size=None):
+AUGMENT_AT = ("full", "stage")
+
+
+def _shrink_rules(image_size: int, size_rule: EpochTable, augment_at: str) -> dict:
+    """Rules that bring the images to each stage's side ``size_rule`` (None: full size) by resizing.
+    ``augment_at`` "full": EfficientTrain++'s released order (crop, flip and RandAugment at ``image_size``,
+    then the batch's Lanczos resize to the stage's side, before normalising and erasing; docs/methods.md
+    §3.2); "stage": crop straight to the stage's side and augment there (cheaper decode and augmentation,
+    RandAugment's geometric ops then act at the low resolution)."""
+    if augment_at == "full":
+        return {"image_size": Constant(image_size), "lowpass_size": size_rule, "lowpass_filter": Constant("lanczos")}
+    if augment_at == "stage":
+        return {"image_size": _stage_table(list(size_rule.starts), [image_size if b is None else b
+                                                                    for b in size_rule.values]),
+                "lowpass_size": Constant(None)}
+    raise ConfigError(f"augment_at must be one of {list(AUGMENT_AT)}, got {augment_at!r}", ("augment_at",))
+
+
+def _efficienttrain_pp(epochs, spe, image_size, *, sizes=ETPP_SIZES_224, patch_size=None, augment_at="full"):
     # Segments cost the same compute: a segment at side r lasts ∝ (image_size / r)^2 real epochs. The
     # durations are scaled so the segments fill `epochs` and stage k starts at round_half_up(cumulative).
     check_stages_kept("efficienttrain++", sizes, image_size, patch_size)
@@ -111,9 +128,10 @@ def _efficienttrain_pp(epochs, spe, image_size, *, sizes=ETPP_SIZES_224, patch_s
     for c in cost:
         starts.append(_round_half_up(acc / total * epochs))
         acc += c
-    return {"image_size": _stage_table(starts, scaled),
-            "randaug_magnitude": _stage_table(starts, [float(k) for k in range(len(sizes))]),
-            "lowpass_size": Constant(None)}
+    rules = _shrink_rules(image_size, _stage_table(starts, [None if r >= image_size else r for r in scaled]),
+                          augment_at)
+    rules["randaug_magnitude"] = _stage_table(starts, [float(k) for k in range(len(sizes))])
+    return rules
 
 
 def _linear(epochs, spe, image_size, *, magnitude=(0.0, 9.0), size=None, per="epoch", shape="linear",
@@ -186,6 +204,8 @@ def make_schedule(name: str, epochs: int, steps_per_epoch: int, image_size: int 
       to even; ``lowpass=False`` resizes to B instead; ``sizes``, ``magnitudes`` override the table.
     - ``efficienttrain++``: ET++ segments (``sizes``, default DeiT-S 96x2, 160x4, 192x2, 224x2) resized to,
       durations ∝ (image_size / r)^2 filling ``epochs``, magnitude = segment index.
+      Both resize as ET++'s released code does (``augment_at="full"``: crop and augment at ``image_size``,
+      then a Lanczos resize of the batch to the stage's side; ``"stage"`` crops straight to it).
     - ``linear``: ``magnitude=(start, end)`` (default (0, 9); None keeps it constant) and/or ``size=(start,
       end)``; ``per`` "epoch"|"step", ``shape`` "linear"|"cosine", ``ramp_start``/``ramp_end`` epochs.
     - ``progressive-size``: ``init_size`` 32, ``step_px`` 32, ``epoch_step`` (default: the paper's 5, shorter

@@ -31,7 +31,9 @@ Post-processing of every evaluation (so stacked rules stay consistent):
   nearest multiple of it (halves up, at least one patch) when ``round_sizes=True``, and a size that is not
   a multiple raises ConfigError (naming ``image_size``/``lowpass_size`` and ``patch_size``) when
   ``round_sizes=False``.
-- ``lowpass_size >= image_size`` means no low-pass crop: it becomes None.
+- ``lowpass_size >= image_size`` means no low-pass crop: it becomes None. ``lowpass_filter`` says how the
+  batch goes from ``image_size`` to ``lowpass_size``: ``"fourier"`` (EfficientTrain's crop of the spectrum)
+  or ``"lanczos"`` (EfficientTrain++'s Lanczos resize); anything else raises ConfigError.
 - ``erase_ratio`` must lie in [0, 1], ``keep_ratio`` in (0, 1], ``randaug_magnitude`` >= 0; otherwise
   ConfigError. The construction evaluates every epoch's first and last step once, so a bad table fails
   when the schedule is built, not mid-run.
@@ -60,8 +62,10 @@ class Knobs:
     """Curriculum knobs of one step.
 
     image_size: output side in pixels (square). randaug_magnitude: timm scale 0..10 (per-sample oracle
-    offsets are added by the loader). randaug_num_ops: ops per image. lowpass_size: Fourier crop output
-    side (EfficientTrain ``B``) or None for off. erase_ratio: PatchErasing fraction of patches, 0 = off.
+    offsets are added by the loader). randaug_num_ops: ops per image. lowpass_size: side the batch is
+    brought down to after cropping and augmenting at ``image_size`` (EfficientTrain's ``B``), or None for
+    off. lowpass_filter: how: ``"fourier"`` (EfficientTrain's low-frequency crop) or ``"lanczos"``
+    (EfficientTrain++'s Lanczos resize). erase_ratio: PatchErasing fraction of patches, 0 = off.
     keep_ratio: PSS fraction of patch tokens kept, 1.0 = all.
     """
 
@@ -71,8 +75,10 @@ class Knobs:
     lowpass_size: int | None = None
     erase_ratio: float = 0.0
     keep_ratio: float = 1.0
+    lowpass_filter: str = "fourier"
 
 
+LOWPASS_FILTERS = ("fourier", "lanczos")
 KNOBS = tuple(f.name for f in dataclasses.fields(Knobs))
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Knobs) if f.default is not dataclasses.MISSING}
 _DEFAULTS["image_size"] = 224
@@ -301,7 +307,8 @@ class Schedule:
 
     Args:
         epochs, steps_per_epoch: the run's length (PSS and step ramps use them).
-        image_size, randaug_magnitude, randaug_num_ops, lowpass_size, erase_ratio, keep_ratio: a Rule,
+        image_size, randaug_magnitude, randaug_num_ops, lowpass_size, erase_ratio, keep_ratio,
+            lowpass_filter: a Rule,
             or a plain value (a Constant). Missing knobs take :class:`Knobs`' defaults (image_size 224).
         patch_size: when set, image and low-pass sizes are multiples of it (see ``round_sizes``).
         round_sizes: round sizes to the nearest multiple of ``patch_size`` (True) or refuse other sizes.
@@ -351,6 +358,10 @@ class Schedule:
             lowpass = self._size(lowpass, "lowpass_size")
             if lowpass >= image_size:
                 lowpass = None
+        lowpass_filter = r["lowpass_filter"]
+        if lowpass_filter not in LOWPASS_FILTERS:
+            raise ConfigError(f"lowpass_filter must be one of {list(LOWPASS_FILTERS)}, got {lowpass_filter!r}",
+                              ("lowpass_filter",))
         magnitude = float(_num(r["randaug_magnitude"], "randaug_magnitude"))
         if magnitude < 0:
             raise ConfigError(f"randaug_magnitude must be >= 0, got {magnitude}", ("randaug_magnitude",))
@@ -364,7 +375,7 @@ class Schedule:
         if not 0.0 < keep <= 1.0:
             raise ConfigError(f"keep_ratio must lie in (0, 1], got {keep}", ("keep_ratio",))
         return Knobs(image_size=image_size, randaug_magnitude=magnitude, randaug_num_ops=num_ops,
-                     lowpass_size=lowpass, erase_ratio=erase, keep_ratio=keep)
+                     lowpass_size=lowpass, erase_ratio=erase, keep_ratio=keep, lowpass_filter=lowpass_filter)
 
     def for_eval(self, epoch: int) -> Knobs:
         """Evaluation knobs at ``epoch``: the schedule's image and low-pass size, no RandAugment, no
@@ -403,10 +414,14 @@ class Schedule:
         return combine(self, **overrides)
 
     def to_dict(self) -> dict:
-        """JSON-able description (``format``, run length, size policy, name, one dict per rule)."""
+        """JSON-able description (``format``, run length, size policy, name, one dict per rule). A
+        ``lowpass_filter`` left at its default is not written, so schedules (and their fingerprints, kept in
+        checkpoints) from before that knob existed read the same."""
+        rules = {k: self.rules[k].to_dict() for k in KNOBS
+                 if k != "lowpass_filter" or self.rules[k] != Constant(_DEFAULTS[k])}
         return {"format": SCHEDULE_FORMAT, "name": self.name, "epochs": self.epochs,
                 "steps_per_epoch": self.steps_per_epoch, "patch_size": self.patch_size,
-                "round_sizes": self.round_sizes, "rules": {k: self.rules[k].to_dict() for k in KNOBS}}
+                "round_sizes": self.round_sizes, "rules": rules}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Schedule":

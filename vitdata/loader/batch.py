@@ -155,8 +155,9 @@ class BatchAssembler:
         return why
 
     def _kernels(self, images: torch.Tensor, ids: np.ndarray, step: Step) -> torch.Tensor:
-        """The step's low-pass crop and PatchErasing. A uint8 batch (a schedule with low-pass steps) leaves
-        normalised, in the output dtype and memory format: see :meth:`_normalise_uint8`."""
+        """The step's low-pass crop (or Lanczos resize, ``knobs.lowpass_filter``) and PatchErasing. A uint8
+        batch (a schedule with low-pass steps) leaves normalised, in the output dtype and memory format: see
+        :meth:`_normalise_uint8`."""
         if not self.train:
             return images
         from vitdata.oracle.policies import boosted_erase_ratio
@@ -165,11 +166,9 @@ class BatchAssembler:
         erase = boosted_erase_ratio(knobs.erase_ratio, None if plan is None else plan.erase_ratio, ids)
         crop = knobs.lowpass_size is not None and knobs.lowpass_size < images.shape[-1]
         if images.dtype == torch.uint8:
-            images = self._normalise_uint8(images, knobs.lowpass_size if crop else None)
+            images = self._normalise_uint8(images, knobs.lowpass_size if crop else None, knobs.lowpass_filter)
         elif crop:
-            from vitdata import kernels
-
-            images = kernels.lowpass_crop(images, knobs.lowpass_size)
+            images = _shrink_op(knobs.lowpass_filter)(images, knobs.lowpass_size)
         if (erase > 0).any():
             from vitdata import kernels
 
@@ -183,23 +182,22 @@ class BatchAssembler:
             images = kernels.patch_erase(images, params, p, "zero", inplace=True)
         return images
 
-    def _normalise_uint8(self, images: torch.Tensor, lowpass_size: int | None) -> torch.Tensor:
+    def _normalise_uint8(self, images: torch.Tensor, lowpass_size: int | None, lowpass_filter: str) -> torch.Tensor:
         """A uint8 (B, 3, H, W) batch on the 0..255 scale -> normalised, output dtype and memory format.
 
-        Low-pass step: ``kernels.lowpass_crop`` reads the uint8 batch once and writes the cropped,
-        normalised batch in the output dtype and layout (one pass; the Triton kernel on CUDA). Other steps
+        Low-pass step: ``kernels.lowpass_crop`` (``kernels.lanczos_resize`` for ``lowpass_filter``
+        "lanczos") reads the uint8 batch once and writes the cropped, normalised batch in the output dtype
+        and layout (one pass; the Triton kernel on CUDA). Other steps
         (e.g. EfficientTrain's late full-size epochs): one ``torch.addcmul(-mean/std, x, 1/std, out=y)``,
         a single elementwise pass that reads uint8, computes in float32 and stores straight into ``y``
         of the output dtype and memory format (the kernel module has no normalise-only path, and the crop
         at full size would spend two GEMMs on an identity)."""
-        from vitdata import kernels
-
         o = self.cfg.output
         dtype = DTYPES[o.dtype]
         fmt = torch.channels_last if o.channels_last else torch.contiguous_format
         if lowpass_size is not None:
-            return kernels.lowpass_crop(images, lowpass_size, mean=[255.0 * m for m in o.mean],
-                                        std=[255.0 * s for s in o.std], out_dtype=dtype, memory_format=fmt)
+            return _shrink_op(lowpass_filter)(images, lowpass_size, mean=[255.0 * m for m in o.mean],
+                                              std=[255.0 * s for s in o.std], out_dtype=dtype, memory_format=fmt)
         if self._affine is None or self._affine[0].device != images.device:
             std = torch.tensor([255.0 * s for s in o.std], dtype=torch.float64)
             scale = (1.0 / std).view(1, -1, 1, 1)
@@ -207,3 +205,11 @@ class BatchAssembler:
             self._affine = (shift.to(images.device, torch.float32), scale.to(images.device, torch.float32))
         out = torch.empty(images.shape, dtype=dtype, device=images.device, memory_format=fmt)
         return torch.addcmul(self._affine[0], images, self._affine[1], out=out)
+
+
+def _shrink_op(lowpass_filter: str):
+    """The kernel that brings a batch down to the step's ``lowpass_size``: EfficientTrain's Fourier crop, or
+    EfficientTrain++'s Lanczos resize (``Knobs.lowpass_filter``)."""
+    from vitdata import kernels
+
+    return kernels.lanczos_resize if lowpass_filter == "lanczos" else kernels.lowpass_crop

@@ -261,7 +261,8 @@ def views(images, knobs, patch_size: int, seed: int = 0) -> dict:
 
     from vitdata import kernels
     full = images
-    low = kernels.lowpass_crop(images, knobs.lowpass_size) if knobs.lowpass_size else images
+    shrink = kernels.lanczos_resize if knobs.lowpass_filter == "lanczos" else kernels.lowpass_crop
+    low = shrink(images, knobs.lowpass_size) if knobs.lowpass_size else images
     erased = images
     if knobs.erase_ratio > 0:
         grid = (images.shape[-2] // patch_size, images.shape[-1] // patch_size)
