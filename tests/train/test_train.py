@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vitdata.errors import ConfigError
-from vitdata.train.config import TrainConfig, parse_config
+from vitdata.train.config import TrainConfig, check_train_config, parse_config
 from vitdata.train.loop import build_schedule, main
 from vitdata.train.lr import lr_at
 
@@ -91,6 +91,17 @@ def test_efficienttrain_curriculum_lowpasses_early_and_raises_randaug_magnitude(
     assert ks[-1][0].lowpass_size is None
     mags = [row[0].randaug_magnitude for row in ks]
     assert mags == sorted(mags) and mags[0] < mags[-1]
+
+
+def test_efficienttrain_pp_augments_at_full_size_and_resizes_unless_asked_to_crop_at_the_segments_side():
+    released = knobs_by_epoch(TrainConfig(epochs=20, image_size=64, patch_size=4, curriculum="efficienttrain++"))
+    assert {row[0].image_size for row in released} == {64}
+    assert released[0][0].lowpass_size < 64 and released[0][0].lowpass_filter == "lanczos"
+    direct = knobs_by_epoch(TrainConfig(epochs=20, image_size=64, patch_size=4, curriculum="efficienttrain++",
+                                        curriculum_augment_at="stage"))
+    assert [row[0].image_size for row in direct] == [row[0].lowpass_size or 64 for row in released]
+    with pytest.raises(ConfigError, match="curriculum-augment-at"):
+        check_train_config(parse_config(["--curriculum", "efficienttrain", "--curriculum-augment-at", "stage"]))
 
 
 def test_size_curriculum_grows_the_image_size_in_patch_steps():

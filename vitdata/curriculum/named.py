@@ -258,7 +258,8 @@ def make_schedule(name: str, epochs: int, steps_per_epoch: int, image_size: int 
 def curriculum_schedule(epochs: int, steps_per_epoch: int, image_size: int, *, patch_size: int = 16,
                         curriculum: str | None = None, size_curriculum: bool = False, pss: str | None = None,
                         erase_ratio: float = 0.0, randaug_magnitude: float = 5.0,
-                        size_epoch_step: int | None = None, curriculum_magnitude: str = "paper") -> Schedule:
+                        size_epoch_step: int | None = None, curriculum_magnitude: str = "paper",
+                        augment_at: str = "full") -> Schedule:
     """The schedule of ``vitdata train``'s method switches (``make_schedule("switches", ...)``, which the
     loader builds from ``ScheduleConfig(name="switches", kwargs=...)``): a data ``curriculum`` (a named schedule;
     None = constant at ``randaug_magnitude``), with the 1-GPU/24 h progressive size on top when
@@ -266,7 +267,8 @@ def curriculum_schedule(epochs: int, steps_per_epoch: int, image_size: int, *, p
     :func:`size_epoch_step`: 32 -> 224 px at patch 16), the PSS keep ratio ``pss`` and a constant
     PatchErasing ``erase_ratio``. ``curriculum_magnitude="run"`` scales EfficientTrain's weak-to-strong
     RandAugment magnitudes (1, 3, 5, 7, 9) so that its last stage uses ``randaug_magnitude``, the run's own
-    (the paper ends at 9, the magnitude of its DeiT baseline); "paper" keeps the paper's numbers."""
+    (the paper ends at 9, the magnitude of its DeiT baseline); "paper" keeps the paper's numbers.
+    ``augment_at``: efficienttrain++'s order (see :func:`make_schedule`)."""
     extra: dict[str, Any] = {"patch_size": patch_size, "erase_ratio": erase_ratio}
     if curriculum_magnitude not in ("paper", "run"):
         raise ConfigError(f"curriculum_magnitude must be 'paper' or 'run', got {curriculum_magnitude!r}",
@@ -278,6 +280,8 @@ def curriculum_schedule(epochs: int, steps_per_epoch: int, image_size: int, *, p
         extra["magnitudes"] = tuple(m * randaug_magnitude / ET_MAGNITUDES[-1] for m in ET_MAGNITUDES)
     if pss:
         extra["pss"] = pss
+    if curriculum == "efficienttrain++":
+        extra["augment_at"] = augment_at
     name = curriculum or "constant"
     if name == "constant":
         extra["randaug_magnitude"] = randaug_magnitude

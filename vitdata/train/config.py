@@ -91,6 +91,9 @@ class TrainConfig:
                                    choices=("efficienttrain", "efficienttrain++"))
     curriculum_magnitude: str = _f("paper", "EfficientTrain's RandAugment magnitudes: the paper's 1..9, or scaled "
                                             "to end at --randaug-magnitude (run)", choices=("paper", "run"))
+    curriculum_augment_at: str = _f("full", "efficienttrain++: crop and augment at full size, then a Lanczos resize of "
+                                            "the batch to the segment's side (full, the released order), or crop "
+                                            "straight to that side (stage)", choices=("full", "stage"))
     size_curriculum: bool = _f(False, "progressive image size (1-GPU/24 h paper)")
     size_epoch_step: int = _f(0, "epochs per size of --size-curriculum (0 = the paper's 5, fewer when the run "
                                  "is too short for every size to get 5; the last size is always trained on)")
@@ -218,6 +221,10 @@ def check_train_config(cfg: TrainConfig) -> None:
     if cfg.curriculum_magnitude == "run" and cfg.curriculum != "efficienttrain":
         raise ConfigError("--curriculum-magnitude run scales EfficientTrain's magnitudes; it needs --curriculum "
                           "efficienttrain", ("curriculum_magnitude", "curriculum"))
+    if cfg.curriculum_augment_at != "full" and cfg.curriculum != "efficienttrain++":
+        raise ConfigError("--curriculum-augment-at applies to --curriculum efficienttrain++ (efficienttrain "
+                          "crops in the Fourier domain after augmenting at full size)",
+                          ("curriculum_augment_at", "curriculum"))
     if cfg.curriculum:  # a patch grid that merges EfficientTrain's stages is refused, naming a fix
         from vitdata.curriculum.named import ET_SIZES_224, ETPP_SIZES_224, check_stages_kept
         sizes = ET_SIZES_224 if cfg.curriculum == "efficienttrain" else ETPP_SIZES_224

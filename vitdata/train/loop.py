@@ -87,10 +87,12 @@ def schedule_config(cfg: TrainConfig) -> ScheduleConfig:
     """The curriculum of ``cfg``'s switches as the loader's ScheduleConfig: the named schedule "switches"
     (:func:`vitdata.curriculum.named.curriculum_schedule`), which the loader lays out over its own steps
     per epoch."""
-    return ScheduleConfig(name="switches", epochs=cfg.epochs, kwargs=dict(
-        patch_size=cfg.patch_size, curriculum=cfg.curriculum, size_curriculum=cfg.size_curriculum, pss=cfg.pss,
-        erase_ratio=cfg.patch_erasing, randaug_magnitude=cfg.randaug_magnitude,
-        size_epoch_step=cfg.size_epoch_step or None, curriculum_magnitude=cfg.curriculum_magnitude))
+    kwargs = dict(patch_size=cfg.patch_size, curriculum=cfg.curriculum, size_curriculum=cfg.size_curriculum,
+                  pss=cfg.pss, erase_ratio=cfg.patch_erasing, randaug_magnitude=cfg.randaug_magnitude,
+                  size_epoch_step=cfg.size_epoch_step or None, curriculum_magnitude=cfg.curriculum_magnitude)
+    if cfg.curriculum_augment_at != "full":   # written only when set: stored configs of earlier runs still match
+        kwargs["augment_at"] = cfg.curriculum_augment_at
+    return ScheduleConfig(name="switches", epochs=cfg.epochs, kwargs=kwargs)
 
 
 def build_schedule(cfg: TrainConfig, steps_per_epoch: int):
