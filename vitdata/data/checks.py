@@ -46,7 +46,7 @@ def check_sample(reader, index, sample_id: int, max_pixels: int) -> tuple[bytes 
     in range (bad_label); the header names JPEG or PNG (unsupported_format) with non-zero dimensions
     within ``max_pixels`` (too_many_pixels); the file is complete (truncated: a JPEG without an end
     marker after its last scan, a PNG whose chunks stop before IEND; decode_error: a PNG chunk CRC
-    mismatch). Only the header is parsed (Pillow's lazy open) and the structure walked: no pixels are
+    mismatch, or a JPEG libjpeg refuses from its marker segments alone, :mod:`vitdata.data.jpegfatal`). Only the header is parsed (Pillow's lazy open) and the structure walked: no pixels are
     decoded, so a 20000x20000 bomb costs microseconds.
 
     A JPEG that libjpeg decodes with a ``Corrupt JPEG data`` warning (:mod:`vitdata.data.jpegwalk`) gives

@@ -1,5 +1,6 @@
 """A JPEG's marker structure walked from the bytes alone, no pixel decoded: what makes a file unusable
-(``truncated``), and what libjpeg would decode with a ``Corrupt JPEG data`` warning (``corrupt_data``).
+(``truncated``; ``decode_error``: a fatal libjpeg error the headers decide, :mod:`vitdata.data.jpegfatal`),
+and what libjpeg would decode with a ``Corrupt JPEG data`` warning (``corrupt_data``).
 
 The walk visits every marker segment and skips each scan's entropy-coded data with a search for the next
 marker: in coded data a 0xFF byte is followed by a stuffed 0x00, or is a restart marker RST0-7 or a fill byte,
@@ -24,9 +25,12 @@ import math
 
 import numpy as np
 
+from vitdata.data.jpegfatal import Tables
+
 # What may follow a scan: EOI, SOS, DHT, DQT, DRI, DAC, DNL, COM, APPn.
 _AFTER_SCAN = frozenset({0xD9, 0xDA, 0xC4, 0xDB, 0xDD, 0xCC, 0xDC, 0xFE, *range(0xE0, 0xF0)})
 _SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_FATAL_SEGMENTS = _SOF | {0xDB, 0xC4, 0xDA}    # what vitdata.data.jpegfatal reads: frame, DQT, DHT, SOS
 
 
 def _frame(data: bytes, pos: int, length: int) -> dict:
@@ -85,10 +89,11 @@ def _restarts(seen: list[int], need: int | None) -> str | None:
 
 def walk(data: bytes) -> tuple[str | None, str, str | None]:
     """(reason, detail, warning) for a JPEG whose frame header was found: ``reason`` ``truncated`` or
-    ``unsupported_format`` when it cannot be used (``detail`` says why), else None; ``warning``: libjpeg's
+    ``unsupported_format`` when it cannot be used, ``decode_error`` when libjpeg would refuse it from its
+    headers (``detail`` says why, in libjpeg's words for the latter), else None; ``warning``: libjpeg's
     ``Corrupt JPEG data`` words when it would decode with one, else None."""
     n, pos = len(data), 2
-    frame, interval, warning, scans, marks = None, 0, None, 0, None
+    frame, interval, warning, scans, marks, tables = None, 0, None, 0, None, Tables()
     while True:
         if pos >= n:
             where = "its last scan" if scans else "its header"
@@ -118,6 +123,10 @@ def walk(data: bytes) -> tuple[str | None, str, str | None]:
         length = (data[pos] << 8) | data[pos + 1]
         if length < 2 or pos + length > n:
             return "truncated", f"JPEG segment 0xff{marker:02x} at byte {pos - 2} runs past the end", warning
+        if marker in _FATAL_SEGMENTS:
+            fatal = tables.segment(marker, data, pos, length)
+            if fatal is not None:
+                return "decode_error", f"{fatal} (libjpeg's fatal error, read from the headers)", warning
         if marker in _SOF and frame is None and length >= 8:
             frame = _frame(data, pos, length)
         elif marker == 0xDD and length >= 4:
