@@ -28,12 +28,13 @@ def _cfg(root, backend, **kw):
 
 
 def _dataset(tmp_path) -> tuple[str, list[int]]:
-    """24 images, 3 of them failing in the decoder (one of each kind); returns (root, bad index positions)."""
+    """24 images, 3 of them failing in the decoder (the kinds in turn); returns (root, bad index positions)."""
     root = str(tmp_path / "train")
     selfid.write_imagefolder(root, N, num_classes=2, size=32)
     idx = open_index(root, verbose=False)
     bad = [2, 11, 19]
-    for sid, kind in zip(bad, decodefail.KINDS):
+    for k, sid in enumerate(bad):
+        kind = decodefail.kind_at(k)
         with Image.open(idx.path(sid)) as im:
             pid, label = selfid.decode(np.asarray(im.convert("RGB")))
         with open(idx.path(sid), "wb") as f:

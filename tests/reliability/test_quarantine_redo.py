@@ -38,7 +38,7 @@ def redo_data(tmp_path_factory):
         path = probe.index.path(sid)
         with Image.open(path) as im:
             pid, label = selfid.decode(np.asarray(im.convert("RGB")))
-        kind = decodefail.KINDS[k % len(decodefail.KINDS)]
+        kind = decodefail.kind_at(k)
         with open(path, "wb") as f:
             f.write(decodefail.make(kind, pid, label, size=40))
         bad[sid] = kind

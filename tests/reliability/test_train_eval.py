@@ -21,8 +21,8 @@ def dataset(tmp_path, monkeypatch):
     monkeypatch.setenv("VITDATA_CACHE", str(tmp_path / "cache"))
     selfid.write_imagefolder(str(tmp_path / "train"), 64, num_classes=4, size=16)
     selfid.write_imagefolder(str(tmp_path / "val"), 24, num_classes=4, size=16)
-    bad = [tmp_path / "val" / "class_01" / "zz_decoder.jpg", tmp_path / "val" / "class_02" / "zz_text.jpg"]
-    bad[0].write_bytes(decodefail.make("jpeg_bad_component", 900, 1, size=16))
+    bad = [tmp_path / "val" / "class_01" / "zz_decoder.png", tmp_path / "val" / "class_02" / "zz_text.jpg"]
+    bad[0].write_bytes(decodefail.make("png_bad_zlib", 900, 1, size=16))
     bad[1].write_bytes(b"<html>not an image</html>\n" * 20)
     return tmp_path, sorted(str(p) for p in bad)
 

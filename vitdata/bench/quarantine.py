@@ -1,5 +1,5 @@
 """What does the quarantine cost on DALI: per step when nothing fails, per step that fails in the decoder,
-and per epoch when 0.5 % or 2 % of the files fail in the decoder?
+and per epoch when 0.5 % or 2 % of the files are bad (refused from their headers, or by the decoder)?
 
 The DALI backend's only added work on a step that does not fail is one ``pipe.checkpoint()`` every
 ``LoaderConfig.checkpoint_every`` steps (what a state taken right after a redo replays from; see
@@ -10,13 +10,16 @@ quarantine; the two run interleaved, ``--repeats`` epochs each, and the median e
 under valid CRCs) is timed against the same epoch of a clean copy of the data, from a fresh loader each:
 the difference is the cost of one failing step (probe, quarantine, redo in a copy of the graph), for 0
 and 2 source workers with the RandAugment graph and for 0 workers without it. Last, the epoch at a bad-file
-rate: ``--rate-samples`` JPEGs of which ``--rates`` (share of the files) fail in the decoder after passing
-the header checks, at random places after the first step, against the same epoch with no bad file: a fresh
-loader and an empty store of known-bad files each (the first step builds the pipeline and is not timed);
-targets <= 1.2x at 0.5 % and <= 1.5x at 2 %. Writes a JSON record.
+rate: ``--rate-samples`` JPEGs of which ``--rates`` (share of the files) are replaced by bad files, at random
+places after the first step, against the same epoch with no bad file: a fresh loader and an empty store of
+known-bad files each (the first step builds the pipeline and is not timed); one row per kind of
+``--bad-kinds`` and rate: ``png_zlib`` (PNGs that pass the header checks and fail in the decoder: probe,
+quarantine, redo) and ``jpeg_header`` (JPEGs with a fatal error libjpeg reads from the headers, refused by
+the JPEG walk before any decoder); targets <= 1.2x at 0.5 % and <= 1.5x at 2 %. Writes a JSON record.
 
     vitdata bench quarantine [--samples 512] [--size 96] [--batch-size 16] [--repeats 9] [--trials 3]
                              [--rates 0.005,0.02] [--rate-samples 2000] [--rate-batch-size 32]
+                             [--bad-kinds jpeg_header,png_zlib]
 """
 from __future__ import annotations
 
@@ -27,35 +30,13 @@ import statistics
 import time
 
 TARGET_OVERHEAD = 0.01
-TARGET_RATE = {0.005: 1.2, 0.02: 1.5}   # epoch with that share of decoder-failing files / clean epoch
-
-
-def _bad_png(sample_id: int, label: int, size: int) -> bytes:
-    """A PNG whose headers and CRCs pass but whose deflate stream refers before its window."""
-    import struct
-    import zlib
-
-    from vitdata.data import selfid
-
-    png = selfid.encode(selfid.make_image(sample_id, label, size), "png")
-    bits = [1, 1, 0]                                     # final block, fixed Huffman
-    bits += [int(c) for c in f"{0x30:08b}"]              # literal 0
-    bits += [int(c) for c in "0000001"]                  # length 3
-    bits += [int(c) for c in f"{13:05b}"]                # distance code 13 (97..128)
-    bits += [(3 >> i) & 1 for i in range(5)]             # + 3: distance 100, before the start
-    bits += [0] * 7 + [0] * (-(len(bits) + 7) % 8)       # end of block, pad
-    body = b"\x78\x01" + bytes(int("".join(map(str, bits[i:i + 8][::-1])), 2) for i in range(0, len(bits), 8))
-    out, pos = [png[:8]], 8
-    while pos < len(png):
-        n = struct.unpack(">I", png[pos:pos + 4])[0]
-        kind, chunk = png[pos + 4:pos + 8], png[pos:pos + 12 + n]
-        if kind == b"IEND":
-            out.append(struct.pack(">I", len(body)) + b"IDAT" + body
-                       + struct.pack(">I", zlib.crc32(b"IDAT" + body) & 0xFFFFFFFF))
-        if kind != b"IDAT":
-            out.append(chunk)
-        pos += 12 + n
-    return b"".join(out)
+TARGET_RATE = {0.005: 1.2, 0.02: 1.5}   # epoch with that share of bad files / clean epoch
+# The rate epochs' bad files, each written in place of a JPEG of the ImageFolder (vitdata.bench.badcorpus):
+# kind -> (what it is, whether the decoder sees it)
+BAD_KINDS = {"jpeg_header": ("JPEGs whose scan names a component the frame lacks (refused by the JPEG walk, "
+                             "before any decoder)", False),
+             "png_zlib": ("PNGs with a corrupt deflate stream under a valid CRC (refused by the decoder: "
+                          "quarantine and redo)", True)}
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
@@ -70,9 +51,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p.add_argument("--rates", default="0.005,0.02", help="shares of decoder-failing files (comma-separated)")
     p.add_argument("--rate-samples", type=int, default=2000, help="JPEGs of the bad-file-rate epochs")
     p.add_argument("--rate-batch-size", type=int, default=32)
+    p.add_argument("--bad-kinds", default=",".join(BAD_KINDS),
+                   help=f"bad files of the rate epochs, comma-separated: {', '.join(BAD_KINDS)}")
     p.add_argument("--json", help="record file or directory (default "
                                    "./benchmarks/results/<device>/<date>-quarantine.json)")
     a = p.parse_args(argv)
+    _bad_kinds(a.bad_kinds)   # refused before anything is timed
 
     from vitdata.bench import record
     from vitdata.data import selfid
@@ -152,6 +136,7 @@ def _break_one_file(a, bad: str, steps: int) -> int:
     import numpy as np
     from PIL import Image
 
+    from vitdata.bench import badcorpus
     from vitdata.data import selfid
     from vitdata.loader import create_loader
 
@@ -164,7 +149,7 @@ def _break_one_file(a, bad: str, steps: int) -> int:
     with Image.open(path) as im:
         pid = selfid.decode(np.asarray(im.convert("RGB")))[0]
     with open(path, "wb") as f:
-        f.write(_bad_png(pid, label, a.size))
+        f.write(badcorpus.make("png_bad_zlib", pid, label, a.size))
     return victim
 
 
@@ -199,63 +184,89 @@ def _one_failure_costs(a, clean: str, bad: str, steps: int, victim: int) -> dict
     return failure
 
 
-def _bad_jpeg(data: bytes) -> bytes:
-    """``data`` (a JPEG) with its scan header naming component 9, which its frame lacks: every header check
-    passes, the decoder refuses it ("Invalid component ID 9 in SOS")."""
-    out = bytearray(data)
-    out[out.find(b"\xff\xda") + 5] = 9
-    return bytes(out)
+def _bad_kinds(option: str) -> list[str]:
+    kinds = [k.strip() for k in option.split(",") if k.strip()]
+    unknown = sorted(set(kinds) - set(BAD_KINDS))
+    if unknown or not kinds:
+        raise SystemExit(f"--bad-kinds: unknown {', '.join(unknown) or '(none given)'} (known: {', '.join(BAD_KINDS)})")
+    return kinds
 
 
-def _rate_epochs(a, tmp: str) -> dict:
-    """Epoch 0 (after its first step) of ``--rate-samples`` JPEGs with each share of ``--rates`` failing in
-    the decoder vs the same epoch of the clean files; median of ``--trials``, a fresh loader and store each."""
+def _write_rate_roots(a, tmp: str, kinds: list[str], rates: list[float]) -> tuple[dict, dict, int]:
+    """The clean ImageFolder of ``--rate-samples`` JPEGs and, per (kind, rate), a copy with that share of its
+    files (the same ones for every kind, at random places after the first step) replaced by bad files of
+    that kind. Returns ({(kind, rate) or "clean": root}, {rate: bad files}, steps)."""
     import numpy as np
 
+    from vitdata.bench import badcorpus
     from vitdata.data import selfid
     from vitdata.loader import create_loader
 
-    rates = [float(r) for r in a.rates.split(",") if r.strip()]
-    rows, b = {}, a.rate_batch_size
-    a_rate = argparse.Namespace(**dict(vars(a), batch_size=b))
-    roots = {0.0: os.path.join(tmp, "rate-clean")}
-    selfid.write_imagefolder(roots[0.0], a.rate_samples, num_classes=10, size=a.size)
-    probe = create_loader(_config(a_rate, roots[0.0]))
+    b = a.rate_batch_size
+    roots = {"clean": os.path.join(tmp, "rate-clean")}
+    selfid.write_imagefolder(roots["clean"], a.rate_samples, num_classes=10, size=a.size)
+    probe = create_loader(_config(argparse.Namespace(**dict(vars(a), batch_size=b)), roots["clean"]))
     order, index = probe.sampler.epoch_ids(0).reshape(-1), probe.index
     probe.close()
     rng = np.random.default_rng(0)
     bad_files = {rate: max(1, round(rate * a.rate_samples)) for rate in rates}
-    for rate in rates:
-        roots[rate] = os.path.join(tmp, f"rate-{rate}")
-        shutil.copytree(roots[0.0], roots[rate])
-        for sid in rng.choice(order[b:], size=bad_files[rate], replace=False):
-            rel = os.path.relpath(index.path(int(sid)), roots[0.0])
-            with open(os.path.join(roots[rate], rel), "rb") as f:
-                data = f.read()
-            with open(os.path.join(roots[rate], rel), "wb") as f:
-                f.write(_bad_jpeg(data))
+    chosen = {rate: rng.choice(order[b:], size=bad_files[rate], replace=False) for rate in rates}
+    for kind in kinds:
+        for rate in rates:
+            roots[kind, rate] = os.path.join(tmp, f"rate-{kind}-{rate}")
+            shutil.copytree(roots["clean"], roots[kind, rate])
+            for sid in chosen[rate]:
+                rel = os.path.relpath(index.path(int(sid)), roots["clean"])
+                with open(os.path.join(roots[kind, rate], rel), "r+b") as f:
+                    data = f.read()
+                    f.seek(0)
+                    f.truncate()
+                    f.write(badcorpus.jpeg_bad_component(data) if kind == "jpeg_header" else
+                            badcorpus.make("png_bad_zlib", int(sid), int(index.label[sid]), a.size))
+    return roots, bad_files, len(order) // b
+
+
+def _rate_epochs(a, tmp: str) -> dict:
+    """Epoch 0 (after its first step) of ``--rate-samples`` JPEGs with each share of ``--rates`` replaced by
+    bad files of each of ``--bad-kinds`` vs the same epoch of the clean files; median of ``--trials``, a
+    fresh loader and store each. One row per (kind, rate)."""
+    from vitdata.loader import create_loader
+
+    rates = [float(r) for r in a.rates.split(",") if r.strip()]
+    kinds = _bad_kinds(a.bad_kinds)
+    b = a.rate_batch_size
+    a_rate = argparse.Namespace(**dict(vars(a), batch_size=b))
+    roots, bad_files, steps = _write_rate_roots(a, tmp, kinds, rates)
     times = {r: [] for r in roots}
     for trial in range(a.trials):
-        for rate, root in roots.items():
-            os.environ["VITDATA_CACHE"] = os.path.join(tmp, f"cache-rate-{trial}-{rate}")   # nothing known bad
+        for j, (key, root) in enumerate(roots.items()):
+            os.environ["VITDATA_CACHE"] = os.path.join(tmp, f"cache-rate-{trial}-{j}")   # nothing known bad
             ld = create_loader(_config(a_rate, root))
             it = iter(ld)
             next(it)   # builds the pipeline (and may not fail: no bad file sits in the first step)
             t0 = time.perf_counter()
             n = 1 + sum(1 for _ in it)
-            times[rate].append(time.perf_counter() - t0)
-            bad = len(ld.quarantine)
+            times[key].append(time.perf_counter() - t0)
+            skipped, quarantined = len(ld.skipped(0)), len(ld.quarantine)
             ld.close()
-            assert n == len(order) // b and bad == bad_files.get(rate, 0)
-    clean = statistics.median(times[0.0])
-    for rate in rates:
-        m = statistics.median(times[rate])
-        rows[str(rate)] = {"epoch_s": m, "clean_epoch_s": clean, "ratio": m / clean, "times_s": times[rate],
-                           "bad_files": bad_files[rate], "target": TARGET_RATE.get(rate)}
-        print(f"bad-file rate {rate * 100:.1f} %: epoch {m:.2f} s vs {clean:.2f} s clean = {m / clean:.2f}x "
-              f"(target <= {TARGET_RATE.get(rate, float('nan'))}x; {a.rate_samples} JPEGs {a.size} -> "
-              f"{a.image_size} px, batch {b}, RandAugment, {a.threads} threads, median of {a.trials})")
-    return {"samples": a.rate_samples, "batch_size": b, "clean_times_s": times[0.0], "rates": rows}
+            want = 0 if key == "clean" else bad_files[key[1]]
+            reach_decoder = key != "clean" and BAD_KINDS[key[0]][1]
+            assert n == steps and skipped == want and quarantined == (want if reach_decoder else 0), \
+                (key, n, skipped, quarantined)
+    clean = statistics.median(times["clean"])
+    rows = {kind: {} for kind in kinds}
+    for kind in kinds:
+        for rate in rates:
+            m = statistics.median(times[kind, rate])
+            rows[kind][str(rate)] = {"epoch_s": m, "clean_epoch_s": clean, "ratio": m / clean,
+                                     "times_s": times[kind, rate], "bad_files": bad_files[rate],
+                                     "target": TARGET_RATE.get(rate)}
+            print(f"{kind} at {rate * 100:.1f} %: epoch {m:.2f} s vs {clean:.2f} s clean = {m / clean:.2f}x "
+                  f"(target <= {TARGET_RATE.get(rate, float('nan'))}x; {bad_files[rate]} of {a.rate_samples} "
+                  f"files {a.size} -> {a.image_size} px, batch {b}, RandAugment, {a.threads} threads, median of "
+                  f"{a.trials})")
+    return {"samples": a.rate_samples, "batch_size": b, "clean_times_s": times["clean"],
+            "kinds": {k: BAD_KINDS[k][0] for k in kinds}, "rates": rows}
 
 
 def _record(a, quiet: dict, failure: dict, rates: dict) -> dict:
@@ -264,7 +275,7 @@ def _record(a, quiet: dict, failure: dict, rates: dict) -> dict:
         "settings": {"samples": a.samples, "size": a.size, "image_size": a.image_size, "batch_size": a.batch_size,
                      "threads": a.threads, "repeats": a.repeats, "trials": a.trials,
                      "checkpoint_every": quiet["every"], "rates": a.rates, "rate_samples": a.rate_samples,
-                     "rate_batch_size": a.rate_batch_size},
+                     "rate_batch_size": a.rate_batch_size, "bad_kinds": a.bad_kinds},
         "no_failure": {"median_epoch_s": quiet["median"], "times_s": quiet["times"], "overhead": overhead,
                        "steps": quiet["steps"], "checkpoint_s": quiet["checkpoint_s"], "overhead_bound": bound},
         "one_failure": failure, "bad_file_rates": rates,
@@ -277,10 +288,10 @@ def _record(a, quiet: dict, failure: dict, rates: dict) -> dict:
                         "figure": f"{r['ms_per_failing_step']:.0f} ms",
                         "compared": "probe + quarantine + redo of the step in a copy of the graph"}
                        for w, r in failure.items()]
-                    + [{"measured": f"epoch with {float(k) * 100:.1f} % decoder-failing JPEGs ({r['bad_files']} of "
+                    + [{"measured": f"epoch with {float(k) * 100:.1f} % bad files, {kind} ({r['bad_files']} of "
                                     f"{rates['samples']}, batch {rates['batch_size']})",
                         "figure": f"{r['ratio']:.2f}x", "compared": f"vs the clean epoch; target <= {r['target']}x"}
-                       for k, r in rates["rates"].items()]}
+                       for kind, by_rate in rates["rates"].items() for k, r in by_rate.items()]}
 
 
 if __name__ == "__main__":
