@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--trials", type=int, default=3, help="epochs per (clean, one failure) pair and graph")
-    p.add_argument("--rates", default="0.005,0.02", help="shares of decoder-failing files (comma-separated)")
+    p.add_argument("--rates", default="0.005,0.02", help="shares of bad files in the rate epochs (comma-separated)")
     p.add_argument("--rate-samples", type=int, default=2000, help="JPEGs of the bad-file-rate epochs")
     p.add_argument("--rate-batch-size", type=int, default=32)
     p.add_argument("--bad-kinds", default=",".join(BAD_KINDS),
