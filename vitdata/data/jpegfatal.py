@@ -27,24 +27,20 @@ structural rules only.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from operator import mul
 
 _HUFFMAN_DCT = frozenset({0xC0, 0xC1, 0xC2})   # baseline, extended, progressive (Huffman-coded DCT)
 _DCT = frozenset({0xC0, 0xC1, 0xC2, 0xC9, 0xCA})
 _MAX_BLOCKS_IN_MCU = 10
+_WEIGHTS = tuple(1 << (16 - bits) for bits in range(1, 17))   # a code of ``bits`` bits takes 2**-bits of the space
 
 
-@lru_cache(maxsize=1024)   # most files share a few tables (the standard ones, a camera's): ~1 us per hit
 def _bogus_huffman(counts: bytes, symbols: bytes, is_dc: bool) -> bool:
     """libjpeg's check when it derives a decoding table: the codes of each length, assigned in order, must
-    stay below the all-ones code of that length; a DC table's symbols (bit counts) are at most 15."""
-    code = 0
-    for bits, n in enumerate(counts, 1):
-        code += n
-        if code >= 1 << bits:
-            return True
-        code <<= 1
-    return is_dc and any(s > 15 for s in symbols)
+    stay below the all-ones code of that length, which holds at every length when it holds at the longest
+    (sum of counts[l] * 2**-l < 1, the all-ones code reserved); a DC table's symbols (bit counts) are at
+    most 15."""
+    return sum(map(mul, counts, _WEIGHTS)) >= 1 << 16 or (is_dc and bool(symbols) and max(symbols) > 15)
 
 
 class Tables:
