@@ -2,7 +2,7 @@
 
 Reads ``benchmarks/results/<device>/<date>-<what>.json`` (records in ``vitdata.bench.record.RECORD_FORMAT``,
 through its one reader), keeps
-the newest record of each (device, benchmark), and renders one Markdown table in which every figure
+the newest record of each (device, benchmark, ``settings.series`` when a record names one), and renders one Markdown table in which every figure
 names its device and the commit it was measured at. Prints the table; with ``--write`` replaces the
 part of README.md between ``<!-- perf-table:start -->`` and ``<!-- perf-table:end -->``.
 
@@ -33,12 +33,14 @@ def load_records(results: str, link_base: str | None = None) -> list[dict]:
 
 
 def newest(records: list[dict]) -> list[dict]:
-    """The newest record of each (device, benchmark); loader and decode records also per data set (its folder)."""
+    """The newest record of each (device, benchmark); loader and decode records also per data set (its folder);
+    a record whose ``settings.series`` names a series (a complement to the main record: other runs, another
+    batch size) only supersedes records of that series."""
     best: dict[tuple, dict] = {}
     for r in records:
         data = os.path.basename(os.path.normpath(r.get("settings", {}).get("data") or "")) \
             if r.get("what") in ("loader", "decode") else ""
-        key = (r["_device"], r.get("what"), data)
+        key = (r["_device"], r.get("what"), data, r.get("settings", {}).get("series") or "")
         if key not in best or (r.get("date") or "") >= (best[key].get("date") or ""):
             best[key] = r
     return list(best.values())

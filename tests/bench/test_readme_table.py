@@ -107,3 +107,16 @@ def test_the_committed_records_are_all_in_the_one_format():
 def test_a_record_pinned_to_fewer_cores_says_how_many_it_had(rt):
     assert rt.device_name({"environment": {"cpu_count": 2, "cpus_usable": 1}}) == "CPU only (1 of 2 cores)"
     assert rt.device_name({"environment": {"cpu_count": 2, "cpus_usable": 2}}) == "CPU only (2 cores)"
+
+
+def test_a_record_of_its_own_series_adds_to_the_newest_record_instead_of_replacing_it(rt, results):
+    main = json.loads((results / "cpu" / "2026-02-01-loader.json").read_text())
+    extra = dict(main, date="2026-03-01", settings=dict(main["settings"], series="batch 64"),
+                 environment=dict(main["environment"], commit="e" * 40))
+    (results / "cpu" / "2026-03-01-loader-batch64.json").write_text(json.dumps(extra))
+    table = rt.render(rt.newest(rt.load_records(str(results), str(results.parent.parent))))
+    assert "(benchmarks/results/cpu/2026-02-01-loader.json)" in table and "`eeeeeeeeee`" in table
+    newer = dict(extra, date="2026-04-01", environment=dict(main["environment"], commit="f" * 40))
+    (results / "cpu" / "2026-04-01-loader-batch64.json").write_text(json.dumps(newer))
+    table = rt.render(rt.newest(rt.load_records(str(results), str(results.parent.parent))))
+    assert "`ffffffffff`" in table and "`eeeeeeeeee`" not in table and "2026-02-01-loader.json" in table
