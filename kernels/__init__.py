@@ -38,8 +38,15 @@ from .patch_erase import (
     sample_patch_erase_params,
 )
 
+
+def shrink_op(lowpass_filter: str):
+    """The op that brings a batch down to a step's low-pass size, by the schedule's ``Knobs.lowpass_filter``:
+    ``lowpass_crop`` ("fourier") or ``lanczos_resize`` ("lanczos"), looked up when called."""
+    return lanczos_resize if lowpass_filter == "lanczos" else lowpass_crop
+
+
 __all__ = [
-    "lanczos_resize", "lanczos_resize_ref",
+    "shrink_op", "lanczos_resize", "lanczos_resize_ref",
     "crop_matrices", "lowpass_crop", "lowpass_crop_chunked", "lowpass_crop_fft", "lowpass_crop_matmul",
     "lowpass_crop_ref", "lowpass_crop_triton", "lowpass_filter", "lowpass_filter_ref",
     "FILLS", "PatchEraseParams", "normal_noise", "patch_erase", "patch_erase_cells", "patch_erase_ref",

@@ -2,7 +2,7 @@
 
 import pytest
 
-from vitdata import LoaderConfig, create_loader
+from vitdata import DataError, LoaderConfig, create_loader
 from vitdata.loader.config import AugmentConfig
 
 import badinputs
@@ -46,3 +46,17 @@ def skip_corpus(tmp_path_factory, name: str) -> tuple[LoaderConfig, int, list[in
         return cfg, len(probe.index), sorted(bad_ids(probe.index, m).values())
     finally:
         probe.close()
+
+
+def drain(loader, tries: int = 20) -> tuple[list, list]:
+    """Iterate ``loader`` on after each DataError until an epoch ends (at most ``tries`` times): (the errors,
+    the ids of every batch delivered)."""
+    errors, seen = [], []
+    for _ in range(tries):
+        try:
+            for b in loader:
+                seen += b.ids.tolist()
+            break
+        except DataError as e:
+            errors.append(e)
+    return errors, seen

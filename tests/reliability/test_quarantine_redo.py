@@ -2,7 +2,6 @@
 the batches equal those of a loader that knew the bad files in advance, pixels included; a state taken at any
 step after a failure resumes exactly (docs/reliability.md I1, I3, I10)."""
 import json
-import os
 
 import numpy as np
 import pytest

@@ -168,7 +168,9 @@ class BatchAssembler:
         if images.dtype == torch.uint8:
             images = self._normalise_uint8(images, knobs.lowpass_size if crop else None, knobs.lowpass_filter)
         elif crop:
-            images = _shrink_op(knobs.lowpass_filter)(images, knobs.lowpass_size)
+            from vitdata import kernels
+
+            images = kernels.shrink_op(knobs.lowpass_filter)(images, knobs.lowpass_size)
         if (erase > 0).any():
             from vitdata import kernels
 
@@ -192,12 +194,15 @@ class BatchAssembler:
         a single elementwise pass that reads uint8, computes in float32 and stores straight into ``y``
         of the output dtype and memory format (the kernel module has no normalise-only path, and the crop
         at full size would spend two GEMMs on an identity)."""
+        from vitdata import kernels
+
         o = self.cfg.output
         dtype = DTYPES[o.dtype]
         fmt = torch.channels_last if o.channels_last else torch.contiguous_format
         if lowpass_size is not None:
-            return _shrink_op(lowpass_filter)(images, lowpass_size, mean=[255.0 * m for m in o.mean],
-                                              std=[255.0 * s for s in o.std], out_dtype=dtype, memory_format=fmt)
+            return kernels.shrink_op(lowpass_filter)(images, lowpass_size, mean=[255.0 * m for m in o.mean],
+                                                     std=[255.0 * s for s in o.std], out_dtype=dtype,
+                                                     memory_format=fmt)
         if self._affine is None or self._affine[0].device != images.device:
             std = torch.tensor([255.0 * s for s in o.std], dtype=torch.float64)
             scale = (1.0 / std).view(1, -1, 1, 1)
@@ -206,10 +211,3 @@ class BatchAssembler:
         out = torch.empty(images.shape, dtype=dtype, device=images.device, memory_format=fmt)
         return torch.addcmul(self._affine[0], images, self._affine[1], out=out)
 
-
-def _shrink_op(lowpass_filter: str):
-    """The kernel that brings a batch down to the step's ``lowpass_size``: EfficientTrain's Fourier crop, or
-    EfficientTrain++'s Lanczos resize (``Knobs.lowpass_filter``)."""
-    from vitdata import kernels
-
-    return kernels.lanczos_resize if lowpass_filter == "lanczos" else kernels.lowpass_crop

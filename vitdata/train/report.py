@@ -261,8 +261,7 @@ def views(images, knobs, patch_size: int, seed: int = 0) -> dict:
 
     from vitdata import kernels
     full = images
-    shrink = kernels.lanczos_resize if knobs.lowpass_filter == "lanczos" else kernels.lowpass_crop
-    low = shrink(images, knobs.lowpass_size) if knobs.lowpass_size else images
+    low = kernels.shrink_op(knobs.lowpass_filter)(images, knobs.lowpass_size) if knobs.lowpass_size else images
     erased = images
     if knobs.erase_ratio > 0:
         grid = (images.shape[-2] // patch_size, images.shape[-1] // patch_size)
