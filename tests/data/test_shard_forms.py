@@ -48,6 +48,11 @@ def test_a_truncated_gzip_shard_is_refused_naming_it(tmp_path):
     os.unlink(gz)
     with pytest.raises(DataError, match=r"cut.tgz.*(cannot inflate|inflated to)"):
         build_index(str(bad))
+    # a cut whose last 4 bytes read as a huge size is refused as cut short, not as a lack of disk space
+    bad.write_bytes(data[: len(data) // 2] + b"\xff\xff\xff\xf0")
+    with pytest.raises(DataError, match=r"cut.tgz.*cannot inflate.*cut short") as e:
+        build_index(str(bad))
+    assert e.value.reason == "truncated"
 
 
 def write_shard(path, members):

@@ -5,7 +5,8 @@ vitdata reads a sample by (offset, length) with ``pread``, which a gzip stream c
 compressed shard is inflated once into ``$VITDATA_CACHE/shards/<hash>.tar``; the hash covers the shard's
 absolute path, size and mtime, so a changed shard is inflated again and an unchanged one never is. Before
 writing, the uncompressed size is read from the gzip trailer (ISIZE, the size modulo 2**32: a lower bound
-for shards over 4 GiB) and checked against the free space of the cache's file system; after writing, the
+for shards over 4 GiB) and checked against the free space of the cache's file system (a trailer larger than deflate's ~1032:1 ratio
+allows is no trailer: the file is refused as cut short); after writing, the
 bytes written are checked against the trailer, so a truncated or concatenated stream is refused rather
 than indexed. A tqdm progress bar shows on stderr when tqdm is importable. To convert shards yourself
 instead: ``gunzip -k shard-000.tar.gz`` (or ``for f in *.tar.gz; do gunzip -k "$f"; done``).
@@ -27,6 +28,7 @@ __all__ = ["GZ_SUFFIXES", "is_gz", "inflated_path", "inflate"]
 GZ_SUFFIXES = (".tar.gz", ".tgz")
 _CHUNK = 4 << 20
 _HEADROOM = 256 << 20       # free space left over after an inflated shard
+_MAX_RATIO = 1032           # deflate gives at most ~1032 bytes per compressed byte
 
 
 def is_gz(path: str) -> bool:
@@ -57,6 +59,12 @@ def inflate(path: str, progress: bool = True) -> str:
     if os.path.isfile(out):
         return out
     expect = _trailer_size(path)
+    size = os.path.getsize(path)
+    if expect > _MAX_RATIO * size:
+        # a cut-short file ends inside the deflate stream: its last 4 bytes are not a trailer
+        raise DataError("truncated", path, detail=f"cannot inflate: its last 4 bytes record {expect} bytes, more "
+                        f"than deflate gives from {size} compressed bytes, so the file is cut short (or not one "
+                        f"gzip stream); check the file, or gunzip it yourself")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     free = shutil.disk_usage(os.path.dirname(out)).free
     if expect + _HEADROOM > free:
