@@ -3,7 +3,6 @@ import json
 import os
 import pickle
 import tarfile
-import threading
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor

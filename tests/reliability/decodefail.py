@@ -1,7 +1,10 @@
 """Files whose headers pass every check of ``vitdata.data.checks.check_bytes`` but whose coded data fails in
 the decoder (docs/reliability.md I1): built from good self-identifying images by
 :mod:`vitdata.bench.badcorpus`. A JPEG whose scan names a component its frame lacks is no longer one of them:
-the JPEG walk refuses it from its headers (``tests/support/jpegfatal.py``)."""
+the JPEG walk refuses it from its headers (``tests/support/jpegfatal.py``). Nor, by default, are these PNGs:
+the PNG data check refuses them (``tests/data/test_png_data.py``); the tests of the decoder's own failure
+path (probe, quarantine, redo) turn it off with ``LoaderConfig(check_png_data=False)``, the stand-in for a
+file no check foresees."""
 from __future__ import annotations
 
 from vitdata.bench import badcorpus

@@ -12,7 +12,7 @@ from vitdata.loader.config import AugmentConfig
 def main(rank: int, world: int, init_file: str, data: str, out: str, backend: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     cfg = LoaderConfig(data=data, batch_size=4, image_size=32, backend=backend, num_workers=0, num_threads=1,
-                       seed=3, on_error="skip",
+                       seed=3, on_error="skip", check_png_data=False,   # decodefail.py
                        augment=AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, randaug=False))
     res = {"rank": dist.get_rank(), "steps": [], "ids": [], "skipped": []}
     ld = create_loader(cfg)

@@ -13,13 +13,16 @@ and 2 source workers with the RandAugment graph and for 0 workers without it. La
 rate: ``--rate-samples`` JPEGs of which ``--rates`` (share of the files) are replaced by bad files, at random
 places after the first step, against the same epoch with no bad file: a fresh loader and an empty store of
 known-bad files each (the first step builds the pipeline and is not timed); one row per kind of
-``--bad-kinds`` and rate: ``png_zlib`` (PNGs that pass the header checks and fail in the decoder: probe,
-quarantine, redo) and ``jpeg_header`` (JPEGs with a fatal error libjpeg reads from the headers, refused by
-the JPEG walk before any decoder); targets <= 1.2x at 0.5 % and <= 1.5x at 2 %. Writes a JSON record.
+``--bad-kinds`` and rate: ``jpeg_header`` (JPEGs with a fatal error libjpeg reads from the headers, refused
+by the JPEG walk before any decoder), ``png_data`` (PNGs whose zlib stream is corrupt under valid CRCs,
+refused by the PNG data check before any decoder) and ``png_decoder`` (the same PNGs with that check off,
+``LoaderConfig(check_png_data=False)``: the decoder's failure path, probe, quarantine, redo, which any file
+no check foresees takes); targets <= 1.2x at 0.5 % and <= 1.5x at 2 %. The one-failure epochs take the
+decoder's path too. Writes a JSON record.
 
     vitdata bench quarantine [--samples 512] [--size 96] [--batch-size 16] [--repeats 9] [--trials 3]
                              [--rates 0.005,0.02] [--rate-samples 2000] [--rate-batch-size 32]
-                             [--bad-kinds jpeg_header,png_zlib]
+                             [--bad-kinds jpeg_header,png_data,png_decoder]
 """
 from __future__ import annotations
 
@@ -35,8 +38,10 @@ TARGET_RATE = {0.005: 1.2, 0.02: 1.5}   # epoch with that share of bad files / c
 # kind -> (what it is, whether the decoder sees it)
 BAD_KINDS = {"jpeg_header": ("JPEGs whose scan names a component the frame lacks (refused by the JPEG walk, "
                              "before any decoder)", False),
-             "png_zlib": ("PNGs with a corrupt deflate stream under a valid CRC (refused by the decoder: "
-                          "quarantine and redo)", True)}
+             "png_data": ("PNGs with a corrupt deflate stream under a valid CRC (refused by the PNG data check, "
+                          "before any decoder)", False),
+             "png_decoder": ("the same PNGs with the PNG data check off (LoaderConfig(check_png_data=False)): "
+                             "refused by the decoder, then probe, quarantine and redo", True)}
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
@@ -140,7 +145,7 @@ def _break_one_file(a, bad: str, steps: int) -> int:
     from vitdata.data import selfid
     from vitdata.loader import create_loader
 
-    probe = create_loader(_config(a, bad))
+    probe = create_loader(_config(a, bad, check_png_data=False))
     order = probe.sampler.epoch_ids(0).reshape(-1).tolist()
     # mid-epoch, 3 steps after a checkpoint (a replay runs 0 .. checkpoint_every - 1 steps again)
     victim = order[(steps // 2 + 3) * a.batch_size + a.batch_size // 2]
@@ -163,7 +168,7 @@ def _one_failure_costs(a, clean: str, bad: str, steps: int, victim: int) -> dict
         runs = {"clean": [], "one_failure": []}
         for _ in range(a.trials):
             for name, root in (("clean", clean), ("one_failure", bad)):
-                ld = create_loader(_config(a, root, workers, randaug))
+                ld = create_loader(_config(a, root, workers, randaug, check_png_data=False))
                 it = iter(ld)
                 next(it)   # the pipeline (and its workers) is built: not part of the comparison
                 t0 = time.perf_counter()
@@ -241,7 +246,7 @@ def _rate_epochs(a, tmp: str) -> dict:
     for trial in range(a.trials):
         for j, (key, root) in enumerate(roots.items()):
             os.environ["VITDATA_CACHE"] = os.path.join(tmp, f"cache-rate-{trial}-{j}")   # nothing known bad
-            ld = create_loader(_config(a_rate, root))
+            ld = create_loader(_config(a_rate, root, check_png_data=key == "clean" or key[0] != "png_decoder"))
             it = iter(ld)
             next(it)   # builds the pipeline (and may not fail: no bad file sits in the first step)
             t0 = time.perf_counter()

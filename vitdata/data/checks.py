@@ -12,7 +12,7 @@ import zlib
 
 import numpy as np
 
-from vitdata.data import jpegwalk
+from vitdata.data import jpegwalk, pngdata
 from vitdata.errors import REASONS, WARNINGS, DataError
 
 
@@ -46,8 +46,10 @@ def check_sample(reader, index, sample_id: int, max_pixels: int) -> tuple[bytes 
     in range (bad_label); the header names JPEG or PNG (unsupported_format) with non-zero dimensions
     within ``max_pixels`` (too_many_pixels); the file is complete (truncated: a JPEG without an end
     marker after its last scan, a PNG whose chunks stop before IEND; decode_error: a PNG chunk CRC
-    mismatch, or a JPEG libjpeg refuses from its marker segments alone, :mod:`vitdata.data.jpegfatal`). Only the header is parsed (Pillow's lazy open) and the structure walked: no pixels are
-    decoded, so a 20000x20000 bomb costs microseconds.
+    mismatch, or a JPEG libjpeg refuses from its marker segments alone, :mod:`vitdata.data.jpegfatal`, or a
+    PNG whose image data libpng refuses, :mod:`vitdata.data.pngdata`, unless ``reader.check_png_data`` is
+    false). Headers are parsed and the structure walked before any pixel count is trusted: a 20000x20000
+    bomb is refused in microseconds.
 
     A JPEG that libjpeg decodes with a ``Corrupt JPEG data`` warning (:mod:`vitdata.data.jpegwalk`) gives
     (data, "corrupt_data", detail): delivered and counted, or with ``reader.skip_corrupt`` (the loader's
@@ -62,14 +64,15 @@ def check_sample(reader, index, sample_id: int, max_pixels: int) -> tuple[bytes 
     label = int(index.label[sample_id])
     if not 0 <= label < max(1, int(index.num_classes)):
         return None, "bad_label", f"label {label} outside [0, {index.num_classes})"
-    data, reason, detail = check_bytes(data, max_pixels)
+    data, reason, detail = check_bytes(data, max_pixels, png_data=getattr(reader, "check_png_data", True))
     if data is not None and reason is not None and getattr(reader, "skip_corrupt", False):
         return None, reason, detail
     return data, reason, detail
 
 
-def check_bytes(data: bytes, max_pixels: int) -> tuple[bytes | None, str | None, str]:
-    """The format, size and completeness checks of :func:`check_sample` on encoded bytes.
+def check_bytes(data: bytes, max_pixels: int, png_data: bool = True) -> tuple[bytes | None, str | None, str]:
+    """The format, size and completeness checks of :func:`check_sample` on encoded bytes; with ``png_data``,
+    also a PNG's image data (:mod:`vitdata.data.pngdata`: inflated, rows and filter bytes checked).
 
     The format comes from the magic bytes and the size from the JPEG frame header (SOFn) or the PNG
     IHDR chunk, read by walking the marker segments: no pixels are decoded and no decoder library is
@@ -95,6 +98,10 @@ def check_bytes(data: bytes, max_pixels: int) -> tuple[bytes | None, str | None,
     warning = None
     if fmt == "PNG":
         reason, detail = _png_structure(data)
+        if reason is None and png_data:
+            detail = pngdata.verify(data)
+            reason = "decode_error" if detail else None
+            detail = f"libpng would refuse it: {detail}" if detail else ""
     else:
         reason, detail, warning = jpegwalk.walk(data)
     if reason is not None:

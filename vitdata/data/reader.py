@@ -17,13 +17,15 @@ class SampleReader:
     file position); ImageFolder files are opened per read. A pickled or forked reader reopens its own.
     With ``verify=True`` and checksums in the index, a CRC-32 mismatch raises ``checksum_mismatch``.
     ``skip_corrupt``: the sample checks (:func:`vitdata.data.checks.check_sample`) refuse a JPEG that libjpeg
-    decodes with a warning (``corrupt_data``) instead of delivering it and counting it.
+    decodes with a warning (``corrupt_data``) instead of delivering it and counting it. ``check_png_data``:
+    they inflate a PNG's image data too (:mod:`vitdata.data.pngdata`).
     """
 
-    def __init__(self, index, *, verify: bool = False, skip_corrupt: bool = False):
+    def __init__(self, index, *, verify: bool = False, skip_corrupt: bool = False, check_png_data: bool = True):
         self.index = index
         self.verify = verify and index.checksum is not None
         self.skip_corrupt = bool(skip_corrupt)
+        self.check_png_data = bool(check_png_data)
         self._per_file = index.kind == "imagefolder"
         self._fds: dict[int, int] = {}
         self._pid = os.getpid()

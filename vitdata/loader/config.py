@@ -140,6 +140,9 @@ class LoaderConfig:
     jpeg_warnings: str = "deliver"                  # a JPEG libjpeg decodes with a "Corrupt JPEG data" warning
                                                     # (reason corrupt_data): deliver (counted, Loader.warned()) |
                                                     # skip (substituted like a bad sample, Loader.skipped())
+    check_png_data: bool = True                     # inflate each PNG's image data before the decoder sees it
+                                                    # (vitdata.data.pngdata): a PNG libpng refuses is a
+                                                    # decode_error substitution, not a failed DALI step
     label_member: str = "cls"                       # tar shards: the member holding the label, cls | class |
                                                     # label | txt (an integer) | json:FIELD (a .json field)
     start_method: str = "auto"                      # worker start: auto (spawn with CUDA, else fork) | spawn | fork
@@ -371,6 +374,8 @@ def _check_runtime(cfg: LoaderConfig) -> None:
         _bad("max_pixels must be >= 1", "max_pixels")
     if cfg.jpeg_warnings not in ("deliver", "skip"):
         _bad(f"jpeg_warnings must be deliver | skip, got {cfg.jpeg_warnings!r}", "jpeg_warnings")
+    if not isinstance(cfg.check_png_data, bool):
+        _bad(f"check_png_data must be True or False, got {cfg.check_png_data!r}", "check_png_data")
     if cfg.start_method not in ("auto", "spawn", "fork"):
         _bad(f"start_method must be auto | spawn | fork, got {cfg.start_method!r}", "start_method")
     if cfg.seed < 0:

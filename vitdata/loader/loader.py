@@ -115,7 +115,8 @@ class Loader(TrainerAPI):
         except DataError as e:
             which = "eval.data" if not self.train and cfg.eval.data else "data"
             raise ConfigError(f"cannot open data source {data!r}: {e}", (which,)) from e
-        self.reader = SampleReader(self.index, verify=cfg.verify_checksums, skip_corrupt=cfg.jpeg_warnings == "skip")
+        self.reader = SampleReader(self.index, verify=cfg.verify_checksums, skip_corrupt=cfg.jpeg_warnings == "skip",
+                                   check_png_data=cfg.check_png_data)
         self._sampler = Sampler(len(self.index), self.batch_size, seed=cfg.seed, rank=self.rank,
                                 world_size=self.world_size, shuffle=self.train, drop_last=self.train)
         self.schedule = self._make_schedule()
