@@ -48,7 +48,10 @@ def test_dalis_decoder_and_pillow_both_refuse_each_header_fatal_kind_in_the_same
     data = jpegfatal.make(kind, 5, 1)
     with pytest.raises(Exception):
         dali_decode(data)
-    assert jpegfatal.KINDS[kind] in capfd.readouterr().err    # libjpeg's message, on the process's stderr
+    if kind not in jpegfatal.SILENT:
+        assert jpegfatal.KINDS[kind] in capfd.readouterr().err    # libjpeg's message, on the process's stderr
+    else:   # no words to show the refusal was this file's: the same pipeline decodes a good file next
+        dali_decode(jpegfatal.make("unused_bad_tables", 5, 1))
     with pytest.raises((OSError, SyntaxError)):
         _pillow(data)
 

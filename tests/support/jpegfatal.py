@@ -29,7 +29,12 @@ KINDS = {
     "dc_symbol_above_15": "Bogus Huffman table definition",
     "progressive_dc_se": "Invalid progressive/lossless parameters Ss=0 Se=1",
     "progressive_ac_two_components": "Invalid progressive/lossless parameters Ss=1",
+    "differential_frame": "Unsupported JPEG process: SOF type 0xc5",
+    "precision_7": "Unsupported JPEG data precision 7",
+    "precision_12": "Unsupported JPEG data precision 12",
 }
+# kinds DALI's decoder refuses without libjpeg's words on stderr (its parser turns the 12-bit frame away)
+SILENT = ("precision_12",)
 ACCEPTED = ("unused_bad_tables", "no_huffman_tables", "sequential_odd_ss_se")
 
 
@@ -101,6 +106,10 @@ def make(kind: str, sample_id: int = 0, label: int = 0, size: int = 48) -> bytes
     sof, sos = _first(data, 0xC0), _first(data, 0xDA)
     if kind == "bad_component":
         return _set(data, sos + 1, 9)
+    if kind == "differential_frame":
+        return _set(data, sof - 3, 0xC5)
+    if kind.startswith("precision_"):
+        return _set(data, sof, int(kind[len("precision_"):]))
     if kind == "scan_without_components":
         return _set(data, sos, 0)
     if kind in ("sampling_factor_zero", "sampling_factor_five", "mcu_too_large"):

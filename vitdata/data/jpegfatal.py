@@ -7,6 +7,9 @@ good photos (``docs/reliability.md``, header checks); libjpeg's words are DALI's
 
 * a scan header naming a component the frame lacks (``Invalid component ID 9 in SOS``), or naming 0 or more
   than 4 components, or more than its segment holds (``Bogus marker length``);
+* a differential (hierarchical) frame, SOF5-7 or SOF13-15 (``Unsupported JPEG process: SOF type 0xc5``); a
+  DCT frame whose sample precision is not 8 bits (``Unsupported JPEG data precision 12``: DALI's decoder and
+  Pillow use libjpeg's 8-bit interface; DALI refuses a 12-bit frame without words);
 * a frame component with a sampling factor 0 or above 4 (``Bogus sampling factors``), one whose factors do
   not divide the largest ones (``Fractional sampling not implemented yet``), an interleaved scan of more than
   10 blocks per MCU (``Sampling factors too large for interleaved scan``);
@@ -23,7 +26,8 @@ good photos (``docs/reliability.md``, header checks); libjpeg's words are DALI's
 Tables a file defines but never uses are not checked beyond their index and length, as libjpeg does. Files
 that libjpeg decodes with a warning (a sequential scan with odd Ss/Se, an inconsistent progression) are left
 to ``vitdata.data.jpegwalk``'s warnings or to the decoder. Arithmetic-coded and lossless frames get the
-structural rules only.
+structural rules only (libjpeg-turbo 3 decodes lossless frames of any precision, so SOF3 and SOF11 are left
+to the decoder).
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from operator import mul
 
 _HUFFMAN_DCT = frozenset({0xC0, 0xC1, 0xC2})   # baseline, extended, progressive (Huffman-coded DCT)
 _DCT = frozenset({0xC0, 0xC1, 0xC2, 0xC9, 0xCA})
+_DIFFERENTIAL = frozenset({0xC5, 0xC6, 0xC7, 0xCD, 0xCE, 0xCF})   # hierarchical frames: no libjpeg decodes them
 _MAX_BLOCKS_IN_MCU = 10
 _WEIGHTS = tuple(1 << (16 - bits) for bits in range(1, 17))   # a code of ``bits`` bits takes 2**-bits of the space
 
@@ -95,6 +100,10 @@ class Tables:
 
     def _sof(self, marker: int, data: bytes, pos: int, length: int) -> str | None:
         self.sof = marker
+        if marker in _DIFFERENTIAL:
+            return f"Unsupported JPEG process: SOF type 0x{marker:02x}"
+        if marker in _DCT and length >= 3 and data[pos + 2] != 8:
+            return f"Unsupported JPEG data precision {data[pos + 2]}"
         nc = min(data[pos + 7], (length - 8) // 3) if length >= 8 else 0
         comps = self.comps
         for k in range(pos + 8, pos + 8 + 3 * nc, 3):
