@@ -12,6 +12,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from vitdata.bench import badcorpus
 from vitdata.data import selfid
 
 KINDS = {
@@ -40,21 +41,8 @@ ACCEPTED = ("rows_long", "unknown_ancillary_chunk", "palette_index_past_palette"
 SIG = b"\x89PNG\r\n\x1a\n"
 
 
-def chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def chunks(png: bytes) -> list[tuple[bytes, bytes]]:
-    out, pos = [], 8
-    while pos < len(png):
-        n = struct.unpack(">I", png[pos:pos + 4])[0]
-        out.append((png[pos + 4:pos + 8], png[pos + 8:pos + 8 + n]))
-        pos += 12 + n
-    return out
-
-
 def build(parts: list[tuple[bytes, bytes]]) -> bytes:
-    return SIG + b"".join(chunk(k, b) for k, b in parts)
+    return SIG + b"".join(badcorpus.png_chunk(k, b) for k, b in parts)
 
 
 def _ihdr(w, h, depth, colour, compression=0, filt=0, interlace=0) -> tuple[bytes, bytes]:
@@ -104,8 +92,6 @@ def good(colour: int, depth: int, interlace: int = 0, size: int = 19) -> bytes:
 
 def make(kind: str, sample_id: int = 0, label: int = 0, size: int = 24) -> bytes:
     """The bytes of one PNG of ``kind`` (one of :data:`KINDS` or :data:`ACCEPTED`)."""
-    from vitdata.bench import badcorpus
-
     img = _rgb(sample_id, label, size)
     raw = _rows(img)
     ihdr = _ihdr(size, size, 8, 2)

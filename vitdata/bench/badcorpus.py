@@ -56,7 +56,8 @@ def _chunks(png: bytes):
         pos += 12 + n
 
 
-def _chunk(kind: bytes, body: bytes) -> bytes:
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    """One PNG chunk: length, type, body, CRC-32."""
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
 
@@ -66,8 +67,8 @@ def _png_with_idat(png: bytes, idat: bytes) -> bytes:
         if kind == b"IDAT":
             continue
         if kind == b"IEND":
-            out.append(_chunk(b"IDAT", idat))
-        out.append(_chunk(kind, body))
+            out.append(png_chunk(b"IDAT", idat))
+        out.append(png_chunk(kind, body))
     return b"".join(out)
 
 
