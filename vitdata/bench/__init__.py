@@ -26,6 +26,8 @@ BENCHMARKS = {
                                                          "augmentation"),
     "decode": ("vitdata.bench.decode", "CPU ms per image of each route of decoding the crop window (DALI ROI, "
                                        "reduced in the source, Pillow full, Pillow reduced) at each size"),
+    "png-check": ("vitdata.bench.png_check", "CPU ms per PNG that the PNG data check adds (epoch 0, later epochs) "
+                                             "vs DALI's and Pillow's decode of the same file"),
     "index": ("vitdata.bench.index", "sample index build time and random reads/s"),
     "sampler": ("vitdata.bench.sampler", "time to build one epoch's order for 1.28 M samples"),
     "oracle": ("vitdata.bench.oracle", "oracle report() overhead per step; next-epoch plan + order"),
