@@ -18,7 +18,7 @@ file (``tests/data/test_png_data.py``):
   interlaced (Adam7) image.
 
 More image data than the rows need is libpng's warning ``Too much image data``: the file decodes, and is
-delivered. Inflating costs 0.60x DALI's CPU decode of the file and 0.47x Pillow's (2.2 ms on a 344 KB
+delivered. Inflating costs 0.60x DALI's CPU decode of the file and 0.46x Pillow's (2.2 ms on a 344 KB
 photo saved as PNG: ``vitdata bench png-check``). A file found sound is remembered for the life of the
 process by a hash of its IHDR and its IDAT chunks' CRCs (up to 2**19 files), so later epochs pay the chunk
 walk only. ``LoaderConfig(check_png_data=False)`` leaves the image data to the decoder.
