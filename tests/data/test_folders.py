@@ -50,6 +50,22 @@ def test_a_link_loop_in_a_class_folder_does_not_multiply_its_samples(tmp_path, m
     assert "2 symlink_loop" in capsys.readouterr().err
 
 
+def test_a_chain_of_links_back_to_itself_is_a_counted_loop_and_a_broken_link_is_named(tmp_path):
+    root = tmp_path / "train"
+    _tree(root, {"c0": 3, "c1": 2})
+    os.symlink("b.jpg", root / "c0" / "a.jpg")          # a file-named chain: a -> b -> a
+    os.symlink("a.jpg", root / "c0" / "b.jpg")
+    os.symlink("dir_b", root / "c1" / "dir_a")          # a folder-named one
+    os.symlink("dir_a", root / "c1" / "dir_b")
+    idx = build_index(str(root))
+    assert {k: len(v) for k, v in _by_class(idx).items()} == {"c0": 3, "c1": 2}
+    assert _reasons(idx) == [("symlink_loop", "a.jpg"), ("symlink_loop", "b.jpg"), ("symlink_loop", "dir_a"),
+                             ("symlink_loop", "dir_b")]
+    os.symlink(str(tmp_path / "gone.jpg"), root / "c1" / "dead.jpg")
+    with pytest.raises(DataError, match=r"dead\.jpg.*broken link"):
+        build_index(str(root))
+
+
 def test_a_link_out_of_its_class_folder_never_labels_other_classes_files(tmp_path):
     root = tmp_path / "train"
     _tree(root, {"c0": 3, "c1": 5, "c2": 2})

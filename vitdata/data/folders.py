@@ -9,7 +9,9 @@ Symbolic links. Entries that are not links are walked first; links after, in the
 file reached both directly and through a link is indexed where it really lives.
 
 * Every real directory is walked once. A directory link whose target was walked already -- a loop such as
-  ``c0/self -> .``, or a second route to one folder -- is passed over and counted (``symlink_loop``).
+  ``c0/self -> .``, or a second route to one folder -- is passed over and counted (``symlink_loop``), as is
+  a chain of links that leads back to itself (``a -> b -> a``, file or folder names alike). A broken link
+  named like an image is refused (``unreadable``, naming it), as a missing file would be.
 * A directory link that leads out of the real tree of the class folder holding it (``c0/up -> ..``, which
   would label every other class's files as c0) is passed over and counted (``symlink_outside``). A class
   folder that is itself a link is that class's tree.
@@ -22,6 +24,7 @@ Passed-over entries are listed in the index's ``skipped`` with their reason, and
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from array import array
@@ -143,6 +146,10 @@ class _Walk:
             try:
                 st = os.stat(p)
             except OSError as e:
+                if e.errno == errno.ELOOP:   # links that lead back to one another (a -> b -> a)
+                    self.skipped.append({"path": p, "offset": None, "reason": "symlink_loop",
+                                         "detail": "a chain of links that never reaches a file or folder; passed over"})
+                    continue
                 if image:
                     raise DataError("unreadable", p, detail=f"cannot stat ({e.strerror}; a broken link?)") from e
                 continue
