@@ -116,6 +116,15 @@ def test_a_class_folder_that_is_a_link_is_that_classes_tree(tmp_path):
 
 # -- one class list per dataset -----------------------------------------------------------------------------------
 
+def test_a_flat_split_without_class_folders_is_refused_saying_what_to_do(tmp_path):
+    root = tmp_path / "val"
+    os.makedirs(root)
+    for i in range(3):
+        (root / f"ILSVRC2012_val_{i:08d}.JPEG").write_bytes(selfid.encode(selfid.make_image(i, 0, 16)))
+    with pytest.raises(DataError, match=r"no class directories.*holds 3 image files directly.*valprep"):
+        build_index(str(root))
+
+
 def test_a_val_split_missing_a_class_keeps_the_training_splits_label_ids(tmp_path):
     train, val = tmp_path / "train", tmp_path / "val"
     _tree(train, {"a": 2, "b": 2, "c": 2})

@@ -175,7 +175,11 @@ def scan(root: str, b, classes: list[str] | None = None) -> dict:
     ``classes``: the dataset's class list (see :func:`class_list`)."""
     classes, folders = class_list(root, classes)
     if not folders:
-        raise DataError("empty_dataset", root, detail="no class directories (expected ROOT/<class>/<image>)")
+        flat = sum(1 for e in os.scandir(root) if e.is_file() and _ext_of(e.name) in IMAGE_EXTS)
+        hint = (f"; it holds {flat} image files directly: a flat split (ImageNet's val as distributed) needs "
+                f"them moved into ROOT/<class>/ first (valprep.sh of github.com/soumith/imagenetloader.torch, "
+                f"run in the folder, does that)") if flat else ""
+        raise DataError("empty_dataset", root, detail=f"no class directories (expected ROOT/<class>/<image>){hint}")
     splits = [c for c in folders if c in SPLIT_NAMES]
     if "train" in splits and len(splits) > 1 and any(e.is_dir() for e in os.scandir(os.path.join(root, "train"))):
         other = next(c for c in splits if c != "train")
