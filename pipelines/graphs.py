@@ -55,6 +55,8 @@ class GraphSpec:
                                                  # decoder (None: DALI's default); ignored on CPU
     decode_scale: bool = False                   # train, CPU decode only: the source decodes plain JPEGs at
                                                  # 1/2, 1/4, 1/8 scale where the window allows, DALI the rest
+    levels: bool = False                         # train: the source may hand a level's JPEG (vitdata.decode.
+                                                 # levels) with the window's fractional bounds in it
 
 
 def train_graph(encoded, size, mag_bin, active, spec: GraphSpec, decode_device: str, window=None):
@@ -89,10 +91,11 @@ def decode_window(encoded, window, spec: GraphSpec, decode_device: str):
 
 
 def resize_window(images, size, window, spec: GraphSpec):
-    """Resize :func:`decode_window`'s pixels to ``size``; with ``spec.decode_scale`` over each sample's
-    ``roi_start``..``roi_end`` (the window's fractional bounds in a reduced decode, the whole slice else)."""
+    """Resize :func:`decode_window`'s pixels to ``size``; with ``spec.decode_scale`` or ``spec.levels`` over each
+    sample's ``roi_start``..``roi_end`` (the window's fractional bounds in a reduced decode or a level, the
+    whole slice else)."""
     roi = {}
-    if spec.decode_scale:
+    if spec.decode_scale or spec.levels:
         roi = {"roi_start": window["roi_start"], "roi_end": window["roi_end"], "roi_relative": False}
     return fn.resize(images, size=size, interp_type=_INTERP[spec.interpolation], antialias=True, **roi)
 
@@ -164,10 +167,11 @@ def _pipeline(source, spec: GraphSpec, decode_device: str, parallel: bool, input
 def source_outputs(spec: GraphSpec) -> tuple[str, ...]:
     """Names of ``source.OUTPUTS`` the graph reads, in order (the source returns only those): eval the first
     five; train adds the step's size, RandAugment's knobs when it runs, the crop window, and the reduced
-    decode's outputs with ``spec.decode_scale``."""
+    decode's outputs with ``spec.decode_scale`` (the window's fractional bounds alone with ``spec.levels``)."""
     if not spec.train:
         return OUTPUTS[:5]
-    return (OUTPUTS[:8] if spec.randaug else OUTPUTS[:6]) + CROP_OUTPUTS + (SCALED_OUTPUTS if spec.decode_scale else ())
+    roi = SCALED_OUTPUTS if spec.decode_scale else SCALED_OUTPUTS[2:] if spec.levels else ()
+    return (OUTPUTS[:8] if spec.randaug else OUTPUTS[:6]) + CROP_OUTPUTS + roi
 
 
 def num_source_outputs(spec: GraphSpec) -> int:

@@ -77,6 +77,8 @@ class CropSpec:
     rank: int
     decode_scale: bool = False    # decode plain JPEGs at 1/2, 1/4, 1/8 here (CPU graphs only)
     threads: int = 1              # the in-thread (per-step) source decodes a step's reduced JPEGs on this many threads
+    levels: str | None = None     # a levels store of the index (vitdata.decode.levels): a window f x the step's
+                                  # size across hands DALI level f's JPEG and the window mapped into it
 
 
 def write_control(path: str, control: dict[str, np.ndarray]) -> None:
@@ -235,7 +237,7 @@ class EpochSource:
                "active": np.repeat((np.arange(n) < int(ctl["step_num_ops"][step])).astype(np.int32)[None], b, axis=0)}
         if self.crop is not None and "anchor" in self.outputs:
             first = int(ctl.get("first_position", 0)) + start
-            out.update(self._windows(datas, range(first, first + b), int(ctl["epoch"]), int(size)))
+            out.update(self._windows(datas, range(first, first + b), int(ctl["epoch"]), int(size), sids))
         else:
             out["encoded"] = [np.frombuffer(d, np.uint8) for d in datas]
         return tuple(out[k] for k in self.outputs)
@@ -261,18 +263,18 @@ class EpochSource:
                "active": (np.arange(n) < int(ctl["step_num_ops"][step])).astype(np.int32)}
         if self.crop is not None and "anchor" in self.outputs:
             first = int(ctl.get("first_position", 0)) + pos
-            window = self._windows([data], [first], int(ctl["epoch"]), int(size))
+            window = self._windows([data], [first], int(ctl["epoch"]), int(size), [sid])
             out.update({k: np.asarray(v[0]) for k, v in window.items()})
         else:
             out["encoded"] = np.frombuffer(data, np.uint8)
         return tuple(out[k] for k in self.outputs)
 
-    def _windows(self, datas: list[bytes], positions, epoch: int, size: int) -> dict:
+    def _windows(self, datas: list[bytes], positions, epoch: int, size: int, sids) -> dict:
         if self._pool is None and self.crop.threads > 1:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(self.crop.threads, thread_name_prefix="vitdata-decode")
-        return crop_windows(datas, positions, epoch, size, self.crop, self._pool)
+        return crop_windows(datas, positions, epoch, size, self.crop, self._pool, sids)
 
     def _resolve(self, ids: np.ndarray, pos: int, orig: int) -> tuple[int, int, bytes]:
         return resolve_sample(self.reader, self.index, ids, pos, self.max_pixels, self._quarantine)
@@ -280,13 +282,15 @@ class EpochSource:
 
 
 
-def crop_windows(datas: list[bytes], positions, epoch: int, size: int, crop: CropSpec, pool=None) -> dict:
-    """The crop outputs (and ``encoded``) of samples ``datas`` at loader-epoch ``positions`` for a step of
-    ``size`` px: each window drawn, and the plain JPEGs whose window allows it decoded at 1/r here (on
-    ``pool``, a ``concurrent.futures`` executor, when given); the rest go to DALI as encoded bytes. Values
-    are lists / stacked arrays over the samples, by the names of :data:`OUTPUTS`."""
+def crop_windows(datas: list[bytes], positions, epoch: int, size: int, crop: CropSpec, pool=None, sids=None) -> dict:
+    """The crop outputs (and ``encoded``) of samples ``datas`` (index ids ``sids``) at loader-epoch
+    ``positions`` for a step of ``size`` px: each window drawn; a window a level of ``crop.levels`` serves
+    goes to DALI as that level's JPEG and the window mapped into it; the plain JPEGs whose window allows it
+    decoded at 1/r here (on ``pool``, a ``concurrent.futures`` executor, when given); the rest go to DALI as
+    encoded bytes. Values are lists / stacked arrays over the samples, by the names of :data:`OUTPUTS`."""
     plans = [_plan(d, p, epoch, size, crop) for d, p in zip(datas, positions)]
-    jobs = [(k, box, r) for k, (box, r) in enumerate(plans) if r > 1]
+    levels = _levels(plans, sids, size, crop)
+    jobs = [(k, box, r) for k, (box, r) in enumerate(plans) if r > 1 and k not in levels]
     if pool is not None and len(jobs) > 1:
         # Pillow releases the GIL while libjpeg decodes, so the threads decode in parallel.
         done = list(pool.map(lambda job: _reduced(datas[job[0]], job[1], job[2]), jobs))
@@ -299,7 +303,12 @@ def crop_windows(datas: list[bytes], positions, epoch: int, size: int, crop: Cro
            "roi_start": np.zeros((n, 2), np.float32), "roi_end": np.zeros((n, 2), np.float32)}
     for k, (box, _) in enumerate(plans):
         out["anchor"][k], out["shape"][k] = (box.x, box.y), (box.w, box.h)
-        if k in reduced:
+        if k in levels:
+            jpeg, anchor, shape, roi = levels[k]
+            out["encoded"].append(np.frombuffer(jpeg, np.uint8))
+            out["anchor"][k], out["shape"][k] = anchor, shape
+            out["roi_start"][k], out["roi_end"][k] = roi[:2], roi[2:]
+        elif k in reduced:
             pixels, roi = reduced[k]
             out["encoded"].append(pixels.reshape(-1))
             out["decoded"][k], out["hwc"][k] = 1, pixels.shape
@@ -307,6 +316,20 @@ def crop_windows(datas: list[bytes], positions, epoch: int, size: int, crop: Cro
         else:
             out["encoded"].append(np.frombuffer(datas[k], np.uint8))
             out["roi_end"][k] = (box.h, box.w)
+    return out
+
+
+def _levels(plans, sids, size: int, crop: CropSpec) -> dict:
+    """{k: (level JPEG, anchor, shape, roi)} of the samples whose window a level of ``crop.levels`` serves."""
+    if crop.levels is None or sids is None:
+        return {}
+    from vitdata.decode.levels import open_levels
+
+    store, out = open_levels(crop.levels), {}
+    for k, ((box, _), sid) in enumerate(zip(plans, sids)):
+        f = store.factor(int(sid), box, size) if sid >= 0 else 1
+        if f > 1:
+            out[k] = (store.data(int(sid), f), *store.cut(int(sid), f, box))
     return out
 
 

@@ -1,4 +1,4 @@
-"""The ``vitdata`` command: ``index``, ``train``, ``bench``, ``preview``.
+"""The ``vitdata`` command: ``index``, ``levels``, ``train``, ``bench``, ``preview``.
 
 Each subcommand's arguments belong to the module that implements it (``main(argv)`` there), so
 ``vitdata SUB --help`` is that module's own help and this file holds no logic of its own.
@@ -18,6 +18,8 @@ import sys
 
 SUBCOMMANDS = {
     "index": ("vitdata.data.index", "scan an ImageFolder tree or WebDataset tar shards into a sample index"),
+    "levels": ("vitdata.loader.levels", "store each photo at 1/2 and 1/4 size once, so small curriculum steps "
+                                        "decode small files (LoaderConfig.decode_levels)"),
     "train": ("vitdata.train.loop", "train a timm ViT with the curriculum switches (synthetic data by default)"),
     "bench": ("vitdata.bench", "measure data throughput: loader, kernels, training step"),
     "preview": ("vitdata.train.preview", "write a grid of images as the model would see them at a given epoch"),

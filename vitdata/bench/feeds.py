@@ -29,7 +29,8 @@ row   name                  what it runs
 
 Rows 1 and 2 decode plain JPEGs at 1/2, 1/4 or 1/8 scale where the crop window allows it
 (``LoaderConfig.decode_scale``): "auto" by default (DALI's own ROI decode on CPU), ``--decode-scale on``
-runs the source's reduced decode, ``off`` full decodes everywhere.
+runs the source's reduced decode, ``off`` full decodes everywhere. They read the data's levels store
+(``LoaderConfig.decode_levels``) that ``bench loader`` builds first unless ``--decode-levels off``.
 """
 from __future__ import annotations
 
@@ -89,7 +90,8 @@ def vitdata_config(s: Settings, curriculum: bool):
     out = OutputConfig(dtype=s.dtype, device=s.device)
     workers, threads = vitdata_workers(s)
     common = dict(data=s.root, batch_size=s.batch_size, output=out, num_workers=workers, num_threads=threads,
-                  seed=s.seed, decode_scale=s.extra.get("decode_scale", "auto"))
+                  seed=s.seed, decode_scale=s.extra.get("decode_scale", "auto"),
+                  decode_levels=_levels_root(s))
     if not curriculum:
         return LoaderConfig(image_size=s.size, augment=AugmentConfig(randaug=False, patch_size=s.patch_size),
                             **common)
@@ -102,6 +104,14 @@ def vitdata_config(s: Settings, curriculum: bool):
                         schedule=ScheduleConfig(name="constant", epochs=4,
                                                 kwargs={"lowpass_size": s.size, "erase_ratio": 0.25}),
                         **common)
+
+
+def _levels_root(s: Settings) -> str | None:
+    """The folder of the levels store ``bench loader`` built (``--decode-levels build``), else None."""
+    import os
+
+    store = (s.extra.get("decode_levels") or {}).get("store")
+    return os.path.dirname(store) if store else None
 
 
 def _primed_oracle(num_samples: int, device: str, seed: int):

@@ -27,9 +27,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import json
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from typing import Callable, Iterator
 
@@ -290,6 +293,24 @@ def _parse_sizes(text: str) -> list[int]:
     return sizes
 
 
+def build_levels_for(idx, root: str) -> dict:
+    """Build ``idx``'s levels store under ``root`` on all usable CPUs; what the record says of it."""
+    import time
+
+    from vitdata.data.reader import SampleReader
+    from vitdata.loader.levels import build_store
+
+    t0 = time.perf_counter()
+    path = build_store(idx, SampleReader(idx), root, workers=record.usable_cpus())
+    with open(os.path.join(path, "meta.json"), encoding="utf-8") as fh:
+        meta = json.load(fh)
+    photos = int(idx.length.sum())
+    return {"store": path, "build_s": round(time.perf_counter() - t0, 3), "samples": meta["samples"],
+            "with_level": meta["with_level"], "quality": meta["quality"],
+            "bytes": meta["bytes"], "photo_bytes": photos,
+            "extra_storage": round(sum(meta["bytes"].values()) / max(1, photos), 4)}
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     from . import feeds
 
@@ -305,6 +326,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                     help="how the data was obtained (recorded in the settings, e.g. for data outside the repo)")
     lo.add_argument("--decode-scale", choices=("auto", "on", "off"), default="auto",
                     help="rows 1-2: LoaderConfig.decode_scale (default auto: DALI's ROI decode on CPU)")
+    lo.add_argument("--decode-levels", choices=("build", "off"), default="build",
+                    help="rows 1-2: build the data's levels store first (vitdata levels; its build time and size "
+                         "are recorded) and read it (LoaderConfig.decode_levels), or not (off)")
     lo.add_argument("--batch-size", type=int, default=256)
     lo.add_argument("--steps", type=int, default=10, help="batches per timed window (default 10)")
     lo.add_argument("--windows", type=int, default=5, help="timed windows per row (default 5)")
@@ -360,6 +384,10 @@ def _run(a: argparse.Namespace) -> int:
         s.extra["cpus_usable"] = record.usable_cpus()
         s.extra["sizes"] = sizes
         s.extra["decode_scale"] = a.decode_scale
+        levels = tempfile.mkdtemp(prefix="vitdata-levels-") if a.decode_levels == "build" else None
+        if levels is not None:
+            s.extra["decode_levels"] = build_levels_for(idx, levels)
+            print(f"  levels: {json.dumps(s.extra['decode_levels'])}", flush=True)
         if a.data_note:
             s.extra["data_note"] = a.data_note
         s.extra["load_avg_1m_start"] = load_avg()
@@ -372,7 +400,11 @@ def _run(a: argparse.Namespace) -> int:
         if load is not None and load > 0.5 * cpus:
             print(f"  note: load average {load:.1f} on {cpus} CPUs before the run: other processes compete for the "
                   "cores, so CPU figures are low and noisy (each row records the load after it ran)")
-        result = run_sizes(s, sizes, a.rows, skip, log=(lambda m: print("  " + m, flush=True)))
+        try:
+            result = run_sizes(s, sizes, a.rows, skip, log=(lambda m: print("  " + m, flush=True)))
+        finally:
+            if levels is not None:
+                shutil.rmtree(levels, ignore_errors=True)
         settings = s.record()
     rec = {"settings": settings, **result, "baseline_row": BASELINE_ROW,
               "rows_requested": a.rows, "row_labels": {str(k): v[1] for k, v in ROWS.items()}}

@@ -99,6 +99,7 @@ def stage_split(s: Settings, loader, delivered_ids: list, wall_s_per_batch: floa
                 repeats: int = 3, with_kernels: bool = False) -> dict:
     """The table in the module docstring for a vitdata row's ``loader`` (closed: its pipeline no longer runs);
     ``with_kernels``: time row 1's low-pass crop + PatchErasing too."""
+    from vitdata.decode.levels import store_dir
     from vitdata.pipelines.source import CropSpec, crop_windows
 
     cfg, spec = loader.cfg, loader.graph_spec
@@ -110,7 +111,7 @@ def stage_split(s: Settings, loader, delivered_ids: list, wall_s_per_batch: floa
     reader = loader.reader
     where = "CPU operators" if device_id is None else f"GPU {device_id} (mixed decode)"
     out: dict = {"unit": "seconds per batch", "batch_size": s.batch_size, "size": size, "dali_device_id": device_id,
-                 "decode_scale": spec.decode_scale,
+                 "decode_scale": spec.decode_scale, "levels": spec.levels,
                  "note": "each stage timed alone on the ids the row delivered, same thread count; stages overlap "
                          "in the loader, so they need not add up to the wall time"}
     encoded = [[reader.read(i) for i in b] for b in batches]
@@ -121,17 +122,20 @@ def stage_split(s: Settings, loader, delivered_ids: list, wall_s_per_batch: floa
 
     from concurrent.futures import ThreadPoolExecutor
 
-    crop = CropSpec(tuple(cfg.augment.scale), tuple(cfg.augment.ratio), cfg.seed, 0, spec.decode_scale, threads)
+    levels = store_dir(cfg.decode_levels, loader.index.fingerprint) if spec.levels else None
+    crop = CropSpec(tuple(cfg.augment.scale), tuple(cfg.augment.ratio), cfg.seed, 0, spec.decode_scale, threads,
+                    levels)
     pool = ThreadPoolExecutor(threads) if spec.decode_scale and threads > 1 else None
     names = _WINDOW if spec.decode_scale else _WINDOW[:3]
 
     def windows(b, first):
-        return lambda: crop_windows(encoded[b], range(first, first + s.batch_size), 0, size, crop, pool)
+        return lambda: crop_windows(encoded[b], range(first, first + s.batch_size), 0, size, crop, pool, batches[b])
 
     makers = [windows(b, b * s.batch_size) for b in range(len(batches))]
     out["decode"], decoded = _run_stage(
         "decode", names, makers, spec, s, device_id, threads, repeats,
         f"crop windows drawn and decoded ({'source reduced JPEG decodes + ' if spec.decode_scale else ''}"
+        f"{'the levels their windows allow + ' if spec.levels else ''}"
         f"decoders.image_slice), no resize; {where}, {threads} threads")
     made = [m() for m in makers]
     size_arr = np.array([size, size], np.float32)
@@ -140,7 +144,7 @@ def stage_split(s: Settings, loader, delivered_ids: list, wall_s_per_batch: floa
         imgs = _host_arrays(d)
         resize_in.append({"images": imgs, "size": [size_arr] * len(imgs), "roi_start": list(w["roi_start"]),
                           "roi_end": list(w["roi_end"])})
-    rnames = ("images", "size") + (("roi_start", "roi_end") if spec.decode_scale else ())
+    rnames = ("images", "size") + (("roi_start", "roi_end") if spec.decode_scale or spec.levels else ())
     out["crop_resize"], resized = _run_stage(
         "crop_resize", rnames, resize_in, spec, s, device_id, threads, repeats,
         f"resize_window alone: the decoded windows to {size} px; {where}, {threads} threads")

@@ -149,14 +149,20 @@ def decode_region(data: bytes, box: CropBox, factor: int) -> tuple[np.ndarray, t
     """Decode ``data`` at 1/``factor`` and cut the whole pixels that hold ``box``.
 
     Returns ``pixels`` (h, w, 3) uint8 and ``roi`` = (top, left, bottom, right): the window in the pixels'
-    own coordinates, fractional, for a resize that reads exactly that region. Pixel k of a 1/r decode
-    covers source pixels [k r, (k + 1) r), so source coordinate c is c / r there."""
+    own coordinates, fractional, for a resize that reads exactly that region (:func:`window_in`)."""
     im, r = open_scaled(data, factor)
+    (ix, iy), (w, h), roi = window_in(box, r, im.size[0], im.size[1])
+    return np.asarray(im.crop((ix, iy, ix + w, iy + h))), roi
+
+
+def window_in(box: CropBox, r: float, width: int, height: int):
+    """``box`` in an image decoded at 1/``r`` (``width`` x ``height`` pixels). Pixel k of a 1/r decode covers
+    source pixels [k r, (k + 1) r), so source coordinate c is c / r there. Returns ((x, y), (w, h)) of the
+    whole pixels that hold the window, and (top, left, bottom, right) of the window inside them, fractional."""
     x0, y0, x1, y1 = box.x / r, box.y / r, (box.x + box.w) / r, (box.y + box.h) / r
     ix0, iy0 = int(math.floor(x0)), int(math.floor(y0))
-    ix1, iy1 = min(im.size[0], int(math.ceil(x1))), min(im.size[1], int(math.ceil(y1)))
-    pixels = np.asarray(im.crop((ix0, iy0, ix1, iy1)))
-    return pixels, (y0 - iy0, x0 - ix0, y1 - iy0, x1 - ix0)
+    ix1, iy1 = min(width, int(math.ceil(x1))), min(height, int(math.ceil(y1)))
+    return (ix0, iy0), (ix1 - ix0, iy1 - iy0), (y0 - iy0, x0 - ix0, y1 - iy0, x1 - ix0)
 
 
 def scaled_box(box: CropBox, factor: float) -> tuple[float, float, float, float]:

@@ -141,6 +141,8 @@ class LoaderConfig:
                                                     # (reason corrupt_data): deliver (counted, Loader.warned()) |
                                                     # skip (substituted like a bad sample, Loader.skipped())
     check_png_data: bool = True                     # inflate each PNG's image data before the decoder sees it
+    decode_levels: str | None = None                # train: folder of levels stores (vitdata.decode.levels, built by
+                                                    # `vitdata levels`); a small step decodes a stored 1/2 or 1/4 copy
                                                     # (vitdata.data.pngdata): a PNG libpng refuses is a
                                                     # decode_error substitution, not a failed DALI step
     label_member: str = "cls"                       # tar shards: the member holding the label, cls | class |
@@ -376,6 +378,8 @@ def _check_runtime(cfg: LoaderConfig) -> None:
         _bad(f"jpeg_warnings must be deliver | skip, got {cfg.jpeg_warnings!r}", "jpeg_warnings")
     if not isinstance(cfg.check_png_data, bool):
         _bad(f"check_png_data must be True or False, got {cfg.check_png_data!r}", "check_png_data")
+    if cfg.decode_levels is not None and not (isinstance(cfg.decode_levels, str) and cfg.decode_levels):
+        _bad(f"decode_levels is a folder path or None, got {cfg.decode_levels!r}", "decode_levels")
     if cfg.start_method not in ("auto", "spawn", "fork"):
         _bad(f"start_method must be auto | spawn | fork, got {cfg.start_method!r}", "start_method")
     if cfg.seed < 0:

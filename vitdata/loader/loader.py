@@ -77,6 +77,7 @@ from vitdata.loader.config import (ERASE_CELL, AugmentConfig, DistributedConfig,
                                    graph_max_ops, resolve_defaults)
 from vitdata.loader.epoch import EpochRun, Stage
 from vitdata.loader.host import kernel_threads, resolve_device
+from vitdata.loader.levels import open_store
 from vitdata.loader.loss import warn_unreported
 from vitdata.loader.quarantine import Quarantine
 from vitdata.loader.state import STATE_FORMAT, check_point, current_format, match_fingerprint, read_state
@@ -130,7 +131,8 @@ class Loader(TrainerAPI):
         uint8 = self.train and _uses_lowpass(self.schedule)
         self._backend = create_backend(backend, BackendContext(cfg, split, self.rank, self.batch_size, self.device,
                                                                self.index, self.reader, self.quarantine,
-                                                               uint8_images=uint8))
+                                                               uint8_images=uint8,
+                                                               levels=open_store(cfg, self.index) if self.train else None))
         self._assembler = BatchAssembler(cfg, split, self.rank, self.device, self.index, self.reader,
                                          self.quarantine, self.on_error,
                                          kernel_threads(cfg.num_threads, cfg.num_workers, backend))

@@ -40,6 +40,7 @@ class BackendContext:
     quarantine: Any = None   # vitdata.loader.quarantine.Quarantine: decoder-refused ids (the loader's, in its state)
     uint8_images: bool = False   # train: the schedule has low-pass crop steps, so a backend that can may deliver
                                  # uint8 images, not normalised (the loader normalises them in the crop's pass)
+    levels: str | None = None    # train: the folder of the index's levels store (vitdata.decode.levels), or None
 
     @property
     def train(self) -> bool:

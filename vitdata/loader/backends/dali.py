@@ -109,7 +109,8 @@ class DaliBackend(Backend):
                               hw_decoder_load=hw_decoder_load if device_id is not None else None,
                               # DALI 2.4 decodes at full scale only: with decode_scale "on" the source decodes
                               # reduced JPEGs on a CPU-only host; with a GPU nvJPEG decodes everything
-                              decode_scale=cfg.decode_scale == "on" and ctx.train and device_id is None)
+                              decode_scale=cfg.decode_scale == "on" and ctx.train and device_id is None,
+                              levels=ctx.levels is not None and ctx.train)
         self.pipe = None
         self.workers: list = []      # the pipeline's source worker processes (multiprocessing.Process)
         self.current: DaliEpoch | None = None   # the DALI epoch the pipeline runs
@@ -281,7 +282,7 @@ class DaliBackend(Backend):
         ctx, cfg = self.ctx, self.ctx.cfg
         a = cfg.augment
         return CropSpec(tuple(a.scale), tuple(a.ratio), cfg.seed, ctx.rank, self.spec.decode_scale,
-                        cfg.num_threads) if ctx.train else None
+                        cfg.num_threads, ctx.levels) if ctx.train else None
 
     def _build_saved(self, checkpoint: bytes) -> None:
         """Build from a saved state's checkpoint; DALI's refusal of it is the state's fault (StateError)."""

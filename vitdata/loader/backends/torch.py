@@ -13,7 +13,9 @@ Train crop: the window is drawn from the image's size before decoding (:mod:`vit
 draw as the DALI graph's source at the same (seed, epoch, rank, position)), then resized to the step's size
 with Pillow's ``resize(box=...)``. With ``LoaderConfig.decode_scale`` "auto" or "on", a plain JPEG whose window
 is at least twice the step's size across is decoded at 1/2, 1/4 or 1/8 scale (:mod:`vitdata.decode.scaled`) and the
-same window is read from the smaller image.
+same window is read from the smaller image. With a levels store (``LoaderConfig.decode_levels``), a window at least
+twice (four times) the step's size across is read from the photo's stored 1/2 (1/4) copy instead
+(:mod:`vitdata.decode.levels`).
 
 Decoder failures (``vitdata.loader.quarantine``): a sample whose header passes but whose data Pillow refuses on
 full decode is substituted in the dataset itself by the same rule as a header failure (the next usable id
@@ -47,8 +49,9 @@ def torchvision_interpolation(name: str):
 class EpochDataset(torch.utils.data.Dataset):
     """Map-style dataset over positions of one epoch; ``control`` is set by the loader before each epoch."""
 
-    def __init__(self, reader, index, batch_size: int, cfg, train: bool, rank: int):
+    def __init__(self, reader, index, batch_size: int, cfg, train: bool, rank: int, levels: str | None = None):
         self.reader, self.index, self.batch_size, self.train, self.rank = reader, index, batch_size, train, rank
+        self.levels = levels if train else None
         a = cfg.augment
         self.scale, self.ratio, self.hflip = tuple(a.scale), tuple(a.ratio), a.hflip
         self.randaug = a.randaug and train
@@ -108,7 +111,7 @@ class EpochDataset(torch.utils.data.Dataset):
         for _ in range(MAX_SUBSTITUTE_ATTEMPTS):
             sid, status, data = resolve_sample(self.reader, self.index, ids, pos, self.max_pixels, quarantine)
             try:
-                return (sid, status, *self._decode_window(data, pos, size), tuple(refused))
+                return (sid, status, *self._decode_window(data, pos, size, sid), tuple(refused))
             except Exception as e:   # Pillow: OSError, SyntaxError, ValueError, zlib errors...
                 refused.append((sid, f"Pillow: {type(e).__name__}: {e}"))
                 quarantine = quarantine | {sid}
@@ -117,8 +120,8 @@ class EpochDataset(torch.utils.data.Dataset):
                         detail=f"{refused[0][1]}; and no decodable substitute in the next {MAX_SUBSTITUTE_ATTEMPTS} "
                                f"tries")
 
-    def _decode_window(self, data: bytes, pos: int, size: int | None):
-        """(image, window) of one sample; raises what the full decode raises."""
+    def _decode_window(self, data: bytes, pos: int, size: int | None, sid: int = -1):
+        """(image, window) of sample ``sid`` (bytes ``data``); raises what the full decode raises."""
         if size is None:
             im = decode_rgb(data)
             im.load()
@@ -130,6 +133,9 @@ class EpochDataset(torch.utils.data.Dataset):
             head = None        # the full decode below raises (and names) what Pillow cannot open
         if head is not None:
             box = sample_crop_box(head.width, head.height, self.scale, self.ratio, rng)
+            level = self._level(sid, box, size)
+            if level is not None:
+                return level
             r = reduction_factor(box.w, box.h, size, size) if self.decode_scale and head.reducible else 1
             if r > 1:
                 try:
@@ -143,6 +149,23 @@ class EpochDataset(torch.utils.data.Dataset):
             box = sample_crop_box(im.size[0], im.size[1], self.scale, self.ratio,
                                   crop_rng(self.seed, int(self.control["epoch"]), self.rank, pos))
         return im, scaled_box(box, 1)
+
+    def _level(self, sid: int, box, size: int):
+        """(image, window) from the store's level of ``sid`` that serves ``box`` at ``size``, or None."""
+        if self.levels is None or sid < 0:
+            return None
+        from vitdata.decode.levels import open_levels
+
+        store = open_levels(self.levels)
+        f = store.factor(sid, box, size)
+        if f == 1:
+            return None
+        try:
+            im = decode_rgb(store.data(sid, f))
+            im.load()
+        except Exception:
+            return None        # a damaged store: the photo's own decode
+        return im, scaled_box(box, f)
 
 
 def _worker_init(worker_id: int) -> None:
@@ -160,7 +183,7 @@ class TorchBackend(Backend):
 
     def __init__(self, ctx: BackendContext):
         self.ctx = ctx
-        self.dataset = EpochDataset(ctx.reader, ctx.index, ctx.batch_size, ctx.cfg, ctx.train, ctx.rank)
+        self.dataset = EpochDataset(ctx.reader, ctx.index, ctx.batch_size, ctx.cfg, ctx.train, ctx.rank, ctx.levels)
         self.it = None
         self._norm = None   # (mean, std) on the output device, made at the first batch
 
