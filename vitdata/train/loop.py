@@ -112,7 +112,8 @@ def loader_config(cfg: TrainConfig, train_src: str, val_src: str, rank: int, wor
                         augment=AugmentConfig(scale=(cfg.crop_scale, 1.0), patch_size=cfg.patch_size),
                         output=OutputConfig(device=str(device)), schedule=sc,
                         distributed=DistributedConfig(rank=rank, world_size=world), backend=cfg.backend,
-                        num_threads=max(1, cfg.workers), num_workers=cfg.workers, seed=cfg.seed)
+                        num_threads=max(1, cfg.workers), num_workers=cfg.workers, seed=cfg.seed,
+                        decode_levels=cfg.decode_levels)
 
 
 def build_loaders(cfg: TrainConfig, rank: int, world: int, device):
