@@ -10,12 +10,17 @@ dali-reduced       the source's reduced decode (``pipelines.source.crop_windows`
                    resize over the window's ROI: the DALI backend with ``decode_scale="on"`` on a CPU host
 pillow-full        Pillow full decode + ``resize(box=window)``: the torch backend with ``decode_scale="off"``
 pillow-reduced     Pillow at 1/r + ``resize(box=window)``: the torch backend with ``decode_scale`` auto / on
+dali-levels        the source's choice of level (``crop_windows`` with a levels store built here first,
+                   ``vitdata.decode.levels``) + DALI's ROI decode of the level's (or the photo's) JPEG + DALI
+                   resize over the window's bounds: the DALI backend with ``decode_levels``
+pillow-levels      Pillow decode of the level (or the photo) + ``resize(box=window)``: the torch backend
+                   with ``decode_levels`` (and ``decode_scale="off"``)
 =================  ==========================================================================================
 
 Each route is timed ``--repeats`` times over the same windows (``vitdata.decode.crop``, seed 0); the figure is
 the fastest repeat's CPU time (``time.process_time``: DALI's thread is this process's) / images. The ratios:
-dali-reduced / dali-roi and pillow-reduced / pillow-full at each size, and each route against itself at the
-largest size.
+dali-reduced / dali-roi, pillow-reduced / pillow-full, dali-levels / dali-roi and pillow-levels / pillow-full at
+each size, and each route against itself at the largest size.
 
     python -P -m vitdata bench decode --data ../shared/data/imagenet-samples [--sizes 64,112,160,224]
         [--images 256] [--repeats 3] [--json PATH]
@@ -32,7 +37,7 @@ from vitdata.bench import record
 
 from .common import load_avg, quiet_dali, scratch_dir
 
-ROUTES = ("dali-roi", "dali-reduced", "pillow-full", "pillow-reduced")
+ROUTES = ("dali-roi", "dali-reduced", "pillow-full", "pillow-reduced", "dali-levels", "pillow-levels")
 
 
 def _cpu_ms(fn, n: int, repeats: int) -> float:
@@ -57,11 +62,13 @@ def _dali(batches_fn, names, size: int, n: int, roi: bool):
                                   dtype=[dtypes[k] for k in names], ndim=[3 if k == "pixels" else 1 for k in names],
                                   layout=["HWC" if k == "pixels" else "" for k in names])
         node = dict(zip(names, outs))
+        images = node.get("pixels")
+        if images is None:
+            images = fn.decoders.image_slice(node["encoded"], node["anchor"], node["shape"], device="cpu",
+                                             output_type=types.RGB, normalized_anchor=False, normalized_shape=False)
         if roi:
-            return fn.resize(node["pixels"], size=[size, size], roi_start=node["roi_start"], roi_end=node["roi_end"],
+            return fn.resize(images, size=[size, size], roi_start=node["roi_start"], roi_end=node["roi_end"],
                              roi_relative=False, antialias=True)
-        images = fn.decoders.image_slice(node["encoded"], node["anchor"], node["shape"], device="cpu",
-                                         output_type=types.RGB, normalized_anchor=False, normalized_shape=False)
         return fn.resize(images, size=[size, size], antialias=True)
 
     p = pipe()
@@ -70,8 +77,9 @@ def _dali(batches_fn, names, size: int, n: int, roi: bool):
     return p
 
 
-def measure(datas: list[bytes], size: int, repeats: int) -> dict:
-    """CPU ms per image of each route at ``size`` over the windows of ``datas`` (positions 0..n-1)."""
+def measure(datas: list[bytes], size: int, repeats: int, levels: str) -> dict:
+    """CPU ms per image of each route at ``size`` over the windows of ``datas`` (positions 0..n-1);
+    ``levels``: the folder of their levels store (ids 0..n-1)."""
     from PIL import Image
 
     from vitdata.decode import decode_rgb, open_scaled, scaled_box
@@ -112,10 +120,38 @@ def measure(datas: list[bytes], size: int, repeats: int) -> dict:
 
     out["pillow-full"] = _cpu_ms(lambda: pillow(False), n, repeats)
     out["pillow-reduced"] = _cpu_ms(lambda: pillow(True), n, repeats)
+    out.update(_levels(datas, plans, size, repeats, levels))
     factors = [r for _, r in plans]
     out["reduced_share"] = sum(f > 1 for f in factors) / n
     out["factors"] = {str(f): factors.count(f) for f in (1, 2, 4, 8)}
     return out
+
+
+def _levels(datas: list[bytes], plans, size: int, repeats: int, levels: str) -> dict:
+    """The two levels routes (module docstring) over the same windows, and the share of windows a level serves."""
+    from PIL import Image
+
+    from vitdata.decode import decode_rgb, scaled_box
+    from vitdata.decode.levels import Levels
+    from vitdata.pipelines.source import CropSpec, crop_windows
+
+    n, store = len(datas), Levels(levels)
+    crop = CropSpec((0.08, 1.0), (3 / 4, 4 / 3), 0, 0, False, 1, levels)
+    win = crop_windows(datas, range(n), 0, size, crop, sids=range(n))
+    pipe = _dali(lambda: tuple(list(win[k]) for k in ("encoded", "anchor", "shape", "roi_start", "roi_end")),
+                 ("encoded", "anchor", "shape", "roi_start", "roi_end"), size, n, roi=True)
+    cost = _cpu_ms(pipe.run, n, repeats)
+    del pipe
+    source = _cpu_ms(lambda: crop_windows(datas, range(n), 0, size, crop, sids=range(n)), n, repeats)
+    chosen = [store.factor(k, box, size) for k, (box, _) in enumerate(plans)]
+
+    def pillow():
+        for k, (d, (box, _)) in enumerate(zip(datas, plans)):
+            f = chosen[k]
+            decode_rgb(store.data(k, f) if f > 1 else d).resize((size, size), Image.BILINEAR, box=scaled_box(box, f))
+
+    return {"dali-levels": cost + source, "pillow-levels": _cpu_ms(pillow, n, repeats),
+            "level_share": sum(f > 1 for f in chosen) / n}
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
@@ -131,29 +167,36 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from vitdata.data.index import open_index
     from vitdata.data.reader import SampleReader
 
-    with scratch_dir():   # the index built here never lands in the user's cache
+    from vitdata.decode.levels import Levels, build_levels
+
+    sizes = sorted({int(x) for x in a.sizes.split(",")})
+    with scratch_dir() as tmp:   # the index and levels built here never land in the user's cache
         idx = open_index(a.data)
         reader = SampleReader(idx)
         datas = [reader.read(i) for i in range(min(a.images, len(idx)))]
-    sizes = sorted({int(x) for x in a.sizes.split(",")})
-    settings = {"data": os.path.abspath(a.data), "images": len(datas), "sizes": sizes, "repeats": a.repeats,
-                "threads": 1, "clock": "process CPU time", "load_avg_1m_start": load_avg()}
-    if a.data_note:
-        settings["data_note"] = a.data_note
-    with quiet_dali():
-        rows = {size: measure(datas, size, a.repeats) for size in sizes}
+        levels = build_levels(iter(datas), len(datas), tmp, "bench-decode")
+        settings = {"data": os.path.abspath(a.data), "images": len(datas), "sizes": sizes, "repeats": a.repeats,
+                    "threads": 1, "clock": "process CPU time", "load_avg_1m_start": load_avg(),
+                    "levels_bytes": Levels(levels).meta["bytes"], "photo_bytes": sum(map(len, datas))}
+        if a.data_note:
+            settings["data_note"] = a.data_note
+        with quiet_dali():
+            rows = {size: measure(datas, size, a.repeats, levels) for size in sizes}
     top = max(sizes)
     for size, r in rows.items():
         r["dali_reduced_vs_roi"] = r["dali-reduced"] / r["dali-roi"]
         r["pillow_reduced_vs_full"] = r["pillow-reduced"] / r["pillow-full"]
+        r["dali_levels_vs_roi"] = r["dali-levels"] / r["dali-roi"]
+        r["pillow_levels_vs_full"] = r["pillow-levels"] / r["pillow-full"]
         r["vs_largest"] = {k: r[k] / rows[top][k] for k in ROUTES}
     print(f"vitdata bench decode: {a.data}, {len(datas)} photos, CPU ms per image (one thread, best of {a.repeats})")
-    print(f"{'size':>5} {'reduced':>8} " + " ".join(f"{k:>15}" for k in ROUTES) + f" {'dali on/auto':>13} "
-          f"{'torch auto/off':>15}")
+    print(f"{'size':>5} {'reduced':>8} {'level':>6} " + " ".join(f"{k:>15}" for k in ROUTES) + f" {'dali on/auto':>13} "
+          f"{'torch auto/off':>15} {'dali levels':>12} {'torch levels':>13}")
     for size, r in rows.items():
-        print(f"{size:>5} {100 * r['reduced_share']:>7.0f}% " + " ".join(
+        print(f"{size:>5} {100 * r['reduced_share']:>7.0f}% {100 * r['level_share']:>5.0f}% " + " ".join(
             f"{r[k]:>8.2f} ({r['vs_largest'][k]:.2f}x)" for k in ROUTES)
-            + f" {r['dali_reduced_vs_roi']:>13.2f} {r['pillow_reduced_vs_full']:>15.2f}")
+            + f" {r['dali_reduced_vs_roi']:>13.2f} {r['pillow_reduced_vs_full']:>15.2f}"
+            + f" {r['dali_levels_vs_roi']:>12.2f} {r['pillow_levels_vs_full']:>13.2f}")
     settings["load_avg_1m_end"] = load_avg()
     data = os.path.basename(os.path.normpath(a.data))
     path = record.write_record("decode", {"settings": settings, "sizes": {str(k): v for k, v in rows.items()},
@@ -178,6 +221,12 @@ def _headline(rows: dict, top: int, data: str) -> list[dict]:
                               f"pillow-reduced {r['pillow-reduced']:.2f} vs pillow-full {r['pillow-full']:.2f} ms",
                     "compared": f"{r['dali_reduced_vs_roi']:.2f}x (DALI on/auto), "
                                 f"{r['pillow_reduced_vs_full']:.2f}x (torch auto/off)"})
+        out.append({"measured": f"decode on {data} at {z} px with levels ({100 * r['level_share']:.0f}% of windows "
+                                f"read a level)",
+                    "figure": f"dali-levels {r['dali-levels']:.2f} vs dali-roi {r['dali-roi']:.2f} ms; "
+                              f"pillow-levels {r['pillow-levels']:.2f} vs pillow-full {r['pillow-full']:.2f} ms",
+                    "compared": f"{r['dali_levels_vs_roi']:.2f}x (DALI levels/none), "
+                                f"{r['pillow_levels_vs_full']:.2f}x (torch levels/none)"})
     return out
 
 

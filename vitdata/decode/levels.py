@@ -86,18 +86,9 @@ def build_levels(samples: Iterable[bytes | None], n: int, root: str, fingerprint
     offsets = {f: np.zeros(n + 1, np.int64) for f in FACTORS}
     sizes = {f: np.zeros((n, 2), np.int32) for f in FACTORS}
     blobs = {f: open(os.path.join(tmp, f"level-{f}.bin"), "wb") for f in FACTORS}
-    pool = None
     try:
-        samples = list(samples) if not hasattr(samples, "__next__") else samples
-        if workers > 1:
-            import multiprocessing as mp
-
-            pool = mp.get_context("spawn").Pool(workers)
-            encoded = pool.imap(encode_levels, samples, chunksize=8)
-        else:
-            encoded = map(encode_levels, samples)
         i = -1
-        for i, levels in enumerate(encoded):
+        for i, levels in enumerate(_encoded(samples, workers)):
             for f, jpeg in zip(FACTORS, levels):
                 offsets[f][i + 1] = offsets[f][i] + (len(jpeg) if jpeg else 0)
                 if jpeg:
@@ -110,8 +101,6 @@ def build_levels(samples: Iterable[bytes | None], n: int, root: str, fingerprint
     finally:
         for b in blobs.values():
             b.close()
-        if pool is not None:
-            pool.terminate()
     arrays = {f"offsets_{f}": offsets[f] for f in FACTORS} | {f"size_{f}": sizes[f] for f in FACTORS}
     np.savez(os.path.join(tmp, "levels.npz"), **arrays)
     meta = {"format": FORMAT, "fingerprint": fingerprint, "samples": n, "factors": list(FACTORS),
@@ -125,6 +114,26 @@ def build_levels(samples: Iterable[bytes | None], n: int, root: str, fingerprint
     except OSError:                 # another process finished the same store first
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _encoded(samples: Iterable[bytes | None], workers: int):
+    """:func:`encode_levels` of each sample, in order, on ``workers`` threads (Pillow releases the GIL while it
+    decodes and encodes) with at most 4 per thread in flight, so memory stays bounded on any dataset. Threads,
+    not processes: a build inside a trainer or a benchmark leaves no child process behind."""
+    if workers <= 1:
+        yield from map(encode_levels, samples)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="vitdata-levels") as pool:
+        pending: deque = deque()
+        for data in samples:
+            pending.append(pool.submit(encode_levels, data))
+            if len(pending) >= 4 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _jpeg_size(jpeg: bytes) -> tuple[int, int]:

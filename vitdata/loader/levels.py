@@ -60,7 +60,7 @@ def main(argv=None, prog: str = "vitdata levels") -> int:
                                 "LoaderConfig.decode_levels / vitdata train --decode-levels.")
     p.add_argument("--data", required=True, help="ImageFolder root or WebDataset shards (as LoaderConfig.data)")
     p.add_argument("--out", required=True, help="folder of levels stores (the store is levels-<fingerprint> in it)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes that encode (default: all cores)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="threads that decode and encode (default: all cores)")
     a = p.parse_args(argv)
     try:
         index = open_index(a.data, bad_labels="mark")
