@@ -68,6 +68,12 @@ def test_the_store_holds_each_level_by_id_and_names_itself_by_the_fingerprint(tm
         Levels(path, "ab" * 32, 6)
     with pytest.raises(FileNotFoundError):
         Levels(str(tmp_path / "nothing"))
+    blob = Path(path, "level-2.bin")
+    whole = blob.read_bytes()
+    blob.write_bytes(whole[:-100])                                          # a cut blob: refused on open
+    with pytest.raises(ValueError, match="damaged store"):
+        Levels(path)
+    blob.write_bytes(whole)
     with pytest.raises(ValueError, match="2 samples given"):
         build_levels(iter(datas[:2]), 3, str(tmp_path / "other"), "ef" * 32)
 

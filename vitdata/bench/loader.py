@@ -300,8 +300,15 @@ def build_levels_for(idx, root: str) -> dict:
     from vitdata.data.reader import SampleReader
     from vitdata.loader.levels import build_store
 
-    t0 = time.perf_counter()
-    path = build_store(idx, SampleReader(idx), root, workers=record.usable_cpus())
+    t0, n, step = time.perf_counter(), len(idx), max(5000, len(idx) // 10)
+
+    def progress(done: int) -> None:   # a large dataset takes minutes (about 2 ms per photo per core)
+        if done % step == 0 and done < n:
+            rate = done / (time.perf_counter() - t0)
+            print(f"  levels: {done:,} of {n:,} photos, about {(n - done) / rate:.0f} s left "
+                  "(--decode-levels off skips the store)", flush=True)
+
+    path = build_store(idx, SampleReader(idx), root, workers=record.usable_cpus(), progress=progress)
     with open(os.path.join(path, "meta.json"), encoding="utf-8") as fh:
         meta = json.load(fh)
     photos = int(idx.length.sum())

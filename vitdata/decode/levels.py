@@ -161,6 +161,12 @@ class Levels:
         with np.load(os.path.join(path, "levels.npz")) as z:
             self.offsets = {f: z[f"offsets_{f}"] for f in FACTORS}
             self.sizes = {f: z[f"size_{f}"] for f in FACTORS}
+        for f in FACTORS:   # a cut or swapped blob would hand the decoder bad JPEGs for sound photos
+            blob = os.path.join(path, f"level-{f}.bin")
+            have = os.path.getsize(blob) if os.path.exists(blob) else None
+            if have != int(self.offsets[f][-1]):
+                raise ValueError(f"{blob}: {have} bytes, the store's offsets say {int(self.offsets[f][-1])}: a damaged "
+                                 "store; remove the folder and build it again with 'vitdata levels'")
         self._blobs = {}
 
     def factor(self, sid: int, box: CropBox, size: int) -> int:
