@@ -76,6 +76,7 @@ def test_the_store_holds_each_level_by_id_and_names_itself_by_the_fingerprint(tm
     blob.write_bytes(whole)
     with pytest.raises(ValueError, match="2 samples given"):
         build_levels(iter(datas[:2]), 3, str(tmp_path / "other"), "ef" * 32)
+    assert os.listdir(tmp_path / "other") == []                             # a failed build leaves nothing
 
 
 @pytest.mark.parametrize("w,h,size,expect", [(400, 400, 100, 4), (399, 400, 100, 2), (400, 199, 100, 1),

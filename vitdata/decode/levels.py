@@ -98,6 +98,9 @@ def build_levels(samples: Iterable[bytes | None], n: int, root: str, fingerprint
                 progress(i + 1)
         if i + 1 != n:
             raise ValueError(f"levels: {i + 1} samples given for an index of {n}")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)   # nothing half-built stays beside the stores
+        raise
     finally:
         for b in blobs.values():
             b.close()
