@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from loader_runs import assert_source_workers_match
 from PIL import Image
 
 from vitdata import LoaderConfig, create_loader
@@ -112,19 +113,7 @@ def test_both_backends_crop_the_same_window_at_the_same_position(photos):
 
 def test_dali_source_workers_deliver_the_same_reduced_decodes_as_the_in_thread_source(photos):
     data, _ = photos
-    runs = {}
-    for workers in (0, 2):
-        cfg = LoaderConfig(data=data, batch_size=6, image_size=24, backend="dali", num_workers=workers,
-                           num_threads=2, seed=5, decode_scale="on",
-                           augment=AugmentConfig(randaug=False, hflip=0.0, patch_size=1))
-        loader = create_loader(cfg)
-        try:
-            loader.set_epoch(0)
-            runs[workers] = [(b.images.clone(), b.ids.clone()) for b in loader]
-        finally:
-            loader.close()
-    for (a, ia), (b, ib) in zip(runs[0], runs[2]):
-        assert torch.equal(ia, ib) and torch.equal(a, b)
+    assert_source_workers_match(data, batch_size=6, image_size=24, decode_scale="on")
 
 
 def test_auto_reduces_in_the_torch_backend_and_leaves_dali_its_roi_decode(photos):

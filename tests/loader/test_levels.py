@@ -7,7 +7,9 @@ import os
 
 import pytest
 import torch
+from loader_runs import assert_source_workers_match
 from photos import photo_image
+
 from vitdata import LoaderConfig, create_loader
 from vitdata.cli import main as cli
 from vitdata.data.index import open_index
@@ -106,19 +108,7 @@ def test_a_step_whose_windows_are_too_small_for_a_level_decodes_the_photos(built
 
 def test_dali_source_workers_read_the_same_levels_as_the_in_thread_source(built):
     data, levels = built
-    runs = {}
-    for workers in (0, 2):
-        cfg = LoaderConfig(data=data, batch_size=4, image_size=24, backend="dali", num_workers=workers,
-                           num_threads=2, seed=5, decode_levels=levels,
-                           augment=AugmentConfig(randaug=False, hflip=0.0, patch_size=1))
-        loader = create_loader(cfg)
-        try:
-            loader.set_epoch(0)
-            runs[workers] = [(b.images.clone(), b.ids.clone()) for b in loader]
-        finally:
-            loader.close()
-    for (a, ia), (b, ib) in zip(runs[0], runs[2]):
-        assert torch.equal(ia, ib) and torch.equal(a, b)
+    assert_source_workers_match(data, batch_size=4, image_size=24, decode_levels=levels)
 
 
 def test_a_folder_without_this_datasets_store_is_refused_naming_the_command(built, tmp_path):

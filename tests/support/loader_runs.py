@@ -1,5 +1,5 @@
 """Run a loader and record what it delivered, for the tests that compare two runs step by step
-(determinism, shutdown): ids, augmentation magnitudes and an image digest per batch."""
+(determinism, shutdown, source workers): ids, augmentation magnitudes and an image digest per batch."""
 import hashlib
 import time
 
@@ -47,3 +47,20 @@ def same(a, b, pixels=True):
     assert [x[1] for x in a] == [x[1] for x in b]
     if pixels:
         assert [x[2] for x in a] == [x[2] for x in b]
+
+
+def assert_source_workers_match(data, **kw):
+    """One epoch of a DALI loader (``LoaderConfig(data, **kw)``, no RandAugment or flip) with the source in the
+    pipeline thread and in 2 worker processes: the same ids and the same pixels, step by step."""
+    runs = {}
+    for workers in (0, 2):
+        ld = create_loader(LoaderConfig(data=data, backend="dali", num_workers=workers, num_threads=2, seed=5,
+                                        augment=AugmentConfig(randaug=False, hflip=0.0, patch_size=1), **kw))
+        try:
+            ld.set_epoch(0)
+            runs[workers] = [(b.images.clone(), b.ids.clone()) for b in ld]
+        finally:
+            ld.close()
+    assert len(runs[0]) == len(runs[2])
+    for (a, ia), (b, ib) in zip(runs[0], runs[2]):
+        assert torch.equal(ia, ib) and torch.equal(a, b)

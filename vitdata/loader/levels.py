@@ -17,11 +17,12 @@ def build_store(index, reader, root: str, workers: int = 1, progress=None) -> st
     """Build (or find) the levels store of ``index`` under ``root`` from ``reader``; returns its folder."""
     from vitdata.data.checks import check_bytes
     from vitdata.decode.levels import build_levels
+    from vitdata.loader.config import LoaderConfig
 
     def samples():
         for i in range(len(index)):
             try:
-                data = check_bytes(reader.read(i), 64_000_000)[0]
+                data = check_bytes(reader.read(i), LoaderConfig.max_pixels)[0]   # the loader's default budget
             except DataError:
                 data = None
             yield data
