@@ -18,7 +18,7 @@ import sys
 
 SUBCOMMANDS = {
     "index": ("vitdata.data.index", "scan an ImageFolder tree or WebDataset tar shards into a sample index"),
-    "levels": ("vitdata.loader.levels", "store each photo at 1/2 and 1/4 size once, so small curriculum steps "
+    "levels": ("vitdata.loader.levels", "store each photo at 1/2, 1/4 and 1/8 size once, so small curriculum steps "
                                         "decode small files (LoaderConfig.decode_levels)"),
     "train": ("vitdata.train.loop", "train a timm ViT with the curriculum switches (synthetic data by default)"),
     "bench": ("vitdata.bench", "measure data throughput: loader, kernels, training step"),

@@ -15,7 +15,8 @@ from vitdata.decode.levels import FACTORS, Levels, build_levels, encode_levels, 
 
 from .conftest import photo
 
-MEAN_TOL = 2.0    # 0..255 scale, mean over the photos that take a level (docs/methods.md, "Levels")
+# 0..255 scale, mean over the photos that take a level (docs/design.md, "Decoding at the step's size")
+MEAN_TOL = 2.0
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "imagenet-samples"
 
 
@@ -54,7 +55,7 @@ def test_the_store_holds_each_level_by_id_and_names_itself_by_the_fingerprint(tm
     assert path == store_dir(str(tmp_path), "ab" * 32) and os.path.basename(path) == "levels-" + "ab" * 8
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]          # written aside, renamed into place
     meta = json.loads(Path(path, "meta.json").read_text())
-    assert meta["samples"] == 5 and meta["with_level"] == {"4": 3, "2": 3}
+    assert meta["samples"] == 5 and meta["with_level"] == {"8": 3, "4": 3, "2": 3}
     store = Levels(path, "ab" * 32, 5)
     for i in range(3):
         for f, jpeg in zip(FACTORS, encode_levels(datas[i])):
@@ -79,8 +80,22 @@ def test_the_store_holds_each_level_by_id_and_names_itself_by_the_fingerprint(tm
     assert os.listdir(tmp_path / "other") == []                             # a failed build leaves nothing
 
 
+def test_a_store_reads_the_factors_it_was_built_with(tmp_path, monkeypatch):
+    import vitdata.decode.levels as lv
+
+    monkeypatch.setattr(lv, "FACTORS", (4, 2))          # a store built before the 1/8 level existed
+    data = photo(800, 800, 0)
+    path = _store(tmp_path, [data])
+    monkeypatch.undo()
+    store = Levels(path)
+    assert store.factors == (4, 2)
+    assert store.factor(0, CropBox(0, 0, 800, 800), 100) == 4
+    assert store.data(0, 4) == encode_levels(data)[FACTORS.index(4)]
+
+
 @pytest.mark.parametrize("w,h,size,expect", [(400, 400, 100, 4), (399, 400, 100, 2), (400, 199, 100, 1),
-                                             (200, 200, 100, 2), (199, 300, 100, 1), (800, 800, 100, 4)])
+                                             (200, 200, 100, 2), (199, 300, 100, 1), (800, 800, 100, 8),
+                                             (799, 800, 100, 4)])
 def test_the_factor_is_the_largest_stored_level_that_keeps_the_window_at_least_the_output_across(tmp_path, w, h,
                                                                                                size, expect):
     store = open_levels(_store(tmp_path, [photo(800, 800, 0)]))
@@ -101,9 +116,9 @@ def test_the_window_in_a_level_is_the_photos_window_divided_by_the_factor(tmp_pa
             assert (x + right, y + bottom) == pytest.approx(((box.x + box.w) / f, (box.y + box.h) / f))
 
 
-def _mad(datas, sizes):
-    """Mean absolute difference (0..255) per photo that takes a level: the level's window resized against the
-    photo's full decode resized from the same window (Pillow, bilinear)."""
+def _mad(datas, sizes, factors=FACTORS):
+    """Mean absolute difference (0..255) per photo that takes a level (one of ``factors``): the level's window
+    resized against the photo's full decode resized from the same window (Pillow, bilinear)."""
     levels = [encode_levels(d) for d in datas]
     out = {}
     for size in sizes:
@@ -112,7 +127,7 @@ def _mad(datas, sizes):
             head = probe(d)
             box = sample_crop_box(head.width, head.height, (0.08, 1.0), (3 / 4, 4 / 3), crop_rng(0, 0, 0, i))
             f = next((f for k, f in enumerate(FACTORS) if levels[i][k] and box.w >= f * size and box.h >= f * size), 1)
-            if f == 1:
+            if f not in factors:
                 continue
             full = decode_rgb(d).resize((size, size), Image.BILINEAR, box=scaled_box(box, 1))
             level = decode_rgb(levels[i][FACTORS.index(f)]).resize((size, size), Image.BILINEAR, box=scaled_box(box, f))
@@ -127,6 +142,14 @@ def test_a_level_reads_the_same_window_as_the_full_decode_within_the_tolerance()
         assert len(d) >= 8, size
         assert d.mean() <= MEAN_TOL and d.max() <= 12.0, (size, d.mean(), d.max())
         assert d.mean() > 0.05          # the level really was read
+
+
+def test_the_eighth_level_of_a_multi_megapixel_photo_is_within_the_tolerance():
+    datas = [photo(1600, 1200, k) for k in range(16)]
+    (d,) = _mad(datas, (48,), factors=(8,)).values()
+    assert len(d) >= 6
+    assert d.mean() <= MEAN_TOL and d.max() <= 12.0, (d.mean(), d.max())
+    assert d.mean() > 0.05
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data/imagenet-samples")

@@ -57,7 +57,7 @@ def main(argv=None, prog: str = "vitdata levels") -> int:
     from vitdata.data.reader import SampleReader
 
     p = argparse.ArgumentParser(prog=prog, description="Build the levels store of a dataset (each plain JPEG "
-                                "decoded once at 1/2 and 1/4 and stored as a JPEG of quality 90) for "
+                                "decoded once at 1/2, 1/4 and 1/8 and stored as a JPEG of quality 95) for "
                                 "LoaderConfig.decode_levels / vitdata train --decode-levels.")
     p.add_argument("--data", required=True, help="ImageFolder root or WebDataset shards (as LoaderConfig.data)")
     p.add_argument("--out", required=True, help="folder of levels stores (the store is levels-<fingerprint> in it)")

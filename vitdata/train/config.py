@@ -56,7 +56,7 @@ class TrainConfig:
     workers: int = _f(2, "loader source workers (0 = read in the loader's own thread) and DALI threads "
                          "(at least 1)")
     decode_levels: Optional[str] = _f(None, "folder of levels stores built by 'vitdata levels': small steps read "
-                                            "the photos' stored 1/2 and 1/4 copies")
+                                            "the photos' stored 1/2, 1/4 and 1/8 copies")
     # model
     model: str = _f("vit_tiny_patch16_224", "timm ViT name (pretrained=False always)")
     patch_size: int = _f(16, "patch size (overrides the model name's)")
