@@ -2,10 +2,11 @@
 
 A reduced IDCT (:mod:`.scaled`) saves the IDCT, colour conversion and resize but not the entropy decoding
 of the whole file, so a 64 px step still pays about two thirds of a 224 px step's decode. A level is the
-photo decoded once at 1/2, 1/4 or 1/8 (libjpeg-turbo's DCT scaling, the same pixels :func:`.scaled.open_scaled`
-gives) and re-encoded as a JPEG of a quarter, a sixteenth or a sixty-fourth of the pixels (1/8 is for
-multi-megapixel photos, whose small steps' windows are many times the output: on 1,600-3,200 px photos it
-took the 64 px step from 0.37x to about 0.2x of the 224 px step's cost). A step whose crop window stays
+photo decoded once at 1/2 or 1/4 (libjpeg-turbo's DCT scaling, the same pixels :func:`.scaled.open_scaled`
+gives; the 1/8 level is the 1/4 level's 2 x 2 box mean, :data:`DERIVED`) and re-encoded as a JPEG of a
+quarter, a sixteenth or a sixty-fourth of the pixels. The 1/8 level is for multi-megapixel photos, whose
+small steps' windows are many times the output: on 1,600-3,200 px photos it took the full curriculum's
+64 px step from 0.37x to 0.22x of its 224 px step's cost. A step whose crop window stays
 at least ``f`` times the output side across (never upsampled) decodes the window from level ``f`` instead
 of the photo. The window is the one drawn in the photo's coordinates (:mod:`.crop`), mapped into the level
 (pixel k of level f covers photo pixels [k f, (k+1) f), as in a reduced IDCT): the same part of the scene, the
@@ -178,7 +179,7 @@ class Levels:
         self.path = path
         with np.load(os.path.join(path, "levels.npz")) as z:
             # the store's own factors: one built before a factor was added still reads
-            self.factors = tuple(int(f) for f in self.meta["factors"])
+            self.factors = tuple(sorted((int(f) for f in self.meta["factors"]), reverse=True))
             self.offsets = {f: z[f"offsets_{f}"] for f in self.factors}
             self.sizes = {f: z[f"size_{f}"] for f in self.factors}
         for f in self.factors:   # a cut or swapped blob would hand the decoder bad JPEGs for sound photos
