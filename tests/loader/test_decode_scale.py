@@ -1,13 +1,13 @@
 """LoaderConfig.decode_scale through both backends: the same samples and crop windows as with full decodes,
 pixels within the stated tolerance, full decodes for the files that need them, and a bad JPEG refused and
 skipped exactly as without it."""
-import io
 import os
 
 import numpy as np
 import pytest
 import torch
 from loader_runs import assert_source_workers_match
+from photos import bad_component, encoded
 from PIL import Image
 
 from vitdata import LoaderConfig, create_loader
@@ -25,30 +25,18 @@ def _photo(w, h, seed):
     return Image.fromarray(img)
 
 
-def _bytes(im, fmt="JPEG", **kw):
-    buf = io.BytesIO()
-    im.save(buf, format=fmt, **kw)
-    return buf.getvalue()
-
-
-def _bad_component(data: bytes) -> bytes:
-    data = bytearray(data)
-    data[data.find(b"\xff\xda") + 5] = 9   # the scan names a component the frame does not have
-    return bytes(data)
-
-
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     """16 photo-like 320x240 JPEGs in 2 classes, plus files that keep the full decode and two bad JPEGs."""
     import badinputs
 
     root = tmp_path_factory.mktemp("photos") / "train"
-    files = {f"c{k % 2}/p{k:02d}.jpg": _bytes(_photo(320, 240, k), quality=90) for k in range(16)}
+    files = {f"c{k % 2}/p{k:02d}.jpg": encoded(_photo(320, 240, k), quality=90) for k in range(16)}
     im = _photo(320, 240, 99)
-    files.update({"c0/gray.jpg": _bytes(im.convert("L")), "c1/cmyk.jpg": _bytes(im.convert("CMYK")),
-                  "c0/png.png": _bytes(im, "PNG"), "c1/rotated.jpg": badinputs.make_bytes(13)})
-    bad = {"c0/badcomp.jpg": _bad_component(_bytes(_photo(320, 240, 50))),
-           "c1/cut.jpg": _bytes(_photo(320, 240, 51))[:9000]}
+    files.update({"c0/gray.jpg": encoded(im.convert("L")), "c1/cmyk.jpg": encoded(im.convert("CMYK")),
+                  "c0/png.png": encoded(im, "PNG"), "c1/rotated.jpg": badinputs.make_bytes(13)})
+    bad = {"c0/badcomp.jpg": bad_component(encoded(_photo(320, 240, 50))),
+           "c1/cut.jpg": encoded(_photo(320, 240, 51))[:9000]}
     for rel, blob in {**files, **bad}.items():
         os.makedirs(root / os.path.dirname(rel), exist_ok=True)
         (root / rel).write_bytes(blob)

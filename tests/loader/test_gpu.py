@@ -1,6 +1,7 @@
 """GPU path (skipped without CUDA): mixed decode, tensors handed to torch on the consumer's stream."""
 import pytest
 import torch
+from photos import bad_component
 
 from vitdata import LoaderConfig, create_loader
 from vitdata.loader.config import AugmentConfig, EvalConfig, OutputConfig
@@ -58,9 +59,10 @@ def test_gpu_a_step_failing_in_the_mixed_decoder_is_redone_as_by_a_loader_that_k
     victim = int(probe.sampler.epoch_ids(0).reshape(-1)[13])
     path = probe.index.path(victim)
     probe.close()
-    data = bytearray(open(path, "rb").read())
-    data[data.find(b"\xff\xda") + 5] = 9   # the scan names a component the frame lacks: the decoder refuses it
-    open(path, "wb").write(bytes(data))
+    with open(path, "rb") as fh:
+        data = bad_component(fh.read())      # the scan names a component the frame lacks: the decoder refuses it
+    with open(path, "wb") as fh:
+        fh.write(data)
     out = {}
     for name in ("found", "known"):   # the second loader reads the known-bad store the first one wrote
         loader = create_loader(cfg)

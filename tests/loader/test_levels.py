@@ -1,14 +1,13 @@
 """LoaderConfig.decode_levels through both backends: the same samples, windows, skips and quarantine as
 without levels, pixels within the stated tolerance, the photo's own decode for files without a level, and
 a clear refusal of a folder that holds no store of the dataset."""
-import io
 import json
 import os
 
 import pytest
 import torch
 from loader_runs import assert_source_workers_match
-from photos import photo_image
+from photos import bad_component, encoded, photo_image
 
 from vitdata import LoaderConfig, create_loader
 from vitdata.cli import main as cli
@@ -21,33 +20,21 @@ MEAN_TOL = 2.0   # 0..255 scale; see tests/decode/test_levels.py
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
 
 
-def _bytes(im, fmt="JPEG", **kw):
-    buf = io.BytesIO()
-    im.save(buf, format=fmt, **kw)
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     """14 photo-like 320x240 JPEGs in 2 classes, a grayscale JPEG and a PNG (no level), two bad JPEGs, and
     the store built by ``vitdata levels``."""
     tmp = tmp_path_factory.mktemp("levels")
     root = tmp / "train"
-    files = {f"c{k % 2}/ph{k:02d}.jpg": _bytes(photo_image(320, 240, k), quality=90) for k in range(14)}
+    files = {f"c{k % 2}/ph{k:02d}.jpg": encoded(photo_image(320, 240, k), quality=90) for k in range(14)}
     im = photo_image(320, 240, 99)
-    files.update({"c0/gray.jpg": _bytes(im.convert("L")), "c1/png.png": _bytes(im, "PNG"),
-                  "c0/cut.jpg": _bytes(photo_image(320, 240, 51))[:9000],
-                  "c1/badcomp.jpg": _bad_component(_bytes(photo_image(320, 240, 50)))})
+    files.update({"c0/gray.jpg": encoded(im.convert("L")), "c1/png.png": encoded(im, "PNG"),
+                  "c0/cut.jpg": encoded(photo_image(320, 240, 51))[:9000],
+                  "c1/badcomp.jpg": bad_component(encoded(photo_image(320, 240, 50)))})
     for rel, blob in files.items():
         os.makedirs(root / os.path.dirname(rel), exist_ok=True)
         (root / rel).write_bytes(blob)
     return str(root), str(tmp / "levels")
-
-
-def _bad_component(data: bytes) -> bytes:
-    data = bytearray(data)
-    data[data.find(b"\xff\xda") + 5] = 9   # the scan names a component the frame does not have
-    return bytes(data)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """Photos as test input: centre crops of an ImageFolder's real photos (``tests/kernels``), and photo-like
 images made here (``tests/decode``, ``tests/loader``): a smooth random field with fine noise and hard
 edges, so a window shifted by a few pixels or resampled differently shows up in a mean absolute difference."""
+import io
 from pathlib import Path
 
 import numpy as np
@@ -30,3 +31,17 @@ def photo_image(width: int, height: int, seed: int = 0) -> Image.Image:
     yy, xx = np.mgrid[:height, :width]
     edges = 60.0 * (((xx // 37) + (yy // 29)) % 2)[..., None]   # a checker of hard edges
     return Image.fromarray(np.clip(base + edges + rng.normal(0, 10, (height, width, 3)), 0, 255).astype(np.uint8))
+
+
+def encoded(im: Image.Image, fmt: str = "JPEG", **kw) -> bytes:
+    """``im`` saved as ``fmt`` (Pillow's save options in ``kw``)."""
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def bad_component(jpeg: bytes) -> bytes:
+    """``jpeg`` whose scan names a component its frame does not have: libjpeg refuses it from the headers."""
+    data = bytearray(jpeg)
+    data[data.find(b"\xff\xda") + 5] = 9
+    return bytes(data)
